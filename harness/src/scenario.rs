@@ -1,0 +1,929 @@
+//! The scenario file: TOML text → a validated [`Scenario`].
+//!
+//! Parsing happens in two passes. `serde` turns the text into `raw::*` structs that keep
+//! the byte span of every value a person may get wrong; `validate` then checks what serde
+//! cannot (host references, address ranges, port presence) and builds the model the rest
+//! of the harness uses. Every error names the file, line and column, and says what to do.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+/// Upper bound on packets one traffic entry may send: traffic loops are bounded by design.
+pub const MAX_COUNT: u32 = 10_000;
+/// Upper bound on how long one attempt may wait for an answer.
+pub const MAX_TIMEOUT_MS: u64 = 5_000;
+/// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
+const MAX_IFNAME: usize = 15;
+
+/// A scenario that passed validation. Hosts are referred to by index into `hosts`.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Path relative to the scenarios root, without `.toml`: `iptables/input_drop_icmp`.
+    pub name: String,
+    pub path: PathBuf,
+    pub description: String,
+    pub hosts: Vec<Host>,
+    pub links: Vec<Link>,
+    pub faults: Vec<Fault>,
+    pub traffic: Vec<Traffic>,
+    pub expect: Expectations,
+    /// Extra time to keep watching after traffic, for drops the kernel makes late
+    /// (neighbour resolution failure, for example). Zero for almost every scenario.
+    pub settle_min_ms: u64,
+}
+
+pub type HostId = usize;
+
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub name: String,
+    /// Sets net.ipv4.ip_forward=1 and conf.all.forwarding=1 in this host.
+    pub forwarding: bool,
+    /// Per-namespace sysctls, applied after links exist: `net.ipv4.conf.all.rp_filter` → `1`.
+    pub sysctls: BTreeMap<String, String>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// `None` is the default route.
+    pub destination: Option<Cidr>,
+    pub via: Option<Ipv4Addr>,
+    /// Interface name in this host; needed when there is no gateway.
+    pub dev: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// A veth pair: one end in each host.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub ends: [Endpoint; 2],
+    pub mtu: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub host: HostId,
+    /// Interface name inside the host's namespace.
+    pub ifname: String,
+    pub addr: Cidr,
+}
+
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub host: HostId,
+    pub kind: FaultKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultKind {
+    /// `iptables-restore` input, loaded with the chosen backend.
+    Iptables {
+        backend: IptablesBackend,
+        rules: String,
+        /// Where the rules came from, for error messages: the scenario or a fixture file.
+        origin: String,
+    },
+    /// `nft -f` input.
+    Nft { ruleset: String, origin: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IptablesBackend {
+    Nft,
+    Legacy,
+}
+
+impl IptablesBackend {
+    pub fn restore_command(self) -> &'static str {
+        match self {
+            IptablesBackend::Nft => "iptables-nft-restore",
+            IptablesBackend::Legacy => "iptables-legacy-restore",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Protocol {
+    Icmp,
+    Udp,
+    Tcp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Icmp => "icmp",
+            Protocol::Udp => "udp",
+            Protocol::Tcp => "tcp",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Traffic {
+    pub from: HostId,
+    /// The host that owns `destination`, when it is one of ours (for the listening socket).
+    pub to_host: Option<HostId>,
+    pub destination: Ipv4Addr,
+    pub protocol: Protocol,
+    /// Destination port for UDP and TCP.
+    pub port: u16,
+    pub count: u32,
+    /// UDP/TCP: whether a socket listens on `port` at the destination.
+    pub listen: bool,
+    /// Payload bytes per packet (ICMP and UDP).
+    pub payload: usize,
+    /// How long each attempt waits for its answer.
+    pub timeout_ms: u64,
+    pub expect: TrafficExpect,
+}
+
+/// Expected outcomes of one traffic entry; `None` means "not asserted".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrafficExpect {
+    /// ICMP echo replies received.
+    pub answered: Option<u32>,
+    /// UDP datagrams read by the listening socket.
+    pub delivered: Option<u32>,
+    /// ICMP errors that came back to the sender (UDP and ICMP).
+    pub errors: Option<u32>,
+    /// TCP attempt outcomes.
+    pub connected: Option<u32>,
+    pub refused: Option<u32>,
+    pub timed_out: Option<u32>,
+    pub unreachable: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Expectations {
+    pub drops: Vec<DropExpect>,
+    /// A drop that no expectation matches fails the scenario (default true).
+    pub no_other_drops: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DropExpect {
+    pub host: HostId,
+    pub reason: String,
+    pub function: Option<String>,
+    pub count: u64,
+}
+
+/// A problem in a scenario file, with where it is and what to do about it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}:{line}:{column}: {message}", path.display())]
+pub struct ScenarioError {
+    pub path: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// Reads and validates one scenario file. `root` is the scenarios directory, used to
+/// derive the scenario's name; `fixtures` is where `*_file` references are resolved.
+pub fn load(path: &Path, root: &Path, fixtures: &Path) -> Result<Scenario, ScenarioError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+        path: path.to_owned(),
+        line: 0,
+        column: 0,
+        message: format!("cannot read the scenario file: {e}"),
+    })?;
+    let name = scenario_name(path, root);
+    parse(&text, path, &name, fixtures)
+}
+
+/// `scenarios/iptables/input.toml` → `iptables/input`.
+pub fn scenario_name(path: &Path, root: &Path) -> String {
+    let relative = path.strip_prefix(root).unwrap_or(path);
+    let mut name = relative.with_extension("").to_string_lossy().into_owned();
+    if std::path::MAIN_SEPARATOR != '/' {
+        name = name.replace(std::path::MAIN_SEPARATOR, "/");
+    }
+    name
+}
+
+/// Parses scenario text; `path` is only used in error messages and fixture lookup.
+pub fn parse(
+    text: &str,
+    path: &Path,
+    name: &str,
+    fixtures: &Path,
+) -> Result<Scenario, ScenarioError> {
+    let at = Locator { path, text };
+    let raw: raw::ScenarioFile = toml::from_str(text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        at.error(span, e.message().to_string())
+    })?;
+    Validator {
+        at,
+        fixtures,
+        name,
+        host_ids: BTreeMap::new(),
+    }
+    .validate(raw)
+}
+
+/// Turns byte spans into `file:line:column` errors.
+struct Locator<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Locator<'_> {
+    fn error(&self, span: Range<usize>, message: impl Into<String>) -> ScenarioError {
+        let before = &self.text[..span.start.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        ScenarioError {
+            path: self.path.to_owned(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+}
+
+struct Validator<'a> {
+    at: Locator<'a>,
+    fixtures: &'a Path,
+    name: &'a str,
+    host_ids: BTreeMap<String, HostId>,
+}
+
+type Spanned<T> = toml::Spanned<T>;
+
+impl Validator<'_> {
+    fn validate(mut self, raw: raw::ScenarioFile) -> Result<Scenario, ScenarioError> {
+        if raw.hosts.is_empty() {
+            return Err(self.at.error(
+                0..0,
+                "the scenario declares no hosts: add at least one `[hosts.NAME]` table",
+            ));
+        }
+        let mut hosts = Vec::new();
+        for (name, spec) in raw.hosts {
+            self.check_host_name(&name)?;
+            self.host_ids.insert(name.get_ref().clone(), hosts.len());
+            hosts.push(self.host(name.into_inner(), spec)?);
+        }
+        let links = self.links(raw.links, &mut hosts)?;
+        // Routes name interfaces, so they are checked once the links are known.
+        for (id, host) in hosts.iter().enumerate() {
+            for route in &host.routes {
+                if let Some(dev) = &route.dev {
+                    let known = links
+                        .iter()
+                        .flat_map(|l| l.ends.iter())
+                        .any(|e| e.host == id && &e.ifname == dev);
+                    if !known {
+                        return Err(self.at.error(
+                            0..0,
+                            format!(
+                                "host `{}` has a route through `{dev}`, but no link gives it an interface of that name",
+                                host.name
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        let faults = raw
+            .faults
+            .into_iter()
+            .map(|f| self.fault(f))
+            .collect::<Result<_, _>>()?;
+        let traffic = raw
+            .traffic
+            .into_iter()
+            .map(|t| self.traffic(t, &links))
+            .collect::<Result<_, _>>()?;
+        let expect = self.expectations(raw.expect)?;
+        let settle_min_ms = match raw.settle_ms {
+            Some(ms) if *ms.get_ref() > MAX_TIMEOUT_MS => {
+                return Err(self.at.error(
+                    ms.span(),
+                    format!("settle_ms must be at most {MAX_TIMEOUT_MS}"),
+                ));
+            }
+            Some(ms) => ms.into_inner(),
+            None => 0,
+        };
+        Ok(Scenario {
+            name: self.name.to_owned(),
+            path: self.at.path.to_owned(),
+            description: raw.description,
+            hosts,
+            links,
+            faults,
+            traffic,
+            expect,
+            settle_min_ms,
+        })
+    }
+
+    fn check_host_name(&self, name: &Spanned<String>) -> Result<(), ScenarioError> {
+        let valid = !name.get_ref().is_empty()
+            && name.get_ref().len() <= 32
+            && name
+                .get_ref()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if valid {
+            Ok(())
+        } else {
+            Err(self.at.error(
+                name.span(),
+                format!(
+                    "host name `{}` must be 1–32 characters of letters, digits, `-` or `_`",
+                    name.get_ref()
+                ),
+            ))
+        }
+    }
+
+    fn host(&self, name: String, spec: raw::Host) -> Result<Host, ScenarioError> {
+        let mut sysctls = BTreeMap::new();
+        for (key, value) in spec.sysctls {
+            if !key.get_ref().starts_with("net.") {
+                return Err(self.at.error(
+                    key.span(),
+                    format!(
+                        "sysctl `{}` is not per network namespace: only `net.*` keys can be set on a host",
+                        key.get_ref()
+                    ),
+                ));
+            }
+            let value = match value {
+                raw::SysctlValue::Int(i) => i.to_string(),
+                raw::SysctlValue::Text(s) => s,
+            };
+            sysctls.insert(key.into_inner(), value);
+        }
+        let routes = spec
+            .routes
+            .into_iter()
+            .map(|r| self.route(r))
+            .collect::<Result<_, _>>()?;
+        Ok(Host {
+            name,
+            forwarding: spec.forwarding,
+            sysctls,
+            routes,
+        })
+    }
+
+    fn route(&self, spec: raw::Route) -> Result<Route, ScenarioError> {
+        let destination = if spec.to.get_ref() == "default" {
+            None
+        } else {
+            Some(self.cidr(&spec.to)?)
+        };
+        let via = spec.via.as_ref().map(|v| self.address(v)).transpose()?;
+        if via.is_none() && spec.dev.is_none() {
+            return Err(self.at.error(
+                spec.to.span(),
+                "a route needs `via` (a gateway address) or `dev` (an interface name)",
+            ));
+        }
+        Ok(Route {
+            destination,
+            via,
+            dev: spec.dev,
+        })
+    }
+
+    fn links(
+        &self,
+        raw_links: Vec<raw::Link>,
+        hosts: &mut [Host],
+    ) -> Result<Vec<Link>, ScenarioError> {
+        let mut links: Vec<Link> = Vec::new();
+        let mut interface_counts = vec![0usize; hosts.len()];
+        for spec in raw_links {
+            let mut ends = Vec::with_capacity(2);
+            for end in [spec.a, spec.b] {
+                let host = self.host_ref(&end.host)?;
+                let ifname = match end.name {
+                    Some(n) => {
+                        if n.get_ref().is_empty()
+                            || n.get_ref().len() > MAX_IFNAME
+                            || n.get_ref().contains(['/', ' ', ':'])
+                        {
+                            return Err(self.at.error(
+                                n.span(),
+                                format!(
+                                    "interface name `{}` must be 1–{MAX_IFNAME} characters without `/`, `:` or spaces",
+                                    n.get_ref()
+                                ),
+                            ));
+                        }
+                        n.into_inner()
+                    }
+                    None => format!("eth{}", interface_counts[host]),
+                };
+                interface_counts[host] += 1;
+                let taken = links
+                    .iter()
+                    .flat_map(|l| l.ends.iter())
+                    .chain(ends.iter())
+                    .any(|e: &Endpoint| e.host == host && e.ifname == ifname);
+                if taken {
+                    return Err(self.at.error(
+                        end.host.span(),
+                        format!(
+                            "host `{}` already has an interface `{ifname}`: give this end another `name`",
+                            hosts[host].name
+                        ),
+                    ));
+                }
+                let addr = self.cidr(&end.addr)?;
+                ends.push(Endpoint { host, ifname, addr });
+            }
+            if let Some(mtu) = &spec.mtu {
+                if !(68..=65535).contains(mtu.get_ref()) {
+                    return Err(
+                        self.at
+                            .error(mtu.span(), "mtu must be between 68 and 65535 (IPv4 minimum)")
+                    );
+                }
+            }
+            let [a, b]: [Endpoint; 2] = ends.try_into().expect("two ends pushed");
+            if a.host == b.host {
+                return Err(self.at.error(
+                    0..0,
+                    format!(
+                        "a link joins host `{}` to itself: a veth pair must join two different hosts",
+                        hosts[a.host].name
+                    ),
+                ));
+            }
+            links.push(Link {
+                ends: [a, b],
+                mtu: spec.mtu.map(Spanned::into_inner),
+            });
+        }
+        Ok(links)
+    }
+
+    fn fault(&self, spec: raw::Fault) -> Result<Fault, ScenarioError> {
+        let host = self.host_ref(&spec.host)?;
+        let sources = [
+            spec.iptables.is_some(),
+            spec.iptables_file.is_some(),
+            spec.nft.is_some(),
+            spec.nft_file.is_some(),
+        ];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            return Err(self.at.error(
+                spec.host.span(),
+                "a fault needs exactly one of `iptables`, `iptables_file`, `nft` or `nft_file`",
+            ));
+        }
+        let kind = if spec.iptables.is_some() || spec.iptables_file.is_some() {
+            let backend = match spec.backend.as_ref().map(|b| b.get_ref().as_str()) {
+                None | Some("nft") => IptablesBackend::Nft,
+                Some("legacy") => IptablesBackend::Legacy,
+                Some(other) => {
+                    return Err(self.at.error(
+                        spec.backend.as_ref().expect("matched Some").span(),
+                        format!("unknown iptables backend `{other}`: use \"nft\" or \"legacy\""),
+                    ));
+                }
+            };
+            let (rules, origin) = self.inline_or_file(spec.iptables, spec.iptables_file)?;
+            FaultKind::Iptables {
+                backend,
+                rules,
+                origin,
+            }
+        } else {
+            if let Some(b) = &spec.backend {
+                return Err(self.at.error(
+                    b.span(),
+                    "`backend` applies to iptables rules only; an nft ruleset is loaded with `nft -f`",
+                ));
+            }
+            let (ruleset, origin) = self.inline_or_file(spec.nft, spec.nft_file)?;
+            FaultKind::Nft { ruleset, origin }
+        };
+        Ok(Fault { host, kind })
+    }
+
+    fn inline_or_file(
+        &self,
+        inline: Option<String>,
+        file: Option<Spanned<String>>,
+    ) -> Result<(String, String), ScenarioError> {
+        if let Some(text) = inline {
+            return Ok((text, format!("{} (inline)", self.at.path.display())));
+        }
+        let file = file.expect("caller checked one source is set");
+        let relative = Path::new(file.get_ref());
+        if relative.is_absolute() || relative.components().any(|c| c.as_os_str() == "..") {
+            return Err(self.at.error(
+                file.span(),
+                "rule files are named relative to fixtures/, without `..`",
+            ));
+        }
+        let full = self.fixtures.join(relative);
+        let text = std::fs::read_to_string(&full).map_err(|e| {
+            self.at.error(
+                file.span(),
+                format!("cannot read rule file {}: {e}", full.display()),
+            )
+        })?;
+        Ok((text, full.display().to_string()))
+    }
+
+    fn traffic(&self, spec: raw::Traffic, links: &[Link]) -> Result<Traffic, ScenarioError> {
+        let from = self.host_ref(&spec.from)?;
+        let (destination, to_host) = match spec.to.get_ref().parse::<Ipv4Addr>() {
+            Ok(ip) => {
+                self.check_range(IpAddr::V4(ip), spec.to.span())?;
+                let owner = links
+                    .iter()
+                    .flat_map(|l| l.ends.iter())
+                    .find(|e| e.addr.addr == ip)
+                    .map(|e| e.host);
+                (ip, owner)
+            }
+            Err(_) => {
+                let host = self.host_ref(&spec.to)?;
+                let first = links
+                    .iter()
+                    .flat_map(|l| l.ends.iter())
+                    .find(|e| e.host == host)
+                    .ok_or_else(|| {
+                        self.at.error(
+                            spec.to.span(),
+                            format!(
+                                "host `{}` has no address to send to: give it a link, or write an address",
+                                spec.to.get_ref()
+                            ),
+                        )
+                    })?;
+                (first.addr.addr, Some(host))
+            }
+        };
+        let protocol = match spec.protocol.get_ref().as_str() {
+            "icmp" => Protocol::Icmp,
+            "udp" => Protocol::Udp,
+            "tcp" => Protocol::Tcp,
+            other => {
+                return Err(self.at.error(
+                    spec.protocol.span(),
+                    format!("unknown protocol `{other}`: use \"icmp\", \"udp\" or \"tcp\""),
+                ));
+            }
+        };
+        let port = match (protocol, &spec.port) {
+            (Protocol::Icmp, Some(p)) => {
+                return Err(self.at.error(p.span(), "ICMP has no port: remove `port`"));
+            }
+            (Protocol::Icmp, None) => 0,
+            (_, None) => {
+                return Err(self.at.error(
+                    spec.protocol.span(),
+                    format!("{} traffic needs a `port`", protocol.as_str()),
+                ));
+            }
+            (_, Some(p)) if *p.get_ref() == 0 => {
+                return Err(self.at.error(p.span(), "port must be 1–65535"));
+            }
+            (_, Some(p)) => *p.get_ref(),
+        };
+        let count = spec.count.map_or(1, |c| c.into_inner());
+        if count == 0 || count > MAX_COUNT {
+            return Err(self.at.error(
+                spec.from.span(),
+                format!("count must be 1–{MAX_COUNT} (traffic loops are bounded)"),
+            ));
+        }
+        let timeout_ms = spec.timeout_ms.map_or(200, |t| t.into_inner());
+        if timeout_ms == 0 || timeout_ms > MAX_TIMEOUT_MS {
+            return Err(self.at.error(
+                spec.from.span(),
+                format!("timeout_ms must be 1–{MAX_TIMEOUT_MS}"),
+            ));
+        }
+        if protocol == Protocol::Icmp && spec.listen.is_some() {
+            return Err(self.at.error(
+                spec.protocol.span(),
+                "`listen` applies to UDP and TCP; the kernel itself answers ICMP echo",
+            ));
+        }
+        let listen = spec.listen.unwrap_or(true);
+        if listen && protocol != Protocol::Icmp && to_host.is_none() {
+            return Err(self.at.error(
+                spec.to.span(),
+                "nobody can listen at an address no host owns: set `listen = false`",
+            ));
+        }
+        let payload = spec.payload.unwrap_or(match protocol {
+            Protocol::Icmp => 56,
+            _ => 32,
+        });
+        if payload > 1400 {
+            return Err(self.at.error(
+                spec.from.span(),
+                "payload must be at most 1400 bytes (one unfragmented packet)",
+            ));
+        }
+        let expect = self.traffic_expect(protocol, spec.expect)?;
+        Ok(Traffic {
+            from,
+            to_host,
+            destination,
+            protocol,
+            port,
+            count,
+            listen,
+            payload,
+            timeout_ms,
+            expect,
+        })
+    }
+
+    fn traffic_expect(
+        &self,
+        protocol: Protocol,
+        spec: Option<Spanned<raw::TrafficExpect>>,
+    ) -> Result<TrafficExpect, ScenarioError> {
+        let Some(spec) = spec else {
+            return Ok(TrafficExpect::default());
+        };
+        let span = spec.span();
+        let e = spec.into_inner();
+        let allowed: &[(&str, bool)] = &[
+            ("answered", e.answered.is_some() && protocol != Protocol::Icmp),
+            ("delivered", e.delivered.is_some() && protocol != Protocol::Udp),
+            ("errors", e.errors.is_some() && protocol == Protocol::Tcp),
+            (
+                "connected/refused/timed_out/unreachable",
+                (e.connected.is_some()
+                    || e.refused.is_some()
+                    || e.timed_out.is_some()
+                    || e.unreachable.is_some())
+                    && protocol != Protocol::Tcp,
+            ),
+        ];
+        if let Some((field, _)) = allowed.iter().find(|(_, wrong)| *wrong) {
+            return Err(self.at.error(
+                span,
+                format!(
+                    "`{field}` does not apply to {} traffic (icmp: answered, errors; udp: delivered, errors; tcp: connected, refused, timed_out, unreachable)",
+                    protocol.as_str()
+                ),
+            ));
+        }
+        Ok(TrafficExpect {
+            answered: e.answered,
+            delivered: e.delivered,
+            errors: e.errors,
+            connected: e.connected,
+            refused: e.refused,
+            timed_out: e.timed_out,
+            unreachable: e.unreachable,
+        })
+    }
+
+    fn expectations(&self, spec: raw::Expect) -> Result<Expectations, ScenarioError> {
+        let mut drops = Vec::new();
+        for d in spec.drops {
+            let host = self.host_ref(&d.host)?;
+            let reason = d.reason.get_ref();
+            if reason.is_empty()
+                || !reason
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            {
+                return Err(self.at.error(
+                    d.reason.span(),
+                    format!(
+                        "reason `{reason}` should be a kernel drop reason name without the SKB_DROP_REASON_ prefix, e.g. \"NETFILTER_DROP\" (`dropspec reasons` lists them)"
+                    ),
+                ));
+            }
+            drops.push(DropExpect {
+                host,
+                reason: d.reason.into_inner(),
+                function: d.function,
+                count: d.count,
+            });
+        }
+        Ok(Expectations {
+            drops,
+            no_other_drops: !spec.allow_other_drops,
+        })
+    }
+
+    fn host_ref(&self, name: &Spanned<String>) -> Result<HostId, ScenarioError> {
+        self.host_ids.get(name.get_ref()).copied().ok_or_else(|| {
+            let known: Vec<&str> = self.host_ids.keys().map(String::as_str).collect();
+            self.at.error(
+                name.span(),
+                format!(
+                    "unknown host `{}` (declared hosts: {})",
+                    name.get_ref(),
+                    known.join(", ")
+                ),
+            )
+        })
+    }
+
+    fn cidr(&self, text: &Spanned<String>) -> Result<Cidr, ScenarioError> {
+        let bad = || {
+            self.at.error(
+                text.span(),
+                format!(
+                    "`{}` is not an IPv4 address with prefix, like \"198.18.0.1/24\"",
+                    text.get_ref()
+                ),
+            )
+        };
+        let (addr, prefix) = text.get_ref().split_once('/').ok_or_else(bad)?;
+        let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
+        let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+        if prefix > 32 {
+            return Err(bad());
+        }
+        self.check_range(IpAddr::V4(addr), text.span())?;
+        Ok(Cidr { addr, prefix })
+    }
+
+    fn address(&self, text: &Spanned<String>) -> Result<Ipv4Addr, ScenarioError> {
+        let addr: Ipv4Addr = text.get_ref().parse().map_err(|_| {
+            self.at.error(
+                text.span(),
+                format!("`{}` is not an IPv4 address", text.get_ref()),
+            )
+        })?;
+        self.check_range(IpAddr::V4(addr), text.span())?;
+        Ok(addr)
+    }
+
+    /// Scenarios only ever use the benchmarking and documentation ranges, so a scenario
+    /// can never address anything real even if a route leaked.
+    fn check_range(&self, addr: IpAddr, span: Range<usize>) -> Result<(), ScenarioError> {
+        if is_test_address(addr) {
+            Ok(())
+        } else {
+            Err(self.at.error(
+                span,
+                format!(
+                    "address {addr} is outside the ranges dropspec may use: 198.18.0.0/15 (IPv4) and 2001:db8::/32 (IPv6)"
+                ),
+            ))
+        }
+    }
+}
+
+/// 198.18.0.0/15 (RFC 2544) and 2001:db8::/32 (RFC 3849).
+pub fn is_test_address(addr: IpAddr) -> bool {
+    match addr {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            o[0] == 198 && (o[1] & 0xfe) == 18
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            s[0] == 0x2001 && s[1] == 0x0db8
+        }
+    }
+}
+
+/// What serde reads; kept apart so the validated model carries no spans.
+mod raw {
+    use super::Spanned;
+    use serde::Deserialize;
+    use std::collections::BTreeMap;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ScenarioFile {
+        pub description: String,
+        #[serde(default)]
+        pub hosts: BTreeMap<Spanned<String>, Host>,
+        #[serde(default)]
+        pub links: Vec<Link>,
+        #[serde(default)]
+        pub faults: Vec<Fault>,
+        #[serde(default)]
+        pub traffic: Vec<Traffic>,
+        #[serde(default)]
+        pub expect: Expect,
+        pub settle_ms: Option<Spanned<u64>>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Host {
+        #[serde(default)]
+        pub forwarding: bool,
+        #[serde(default)]
+        pub sysctls: BTreeMap<Spanned<String>, SysctlValue>,
+        #[serde(default)]
+        pub routes: Vec<Route>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    pub enum SysctlValue {
+        Int(i64),
+        Text(String),
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Route {
+        pub to: Spanned<String>,
+        pub via: Option<Spanned<String>>,
+        pub dev: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Link {
+        pub a: Endpoint,
+        pub b: Endpoint,
+        pub mtu: Option<Spanned<u32>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Endpoint {
+        pub host: Spanned<String>,
+        pub addr: Spanned<String>,
+        pub name: Option<Spanned<String>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Fault {
+        pub host: Spanned<String>,
+        pub iptables: Option<String>,
+        pub iptables_file: Option<Spanned<String>>,
+        pub backend: Option<Spanned<String>>,
+        pub nft: Option<String>,
+        pub nft_file: Option<Spanned<String>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Traffic {
+        pub from: Spanned<String>,
+        pub to: Spanned<String>,
+        pub protocol: Spanned<String>,
+        pub port: Option<Spanned<u16>>,
+        pub count: Option<Spanned<u32>>,
+        pub listen: Option<bool>,
+        pub payload: Option<usize>,
+        pub timeout_ms: Option<Spanned<u64>>,
+        pub expect: Option<Spanned<TrafficExpect>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct TrafficExpect {
+        pub answered: Option<u32>,
+        pub delivered: Option<u32>,
+        pub errors: Option<u32>,
+        pub connected: Option<u32>,
+        pub refused: Option<u32>,
+        pub timed_out: Option<u32>,
+        pub unreachable: Option<u32>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Expect {
+        #[serde(default)]
+        pub drops: Vec<DropExpect>,
+        #[serde(default)]
+        pub allow_other_drops: bool,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct DropExpect {
+        pub host: Spanned<String>,
+        pub reason: Spanned<String>,
+        pub function: Option<String>,
+        pub count: u64,
+    }
+}
