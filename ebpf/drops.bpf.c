@@ -1,0 +1,210 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+/*
+ * Counts packet drops (tracepoint skb:kfree_skb) per watched network namespace,
+ * aggregated in the kernel: one per-CPU counter per (slot, reason, call site, L3, L4).
+ * No ring buffer and no per-event wakeup, so a flood of drops costs a hash update each.
+ *
+ * Three entry points share one counting function; user space loads exactly one:
+ *   dropspec_tpbtf   tp_btf, kernels whose kfree_skb passes rx_sk (about 6.12 on)
+ *   dropspec_tpbtf3  tp_btf, kernels without rx_sk (5.17 .. 6.11)
+ *   dropspec_tp      classic tracepoint, field offsets taken from the tracefs format file
+ * Nothing kernel-assigned is compiled in: reason numbers and tracepoint offsets come in
+ * as rodata set by the loader, struct offsets are CO-RE relocations.
+ */
+#include "kernel_types.h"
+
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+
+#include "drops.h"
+
+/* GPL-compatible: bpf_probe_read_kernel and bpf_get_current_task are GPL-only helpers. */
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+/*
+ * Settings written by user space before load (aya EbpfLoader::override_global). The
+ * verifier sees them as constants because .rodata is frozen, so unused branches vanish.
+ */
+/* SKB_NOT_DROPPED_YET and SKB_CONSUMED: frees that are not drops. */
+const volatile __u32 cfg_reason_not_dropped = DROPSPEC_ABSENT;
+const volatile __u32 cfg_reason_consumed = DROPSPEC_ABSENT;
+/* Byte offsets of skb:kfree_skb fields in the classic tracepoint record. */
+const volatile __u32 cfg_tp_skbaddr = DROPSPEC_ABSENT;
+const volatile __u32 cfg_tp_location = DROPSPEC_ABSENT;
+const volatile __u32 cfg_tp_reason = DROPSPEC_ABSENT;
+const volatile __u32 cfg_tp_rx_sk = DROPSPEC_ABSENT; /* absent before ~6.12 */
+
+/* Watched namespaces: netns inode number -> slot id. Drops elsewhere are not counted. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DROPSPEC_MAX_NETNS);
+	__type(key, __u32);
+	__type(value, __u32);
+} dropspec_netns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, DROPSPEC_MAX_DROP_KEYS);
+	__type(key, struct dropspec_drop_key);
+	__type(value, struct dropspec_drop_value);
+} dropspec_drops SEC(".maps");
+
+/* Drops of watched namespaces that could not be counted because dropspec_drops was full. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} dropspec_lost SEC(".maps");
+
+#define AF_UNIX 1
+#define AF_NETLINK 16
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+
+static __always_inline __u16 be16_to_host(__be16 v)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	return __builtin_bswap16(v);
+#else
+	return v;
+#endif
+}
+
+/*
+ * The namespace a drop belongs to. Measured on 6.18, in order of reliability: the
+ * device the skb is on, the receiving socket, the skb's own socket, and last the task
+ * that happens to run (wrong in softirq, right for most local output).
+ */
+static __always_inline struct net *drop_netns(struct sk_buff *skb, struct sock *sk,
+					      struct sock *rx_sk)
+{
+	struct net_device *dev = BPF_CORE_READ(skb, dev);
+	if (dev)
+		return BPF_CORE_READ(dev, nd_net.net);
+	if (rx_sk)
+		return BPF_CORE_READ(rx_sk, __sk_common.skc_net.net);
+	if (sk)
+		return BPF_CORE_READ(sk, __sk_common.skc_net.net);
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	return BPF_CORE_READ(task, nsproxy, net_ns);
+}
+
+/* IPv4 protocol or IPv6 next header, 0 when the network header is unset or unexpected. */
+static __always_inline __u8 l4_protocol(struct sk_buff *skb, __u16 *l3)
+{
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	/* ~0 is "never set" (skb_network_header_was_set); 0 on a fresh skb is no better. */
+	if (nh == 0 || nh == (__u16)~0U)
+		return 0;
+	unsigned char *hdr = BPF_CORE_READ(skb, head) + nh;
+	__u8 first = 0, proto = 0;
+	if (bpf_probe_read_kernel(&first, 1, hdr))
+		return 0;
+	/* skb->protocol is still 0 on some output paths: trust the header's version. */
+	if (*l3 == 0 && (first >> 4) == 4)
+		*l3 = ETH_P_IP;
+	else if (*l3 == 0 && (first >> 4) == 6)
+		*l3 = ETH_P_IPV6;
+	if (*l3 == ETH_P_IP && (first >> 4) == 4)
+		bpf_probe_read_kernel(&proto, 1, hdr + 9);
+	else if (*l3 == ETH_P_IPV6 && (first >> 4) == 6)
+		bpf_probe_read_kernel(&proto, 1, hdr + 6);
+	return proto;
+}
+
+static __always_inline void count_drop(struct sk_buff *skb, __u64 location, __u32 reason,
+				       struct sock *rx_sk)
+{
+	if (reason == cfg_reason_not_dropped || reason == cfg_reason_consumed)
+		return;
+
+	struct sock *sk = BPF_CORE_READ(skb, sk);
+	struct net *net = drop_netns(skb, sk, rx_sk);
+	if (!net)
+		return;
+	__u32 inum = BPF_CORE_READ(net, ns.inum);
+	__u32 *slot = bpf_map_lookup_elem(&dropspec_netns, &inum);
+	if (!slot)
+		return;
+	/*
+	 * Netlink and unix-socket messages are local IPC, not packets. They are freed with
+	 * reasons such as QUEUE_PURGE when their socket closes, which for the harness's own
+	 * `ip`/`nft` commands happens in an RCU callback well after the command exited, so
+	 * counting them would make exact counts flaky.
+	 */
+	if (sk) {
+		__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+		if (family == AF_UNIX || family == AF_NETLINK)
+			return;
+	}
+
+	struct dropspec_drop_key key;
+	__builtin_memset(&key, 0, sizeof(key)); /* padding is part of the hash key */
+	key.slot = *slot;
+	key.reason = reason;
+	key.location = location;
+	key.l3proto = be16_to_host(BPF_CORE_READ(skb, protocol));
+	key.l4proto = l4_protocol(skb, &key.l3proto);
+	__u32 len = BPF_CORE_READ(skb, len);
+
+	struct dropspec_drop_value *value = bpf_map_lookup_elem(&dropspec_drops, &key);
+	if (!value) {
+		struct dropspec_drop_value first = { .packets = 1, .bytes = len };
+		long err = bpf_map_update_elem(&dropspec_drops, &key, &first, BPF_NOEXIST);
+		if (err == 0)
+			return;
+		/* Another CPU created the key first: add to ours below. */
+		if (err == -EEXIST)
+			value = bpf_map_lookup_elem(&dropspec_drops, &key);
+		if (!value) {
+			__u32 zero = 0;
+			__u64 *lost = bpf_map_lookup_elem(&dropspec_lost, &zero);
+			if (lost)
+				*lost += 1;
+			return;
+		}
+	}
+	/* Per-CPU value, and the kernel does not nest one tracing program on a CPU:
+	 * plain adds cannot race. */
+	value->packets += 1;
+	value->bytes += len;
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(dropspec_tpbtf, struct sk_buff *skb, void *location, __u32 reason,
+	     struct sock *rx_sk)
+{
+	count_drop(skb, (__u64)location, reason, rx_sk);
+	return 0;
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(dropspec_tpbtf3, struct sk_buff *skb, void *location, __u32 reason)
+{
+	count_drop(skb, (__u64)location, reason, 0);
+	return 0;
+}
+
+/* Reads one pointer-sized or u32 field of the tracepoint record at a runtime offset. */
+static __always_inline __u64 tp_field(void *ctx, __u32 offset, __u32 size)
+{
+	__u64 v = 0;
+	if (offset == DROPSPEC_ABSENT)
+		return 0;
+	bpf_probe_read_kernel(&v, size, (char *)ctx + offset);
+	return v;
+}
+
+SEC("tracepoint/skb/kfree_skb")
+int dropspec_tp(void *ctx)
+{
+	struct sk_buff *skb = (struct sk_buff *)tp_field(ctx, cfg_tp_skbaddr, 8);
+	__u64 location = tp_field(ctx, cfg_tp_location, 8);
+	__u32 reason = (__u32)tp_field(ctx, cfg_tp_reason, 4);
+	struct sock *rx_sk = (struct sock *)tp_field(ctx, cfg_tp_rx_sk, 8);
+	if (skb)
+		count_drop(skb, location, reason, rx_sk);
+	return 0;
+}
