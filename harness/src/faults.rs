@@ -1,14 +1,274 @@
 //! Faults injected into hosts: iptables (nft or legacy backend) and native nft rulesets.
-use crate::scenario::Scenario;
-use crate::topology::Topology;
+//!
+//! Each fault is loaded by the distribution's own tool (`iptables-nft-restore`,
+//! `iptables-legacy-restore` or `nft -f -`) started inside the host's namespace with
+//! [`Netns::command`](crate::topology::Netns::command), so the rules can only ever land
+//! in that host, never in the machine's own firewall. The rules reach the tool on stdin
+//! from an in-memory file, and what the tool says on failure is kept for the error.
 
+use crate::scenario::{Fault, FaultKind, IptablesBackend, Scenario};
+use crate::topology::Topology;
+use nix::sys::memfd::{memfd_create, MFdFlags};
+use std::fs::File;
+use std::io::{self, Seek, Write};
+use std::process::ExitStatus;
+
+/// A fault that could not be loaded, naming where its rules came from (`origin`: the
+/// scenario file or the fixture file) and the host it was meant for.
 #[derive(Debug, thiserror::Error)]
 pub enum FaultError {
-    #[error("{0}")]
-    Other(String),
+    #[error(
+        "{origin}: `{tool}` is not installed (needed for host `{host}`): \
+         install the Debian package `{package}` (apt-get install {package})"
+    )]
+    ToolMissing {
+        origin: String,
+        host: String,
+        tool: &'static str,
+        package: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{origin}: cannot run `{tool}` in host `{host}`{}", spawn_hint(source))]
+    Spawn {
+        origin: String,
+        host: String,
+        tool: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "{origin}: `{tool}` rejected the rules for host `{host}` ({status}):\n{}\n{}",
+        indent(output),
+        check_hint(tool, origin)
+    )]
+    Rejected {
+        origin: String,
+        host: String,
+        tool: &'static str,
+        status: ExitStatus,
+        /// The tool's own message, with the offending rule quoted when the tool named
+        /// its line number (`iptables-restore: line 3 failed`).
+        output: String,
+    },
 }
 
+impl FaultError {
+    /// True when this machine cannot load faults at all (a tool is not installed, or
+    /// the process may not enter namespaces), as opposed to a mistake in the rules.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            FaultError::ToolMissing { .. } => true,
+            FaultError::Spawn { source, .. } => {
+                matches!(source.raw_os_error(), Some(libc::EPERM | libc::EACCES))
+            }
+            FaultError::Rejected { .. } => false,
+        }
+    }
+}
+
+fn spawn_hint(e: &io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::EPERM) => {
+            "; entering the host's namespace needs root (CAP_SYS_ADMIN): run dropspec as root"
+        }
+        Some(libc::EACCES) => "; the tool is not executable by this user",
+        _ => "",
+    }
+}
+
+fn check_hint(tool: &str, origin: &str) -> String {
+    let check = if tool == "nft" {
+        "`nft -c -f FILE`".to_owned()
+    } else {
+        format!("`{tool} --test FILE` (as root)")
+    };
+    format!("fix the rules in {origin}; {check} checks rules without loading them")
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|line| format!("    {line}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Loads every fault into its host, in scenario order (later faults add to earlier ones
+/// on the same host).
 pub fn apply(scenario: &Scenario, topology: &Topology) -> Result<(), FaultError> {
-    let _ = (scenario, topology);
-    todo!()
+    for fault in &scenario.faults {
+        apply_fault(fault, topology)?;
+    }
+    Ok(())
+}
+
+fn apply_fault(fault: &Fault, topology: &Topology) -> Result<(), FaultError> {
+    let netns = topology.host(fault.host);
+    let host = netns.label().to_owned();
+    let (tool, package, args, text, origin): (&'static str, _, &[&str], _, _) = match &fault.kind {
+        // --noflush: a second fault on the same host adds to the first instead of
+        // replacing its tables (a new namespace has nothing else to flush).
+        FaultKind::Iptables {
+            backend: IptablesBackend::Nft,
+            rules,
+            origin,
+        } => (
+            IptablesBackend::Nft.restore_command(),
+            "iptables",
+            &["--noflush"],
+            rules,
+            origin,
+        ),
+        // The legacy backend serialises on /run/xtables.lock, shared by every namespace
+        // on the machine; wait for it a while instead of failing at once.
+        FaultKind::Iptables {
+            backend: IptablesBackend::Legacy,
+            rules,
+            origin,
+        } => (
+            IptablesBackend::Legacy.restore_command(),
+            "iptables",
+            &["--noflush", "--wait=5"],
+            rules,
+            origin,
+        ),
+        FaultKind::Nft { ruleset, origin } => ("nft", "nftables", &["-f", "-"], ruleset, origin),
+    };
+    let spawn_error = |source: io::Error| {
+        if source.kind() == io::ErrorKind::NotFound {
+            FaultError::ToolMissing {
+                origin: origin.clone(),
+                host: host.clone(),
+                tool,
+                package,
+                source,
+            }
+        } else {
+            FaultError::Spawn {
+                origin: origin.clone(),
+                host: host.clone(),
+                tool,
+                source,
+            }
+        }
+    };
+    let stdin = rules_file(text).map_err(|source| FaultError::Spawn {
+        origin: origin.clone(),
+        host: host.clone(),
+        tool,
+        source,
+    })?;
+    let output = netns
+        .command(tool)
+        .args(args)
+        // The tools' messages are quoted in errors and read by people: keep them English.
+        .env("LC_ALL", "C")
+        .stdin(stdin)
+        .output()
+        .map_err(spawn_error)?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let mut message = String::from_utf8_lossy(&output.stderr)
+        .trim_end()
+        .to_owned();
+    if message.is_empty() {
+        message = String::from_utf8_lossy(&output.stdout)
+            .trim_end()
+            .to_owned();
+    }
+    if let Some(line) = failed_line(&message) {
+        if let Some(rule) = text.lines().nth(line.wrapping_sub(1)) {
+            message.push_str(&format!("\nline {line} of the rules: {rule}"));
+        }
+    }
+    Err(FaultError::Rejected {
+        origin: origin.clone(),
+        host,
+        tool,
+        status: output.status,
+        output: message,
+    })
+}
+
+/// The rules as an in-memory file, positioned at its start: unlike a pipe, the tool
+/// can never block us by not reading, and we need no thread to feed it.
+fn rules_file(text: &str) -> io::Result<File> {
+    let mut file = File::from(memfd_create(c"dropspec-rules", MFdFlags::MFD_CLOEXEC)?);
+    file.write_all(text.as_bytes())?;
+    file.rewind()?;
+    Ok(file)
+}
+
+/// The 1-based input line that iptables-restore blames: `iptables-restore: line 3
+/// failed` (the legacy backend) or `Error occurred at line: 2` (the nft backend).
+fn failed_line(message: &str) -> Option<usize> {
+    message.lines().find_map(|line| {
+        if let Some(rest) = line.split("Error occurred at line: ").nth(1) {
+            return rest.trim().parse().ok();
+        }
+        let rest = line.split("line ").nth(1)?;
+        let number = rest.strip_suffix(" failed")?;
+        number.trim().parse().ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn failed_line_reads_both_iptables_backends() {
+        assert_eq!(failed_line("iptables-restore: line 3 failed"), Some(3));
+        assert_eq!(
+            failed_line(
+                "iptables-nft-restore v1.8.9 (nf_tables): unknown protocol \"icmpx\" specified\n\
+                 Error occurred at line: 2\n\
+                 Try `iptables-nft-restore -h' for more information."
+            ),
+            Some(2)
+        );
+        assert_eq!(failed_line("/dev/stdin:2:69-69: Error: syntax error"), None);
+    }
+
+    #[test]
+    fn rules_file_reads_back_from_the_start() {
+        let mut file = rules_file("*filter\nCOMMIT\n").expect("memfd");
+        let mut text = String::new();
+        io::Read::read_to_string(&mut file, &mut text).unwrap();
+        assert_eq!(text, "*filter\nCOMMIT\n");
+    }
+
+    #[test]
+    fn errors_name_origin_tool_and_remedy() {
+        let missing = FaultError::ToolMissing {
+            origin: "fixtures/drop.nft".to_owned(),
+            host: "server".to_owned(),
+            tool: "nft",
+            package: "nftables",
+            source: io::Error::from(io::ErrorKind::NotFound),
+        };
+        assert!(missing.is_unavailable());
+        assert!(
+            missing.to_string().contains("apt-get install nftables"),
+            "{missing}"
+        );
+
+        let rejected = FaultError::Rejected {
+            origin: "scenarios/x.toml (inline)".to_owned(),
+            host: "server".to_owned(),
+            tool: "iptables-legacy-restore",
+            status: ExitStatus::from_raw(1 << 8),
+            output: "iptables-restore: line 2 failed".to_owned(),
+        };
+        assert!(!rejected.is_unavailable());
+        let text = rejected.to_string();
+        assert!(
+            text.starts_with("scenarios/x.toml (inline): `iptables-legacy-restore` rejected"),
+            "{text}"
+        );
+        assert!(text.contains("line 2 failed"), "{text}");
+        assert!(text.contains("--test"), "{text}");
+    }
 }
