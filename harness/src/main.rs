@@ -1,1 +1,288 @@
-fn main(){}
+//! `dropspec`: run drop scenarios outside cargo, check scenario files, list drop reasons.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use dropspec::report::{self, Report};
+use dropspec::runner::{self, RunError};
+use dropspec::{cleanup, probes, scenario};
+
+#[derive(Parser)]
+#[command(version, about = "Regression tests for Linux packet-drop behaviour")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run scenarios (files or directories; default: the project's scenarios/) and print
+    /// each report, its expectation check and whether it matches its snapshot.
+    Run {
+        paths: Vec<PathBuf>,
+        /// Print a per-phase timing breakdown for each scenario and the median.
+        #[arg(long)]
+        timings: bool,
+        /// Scenarios run at once (default: one per core).
+        #[arg(long, short)]
+        jobs: Option<usize>,
+    },
+    /// Validate scenario files without running them (no root needed).
+    Check { paths: Vec<PathBuf> },
+    /// List the running kernel's drop reasons with their numbers.
+    Reasons,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run {
+            paths,
+            timings,
+            jobs,
+        } => run(&paths, timings, jobs),
+        Command::Check { paths } => check(&paths),
+        Command::Reasons => reasons(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("dropspec: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The project root: the nearest directory at or above the current one with `scenarios/`.
+fn project_root() -> Result<PathBuf> {
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    cwd.ancestors()
+        .find(|dir| dir.join("scenarios").is_dir())
+        .map(Path::to_owned)
+        .with_context(|| {
+            format!(
+                "no scenarios/ directory at or above {}: run dropspec inside a dropspec project, or name scenario files",
+                cwd.display()
+            )
+        })
+}
+
+/// Expands the command line's paths (files or directories) into scenario files.
+fn scenario_files(paths: &[PathBuf], root: &Path) -> Result<Vec<PathBuf>> {
+    if paths.is_empty() {
+        return scenario::discover(&root.join("scenarios")).context("reading scenarios/");
+    }
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            files.extend(
+                scenario::discover(path).with_context(|| format!("reading {}", path.display()))?,
+            );
+        } else if path.is_file() {
+            files.push(path.clone());
+        } else {
+            bail!("{}: no such scenario file or directory", path.display());
+        }
+    }
+    Ok(files)
+}
+
+fn load_all(files: &[PathBuf], root: &Path) -> Result<Vec<scenario::Scenario>, Vec<String>> {
+    let scenarios_dir = root.join("scenarios");
+    let mut loaded = Vec::new();
+    let mut errors = Vec::new();
+    for file in files {
+        let absolute = std::fs::canonicalize(file).unwrap_or_else(|_| file.clone());
+        let scenarios_dir = std::fs::canonicalize(&scenarios_dir).unwrap_or(scenarios_dir.clone());
+        match scenario::load(&absolute, &scenarios_dir, &root.join("fixtures")) {
+            Ok(mut s) => {
+                s.path = file.clone();
+                loaded.push(s)
+            }
+            Err(mut e) => {
+                e.path = file.clone();
+                errors.push(e.to_string())
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(errors)
+    }
+}
+
+fn check(paths: &[PathBuf]) -> Result<ExitCode> {
+    let root = project_root()?;
+    let files = scenario_files(paths, &root)?;
+    match load_all(&files, &root) {
+        Ok(scenarios) => {
+            println!("{} scenario file(s) valid", scenarios.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            eprintln!(
+                "{} of {} scenario file(s) invalid",
+                errors.len(),
+                files.len()
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn reasons() -> Result<ExitCode> {
+    let table = probes::ReasonTable::from_running_kernel()
+        .context("reading the running kernel's drop reasons")?;
+    println!("drop reasons of kernel {}:", runner::kernel_release());
+    for (number, name) in table.iter() {
+        println!("{number:>5}  {name}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+enum Verdict {
+    Passed,
+    Failed(Vec<String>),
+    Skipped(String),
+}
+
+/// A scenario's verdict, with its report when it ran.
+type Outcome = (Verdict, Option<Report>);
+
+fn run(paths: &[PathBuf], timings: bool, jobs: Option<usize>) -> Result<ExitCode> {
+    let root = project_root()?;
+    let files = scenario_files(paths, &root)?;
+    let scenarios = match load_all(&files, &root) {
+        Ok(s) => s,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            bail!("{} scenario file(s) invalid: nothing was run", errors.len());
+        }
+    };
+    if runner::unavailable_reason().is_none() {
+        let reaped = cleanup::reap_leftovers().context("removing what an earlier run left")?;
+        for name in reaped.namespaces {
+            eprintln!("removed namespace {name} left by an earlier run");
+        }
+    }
+    let jobs = jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Outcome>>> =
+        Mutex::new((0..scenarios.len()).map(|_| None).collect());
+    let output = Mutex::new(());
+    let started = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(scenarios.len()) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(s) = scenarios.get(i) else { break };
+                let (verdict, report) = run_one(s, &root);
+                {
+                    let _guard = output.lock().unwrap();
+                    print_result(s, &verdict, report.as_ref(), timings);
+                }
+                results.lock().unwrap()[i] = Some((verdict, report));
+            });
+        }
+    });
+    let wall = started.elapsed();
+
+    let results: Vec<Outcome> = results
+        .into_inner()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.expect("every scenario ran"))
+        .collect();
+    let passed = results
+        .iter()
+        .filter(|(v, _)| matches!(v, Verdict::Passed))
+        .count();
+    let failed = results
+        .iter()
+        .filter(|(v, _)| matches!(v, Verdict::Failed(_)))
+        .count();
+    let skipped = results.len() - passed - failed;
+    if timings {
+        let mut totals: Vec<f64> = results
+            .iter()
+            .filter_map(|(_, r)| r.as_ref())
+            .map(|r| r.timings.total().as_secs_f64() * 1000.0)
+            .collect();
+        totals.sort_by(f64::total_cmp);
+        if !totals.is_empty() {
+            println!(
+                "per-scenario time: median {:.1}ms, max {:.1}ms; wall time {:.0}ms with {jobs} job(s)",
+                totals[totals.len() / 2],
+                totals[totals.len() - 1],
+                wall.as_secs_f64() * 1000.0
+            );
+        }
+    }
+    println!("{passed} passed, {failed} failed, {skipped} skipped");
+    Ok(if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn run_one(s: &scenario::Scenario, root: &Path) -> (Verdict, Option<Report>) {
+    match runner::run(s) {
+        Ok(report) => {
+            let mut problems: Vec<String> =
+                report::check(s, &report).into_iter().map(|m| m.0).collect();
+            let snap = root
+                .join("snapshots")
+                .join(format!("{}.snap", scenario::snapshot_name(&s.name)));
+            match report::read_snapshot(&snap) {
+                Ok(saved) if saved.trim_end() == report.render_snapshot().trim_end() => {}
+                Ok(_) => problems.push(format!(
+                    "differs from {} (cargo test shows the diff)",
+                    snap.display()
+                )),
+                Err(_) => problems.push(format!(
+                    "no snapshot at {}: record it with INSTA_UPDATE=always cargo test",
+                    snap.display()
+                )),
+            }
+            let verdict = if problems.is_empty() {
+                Verdict::Passed
+            } else {
+                Verdict::Failed(problems)
+            };
+            (verdict, Some(report))
+        }
+        Err(RunError::Unavailable(why)) => (Verdict::Skipped(why), None),
+        Err(e) => (Verdict::Failed(vec![format!("{e:#}")]), None),
+    }
+}
+
+fn print_result(s: &scenario::Scenario, verdict: &Verdict, report: Option<&Report>, timings: bool) {
+    if let Some(report) = report {
+        print!("{}", report.render(timings));
+    }
+    match verdict {
+        Verdict::Passed => println!("ok: {}\n", s.name),
+        Verdict::Skipped(why) => println!("skipped: {} ({why})\n", s.name),
+        Verdict::Failed(problems) => {
+            println!("FAILED: {} ({})", s.name, s.path.display());
+            for p in problems {
+                println!("  - {p}");
+            }
+            println!();
+        }
+    }
+}

@@ -1,1 +1,363 @@
-//! report
+//! What a scenario run produced, how it is printed, and how it is held against the
+//! scenario's expectations.
+//!
+//! `render_snapshot` is the part that goes into `snapshots/`: only what is stable from
+//! one run to the next on the same kernel (names and counts; no namespace inodes,
+//! addresses of kernel code or timings). `render` adds the rest for people.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::scenario::{Protocol, Scenario, TrafficExpect};
+use crate::traffic::TrafficOutcome;
+
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub scenario: String,
+    pub description: String,
+    /// `uname -r` of the kernel the scenario ran on.
+    pub kernel: String,
+    /// Which attachment of the drop probe counted the drops.
+    pub probe: String,
+    pub drops: Vec<DropRow>,
+    pub traffic: Vec<TrafficRow>,
+    pub timings: Timings,
+}
+
+/// Drops of one reason at one kernel function in one host.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DropRow {
+    pub host: String,
+    pub reason: String,
+    pub function: String,
+    /// `ipv4/icmp`, `ipv4/udp`, `arp`, …
+    pub protocol: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrafficRow {
+    pub from: String,
+    pub to: String,
+    pub protocol: Protocol,
+    pub outcome: TrafficOutcome,
+}
+
+/// Where a scenario's time went, phase by phase.
+#[derive(Debug, Clone, Default)]
+pub struct Timings {
+    pub setup: Duration,
+    pub attach: Duration,
+    pub traffic: Duration,
+    pub settle: Duration,
+    pub teardown: Duration,
+}
+
+impl Timings {
+    pub fn total(&self) -> Duration {
+        self.setup + self.attach + self.traffic + self.settle + self.teardown
+    }
+}
+
+impl Report {
+    /// The stable text kept under `snapshots/`.
+    pub fn render_snapshot(&self) -> String {
+        let mut out = String::new();
+        writeln!(out, "scenario: {}", self.scenario).unwrap();
+        if self.drops.is_empty() {
+            writeln!(out, "drops: none").unwrap();
+        } else {
+            writeln!(out, "drops:").unwrap();
+            let rows: Vec<[String; 6]> = self
+                .drops
+                .iter()
+                .map(|d| {
+                    [
+                        d.host.clone(),
+                        d.reason.clone(),
+                        d.function.clone(),
+                        d.protocol.clone(),
+                        format!("{} packets", d.packets),
+                        format!("{} bytes", d.bytes),
+                    ]
+                })
+                .collect();
+            write_table(&mut out, &rows);
+        }
+        if !self.traffic.is_empty() {
+            writeln!(out, "traffic:").unwrap();
+            for (i, t) in self.traffic.iter().enumerate() {
+                writeln!(
+                    out,
+                    "  #{} {} -> {} {} x{}: {}",
+                    i + 1,
+                    t.from,
+                    t.to,
+                    t.protocol.as_str(),
+                    t.outcome.sent,
+                    outcome_text(t.protocol, &t.outcome)
+                )
+                .unwrap();
+            }
+        }
+        out
+    }
+
+    /// The snapshot text plus what varies between runs: kernel, probe, timings.
+    pub fn render(&self, with_timings: bool) -> String {
+        let mut out = format!(
+            "== {} — {}\nkernel {}, probe {}\n",
+            self.scenario, self.description, self.kernel, self.probe
+        );
+        out.push_str(&self.render_snapshot());
+        if with_timings {
+            let t = &self.timings;
+            writeln!(
+                out,
+                "timings: setup {} attach {} traffic {} settle {} teardown {} total {}",
+                ms(t.setup),
+                ms(t.attach),
+                ms(t.traffic),
+                ms(t.settle),
+                ms(t.teardown),
+                ms(t.total())
+            )
+            .unwrap();
+        }
+        out
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}ms", d.as_secs_f64() * 1000.0)
+}
+
+fn outcome_text(protocol: Protocol, o: &TrafficOutcome) -> String {
+    match protocol {
+        Protocol::Icmp => format!(
+            "answered {}, errors {}, blocked {}",
+            o.answered, o.errors, o.blocked
+        ),
+        Protocol::Udp => format!(
+            "delivered {}, errors {}, blocked {}",
+            o.delivered, o.errors, o.blocked
+        ),
+        Protocol::Tcp => format!(
+            "connected {}, refused {}, timed_out {}, unreachable {}",
+            o.connected, o.refused, o.timed_out, o.unreachable
+        ),
+    }
+}
+
+/// Left-aligned columns, numbers right-aligned, two-space indent.
+fn write_table(out: &mut String, rows: &[[String; 6]]) {
+    let mut widths = [0usize; 6];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    for row in rows {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+            if i >= 4 {
+                write!(line, "  {cell:>w$}").unwrap();
+            } else {
+                write!(line, "  {cell:<w$}").unwrap();
+            }
+        }
+        writeln!(out, "{}", line.trim_end()).unwrap();
+    }
+}
+
+/// The content of an insta `.snap` file: everything after its metadata header.
+pub fn read_snapshot(path: &std::path::Path) -> std::io::Result<String> {
+    let text = std::fs::read_to_string(path)?;
+    let body = text
+        .strip_prefix("---\n")
+        .and_then(|rest| rest.split_once("\n---\n"))
+        .map_or(text.as_str(), |(_, body)| body);
+    Ok(body.to_owned())
+}
+
+/// One way a run differed from the scenario's expectations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch(pub String);
+
+/// Holds a report against the scenario's inline expectations.
+pub fn check(scenario: &Scenario, report: &Report) -> Vec<Mismatch> {
+    let mut mismatches = Vec::new();
+    let mut matched = vec![false; report.drops.len()];
+    for expect in &scenario.expect.drops {
+        let host = &scenario.hosts[expect.host].name;
+        let mut actual = 0;
+        for (row, seen) in report.drops.iter().zip(&mut matched) {
+            let function_matches = expect.function.as_ref().is_none_or(|f| *f == row.function);
+            if &row.host == host && row.reason == expect.reason && function_matches {
+                actual += row.packets;
+                *seen = true;
+            }
+        }
+        if actual != expect.count {
+            let at = expect
+                .function
+                .as_ref()
+                .map(|f| format!(" at {f}"))
+                .unwrap_or_default();
+            mismatches.push(Mismatch(format!(
+                "host {host}: expected {} {} drop(s){at}, got {actual}",
+                expect.count, expect.reason
+            )));
+        }
+    }
+    if scenario.expect.no_other_drops {
+        for (row, seen) in report.drops.iter().zip(&matched) {
+            if !seen {
+                mismatches.push(Mismatch(format!(
+                    "host {}: unexpected {} {} drop(s) at {} ({}); expect them with [[expect.drops]] or set expect.allow_other_drops = true",
+                    row.host, row.packets, row.reason, row.function, row.protocol
+                )));
+            }
+        }
+    }
+    for (i, (spec, row)) in scenario.traffic.iter().zip(&report.traffic).enumerate() {
+        for (field, expected, actual) in traffic_fields(&spec.expect, &row.outcome) {
+            if let Some(expected) = expected {
+                if expected != actual {
+                    mismatches.push(Mismatch(format!(
+                        "traffic #{} ({} -> {} {}): expected {field} {expected}, got {actual}",
+                        i + 1,
+                        row.from,
+                        row.to,
+                        row.protocol.as_str()
+                    )));
+                }
+            }
+        }
+    }
+    mismatches
+}
+
+fn traffic_fields(e: &TrafficExpect, o: &TrafficOutcome) -> [(&'static str, Option<u32>, u32); 8] {
+    [
+        ("answered", e.answered, o.answered),
+        ("delivered", e.delivered, o.delivered),
+        ("errors", e.errors, o.errors),
+        ("connected", e.connected, o.connected),
+        ("refused", e.refused, o.refused),
+        ("timed_out", e.timed_out, o.timed_out),
+        ("unreachable", e.unreachable, o.unreachable),
+        ("blocked", e.blocked, o.blocked),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const SCENARIO: &str = r#"
+description = "report test"
+[hosts.client]
+[hosts.server]
+[[links]]
+a = { host = "client", addr = "198.18.0.1/24" }
+b = { host = "server", addr = "198.18.0.2/24" }
+[[traffic]]
+from = "client"
+to = "server"
+protocol = "icmp"
+count = 3
+expect = { answered = 0 }
+[[expect.drops]]
+host = "server"
+reason = "NETFILTER_DROP"
+count = 3
+"#;
+
+    fn scenario() -> Scenario {
+        crate::scenario::parse(SCENARIO, Path::new("t.toml"), "t", Path::new(".")).unwrap()
+    }
+
+    fn report(drops: Vec<DropRow>, answered: u32) -> Report {
+        Report {
+            scenario: "t".into(),
+            description: "report test".into(),
+            kernel: "6.18".into(),
+            probe: "tp_btf/kfree_skb".into(),
+            drops,
+            traffic: vec![TrafficRow {
+                from: "client".into(),
+                to: "198.18.0.2".into(),
+                protocol: Protocol::Icmp,
+                outcome: TrafficOutcome {
+                    sent: 3,
+                    answered,
+                    ..Default::default()
+                },
+            }],
+            timings: Timings::default(),
+        }
+    }
+
+    fn drop_row(host: &str, reason: &str, packets: u64) -> DropRow {
+        DropRow {
+            host: host.into(),
+            reason: reason.into(),
+            function: "nft_do_chain".into(),
+            protocol: "ipv4/icmp".into(),
+            packets,
+            bytes: packets * 84,
+        }
+    }
+
+    #[test]
+    fn matching_report_has_no_mismatch() {
+        let r = report(vec![drop_row("server", "NETFILTER_DROP", 3)], 0);
+        assert_eq!(check(&scenario(), &r), vec![]);
+    }
+
+    #[test]
+    fn wrong_count_missing_and_unexpected_drops_are_reported() {
+        let r = report(
+            vec![
+                drop_row("server", "NETFILTER_DROP", 2),
+                drop_row("client", "NO_SOCKET", 1),
+            ],
+            1,
+        );
+        let text: Vec<String> = check(&scenario(), &r).into_iter().map(|m| m.0).collect();
+        assert_eq!(
+            text,
+            vec![
+                "host server: expected 3 NETFILTER_DROP drop(s), got 2",
+                "host client: unexpected 1 NO_SOCKET drop(s) at nft_do_chain (ipv4/icmp); expect them with [[expect.drops]] or set expect.allow_other_drops = true",
+                "traffic #1 (client -> 198.18.0.2 icmp): expected answered 0, got 1",
+            ]
+        );
+    }
+
+    #[test]
+    fn snapshot_text_is_aligned_and_has_no_run_specific_values() {
+        let r = report(
+            vec![
+                drop_row("server", "NETFILTER_DROP", 3),
+                drop_row("client", "NO_SOCKET", 12),
+            ],
+            0,
+        );
+        insta::assert_snapshot!(r.render_snapshot(), @r"
+        scenario: t
+        drops:
+          server  NETFILTER_DROP  nft_do_chain  ipv4/icmp   3 packets   252 bytes
+          client  NO_SOCKET       nft_do_chain  ipv4/icmp  12 packets  1008 bytes
+        traffic:
+          #1 client -> 198.18.0.2 icmp x3: answered 0, errors 0, blocked 0
+        ");
+        assert!(!r.render_snapshot().contains("6.18"));
+        assert!(r
+            .render(true)
+            .contains("kernel 6.18, probe tp_btf/kfree_skb"));
+    }
+}

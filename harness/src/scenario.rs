@@ -167,6 +167,8 @@ pub struct TrafficExpect {
     pub refused: Option<u32>,
     pub timed_out: Option<u32>,
     pub unreachable: Option<u32>,
+    /// ICMP/UDP sends refused by the sender's own kernel.
+    pub blocked: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -456,10 +458,10 @@ impl Validator<'_> {
             }
             if let Some(mtu) = &spec.mtu {
                 if !(68..=65535).contains(mtu.get_ref()) {
-                    return Err(
-                        self.at
-                            .error(mtu.span(), "mtu must be between 68 and 65535 (IPv4 minimum)")
-                    );
+                    return Err(self.at.error(
+                        mtu.span(),
+                        "mtu must be between 68 and 65535 (IPv4 minimum)",
+                    ));
                 }
             }
             let [a, b]: [Endpoint; 2] = ends.try_into().expect("two ends pushed");
@@ -670,9 +672,16 @@ impl Validator<'_> {
         let span = spec.span();
         let e = spec.into_inner();
         let allowed: &[(&str, bool)] = &[
-            ("answered", e.answered.is_some() && protocol != Protocol::Icmp),
-            ("delivered", e.delivered.is_some() && protocol != Protocol::Udp),
+            (
+                "answered",
+                e.answered.is_some() && protocol != Protocol::Icmp,
+            ),
+            (
+                "delivered",
+                e.delivered.is_some() && protocol != Protocol::Udp,
+            ),
             ("errors", e.errors.is_some() && protocol == Protocol::Tcp),
+            ("blocked", e.blocked.is_some() && protocol == Protocol::Tcp),
             (
                 "connected/refused/timed_out/unreachable",
                 (e.connected.is_some()
@@ -686,7 +695,7 @@ impl Validator<'_> {
             return Err(self.at.error(
                 span,
                 format!(
-                    "`{field}` does not apply to {} traffic (icmp: answered, errors; udp: delivered, errors; tcp: connected, refused, timed_out, unreachable)",
+                    "`{field}` does not apply to {} traffic (icmp: answered, errors, blocked; udp: delivered, errors, blocked; tcp: connected, refused, timed_out, unreachable)",
                     protocol.as_str()
                 ),
             ));
@@ -699,6 +708,7 @@ impl Validator<'_> {
             refused: e.refused,
             timed_out: e.timed_out,
             unreachable: e.unreachable,
+            blocked: e.blocked,
         })
     }
 
@@ -707,7 +717,7 @@ impl Validator<'_> {
         for d in spec.drops {
             let host = self.host_ref(&d.host)?;
             let reason = d.reason.get_ref();
-            if reason.is_empty()
+            if !reason.starts_with(|c: char| c.is_ascii_uppercase())
                 || !reason
                     .chars()
                     .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
@@ -907,6 +917,7 @@ mod raw {
         pub refused: Option<u32>,
         pub timed_out: Option<u32>,
         pub unreachable: Option<u32>,
+        pub blocked: Option<u32>,
     }
 
     #[derive(Deserialize, Default)]
@@ -925,5 +936,213 @@ mod raw {
         pub reason: Spanned<String>,
         pub function: Option<String>,
         pub count: u64,
+    }
+}
+
+/// Every `*.toml` below `root`, sorted, so trials are listed in a stable order.
+pub fn discover(root: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let mut pending = vec![root.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "toml") {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The snapshot file stem for a scenario: `iptables/input` → `iptables__input`.
+pub fn snapshot_name(scenario_name: &str) -> String {
+    scenario_name.replace('/', "__")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+description = "two hosts"
+
+[hosts.client]
+[hosts.server]
+
+[[links]]
+a = { host = "client", addr = "198.18.0.1/24" }
+b = { host = "server", addr = "198.18.0.2/24" }
+"#;
+
+    fn parse_text(text: &str) -> Result<Scenario, ScenarioError> {
+        parse(
+            text,
+            Path::new("s.toml"),
+            "s",
+            Path::new("/nonexistent-fixtures"),
+        )
+    }
+
+    fn error_of(extra: &str) -> String {
+        parse_text(&format!("{BASE}{extra}"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn a_complete_scenario_is_modelled() {
+        let s = parse_text(&format!(
+            r#"{BASE}
+[[faults]]
+host = "server"
+backend = "legacy"
+iptables = "*filter\n-A INPUT -p udp -j DROP\nCOMMIT\n"
+
+[[traffic]]
+from = "client"
+to = "server"
+protocol = "udp"
+port = 5000
+count = 4
+expect = {{ delivered = 0 }}
+
+[[expect.drops]]
+host = "server"
+reason = "NETFILTER_DROP"
+count = 4
+"#
+        ))
+        .unwrap();
+        assert_eq!(s.hosts.len(), 2);
+        assert_eq!(s.links[0].ends[0].ifname, "eth0");
+        assert_eq!(s.links[0].ends[1].addr.to_string(), "198.18.0.2/24");
+        let t = &s.traffic[0];
+        assert_eq!((t.from, t.to_host, t.port, t.count), (0, Some(1), 5000, 4));
+        assert_eq!(t.destination, Ipv4Addr::new(198, 18, 0, 2));
+        assert!(t.listen);
+        assert_eq!(t.expect.delivered, Some(0));
+        assert!(matches!(
+            &s.faults[0].kind,
+            FaultKind::Iptables {
+                backend: IptablesBackend::Legacy,
+                ..
+            }
+        ));
+        assert!(s.expect.no_other_drops);
+        assert_eq!(s.expect.drops[0].count, 4);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_column() {
+        let e =
+            error_of("\n[[traffic]]\nfrom = \"clinet\"\nto = \"server\"\nprotocol = \"icmp\"\n");
+        assert_eq!(
+            e,
+            "s.toml:12:8: unknown host `clinet` (declared hosts: client, server)"
+        );
+    }
+
+    #[test]
+    fn syntax_and_unknown_field_errors_carry_positions() {
+        let e = parse_text("description = \"x\"\n[hosts.a]\nforwardin = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("s.toml:3:1: unknown field `forwardin`"),
+            "{e}"
+        );
+        let e = parse_text("description = \n").unwrap_err().to_string();
+        assert!(e.starts_with("s.toml:1:"), "{e}");
+    }
+
+    #[test]
+    fn addresses_outside_the_test_ranges_are_refused() {
+        let e = parse_text(&BASE.replace("198.18.0.2/24", "10.0.0.2/24"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("address 10.0.0.2 is outside the ranges dropspec may use"),
+            "{e}"
+        );
+        assert!(e.starts_with("s.toml:9:31:"), "{e}");
+    }
+
+    #[test]
+    fn traffic_is_checked_against_its_protocol() {
+        let icmp_port = error_of(
+            "[[traffic]]\nfrom = \"client\"\nto = \"server\"\nprotocol = \"icmp\"\nport = 1\n",
+        );
+        assert!(icmp_port.contains("ICMP has no port"), "{icmp_port}");
+        let udp_no_port =
+            error_of("[[traffic]]\nfrom = \"client\"\nto = \"server\"\nprotocol = \"udp\"\n");
+        assert!(
+            udp_no_port.contains("udp traffic needs a `port`"),
+            "{udp_no_port}"
+        );
+        let wrong_outcome = error_of(
+            "[[traffic]]\nfrom = \"client\"\nto = \"server\"\nprotocol = \"udp\"\nport = 9\nexpect = { connected = 1 }\n",
+        );
+        assert!(
+            wrong_outcome.contains("does not apply to udp traffic"),
+            "{wrong_outcome}"
+        );
+        let unbounded = error_of(
+            "[[traffic]]\nfrom = \"client\"\nto = \"server\"\nprotocol = \"icmp\"\ncount = 100000\n",
+        );
+        assert!(unbounded.contains("count must be 1–10000"), "{unbounded}");
+    }
+
+    #[test]
+    fn faults_need_exactly_one_rule_source() {
+        let none = error_of("[[faults]]\nhost = \"server\"\n");
+        assert!(none.contains("exactly one of"), "{none}");
+        let missing_file = error_of("[[faults]]\nhost = \"server\"\nnft_file = \"nope.nft\"\n");
+        assert!(
+            missing_file.contains("cannot read rule file"),
+            "{missing_file}"
+        );
+        let escape = error_of("[[faults]]\nhost = \"server\"\nnft_file = \"../etc/passwd\"\n");
+        assert!(escape.contains("without `..`"), "{escape}");
+        let backend =
+            error_of("[[faults]]\nhost = \"server\"\nbackend = \"xt\"\niptables = \"\"\n");
+        assert!(
+            backend.contains("unknown iptables backend `xt`"),
+            "{backend}"
+        );
+    }
+
+    #[test]
+    fn reasons_are_names_not_numbers() {
+        let e = error_of("[[expect.drops]]\nhost = \"server\"\nreason = \"12\"\ncount = 1\n");
+        assert!(e.contains("should be a kernel drop reason name"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_interface_names_and_self_links_are_refused() {
+        let dup = error_of(
+            "[[links]]\na = { host = \"client\", addr = \"198.18.1.1/24\", name = \"eth0\" }\nb = { host = \"server\", addr = \"198.18.1.2/24\" }\n",
+        );
+        assert!(dup.contains("already has an interface `eth0`"), "{dup}");
+        let selfie = error_of(
+            "[[links]]\na = { host = \"client\", addr = \"198.18.1.1/24\" }\nb = { host = \"client\", addr = \"198.18.1.2/24\" }\n",
+        );
+        assert!(selfie.contains("joins host `client` to itself"), "{selfie}");
+    }
+
+    #[test]
+    fn names_and_test_ranges() {
+        let root = Path::new("/p/scenarios");
+        assert_eq!(
+            scenario_name(Path::new("/p/scenarios/iptables/input.toml"), root),
+            "iptables/input"
+        );
+        assert_eq!(snapshot_name("iptables/input"), "iptables__input");
+        assert!(is_test_address("198.19.255.1".parse().unwrap()));
+        assert!(!is_test_address("198.20.0.1".parse().unwrap()));
+        assert!(is_test_address("2001:db8::1".parse().unwrap()));
+        assert!(!is_test_address("2001:db9::1".parse().unwrap()));
     }
 }
