@@ -7,6 +7,9 @@ packages=(
   clang-19 libbpf-dev   # compile the C probes (harness/build.rs)
   bpftool               # inspect loaded probes by hand
   iptables nftables     # the firewall faults scenarios inject
+  iproute2              # tc, for traffic-control faults
+  bpftrace              # the benchmarks' comparison with the usual one-liner
+  qemu-system-x86 busybox-static cpio kmod   # other kernels, booted in a VM
 )
 
 if [ "$(id -u)" -ne 0 ]; then
