@@ -5,7 +5,9 @@
 //! the process ends, however it ends (success, panic, Ctrl-C, SIGKILL). What can outlive
 //! a process is anything given a name in the root namespace: a bind-mounted namespace
 //! under /run/netns or a link, as the shell-script comparison in the benchmarks makes.
-//! Those always carry the `dropspec` prefix and are reaped here at the start of a run.
+//! Those are named `dropspec-<pid>-…` after the process that made them, and are reaped
+//! here at the start of a run once that process is gone. A `dropspec` name without a
+//! pid, or with the pid of a live process, is left alone: it may be in use.
 
 use std::io;
 use std::path::Path;
@@ -18,8 +20,22 @@ pub struct Reaped {
     pub namespaces: Vec<String>,
 }
 
-/// Removes `dropspec*` namespaces left under /run/netns by a killed run.
-/// Only names with our prefix are touched.
+/// The name a dropspec tool gives a namespace it must name: `dropspec-<pid>-<label>`.
+pub fn owned_name(label: &str) -> String {
+    format!("{PREFIX}-{}-{label}", std::process::id())
+}
+
+/// The pid in a `dropspec-<pid>-…` name, if it has one.
+fn owner(name: &str) -> Option<i32> {
+    let rest = name.strip_prefix(PREFIX)?.strip_prefix('-')?;
+    rest.split('-').next()?.parse().ok()
+}
+
+fn process_alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Removes `dropspec-<pid>-…` namespaces under /run/netns whose process has died.
 pub fn reap_leftovers() -> io::Result<Reaped> {
     let mut reaped = Reaped::default();
     let dir = Path::new("/run/netns");
@@ -31,8 +47,9 @@ pub fn reap_leftovers() -> io::Result<Reaped> {
     for entry in entries {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.starts_with(PREFIX) {
-            continue;
+        match owner(&name) {
+            Some(pid) if !process_alive(pid) => {}
+            _ => continue,
         }
         let path = entry.path();
         // A named namespace is a bind mount of its nsfs inode; unmounting it drops the
@@ -42,4 +59,18 @@ pub fn reap_leftovers() -> io::Result<Reaped> {
         reaped.namespaces.push(name);
     }
     Ok(reaped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_names_with_a_dead_owner_are_reaped() {
+        assert_eq!(owner("dropspec-1234-bench-a"), Some(1234));
+        assert_eq!(owner("dropspec-smoke-fw"), None);
+        assert_eq!(owner("other-1234-x"), None);
+        assert!(owned_name("x").starts_with(&format!("dropspec-{}-", std::process::id())));
+        assert!(process_alive(std::process::id() as i32));
+    }
 }

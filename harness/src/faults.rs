@@ -133,6 +133,9 @@ fn apply_fault(fault: &Fault, topology: &Topology) -> Result<(), FaultError> {
             origin,
         ),
         FaultKind::Nft { ruleset, origin } => ("nft", "nftables", &["-f", "-"], ruleset, origin),
+        FaultKind::Tc { commands, origin } => {
+            ("tc", "iproute2", &["-batch", "-"], commands, origin)
+        }
     };
     let spawn_error = |source: io::Error| {
         if source.kind() == io::ErrorKind::NotFound {

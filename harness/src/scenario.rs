@@ -45,6 +45,8 @@ pub struct Host {
     /// Per-namespace sysctls, applied after links exist: `net.ipv4.conf.all.rp_filter` → `1`.
     pub sysctls: BTreeMap<String, String>,
     pub routes: Vec<Route>,
+    /// Extra addresses on the host's loopback, e.g. a source that routing does not expect.
+    pub addresses: Vec<Cidr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +102,8 @@ pub enum FaultKind {
     },
     /// `nft -f` input.
     Nft { ruleset: String, origin: String },
+    /// `tc -batch` input: qdiscs and filters, e.g. an ingress filter with `action drop`.
+    Tc { commands: String, origin: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,7 +154,29 @@ pub struct Traffic {
     pub payload: usize,
     /// How long each attempt waits for its answer.
     pub timeout_ms: u64,
+    /// Source address to bind to (one of the sender's addresses, or any with `ip_freebind`).
+    pub source: Option<Ipv4Addr>,
+    /// IP TTL of the sent packets.
+    pub ttl: Option<u8>,
+    /// Set DF and refuse to fragment (IP_PMTUDISC_DO).
+    pub dont_fragment: bool,
+    pub receiver: Receiver,
     pub expect: TrafficExpect,
+}
+
+/// How the application at the destination behaves (UDP and TCP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receiver {
+    /// Reads datagrams / accepts connections while the traffic runs. When false, the
+    /// socket just sits there (its queue fills); what it holds is counted afterwards.
+    pub reads: bool,
+    /// SO_RCVBUF of the listening socket, in bytes (the kernel doubles it).
+    pub rcvbuf: Option<u32>,
+    /// listen() backlog for TCP.
+    pub backlog: u32,
+    /// TCP: keep established connections open until all traffic has been sent, so later
+    /// entries meet them (conntrack entries, for example).
+    pub hold: bool,
 }
 
 /// Expected outcomes of one traffic entry; `None` means "not asserted".
@@ -381,11 +407,17 @@ impl Validator<'_> {
             .into_iter()
             .map(|r| self.route(r))
             .collect::<Result<_, _>>()?;
+        let addresses = spec
+            .addresses
+            .iter()
+            .map(|a| self.cidr(a))
+            .collect::<Result<_, _>>()?;
         Ok(Host {
             name,
             forwarding: spec.forwarding,
             sysctls,
             routes,
+            addresses,
         })
     }
 
@@ -489,14 +521,20 @@ impl Validator<'_> {
             spec.iptables_file.is_some(),
             spec.nft.is_some(),
             spec.nft_file.is_some(),
+            spec.tc.is_some(),
         ];
         if sources.iter().filter(|s| **s).count() != 1 {
             return Err(self.at.error(
                 spec.host.span(),
-                "a fault needs exactly one of `iptables`, `iptables_file`, `nft` or `nft_file`",
+                "a fault needs exactly one of `iptables`, `iptables_file`, `nft`, `nft_file` or `tc`",
             ));
         }
-        let kind = if spec.iptables.is_some() || spec.iptables_file.is_some() {
+        let kind = if let Some(commands) = spec.tc {
+            FaultKind::Tc {
+                commands,
+                origin: format!("{} (inline)", self.at.path.display()),
+            }
+        } else if spec.iptables.is_some() || spec.iptables_file.is_some() {
             let backend = match spec.backend.as_ref().map(|b| b.get_ref().as_str()) {
                 None | Some("nft") => IptablesBackend::Nft,
                 Some("legacy") => IptablesBackend::Legacy,
@@ -646,6 +684,50 @@ impl Validator<'_> {
                 "payload must be at most 1400 bytes (one unfragmented packet)",
             ));
         }
+        let source = spec.source.as_ref().map(|s| self.address(s)).transpose()?;
+        if let Some(ttl) = &spec.ttl {
+            if *ttl.get_ref() == 0 {
+                return Err(self.at.error(ttl.span(), "ttl must be 1–255"));
+            }
+        }
+        let reads = match spec.receiver.as_ref().map(|r| r.get_ref().as_str()) {
+            None | Some("reads") => true,
+            Some("never_reads") => false,
+            Some(other) => {
+                return Err(self.at.error(
+                    spec.receiver.as_ref().expect("matched Some").span(),
+                    format!("unknown receiver `{other}`: use \"reads\" or \"never_reads\""),
+                ));
+            }
+        };
+        let receiver_options = spec.receiver.is_some()
+            || spec.rcvbuf.is_some()
+            || spec.backlog.is_some()
+            || spec.hold.is_some();
+        if receiver_options && (protocol == Protocol::Icmp || !listen) {
+            return Err(self.at.error(
+                spec.protocol.span(),
+                "`receiver`, `rcvbuf`, `backlog` and `hold` describe the listening socket: they need udp or tcp with `listen = true`",
+            ));
+        }
+        if let Some(backlog) = &spec.backlog {
+            if protocol != Protocol::Tcp {
+                return Err(self
+                    .at
+                    .error(backlog.span(), "`backlog` applies to tcp only"));
+            }
+        }
+        if let Some(hold) = &spec.hold {
+            if protocol != Protocol::Tcp {
+                return Err(self.at.error(hold.span(), "`hold` applies to tcp only"));
+            }
+        }
+        let receiver = Receiver {
+            reads,
+            rcvbuf: spec.rcvbuf,
+            backlog: spec.backlog.map_or(128, Spanned::into_inner),
+            hold: spec.hold.is_some_and(Spanned::into_inner),
+        };
         let expect = self.traffic_expect(protocol, spec.expect)?;
         Ok(Traffic {
             from,
@@ -657,6 +739,10 @@ impl Validator<'_> {
             listen,
             payload,
             timeout_ms,
+            source,
+            ttl: spec.ttl.map(Spanned::into_inner),
+            dont_fragment: spec.dont_fragment.unwrap_or(false),
+            receiver,
             expect,
         })
     }
@@ -849,6 +935,8 @@ mod raw {
         pub sysctls: BTreeMap<Spanned<String>, SysctlValue>,
         #[serde(default)]
         pub routes: Vec<Route>,
+        #[serde(default)]
+        pub addresses: Vec<Spanned<String>>,
     }
 
     #[derive(Deserialize)]
@@ -891,6 +979,7 @@ mod raw {
         pub backend: Option<Spanned<String>>,
         pub nft: Option<String>,
         pub nft_file: Option<Spanned<String>>,
+        pub tc: Option<String>,
     }
 
     #[derive(Deserialize)]
@@ -904,6 +993,13 @@ mod raw {
         pub listen: Option<bool>,
         pub payload: Option<usize>,
         pub timeout_ms: Option<Spanned<u64>>,
+        pub source: Option<Spanned<String>>,
+        pub ttl: Option<Spanned<u8>>,
+        pub dont_fragment: Option<bool>,
+        pub receiver: Option<Spanned<String>>,
+        pub rcvbuf: Option<u32>,
+        pub backlog: Option<Spanned<u32>>,
+        pub hold: Option<Spanned<bool>>,
         pub expect: Option<Spanned<TrafficExpect>>,
     }
 

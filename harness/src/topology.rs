@@ -525,7 +525,22 @@ async fn configure(
                     })
             })
     });
-    let (peers_up, addresses) = futures::join!(join_all(peers_up), join_all(addresses));
+    let loopback_addresses = scenario.hosts.iter().enumerate().flat_map(|(id, host)| {
+        host.addresses.iter().map(move |addr| async move {
+            add_address(&handles[id], LOOPBACK_INDEX, *addr)
+                .await
+                .map_err(|source| {
+                    let action = format!("adding address {addr} to `lo`");
+                    netlink_error(name(id), action, source)
+                })
+        })
+    });
+    let (peers_up, addresses, loopback_addresses) = futures::join!(
+        join_all(peers_up),
+        join_all(addresses),
+        join_all(loopback_addresses)
+    );
+    first_error(loopback_addresses)?;
     first_error(peers_up)?;
     first_error(addresses)?;
 

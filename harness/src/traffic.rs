@@ -13,7 +13,7 @@
 //! puts exactly one SYN on the wire.
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddrV4;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -72,18 +72,28 @@ impl<F: FnMut() -> u64> Activity for F {
 pub const QUIET_WINDOW: Duration = Duration::from_millis(10);
 const POLL_INTERVAL_MS: i32 = 1;
 
+/// TCP connections still open: the clients' ends and the ends the listener accepted.
+#[derive(Default)]
+struct OpenConnections {
+    clients: Vec<OwnedFd>,
+    accepted: Vec<OwnedFd>,
+}
+
 /// Sends every traffic entry in order and returns one outcome per entry.
 pub fn run(
     scenario: &Scenario,
     topology: &Topology,
     activity: &mut dyn Activity,
 ) -> Result<Vec<TrafficOutcome>, TrafficError> {
-    scenario
+    let mut held = OpenConnections::default();
+    let outcomes = scenario
         .traffic
         .iter()
         .enumerate()
-        .map(|(i, t)| run_one(i + 1, t, topology, activity))
-        .collect()
+        .map(|(i, t)| run_one(i + 1, t, topology, activity, &mut held))
+        .collect();
+    close_connections(held);
+    outcomes
 }
 
 fn run_one(
@@ -91,6 +101,7 @@ fn run_one(
     traffic: &Traffic,
     topology: &Topology,
     activity: &mut dyn Activity,
+    held: &mut OpenConnections,
 ) -> Result<TrafficOutcome, TrafficError> {
     let sock_err = |what: &str| {
         let what = what.to_owned();
@@ -102,23 +113,25 @@ fn run_one(
     };
     let listener = match (traffic.listen, traffic.to_host, traffic.protocol) {
         (true, Some(host), Protocol::Udp | Protocol::Tcp) => Some(
-            in_netns(topology.host(host), index, || {
-                open_listener(traffic.protocol, traffic.destination, traffic.port)
-            })?
-            .map_err(sock_err("opening the listening socket"))?,
+            in_netns(topology.host(host), index, || open_listener(traffic))?
+                .map_err(sock_err("opening the listening socket"))?,
         ),
         _ => None,
     };
     let sender = topology.host(traffic.from);
     match traffic.protocol {
         Protocol::Icmp => {
-            let socket = in_netns(sender, index, open_ping_socket)?
-                .map_err(sock_err("opening an ICMP ping socket"))?;
+            let socket = in_netns(sender, index, || {
+                open_ping_socket().and_then(|s| prepare_sender(s, traffic))
+            })?
+            .map_err(sock_err("opening an ICMP ping socket"))?;
             echo(&socket, traffic, activity).map_err(sock_err("sending ICMP echo"))
         }
         Protocol::Udp => {
-            let socket = in_netns(sender, index, || open_datagram(libc::IPPROTO_UDP))?
-                .map_err(sock_err("opening a UDP socket"))?;
+            let socket = in_netns(sender, index, || {
+                open_datagram(libc::IPPROTO_UDP).and_then(|s| prepare_sender(s, traffic))
+            })?
+            .map_err(sock_err("opening a UDP socket"))?;
             datagrams(&socket, listener.as_ref(), traffic, activity)
                 .map_err(sock_err("sending UDP datagrams"))
         }
@@ -126,12 +139,22 @@ fn run_one(
             let count = traffic.count as usize;
             let sockets = in_netns(sender, index, || {
                 (0..count)
-                    .map(|_| socket(libc::SOCK_STREAM, libc::IPPROTO_TCP))
+                    .map(|_| {
+                        socket(libc::SOCK_STREAM, libc::IPPROTO_TCP)
+                            .and_then(|s| prepare_sender(s, traffic))
+                    })
                     .collect::<io::Result<Vec<_>>>()
             })?
             .map_err(sock_err("opening TCP sockets"))?;
-            connects(sockets, listener.as_ref(), traffic, activity)
-                .map_err(sock_err("connecting over TCP"))
+            let (outcome, connections) = connects(sockets, listener.as_ref(), traffic, activity)
+                .map_err(sock_err("connecting over TCP"))?;
+            if traffic.receiver.hold {
+                held.clients.extend(connections.clients);
+                held.accepted.extend(connections.accepted);
+            } else {
+                close_connections(connections);
+            }
+            Ok(outcome)
         }
     }
 }
@@ -220,13 +243,18 @@ fn datagrams(
     }
     let count = traffic.count;
     await_outcome(Duration::from_millis(traffic.timeout_ms), activity, || {
-        if let Some(listener) = listener {
+        if let (Some(listener), true) = (listener, traffic.receiver.reads) {
             outcome.delivered += drain(listener.as_raw_fd(), |_| true)?;
         }
         outcome.errors += drain_errors(socket.as_raw_fd())?;
         let answers = u64::from(outcome.delivered + outcome.errors + outcome.blocked);
         Ok((answers, answers >= u64::from(count)))
     })?;
+    // A receiver that never reads is emptied only now, so its queue filled up during
+    // the traffic; what it held counts as delivered, and closing it purges nothing.
+    if let (Some(listener), false) = (listener, traffic.receiver.reads) {
+        outcome.delivered += drain(listener.as_raw_fd(), |_| true)?;
+    }
     Ok(outcome)
 }
 
@@ -244,7 +272,7 @@ fn connects(
     listener: Option<&OwnedFd>,
     traffic: &Traffic,
     activity: &mut dyn Activity,
-) -> io::Result<TrafficOutcome> {
+) -> io::Result<(TrafficOutcome, OpenConnections)> {
     let destination = SocketAddrV4::new(traffic.destination, traffic.port);
     let mut attempts = vec![Attempt::Pending; sockets.len()];
     for (socket, attempt) in sockets.iter().zip(&mut attempts) {
@@ -259,7 +287,7 @@ fn connects(
                 *attempt = poll_connect(socket.as_raw_fd())?;
             }
         }
-        if let Some(listener) = listener {
+        if let (Some(listener), true) = (listener, traffic.receiver.reads) {
             accepted.extend(accept_all(listener.as_raw_fd())?);
         }
         let settled = attempts.iter().filter(|a| **a != Attempt::Pending).count();
@@ -282,8 +310,13 @@ fn connects(
             Attempt::Pending | Attempt::TimedOut => outcome.timed_out += 1,
         }
     }
-    close_connections(sockets, accepted)?;
-    Ok(outcome)
+    Ok((
+        outcome,
+        OpenConnections {
+            clients: sockets,
+            accepted,
+        },
+    ))
 }
 
 /// Closes both ends of the test's connections the way a careful application does, so
@@ -292,7 +325,8 @@ fn connects(
 /// reports a FIN still queued on a socket as it dies as a QUEUE_PURGE drop at
 /// sk_stream_kill_queues — it does so whenever an already-closed (orphaned) socket
 /// receives its peer's FIN — and that would be the harness's noise, not the scenario's.
-fn close_connections(clients: Vec<OwnedFd>, accepted: Vec<OwnedFd>) -> io::Result<()> {
+fn close_connections(connections: OpenConnections) {
+    let OpenConnections { clients, accepted } = connections;
     let connected: Vec<OwnedFd> = clients
         .into_iter()
         .filter(|c| {
@@ -303,7 +337,6 @@ fn close_connections(clients: Vec<OwnedFd>, accepted: Vec<OwnedFd>) -> io::Resul
     read_to_end_of_stream(&accepted);
     drop(accepted);
     read_to_end_of_stream(&connected);
-    Ok(())
 }
 
 /// Reads every socket until its peer's FIN (recv returns 0), for at most 200 ms.
@@ -384,13 +417,18 @@ fn open_datagram(protocol: libc::c_int) -> io::Result<OwnedFd> {
     Ok(socket)
 }
 
-fn open_listener(protocol: Protocol, address: Ipv4Addr, port: u16) -> io::Result<OwnedFd> {
+fn open_listener(traffic: &Traffic) -> io::Result<OwnedFd> {
+    let protocol = traffic.protocol;
     let socket = match protocol {
         Protocol::Tcp => socket(libc::SOCK_STREAM, libc::IPPROTO_TCP)?,
         _ => socket(libc::SOCK_DGRAM, libc::IPPROTO_UDP)?,
     };
     set_int_option(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
-    let sa = sockaddr(SocketAddrV4::new(address, port));
+    if let Some(bytes) = traffic.receiver.rcvbuf {
+        let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        set_int_option(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, bytes)?;
+    }
+    let sa = sockaddr(SocketAddrV4::new(traffic.destination, traffic.port));
     // SAFETY: sa is a valid sockaddr_in for the length given.
     let rc = unsafe {
         libc::bind(
@@ -403,8 +441,40 @@ fn open_listener(protocol: Protocol, address: Ipv4Addr, port: u16) -> io::Result
         return Err(io::Error::last_os_error());
     }
     if protocol == Protocol::Tcp {
+        let backlog = libc::c_int::try_from(traffic.receiver.backlog).unwrap_or(libc::c_int::MAX);
         // SAFETY: listen(2) on a socket we own.
-        if unsafe { libc::listen(socket.as_raw_fd(), 128) } < 0 {
+        if unsafe { libc::listen(socket.as_raw_fd(), backlog) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(socket)
+}
+
+/// Applies the entry's sender options: source address, TTL, don't-fragment.
+fn prepare_sender(socket: OwnedFd, traffic: &Traffic) -> io::Result<OwnedFd> {
+    let fd = socket.as_raw_fd();
+    if let Some(ttl) = traffic.ttl {
+        set_int_option(fd, libc::SOL_IP, libc::IP_TTL, libc::c_int::from(ttl))?;
+    }
+    if traffic.dont_fragment {
+        set_int_option(
+            fd,
+            libc::SOL_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DO,
+        )?;
+    }
+    if let Some(source) = traffic.source {
+        let sa = sockaddr(SocketAddrV4::new(source, 0));
+        // SAFETY: sa is a valid sockaddr_in for the length given.
+        let rc = unsafe {
+            libc::bind(
+                fd,
+                (&sa as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
             return Err(io::Error::last_os_error());
         }
     }
@@ -448,28 +518,45 @@ fn send_to(fd: RawFd, bytes: &[u8], to: SocketAddrV4) -> io::Result<Sent> {
             Err(io::Error::last_os_error())
         }
     };
-    let Err(first) = send() else {
-        return Ok(Sent::OnTheWire);
-    };
-    match first.raw_os_error() {
-        // The local stack refused it: an OUTPUT rule (EPERM) or no route.
-        Some(libc::EPERM | libc::ENETUNREACH) => Ok(Sent::Blocked),
-        // An ICMP error for an earlier datagram is reported by failing the next send
-        // (sk_err), and that send is not made: the error is already counted from the
-        // error queue, so send again.
-        Some(libc::ECONNREFUSED | libc::EHOSTUNREACH) => match send() {
-            Ok(()) => Ok(Sent::OnTheWire),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EPERM | libc::ENETUNREACH | libc::EHOSTUNREACH)
-                ) =>
-            {
+    // An ICMP error for an earlier packet is also reported by failing the next send
+    // (sk_err), and that send is then not made. The error itself is counted from the
+    // error queue; reading SO_ERROR first clears it, so a failure below is this send's
+    // own. Resending after a local refusal would put a second packet into the kernel and
+    // change the counts, so only ECONNREFUSED — never a local refusal, only an ICMP error
+    // that raced in between the two calls — is retried.
+    pending_error(fd)?;
+    match send() {
+        Ok(()) => Ok(Sent::OnTheWire),
+        Err(e) => match e.raw_os_error() {
+            // An OUTPUT rule (EPERM), no route, an unreachable NAT target, or larger than
+            // the known path MTU with DF set: the sender's own kernel refused it.
+            Some(libc::EPERM | libc::ENETUNREACH | libc::EHOSTUNREACH | libc::EMSGSIZE) => {
                 Ok(Sent::Blocked)
             }
-            Err(e) => Err(e),
+            Some(libc::ECONNREFUSED) => send().map(|()| Sent::OnTheWire),
+            _ => Err(e),
         },
-        _ => Err(first),
+    }
+}
+
+/// Reads and clears a socket's pending error (SO_ERROR).
+fn pending_error(fd: RawFd) -> io::Result<i32> {
+    let mut code: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: code and len are valid out-parameters.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut code as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(code)
     }
 }
 
@@ -495,7 +582,9 @@ fn drain(fd: RawFd, keep: impl Fn(&[u8]) -> bool) -> io::Result<u32> {
     }
 }
 
-/// Counts the ICMP errors queued on a socket with IP_RECVERR.
+/// Counts the ICMP errors queued on a socket with IP_RECVERR. The queue also holds the
+/// kernel's local errors (EMSGSIZE when DF meets a known path MTU, for example); those
+/// are sends that never left and are counted as `blocked`, not here.
 fn drain_errors(fd: RawFd) -> io::Result<u32> {
     let mut count = 0;
     let mut buf = [0u8; 2048];
@@ -520,8 +609,29 @@ fn drain_errors(fd: RawFd) -> io::Result<u32> {
                 _ => Err(err),
             };
         }
-        count += 1;
+        if error_origin(&msg) == Some(SO_EE_ORIGIN_ICMP) {
+            count += 1;
+        }
     }
+}
+
+/// `SO_EE_ORIGIN_ICMP` from linux/errqueue.h (not exported by the libc crate).
+const SO_EE_ORIGIN_ICMP: u8 = 2;
+
+/// The `ee_origin` of the IP_RECVERR control message in `msg`.
+fn error_origin(msg: &libc::msghdr) -> Option<u8> {
+    // SAFETY: msg was filled by recvmsg; the CMSG macros stay within msg_controllen.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_IP && (*cmsg).cmsg_type == libc::IP_RECVERR {
+                let err = libc::CMSG_DATA(cmsg) as *const libc::sock_extended_err;
+                return Some(std::ptr::read_unaligned(err).ee_origin);
+            }
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+        }
+    }
+    None
 }
 
 fn start_connect(fd: RawFd, to: SocketAddrV4) -> io::Result<Option<Attempt>> {
@@ -570,21 +680,7 @@ fn poll_connect(fd: RawFd) -> io::Result<Attempt> {
     if pfd.revents == 0 {
         return Ok(Attempt::Pending);
     }
-    let mut code: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: code and len are valid out-parameters.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ERROR,
-            (&mut code as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let code = pending_error(fd)?;
     attempt_from_errno(code).ok_or_else(|| io::Error::from_raw_os_error(code))
 }
 
