@@ -18,6 +18,8 @@ pub const PREFIX: &str = "dropspec";
 #[derive(Debug, Default)]
 pub struct Reaped {
     pub namespaces: Vec<String>,
+    /// Global sysctls a killed run had changed, now put back.
+    pub global_sysctls: Vec<String>,
 }
 
 /// The name a dropspec tool gives a namespace it must name: `dropspec-<pid>-<label>`.
@@ -37,7 +39,10 @@ fn process_alive(pid: i32) -> bool {
 
 /// Removes `dropspec-<pid>-…` namespaces under /run/netns whose process has died.
 pub fn reap_leftovers() -> io::Result<Reaped> {
-    let mut reaped = Reaped::default();
+    let mut reaped = Reaped {
+        global_sysctls: crate::global_sysctls::restore_stale_records(),
+        ..Reaped::default()
+    };
     let dir = Path::new("/run/netns");
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,

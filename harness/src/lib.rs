@@ -4,10 +4,12 @@
 //! veths, addresses, routes) → [`faults`] (firewall rules) → [`probes`] (eBPF drop
 //! counters, attached once per process) → [`traffic`] → [`report`] → assertions, with
 //! [`runner`] driving the steps and [`cleanup`] making sure nothing outlives a run.
+//! [`global_sysctls`] changes machine-wide settings a scenario needs, and always puts them back.
 //! [`kernel`] reads what the running kernel says about itself (BTF, tracefs, kallsyms).
 
 pub mod cleanup;
 pub mod faults;
+pub mod global_sysctls;
 pub mod kernel;
 pub mod probes;
 pub mod report;

@@ -35,6 +35,9 @@ enum Command {
     Check { paths: Vec<PathBuf> },
     /// List the running kernel's drop reasons with their numbers.
     Reasons,
+    /// Remove what killed runs left: named dropspec namespaces of dead processes, and
+    /// global sysctls they had changed. `dropspec run` does this too before it starts.
+    Cleanup,
 }
 
 fn main() -> ExitCode {
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         } => run(&paths, timings, jobs),
         Command::Check { paths } => check(&paths),
         Command::Reasons => reasons(),
+        Command::Cleanup => cleanup_leftovers(),
     };
     match result {
         Ok(code) => code,
@@ -138,6 +142,23 @@ fn check(paths: &[PathBuf]) -> Result<ExitCode> {
     }
 }
 
+fn cleanup_leftovers() -> Result<ExitCode> {
+    if let Some(why) = runner::unavailable_reason() {
+        bail!("{why}");
+    }
+    let reaped = cleanup::reap_leftovers().context("removing what earlier runs left")?;
+    for name in &reaped.namespaces {
+        println!("removed namespace {name}");
+    }
+    for change in &reaped.global_sysctls {
+        println!("restored global sysctl {change}");
+    }
+    if reaped.namespaces.is_empty() && reaped.global_sysctls.is_empty() {
+        println!("nothing left by earlier runs");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn reasons() -> Result<ExitCode> {
     let table = probes::ReasonTable::from_running_kernel()
         .context("reading the running kernel's drop reasons")?;
@@ -173,6 +194,9 @@ fn run(paths: &[PathBuf], timings: bool, jobs: Option<usize>) -> Result<ExitCode
         let reaped = cleanup::reap_leftovers().context("removing what an earlier run left")?;
         for name in reaped.namespaces {
             eprintln!("removed namespace {name} left by an earlier run");
+        }
+        for change in reaped.global_sysctls {
+            eprintln!("restored global sysctl {change}");
         }
     }
     let jobs = jobs

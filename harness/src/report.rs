@@ -21,6 +21,8 @@ pub struct Report {
     pub probe: String,
     pub drops: Vec<DropRow>,
     pub traffic: Vec<TrafficRow>,
+    /// Machine-wide sysctls changed for the traffic: (key, value, original).
+    pub global_sysctls: Vec<(String, String, String)>,
     pub timings: Timings,
 }
 
@@ -65,6 +67,14 @@ impl Report {
     pub fn render_snapshot(&self) -> String {
         let mut out = String::new();
         writeln!(out, "scenario: {}", self.scenario).unwrap();
+        // The original value differs between machines, so only the change is kept here.
+        for (key, value, _) in &self.global_sysctls {
+            writeln!(
+                out,
+                "global sysctl: {key} = {value} during the traffic, then restored"
+            )
+            .unwrap();
+        }
         if self.drops.is_empty() {
             writeln!(out, "drops: none").unwrap();
         } else {
@@ -110,6 +120,9 @@ impl Report {
             "== {} — {}\nkernel {}, probe {}\n",
             self.scenario, self.description, self.kernel, self.probe
         );
+        for (key, _, original) in &self.global_sysctls {
+            writeln!(out, "restored global sysctl {key} to {original}").unwrap();
+        }
         out.push_str(&self.render_snapshot());
         if with_timings {
             let t = &self.timings;
@@ -297,6 +310,7 @@ count = 3
                     ..Default::default()
                 },
             }],
+            global_sysctls: Vec::new(),
             timings: Timings::default(),
         }
     }

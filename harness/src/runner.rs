@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::faults::{self, FaultError};
+use crate::global_sysctls::{self, GlobalSysctlError};
 use crate::probes::{DropProbe, ProbeError, WatchSlot};
 use crate::report::{DropRow, Report, Timings, TrafficRow};
 use crate::scenario::Scenario;
@@ -26,6 +27,18 @@ pub enum RunError {
     Probe(#[source] ProbeError),
     #[error("sending traffic: {0}")]
     Traffic(#[source] TrafficError),
+    #[error("{0}")]
+    GlobalSysctl(#[source] GlobalSysctlError),
+}
+
+impl From<GlobalSysctlError> for RunError {
+    fn from(e: GlobalSysctlError) -> Self {
+        match e {
+            // The machine is too busy for this scenario: not the scenario's fault.
+            GlobalSysctlError::NamespaceTooBusy { .. } => RunError::Unavailable(e.to_string()),
+            e => RunError::GlobalSysctl(e),
+        }
+    }
 }
 
 impl From<ProbeError> for RunError {
@@ -74,6 +87,8 @@ pub fn run(scenario: &Scenario) -> Result<Report, RunError> {
         return Err(RunError::Unavailable(why));
     }
     let mut timings = Timings::default();
+    // Held for the whole run: a scenario that changes a machine-wide sysctl runs alone.
+    let _lock = global_sysctls::lock(!scenario.global_sysctls.is_empty())?;
 
     // The probe first: if it cannot load, nothing has been built yet.
     let started = Instant::now();
@@ -94,6 +109,13 @@ pub fn run(scenario: &Scenario) -> Result<Report, RunError> {
         .collect::<Result<Vec<WatchSlot>, _>>()?;
     timings.attach += started.elapsed();
 
+    let inodes: Vec<u64> = topology.hosts().iter().map(|n| n.inode()).collect();
+    let changes = scenario
+        .global_sysctls
+        .iter()
+        .map(|(key, value)| global_sysctls::apply(key, value, &inodes))
+        .collect::<Result<Vec<_>, _>>()?;
+
     let started = Instant::now();
     let mut total_drops = || total_packets(probe, &slots);
     let outcomes =
@@ -102,6 +124,12 @@ pub fn run(scenario: &Scenario) -> Result<Report, RunError> {
 
     let started = Instant::now();
     settle(probe, &slots, Duration::from_millis(scenario.settle_min_ms));
+    // Restored as soon as the kernel is done with the traffic: the shortest window.
+    let global_sysctls = changes
+        .iter()
+        .map(|c| (c.key.clone(), c.value.clone(), c.original.clone()))
+        .collect();
+    drop(changes);
     let drops = collect(probe, scenario, &slots)?;
     timings.settle = started.elapsed();
 
@@ -131,6 +159,7 @@ pub fn run(scenario: &Scenario) -> Result<Report, RunError> {
         probe: probe.mode().to_string(),
         drops,
         traffic,
+        global_sysctls,
         timings,
     })
 }

@@ -33,6 +33,8 @@ pub struct Scenario {
     /// Extra time to keep watching after traffic, for drops the kernel makes late
     /// (neighbour resolution failure, for example). Zero for almost every scenario.
     pub settle_min_ms: u64,
+    /// Machine-wide sysctls set for the traffic only (see `global_sysctls`).
+    pub global_sysctls: BTreeMap<String, String>,
 }
 
 pub type HostId = usize;
@@ -351,7 +353,31 @@ impl Validator<'_> {
             Some(ms) => ms.into_inner(),
             None => 0,
         };
+        let mut global_sysctls = BTreeMap::new();
+        for (key, value) in raw.global_sysctls {
+            if !crate::global_sysctls::ALLOWED.contains(&key.get_ref().as_str()) {
+                return Err(self.at.error(
+                    key.span(),
+                    format!(
+                        "`{}` cannot be set as a global sysctl (supported: {}); per-namespace sysctls go in `[hosts.NAME] sysctls`",
+                        key.get_ref(),
+                        crate::global_sysctls::ALLOWED.join(", ")
+                    ),
+                ));
+            }
+            let span = value.span();
+            let value = match value.into_inner() {
+                raw::SysctlValue::Int(i) if i > 0 => i.to_string(),
+                _ => {
+                    return Err(self
+                        .at
+                        .error(span, "the value must be a positive whole number"));
+                }
+            };
+            global_sysctls.insert(key.into_inner(), value);
+        }
         Ok(Scenario {
+            global_sysctls,
             name: self.name.to_owned(),
             path: self.at.path.to_owned(),
             description: raw.description,
@@ -924,6 +950,8 @@ mod raw {
         #[serde(default)]
         pub expect: Expect,
         pub settle_ms: Option<Spanned<u64>>,
+        #[serde(default)]
+        pub global_sysctls: BTreeMap<Spanned<String>, Spanned<SysctlValue>>,
     }
 
     #[derive(Deserialize, Default)]
