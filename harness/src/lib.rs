@@ -7,6 +7,7 @@
 //! [`global_sysctls`] changes machine-wide settings a scenario needs, and always puts them back.
 //! [`kernel`] reads what the running kernel says about itself (BTF, tracefs, kallsyms).
 
+pub mod classify;
 pub mod cleanup;
 pub mod faults;
 pub mod global_sysctls;

@@ -1,0 +1,275 @@
+//! Which mechanism dropped the packets, in a small stable vocabulary.
+//!
+//! A drop reason alone does not say it: a NAT failure, a full conntrack table and a
+//! legacy iptables DROP rule are all `NETFILTER_DROP` at `nf_hook_slow`, and the stack is
+//! no help because the NAT or conntrack code has already returned when `nf_hook_slow`
+//! frees the packet. The kernel's own counters do tell them apart: a rule counts the
+//! packets it drops, conntrack counts the packets it drops for a full table. So the
+//! netfilter drops of a host are split by that evidence, and what no counter accounts
+//! for is attributed to NAT only when the host has NAT rules — and said to be inferred.
+//! Where nothing separates two causes, the cause says so instead of guessing.
+
+use std::collections::BTreeMap;
+
+/// What the kernel told us about one host over the scenario, besides the drops.
+#[derive(Debug, Clone, Default)]
+pub struct Evidence {
+    /// Packets counted by the host's own DROP/REJECT rules, per rule text.
+    pub rule_drops: BTreeMap<String, u64>,
+    /// conntrack's `drop` statistic: packets dropped because the table was full.
+    pub conntrack_full_drops: u64,
+    /// The host has SNAT/DNAT/MASQUERADE/REDIRECT rules.
+    pub has_nat_rules: bool,
+    /// ICMP messages the host sent, by "type=T code=C".
+    pub icmp_sent: BTreeMap<String, u64>,
+    /// Drops the kernel counts but does not report through kfree_skb, by counter name
+    /// (a SYN refused for a full accept queue is consumed, not dropped).
+    pub silent_drops: BTreeMap<String, u64>,
+}
+
+/// One cause with how many packets it accounts for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cause {
+    pub host: String,
+    /// `rule`, `conntrack_full`, `nat`, `checksum`, `no_socket`, `routing`, `rp_filter`,
+    /// `neighbour`, `ttl_expired`, `too_big`, `socket_buffer`, `listen_overflow`,
+    /// `header`, `tc`, `netfilter_unexplained`, or the reason in lower case.
+    pub cause: String,
+    pub packets: u64,
+    /// The evidence, for people: the rule, the counter, or why it is inferred.
+    pub detail: String,
+}
+
+/// A drop as the classifier needs it.
+#[derive(Debug, Clone)]
+pub struct Drop<'a> {
+    pub reason: &'a str,
+    pub function: &'a str,
+    pub packets: u64,
+}
+
+/// Classifies one host's drops with that host's evidence.
+pub fn classify(host: &str, drops: &[Drop<'_>], evidence: &Evidence) -> Vec<Cause> {
+    let mut causes: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut add = |cause: &str, detail: String, packets: u64| {
+        if packets > 0 {
+            *causes.entry((cause.to_owned(), detail)).or_default() += packets;
+        }
+    };
+    let mut netfilter = 0;
+    for d in drops {
+        match d.reason {
+            "NETFILTER_DROP" => netfilter += d.packets,
+            "IP_CSUM" | "TCP_CSUM" | "UDP_CSUM" | "ICMP_CSUM" | "SKB_CSUM" => {
+                add("checksum", d.reason.to_owned(), d.packets)
+            }
+            "NO_SOCKET" => add("no_socket", "no socket for the port".into(), d.packets),
+            "IP_INNOROUTES" | "IP_OUTNOROUTES" => add("routing", d.reason.to_owned(), d.packets),
+            "IP_RPFILTER" => add("rp_filter", "reverse-path check failed".into(), d.packets),
+            "PKT_TOO_BIG" => add(
+                "too_big",
+                "larger than the next hop's MTU with DF".into(),
+                d.packets,
+            ),
+            "SOCKET_RCVBUFF" => add("socket_buffer", "receive buffer full".into(), d.packets),
+            "TCP_LISTEN_OVERFLOW" => add("listen_overflow", d.reason.to_owned(), d.packets),
+            "TC_INGRESS" | "TC_EGRESS" => add("tc", d.reason.to_owned(), d.packets),
+            r if r.starts_with("NEIGH_") => add("neighbour", r.to_owned(), d.packets),
+            // ip_forward files TTL expiry under IP_INHDR; the ICMP time-exceeded it sends
+            // is what separates it from a malformed header.
+            "IP_INHDR" if d.function == "ip_forward" => {
+                let time_exceeded = evidence.icmp_sent.get("type=11 code=0").copied();
+                match time_exceeded {
+                    Some(n) if n >= d.packets => {
+                        add("ttl_expired", "ICMP time exceeded sent".into(), d.packets)
+                    }
+                    _ => add(
+                        "header",
+                        "IP_INHDR in ip_forward: TTL expiry or a bad header (no ICMP time exceeded seen to tell them apart)".into(),
+                        d.packets,
+                    ),
+                }
+            }
+            r if r.starts_with("IP_INHDR") || r == "PKT_TOO_SMALL" || r == "HDR_TRUNC" => {
+                add("header", r.to_owned(), d.packets)
+            }
+            r => add(&r.to_ascii_lowercase(), r.to_owned(), d.packets),
+        }
+    }
+
+    // Split the netfilter drops by the counters that account for them.
+    let mut left = netfilter;
+    for (rule, packets) in &evidence.rule_drops {
+        let take = (*packets).min(left);
+        add("rule", rule.clone(), take);
+        left -= take;
+    }
+    let take = evidence.conntrack_full_drops.min(left);
+    add(
+        "conntrack_full",
+        "conntrack statistic `drop` (table full)".into(),
+        take,
+    );
+    left -= take;
+    if evidence.has_nat_rules {
+        add(
+            "nat",
+            "inferred: no rule or conntrack counter accounts for these, and the host has NAT rules"
+                .into(),
+            left,
+        );
+    } else {
+        add(
+            "netfilter_unexplained",
+            "no rule, conntrack or NAT counter accounts for these".into(),
+            left,
+        );
+    }
+
+    for (counter, packets) in &evidence.silent_drops {
+        let cause = if counter.contains("ListenOverflows") || counter.contains("ListenDrops") {
+            "listen_overflow"
+        } else {
+            "silent"
+        };
+        add(
+            cause,
+            format!("{counter} (not reported by kfree_skb)"),
+            *packets,
+        );
+    }
+
+    causes
+        .into_iter()
+        .map(|((cause, detail), packets)| Cause {
+            host: host.to_owned(),
+            cause,
+            packets,
+            detail,
+        })
+        .collect()
+}
+
+/// Whether a rule's text drops packets (iptables `-j DROP/REJECT`, nft `drop/reject`).
+pub fn is_dropping_rule(rule: &str) -> bool {
+    let words: Vec<&str> = rule.split_whitespace().collect();
+    words
+        .windows(2)
+        .any(|w| w[0] == "-j" && matches!(w[1], "DROP" | "REJECT"))
+        || words.iter().any(|w| matches!(*w, "drop" | "reject"))
+}
+
+/// Whether a rule's text rewrites addresses (iptables or nft NAT targets).
+pub fn is_nat_rule(rule: &str) -> bool {
+    let words: Vec<&str> = rule.split_whitespace().collect();
+    words.windows(2).any(|w| {
+        w[0] == "-j" && matches!(w[1], "SNAT" | "DNAT" | "MASQUERADE" | "REDIRECT" | "NETMAP")
+    }) || words
+        .iter()
+        .any(|w| matches!(*w, "snat" | "dnat" | "masquerade" | "redirect"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nf(packets: u64) -> Drop<'static> {
+        Drop {
+            reason: "NETFILTER_DROP",
+            function: "nf_hook_slow",
+            packets,
+        }
+    }
+
+    fn names(causes: &[Cause]) -> Vec<(&str, u64)> {
+        causes
+            .iter()
+            .map(|c| (c.cause.as_str(), c.packets))
+            .collect()
+    }
+
+    #[test]
+    fn same_reason_and_function_three_causes() {
+        let rule = Evidence {
+            rule_drops: [("-A INPUT -p tcp -j DROP".to_owned(), 2)].into(),
+            ..Default::default()
+        };
+        let full = Evidence {
+            conntrack_full_drops: 2,
+            ..Default::default()
+        };
+        let nat = Evidence {
+            has_nat_rules: true,
+            ..Default::default()
+        };
+        assert_eq!(names(&classify("h", &[nf(2)], &rule)), vec![("rule", 2)]);
+        assert_eq!(
+            names(&classify("h", &[nf(2)], &full)),
+            vec![("conntrack_full", 2)]
+        );
+        assert_eq!(names(&classify("h", &[nf(2)], &nat)), vec![("nat", 2)]);
+        assert!(classify("h", &[nf(2)], &nat)[0]
+            .detail
+            .starts_with("inferred"));
+    }
+
+    #[test]
+    fn unexplained_netfilter_drops_are_not_guessed() {
+        let causes = classify("h", &[nf(3)], &Evidence::default());
+        assert_eq!(names(&causes), vec![("netfilter_unexplained", 3)]);
+    }
+
+    #[test]
+    fn evidence_is_never_stretched_beyond_the_drops() {
+        let e = Evidence {
+            rule_drops: [("-A INPUT -j DROP".to_owned(), 5)].into(),
+            conntrack_full_drops: 4,
+            ..Default::default()
+        };
+        assert_eq!(names(&classify("h", &[nf(3)], &e)), vec![("rule", 3)]);
+    }
+
+    #[test]
+    fn ttl_expiry_needs_the_icmp_it_causes() {
+        let d = [Drop {
+            reason: "IP_INHDR",
+            function: "ip_forward",
+            packets: 3,
+        }];
+        let with_icmp = Evidence {
+            icmp_sent: [("type=11 code=0".to_owned(), 3)].into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            names(&classify("r", &d, &with_icmp)),
+            vec![("ttl_expired", 3)]
+        );
+        assert_eq!(
+            names(&classify("r", &d, &Evidence::default())),
+            vec![("header", 3)]
+        );
+    }
+
+    #[test]
+    fn silent_listen_overflows_are_causes_too() {
+        let e = Evidence {
+            silent_drops: [("TcpExt.ListenOverflows".to_owned(), 3)].into(),
+            ..Default::default()
+        };
+        assert_eq!(names(&classify("s", &[], &e)), vec![("listen_overflow", 3)]);
+    }
+
+    #[test]
+    fn rule_kinds_are_read_from_both_syntaxes() {
+        assert!(is_dropping_rule("-A INPUT -p icmp -j DROP"));
+        assert!(is_dropping_rule(
+            "udp dport 5000 counter packets 5 bytes 300 drop"
+        ));
+        assert!(!is_dropping_rule("-A INPUT -j ACCEPT"));
+        assert!(is_nat_rule(
+            "-A POSTROUTING -o eth1 -p tcp -j SNAT --to-source 198.18.2.1:40000"
+        ));
+        assert!(is_nat_rule("ip daddr 198.18.0.2 dnat to 198.18.2.2"));
+        assert!(!is_nat_rule("-A INPUT -j DROP"));
+    }
+}
