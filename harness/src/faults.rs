@@ -102,7 +102,13 @@ pub fn apply(scenario: &Scenario, topology: &Topology) -> Result<(), FaultError>
     Ok(())
 }
 
+/// dropspec's tc classifier that drops everything (ebpf/tc_drop.bpf.c).
+static TC_DROP_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tc_drop.bpf.o"));
+
 fn apply_fault(fault: &Fault, topology: &Topology) -> Result<(), FaultError> {
+    if let FaultKind::TcDrop { dev, ingress } = &fault.kind {
+        return apply_tc_drop(fault, topology, dev, *ingress);
+    }
     let netns = topology.host(fault.host);
     let host = netns.label().to_owned();
     let (tool, package, args, text, origin): (&'static str, _, &[&str], _, _) = match &fault.kind {
@@ -136,6 +142,7 @@ fn apply_fault(fault: &Fault, topology: &Topology) -> Result<(), FaultError> {
         FaultKind::Tc { commands, origin } => {
             ("tc", "iproute2", &["-batch", "-"], commands, origin)
         }
+        FaultKind::TcDrop { .. } => unreachable!("handled by apply_tc_drop"),
     };
     let spawn_error = |source: io::Error| {
         if source.kind() == io::ErrorKind::NotFound {
@@ -192,6 +199,48 @@ fn apply_fault(fault: &Fault, topology: &Topology) -> Result<(), FaultError> {
         status: output.status,
         output: message,
     })
+}
+
+/// Attaches the drop-everything classifier with `tc`, which loads BPF objects from a file:
+/// the embedded object is written to a `dropspec-<pid>-…` file for the load and removed
+/// after it. The loaded program lives in the host's tc filter, and goes with the namespace.
+fn apply_tc_drop(
+    fault: &Fault,
+    topology: &Topology,
+    dev: &str,
+    ingress: bool,
+) -> Result<(), FaultError> {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let object = std::env::temp_dir().join(format!(
+        "{}-tc_drop-{n}.bpf.o",
+        crate::cleanup::owned_name("fault")
+    ));
+    let direction = if ingress { "ingress" } else { "egress" };
+    let commands = format!(
+        "qdisc replace dev {dev} clsact\nfilter add dev {dev} {direction} protocol ip prio 1 bpf direct-action obj {} sec tc\n",
+        object.display()
+    );
+    let origin = format!("tc_drop on {dev} ({direction})");
+    let result = std::fs::write(&object, TC_DROP_OBJECT)
+        .map_err(|source| FaultError::Spawn {
+            origin: origin.clone(),
+            host: topology.host(fault.host).label().to_owned(),
+            tool: "tc",
+            source,
+        })
+        .and_then(|()| {
+            let kind = FaultKind::Tc { commands, origin };
+            apply_fault(
+                &Fault {
+                    host: fault.host,
+                    kind,
+                },
+                topology,
+            )
+        });
+    let _ = std::fs::remove_file(&object);
+    result
 }
 
 /// The rules as an in-memory file, positioned at its start: unlike a pipe, the tool

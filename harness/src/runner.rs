@@ -212,7 +212,7 @@ fn collect(
             rows.push(DropRow {
                 host: host.name.clone(),
                 reason: d.reason,
-                function: d.function,
+                function: stable_function_name(&d.function).to_owned(),
                 protocol,
                 packets: d.packets,
                 bytes: d.bytes,
@@ -223,8 +223,30 @@ fn collect(
     Ok(rows)
 }
 
+/// A kernel function name without the suffixes the compiler adds to its clones
+/// (`.constprop.0`, `.isra.0`, `.part.0`, `.cold`): they differ from one build of the same
+/// kernel to the next, and the snapshot must not.
+pub fn stable_function_name(name: &str) -> &str {
+    name.split_once('.').map_or(name, |(base, _)| base)
+}
+
 pub fn kernel_release() -> String {
     nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_else(|_| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compiler_clone_suffixes_are_dropped() {
+        assert_eq!(
+            stable_function_name("__netif_receive_skb_core.constprop.0"),
+            "__netif_receive_skb_core"
+        );
+        assert_eq!(stable_function_name("ip_forward"), "ip_forward");
+        assert_eq!(stable_function_name("tcp_v4_rcv.cold"), "tcp_v4_rcv");
+    }
 }

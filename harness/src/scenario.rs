@@ -106,6 +106,8 @@ pub enum FaultKind {
     Nft { ruleset: String, origin: String },
     /// `tc -batch` input: qdiscs and filters, e.g. an ingress filter with `action drop`.
     Tc { commands: String, origin: String },
+    /// dropspec's own tc BPF classifier, which drops every IPv4 packet on `dev`.
+    TcDrop { dev: String, ingress: bool },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -332,11 +334,28 @@ impl Validator<'_> {
                 }
             }
         }
-        let faults = raw
+        let faults: Vec<Fault> = raw
             .faults
             .into_iter()
             .map(|f| self.fault(f))
             .collect::<Result<_, _>>()?;
+        for fault in &faults {
+            if let FaultKind::TcDrop { dev, .. } = &fault.kind {
+                let known = links
+                    .iter()
+                    .flat_map(|l| l.ends.iter())
+                    .any(|e| e.host == fault.host && &e.ifname == dev);
+                if !known {
+                    return Err(self.at.error(
+                        0..0,
+                        format!(
+                            "tc_drop on host `{}` names interface `{dev}`, which no link gives it",
+                            hosts[fault.host].name
+                        ),
+                    ));
+                }
+            }
+        }
         let traffic = raw
             .traffic
             .into_iter()
@@ -548,14 +567,32 @@ impl Validator<'_> {
             spec.nft.is_some(),
             spec.nft_file.is_some(),
             spec.tc.is_some(),
+            spec.tc_drop.is_some(),
         ];
         if sources.iter().filter(|s| **s).count() != 1 {
             return Err(self.at.error(
                 spec.host.span(),
-                "a fault needs exactly one of `iptables`, `iptables_file`, `nft`, `nft_file` or `tc`",
+                "a fault needs exactly one of `iptables`, `iptables_file`, `nft`, `nft_file`, `tc` or `tc_drop`",
             ));
         }
-        let kind = if let Some(commands) = spec.tc {
+        let kind = if let Some(tc_drop) = spec.tc_drop {
+            let span = tc_drop.span();
+            let tc_drop = tc_drop.into_inner();
+            let ingress = match tc_drop.direction.as_deref() {
+                None | Some("ingress") => true,
+                Some("egress") => false,
+                Some(other) => {
+                    return Err(self.at.error(
+                        span,
+                        format!("unknown tc direction `{other}`: use \"ingress\" or \"egress\""),
+                    ));
+                }
+            };
+            FaultKind::TcDrop {
+                dev: tc_drop.dev,
+                ingress,
+            }
+        } else if let Some(commands) = spec.tc {
             FaultKind::Tc {
                 commands,
                 origin: format!("{} (inline)", self.at.path.display()),
@@ -1008,6 +1045,14 @@ mod raw {
         pub nft: Option<String>,
         pub nft_file: Option<Spanned<String>>,
         pub tc: Option<String>,
+        pub tc_drop: Option<Spanned<TcDrop>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct TcDrop {
+        pub dev: String,
+        pub direction: Option<String>,
     }
 
     #[derive(Deserialize)]

@@ -528,11 +528,16 @@ fn send_to(fd: RawFd, bytes: &[u8], to: SocketAddrV4) -> io::Result<Sent> {
     match send() {
         Ok(()) => Ok(Sent::OnTheWire),
         Err(e) => match e.raw_os_error() {
-            // An OUTPUT rule (EPERM), no route, an unreachable NAT target, or larger than
-            // the known path MTU with DF set: the sender's own kernel refused it.
-            Some(libc::EPERM | libc::ENETUNREACH | libc::EHOSTUNREACH | libc::EMSGSIZE) => {
-                Ok(Sent::Blocked)
-            }
+            // An OUTPUT rule (EPERM), no route, an unreachable NAT target, larger than the
+            // known path MTU with DF set, or a qdisc/tc egress drop (ENOBUFS): the sender's
+            // own kernel refused it.
+            Some(
+                libc::EPERM
+                | libc::ENETUNREACH
+                | libc::EHOSTUNREACH
+                | libc::EMSGSIZE
+                | libc::ENOBUFS,
+            ) => Ok(Sent::Blocked),
             Some(libc::ECONNREFUSED) => send().map(|()| Sent::OnTheWire),
             _ => Err(e),
         },
