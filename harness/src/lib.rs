@@ -4,9 +4,11 @@
 //! veths, addresses, routes) → [`faults`] (firewall rules) → [`probes`] (eBPF drop
 //! counters, attached once per process) → [`traffic`] → [`report`] → assertions, with
 //! [`runner`] driving the steps and [`cleanup`] making sure nothing outlives a run.
+//! [`counters`] reads the kernel's own SNMP, conntrack and rule counters per host.
 //! [`kernel`] reads what the running kernel says about itself (BTF, tracefs, kallsyms).
 
 pub mod cleanup;
+pub mod counters;
 pub mod faults;
 pub mod kernel;
 pub mod probes;
