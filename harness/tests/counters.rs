@@ -2,7 +2,8 @@
 //! hosts, loads its faults, reads both hosts' counters, sends the traffic, reads them
 //! again and checks the exact change against what the traffic must have caused. The
 //! control is the other host, whose counters show nothing of the kind — which also shows
-//! each read saw its own namespace, not the process's.
+//! each read saw its own namespace, not the process's. One more case holds every SNMP
+//! counter read against iproute2's `nstat` run in the same namespace.
 //!
 //! A case that cannot run here (no root, missing tool) is shown as ignored with the
 //! reason; with `DROPSPEC_REQUIRE_PRIVILEGED=1` (CI) it fails instead.
@@ -48,6 +49,7 @@ fn main() {
         }),
         Trial::ignorable_test("counters/nft_counter_drop", || run(nft_counter_drop)),
         Trial::ignorable_test("counters/conntrack_invalid", || run(conntrack_invalid)),
+        Trial::ignorable_test("counters/agree_with_nstat", || run(agree_with_nstat)),
     ];
     libtest_mimic::run(&args, trials).exit();
 }
@@ -369,4 +371,91 @@ timeout_ms = 100
     expect("client", &client.snmp, &[("Tcp.ActiveOpens", 2)])?;
     expect("server", &server.snmp, &[("Tcp.OutRsts", 2)])?;
     expect("server", &server.conntrack, &[("invalid", 0)])
+}
+
+/// Every SNMP counter read equals what iproute2's `nstat` reads in the same namespace
+/// (after traffic, so most are not zero; the namespace is quiet by then).
+fn agree_with_nstat() -> Result<(), Outcome> {
+    let toml = format!(
+        "{TWO_HOSTS}{UDP_TO_5000}{}",
+        r#"
+[[traffic]]
+from = "client"
+to = "server"
+protocol = "tcp"
+port = 5001
+count = 2
+listen = false
+[[traffic]]
+from = "client"
+to = "server"
+protocol = "icmp"
+count = 2
+"#
+    );
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let scenario = scenario::parse(
+        &toml,
+        Path::new("counters.rs"),
+        "counters",
+        &workspace.join("fixtures"),
+    )
+    .map_err(|e| e.to_string())?;
+    let topology = Topology::build(&scenario).map_err(|e| unavailable_or(e.is_unavailable(), e))?;
+    let mut quiet = || 0u64;
+    traffic::run(&scenario, &topology, &mut quiet).map_err(|e| e.to_string())?;
+    for netns in topology.hosts() {
+        let ours =
+            counters::read_host(netns, &[]).map_err(|e| unavailable_or(e.is_unavailable(), e))?;
+        let output = netns
+            .command("nstat")
+            .arg("-asz")
+            .env("LC_ALL", "C")
+            .output()
+            .map_err(|e| {
+                unavailable_or(
+                    e.kind() == std::io::ErrorKind::NotFound,
+                    format!("running nstat (iproute2): {e}"),
+                )
+            })?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        let nstat: BTreeMap<&str, u64> = text
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| {
+                let mut fields = line.split_whitespace();
+                Some((fields.next()?, fields.next()?.parse().ok()?))
+            })
+            .collect();
+        let mut differ = Vec::new();
+        for (key, value) in &ours.snmp {
+            let name = key.replace('.', "");
+            if nstat.get(name.as_str()) != Some(value) {
+                differ.push(format!(
+                    "{key} = {value}, nstat {name} = {:?}",
+                    nstat.get(name.as_str())
+                ));
+            }
+        }
+        if !differ.is_empty() || ours.snmp.len() < 300 {
+            return Err(format!(
+                "{}: {} counters read, these differ from nstat -asz: {differ:#?}",
+                netns.label(),
+                ours.snmp.len()
+            )
+            .into());
+        }
+        if ours.snmp.get("Icmp.InEchos").copied().unwrap_or(0)
+            + ours.snmp.get("Icmp.InEchoReps").copied().unwrap_or(0)
+            != 2
+        {
+            return Err(format!(
+                "{}: expected 2 echo requests or replies: {:#?}",
+                netns.label(),
+                ours.snmp
+            )
+            .into());
+        }
+    }
+    Ok(())
 }
