@@ -5,10 +5,13 @@
 //! counters, attached once per process) → [`traffic`] → [`report`] → assertions, with
 //! [`runner`] driving the steps and [`cleanup`] making sure nothing outlives a run.
 //! [`global_sysctls`] changes machine-wide settings a scenario needs, and always puts them back.
+//! [`counters`] reads the kernel's own SNMP, conntrack and rule counters per host, and
+//! [`classify`] uses them to say which mechanism dropped the packets.
 //! [`kernel`] reads what the running kernel says about itself (BTF, tracefs, kallsyms).
 
 pub mod classify;
 pub mod cleanup;
+pub mod counters;
 pub mod faults;
 pub mod global_sysctls;
 pub mod kernel;
