@@ -246,6 +246,8 @@ pub fn rule_sources(scenario: &Scenario, host: HostId) -> Vec<RuleSource> {
         let source = match &fault.kind {
             FaultKind::Iptables { backend, .. } => RuleSource::Iptables(*backend),
             FaultKind::Nft { .. } => RuleSource::Nft,
+            // tc filters have no per-rule counters the tools print in a stable form.
+            FaultKind::Tc { .. } | FaultKind::TcDrop { .. } => continue,
         };
         if !sources.contains(&source) {
             sources.push(source);
