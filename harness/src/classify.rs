@@ -3,10 +3,14 @@
 //! A drop reason alone does not say it: a NAT failure, a full conntrack table and a
 //! legacy iptables DROP rule are all `NETFILTER_DROP` at `nf_hook_slow`, and the stack is
 //! no help because the NAT or conntrack code has already returned when `nf_hook_slow`
-//! frees the packet. The kernel's own counters do tell them apart: a rule counts the
-//! packets it drops, conntrack counts the packets it drops for a full table. So the
-//! netfilter drops of a host are split by that evidence, and what no counter accounts
-//! for is attributed to NAT only when the host has NAT rules — and said to be inferred.
+//! frees the packet. The kernel's own counters do tell them apart (measured on 6.18):
+//! - a rule counts the packets it drops;
+//! - conntrack's `drop` statistic counts every packet conntrack drops, and
+//!   `insert_failed` the ones whose entry could not be inserted because its tuple clashed:
+//!   that is what SNAT port exhaustion looks like (NAT found no free tuple, so the entry
+//!   clashes at confirmation), while a full table moves `drop` alone.
+//! So a host's netfilter drops are split by that evidence; what no counter accounts for
+//! is attributed to NAT only when the host has NAT rules, and said to be inferred.
 //! Where nothing separates two causes, the cause says so instead of guessing.
 
 use std::collections::BTreeMap;
@@ -16,16 +20,40 @@ use std::collections::BTreeMap;
 pub struct Evidence {
     /// Packets counted by the host's own DROP/REJECT rules, per rule text.
     pub rule_drops: BTreeMap<String, u64>,
-    /// conntrack's `drop` statistic: packets dropped because the table was full.
-    pub conntrack_full_drops: u64,
+    /// conntrack's `drop` statistic: every packet conntrack dropped.
+    pub conntrack_drops: u64,
+    /// conntrack's `insert_failed`: entries that clashed with an existing tuple.
+    pub conntrack_insert_failed: u64,
     /// The host has SNAT/DNAT/MASQUERADE/REDIRECT rules.
     pub has_nat_rules: bool,
-    /// ICMP messages the host sent, by "type=T code=C".
+    /// ICMP messages the host sent, by type ("type=11").
     pub icmp_sent: BTreeMap<String, u64>,
     /// Drops the kernel counts but does not report through kfree_skb, by counter name
     /// (a SYN refused for a full accept queue is consumed, not dropped).
     pub silent_drops: BTreeMap<String, u64>,
 }
+
+/// Every cause the classifier can name; expectations are checked against this list.
+pub const CAUSES: &[&str] = &[
+    "rule",
+    "conntrack_full",
+    "conntrack_clash",
+    "nat",
+    "checksum",
+    "no_socket",
+    "routing",
+    "rp_filter",
+    "neighbour",
+    "ttl_expired",
+    "too_big",
+    "socket_buffer",
+    "listen_overflow",
+    "header",
+    "tc",
+    "netfilter_unexplained",
+    "silent",
+    "other",
+];
 
 /// One cause with how many packets it accounts for.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -33,7 +61,8 @@ pub struct Cause {
     pub host: String,
     /// `rule`, `conntrack_full`, `nat`, `checksum`, `no_socket`, `routing`, `rp_filter`,
     /// `neighbour`, `ttl_expired`, `too_big`, `socket_buffer`, `listen_overflow`,
-    /// `header`, `tc`, `netfilter_unexplained`, or the reason in lower case.
+    /// `header`, `tc`, `netfilter_unexplained`, `silent`, or `other` (the reason is in
+    /// `detail`).
     pub cause: String,
     pub packets: u64,
     /// The evidence, for people: the rule, the counter, or why it is inferred.
@@ -78,7 +107,7 @@ pub fn classify(host: &str, drops: &[Drop<'_>], evidence: &Evidence) -> Vec<Caus
             // ip_forward files TTL expiry under IP_INHDR; the ICMP time-exceeded it sends
             // is what separates it from a malformed header.
             "IP_INHDR" if d.function == "ip_forward" => {
-                let time_exceeded = evidence.icmp_sent.get("type=11 code=0").copied();
+                let time_exceeded = evidence.icmp_sent.get("type=11").copied();
                 match time_exceeded {
                     Some(n) if n >= d.packets => {
                         add("ttl_expired", "ICMP time exceeded sent".into(), d.packets)
@@ -93,7 +122,7 @@ pub fn classify(host: &str, drops: &[Drop<'_>], evidence: &Evidence) -> Vec<Caus
             r if r.starts_with("IP_INHDR") || r == "PKT_TOO_SMALL" || r == "HDR_TRUNC" => {
                 add("header", r.to_owned(), d.packets)
             }
-            r => add(&r.to_ascii_lowercase(), r.to_owned(), d.packets),
+            r => add("other", r.to_owned(), d.packets),
         }
     }
 
@@ -104,13 +133,34 @@ pub fn classify(host: &str, drops: &[Drop<'_>], evidence: &Evidence) -> Vec<Caus
         add("rule", rule.clone(), take);
         left -= take;
     }
-    let take = evidence.conntrack_full_drops.min(left);
+    let clashes = evidence
+        .conntrack_insert_failed
+        .min(evidence.conntrack_drops)
+        .min(left);
+    if evidence.has_nat_rules {
+        add(
+            "nat",
+            "conntrack insert_failed with NAT rules: NAT found no unique tuple (e.g. ports exhausted)".into(),
+            clashes,
+        );
+    } else {
+        add(
+            "conntrack_clash",
+            "conntrack insert_failed: the tuple clashed".into(),
+            clashes,
+        );
+    }
+    left -= clashes;
+    let full = evidence
+        .conntrack_drops
+        .saturating_sub(evidence.conntrack_insert_failed)
+        .min(left);
     add(
         "conntrack_full",
-        "conntrack statistic `drop` (table full)".into(),
-        take,
+        "conntrack statistic `drop` without insert_failed: table full".into(),
+        full,
     );
-    left -= take;
+    left -= full;
     if evidence.has_nat_rules {
         add(
             "nat",
@@ -195,10 +245,12 @@ mod tests {
             ..Default::default()
         };
         let full = Evidence {
-            conntrack_full_drops: 2,
+            conntrack_drops: 2,
             ..Default::default()
         };
         let nat = Evidence {
+            conntrack_drops: 2,
+            conntrack_insert_failed: 2,
             has_nat_rules: true,
             ..Default::default()
         };
@@ -209,6 +261,25 @@ mod tests {
         );
         assert_eq!(names(&classify("h", &[nf(2)], &nat)), vec![("nat", 2)]);
         assert!(classify("h", &[nf(2)], &nat)[0]
+            .detail
+            .contains("insert_failed"));
+        let clash_without_nat = Evidence {
+            has_nat_rules: false,
+            ..nat.clone()
+        };
+        assert_eq!(
+            names(&classify("h", &[nf(2)], &clash_without_nat)),
+            vec![("conntrack_clash", 2)]
+        );
+        let nat_inferred = Evidence {
+            has_nat_rules: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            names(&classify("h", &[nf(2)], &nat_inferred)),
+            vec![("nat", 2)]
+        );
+        assert!(classify("h", &[nf(2)], &nat_inferred)[0]
             .detail
             .starts_with("inferred"));
     }
@@ -223,7 +294,7 @@ mod tests {
     fn evidence_is_never_stretched_beyond_the_drops() {
         let e = Evidence {
             rule_drops: [("-A INPUT -j DROP".to_owned(), 5)].into(),
-            conntrack_full_drops: 4,
+            conntrack_drops: 4,
             ..Default::default()
         };
         assert_eq!(names(&classify("h", &[nf(3)], &e)), vec![("rule", 3)]);
@@ -237,7 +308,7 @@ mod tests {
             packets: 3,
         }];
         let with_icmp = Evidence {
-            icmp_sent: [("type=11 code=0".to_owned(), 3)].into(),
+            icmp_sent: [("type=11".to_owned(), 3)].into(),
             ..Default::default()
         };
         assert_eq!(

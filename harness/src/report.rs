@@ -21,6 +21,10 @@ pub struct Report {
     pub probe: String,
     pub drops: Vec<DropRow>,
     pub traffic: Vec<TrafficRow>,
+    /// Which mechanism dropped the packets, per host (see `classify`).
+    pub causes: Vec<crate::classify::Cause>,
+    /// The kernel's own counters that grew during the scenario, per host name.
+    pub counters: Vec<(String, crate::counters::HostCounters)>,
     /// Machine-wide sysctls changed for the traffic: (key, value, original).
     pub global_sysctls: Vec<(String, String, String)>,
     pub timings: Timings,
@@ -95,6 +99,28 @@ impl Report {
                 .collect();
             write_table(&mut out, &rows);
         }
+        if !self.causes.is_empty() {
+            writeln!(out, "causes:").unwrap();
+            for c in &self.causes {
+                writeln!(
+                    out,
+                    "  {}  {}  {} packets  ({})",
+                    c.host, c.cause, c.packets, c.detail
+                )
+                .unwrap();
+            }
+        }
+        let counters: Vec<String> = self
+            .counters
+            .iter()
+            .flat_map(|(host, c)| drop_counters(c).map(move |line| format!("  {host}  {line}")))
+            .collect();
+        if !counters.is_empty() {
+            writeln!(out, "counters:").unwrap();
+            for line in counters {
+                writeln!(out, "{line}").unwrap();
+            }
+        }
         if !self.traffic.is_empty() {
             writeln!(out, "traffic:").unwrap();
             for (i, t) in self.traffic.iter().enumerate() {
@@ -139,6 +165,51 @@ impl Report {
             .unwrap();
         }
         out
+    }
+}
+
+/// The counter deltas that speak of drops and errors, for the snapshot: every conntrack
+/// statistic and rule counter that moved, and the SNMP counters whose names say error,
+/// drop, discard or overflow. Plain traffic counters (InReceives, OutSegs…) move with
+/// every packet and say nothing a drop row does not.
+fn drop_counters(c: &crate::counters::HostCounters) -> impl Iterator<Item = String> + '_ {
+    const DROP_WORDS: &[&str] = &[
+        "Err",
+        "Drop",
+        "Discard",
+        "Overflow",
+        "NoPorts",
+        "NoRoutes",
+        "Fails",
+        "RPFilter",
+        "TimeExcds",
+        "DestUnreach",
+        "OutRsts",
+        "Csum",
+    ];
+    let snmp = c
+        .snmp
+        .iter()
+        .filter(|(k, _)| DROP_WORDS.iter().any(|w| k.contains(w)))
+        .map(|(k, v)| format!("{k} +{v}"));
+    let conntrack = c
+        .conntrack
+        .iter()
+        .map(|(k, v)| format!("conntrack.{k} +{v}"));
+    let rules = c.rules.iter().filter(|r| r.packets > 0).map(|r| {
+        format!(
+            "{} {} {}: {} +{} packets",
+            r.backend, r.table, r.chain, r.rule, r.packets
+        )
+    });
+    snmp.chain(conntrack).chain(rules)
+}
+
+/// The delta of one counter by its expectation name: `Group.Field` or `conntrack.<stat>`.
+fn counter_delta(c: &crate::counters::HostCounters, name: &str) -> u64 {
+    match name.strip_prefix("conntrack.") {
+        Some(stat) => c.conntrack.get(stat).copied().unwrap_or(0),
+        None => c.snmp.get(name).copied().unwrap_or(0),
     }
 }
 
@@ -234,6 +305,35 @@ pub fn check(scenario: &Scenario, report: &Report) -> Vec<Mismatch> {
             }
         }
     }
+    for expect in &scenario.expect.causes {
+        let host = &scenario.hosts[expect.host].name;
+        let actual: u64 = report
+            .causes
+            .iter()
+            .filter(|c| &c.host == host && c.cause == expect.cause)
+            .map(|c| c.packets)
+            .sum();
+        if actual != expect.count {
+            mismatches.push(Mismatch(format!(
+                "host {host}: expected {} packet(s) dropped by cause {}, got {actual}",
+                expect.count, expect.cause
+            )));
+        }
+    }
+    for expect in &scenario.expect.counters {
+        let host = &scenario.hosts[expect.host].name;
+        let actual = report
+            .counters
+            .iter()
+            .find(|(h, _)| h == host)
+            .map_or(0, |(_, c)| counter_delta(c, &expect.counter));
+        if actual != expect.delta {
+            mismatches.push(Mismatch(format!(
+                "host {host}: expected counter {} to grow by {}, it grew by {actual}",
+                expect.counter, expect.delta
+            )));
+        }
+    }
     for (i, (spec, row)) in scenario.traffic.iter().zip(&report.traffic).enumerate() {
         for (field, expected, actual) in traffic_fields(&spec.expect, &row.outcome) {
             if let Some(expected) = expected {
@@ -310,6 +410,8 @@ count = 3
                     ..Default::default()
                 },
             }],
+            causes: Vec::new(),
+            counters: Vec::new(),
             global_sysctls: Vec::new(),
             timings: Timings::default(),
         }

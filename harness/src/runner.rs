@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::classify::{self, Evidence};
+use crate::counters::{self, CountersError, HostCounters, RuleSource};
 use crate::faults::{self, FaultError};
 use crate::global_sysctls::{self, GlobalSysctlError};
 use crate::probes::{DropProbe, ProbeError, WatchSlot};
@@ -29,6 +31,18 @@ pub enum RunError {
     Traffic(#[source] TrafficError),
     #[error("{0}")]
     GlobalSysctl(#[source] GlobalSysctlError),
+    #[error("reading the kernel's counters: {0}")]
+    Counters(#[source] CountersError),
+}
+
+impl From<CountersError> for RunError {
+    fn from(e: CountersError) -> Self {
+        if e.is_unavailable() {
+            RunError::Unavailable(e.to_string())
+        } else {
+            RunError::Counters(e)
+        }
+    }
 }
 
 impl From<GlobalSysctlError> for RunError {
@@ -98,6 +112,16 @@ pub fn run(scenario: &Scenario) -> Result<Report, RunError> {
     let started = Instant::now();
     let topology = Topology::build(scenario)?;
     faults::apply(scenario, &topology)?;
+    let rule_sources: Vec<Vec<RuleSource>> = (0..scenario.hosts.len())
+        .map(|host| counters::rule_sources(scenario, host))
+        .collect();
+    let counted_hosts: Vec<_> = topology
+        .hosts()
+        .iter()
+        .zip(&rule_sources)
+        .map(|(netns, sources)| (netns, sources.as_slice()))
+        .collect();
+    let counters_before = counters::read_hosts(&counted_hosts)?;
     timings.setup = started.elapsed();
 
     // Watching starts after set-up, so only what the traffic causes is counted.
@@ -131,7 +155,15 @@ pub fn run(scenario: &Scenario) -> Result<Report, RunError> {
         .collect();
     drop(changes);
     let drops = collect(probe, scenario, &slots)?;
+    let counters_after = counters::read_hosts(&counted_hosts)?;
     timings.settle = started.elapsed();
+    let counters: Vec<(String, HostCounters)> = scenario
+        .hosts
+        .iter()
+        .zip(counters_before.iter().zip(&counters_after))
+        .map(|(host, (before, after))| (host.name.clone(), counters::delta(before, after)))
+        .collect();
+    let causes = classify_drops(&drops, &counters, &counters_after);
 
     let started = Instant::now();
     drop(slots);
@@ -159,9 +191,62 @@ pub fn run(scenario: &Scenario) -> Result<Report, RunError> {
         probe: probe.mode().to_string(),
         drops,
         traffic,
+        causes,
+        counters,
         global_sysctls,
         timings,
     })
+}
+
+/// Each host's drops with that host's evidence, as `classify` wants them.
+fn classify_drops(
+    drops: &[DropRow],
+    deltas: &[(String, HostCounters)],
+    totals: &[HostCounters],
+) -> Vec<classify::Cause> {
+    let mut causes = Vec::new();
+    for ((host, delta), total) in deltas.iter().zip(totals) {
+        let host_drops: Vec<classify::Drop<'_>> = drops
+            .iter()
+            .filter(|d| &d.host == host)
+            .map(|d| classify::Drop {
+                reason: &d.reason,
+                function: &d.function,
+                packets: d.packets,
+            })
+            .collect();
+        let mut evidence = Evidence {
+            conntrack_drops: delta.conntrack.get("drop").copied().unwrap_or(0),
+            conntrack_insert_failed: delta.conntrack.get("insert_failed").copied().unwrap_or(0),
+            has_nat_rules: total.rules.iter().any(|r| classify::is_nat_rule(&r.rule)),
+            ..Evidence::default()
+        };
+        for rule in delta
+            .rules
+            .iter()
+            .filter(|r| classify::is_dropping_rule(&r.rule))
+        {
+            let name = format!(
+                "{} {} {}: {}",
+                rule.backend, rule.table, rule.chain, rule.rule
+            );
+            *evidence.rule_drops.entry(name).or_default() += rule.packets;
+        }
+        for (key, value) in &delta.snmp {
+            if let Some(icmp_type) = key.strip_prefix("IcmpMsg.OutType") {
+                evidence
+                    .icmp_sent
+                    .insert(format!("type={icmp_type}"), *value);
+            }
+        }
+        if let Some(overflows) = delta.snmp.get("TcpExt.ListenOverflows") {
+            evidence
+                .silent_drops
+                .insert("TcpExt.ListenOverflows".to_owned(), *overflows);
+        }
+        causes.extend(classify::classify(host, &host_drops, &evidence));
+    }
+    causes
 }
 
 fn total_packets(probe: &DropProbe, slots: &[WatchSlot]) -> u64 {

@@ -204,8 +204,27 @@ pub struct TrafficExpect {
 #[derive(Debug, Clone)]
 pub struct Expectations {
     pub drops: Vec<DropExpect>,
+    /// Packets attributed to a cause (see `classify`), per host.
+    pub causes: Vec<CauseExpect>,
+    /// Deltas of the kernel's own counters, per host.
+    pub counters: Vec<CounterExpect>,
     /// A drop that no expectation matches fails the scenario (default true).
     pub no_other_drops: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CauseExpect {
+    pub host: HostId,
+    pub cause: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterExpect {
+    pub host: HostId,
+    /// `Group.Field` for SNMP counters (`TcpExt.ListenOverflows`), `conntrack.<stat>`.
+    pub counter: String,
+    pub delta: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -885,8 +904,47 @@ impl Validator<'_> {
                 count: d.count,
             });
         }
+        let mut causes = Vec::new();
+        for c in spec.causes {
+            let host = self.host_ref(&c.host)?;
+            if !crate::classify::CAUSES.contains(&c.cause.get_ref().as_str()) {
+                return Err(self.at.error(
+                    c.cause.span(),
+                    format!(
+                        "unknown cause `{}` (causes: {})",
+                        c.cause.get_ref(),
+                        crate::classify::CAUSES.join(", ")
+                    ),
+                ));
+            }
+            causes.push(CauseExpect {
+                host,
+                cause: c.cause.into_inner(),
+                count: c.count,
+            });
+        }
+        let mut counters = Vec::new();
+        for c in spec.counters {
+            let host = self.host_ref(&c.host)?;
+            if !c.counter.get_ref().contains('.') {
+                return Err(self.at.error(
+                    c.counter.span(),
+                    format!(
+                        "counter `{}` should be `Group.Field` as in /proc/net/snmp or netstat (e.g. \"TcpExt.ListenOverflows\", \"Udp.RcvbufErrors\"), or `conntrack.<stat>`",
+                        c.counter.get_ref()
+                    ),
+                ));
+            }
+            counters.push(CounterExpect {
+                host,
+                counter: c.counter.into_inner(),
+                delta: c.delta,
+            });
+        }
         Ok(Expectations {
             drops,
+            causes,
+            counters,
             no_other_drops: !spec.allow_other_drops,
         })
     }
@@ -1096,6 +1154,26 @@ mod raw {
         pub drops: Vec<DropExpect>,
         #[serde(default)]
         pub allow_other_drops: bool,
+        #[serde(default)]
+        pub causes: Vec<CauseExpect>,
+        #[serde(default)]
+        pub counters: Vec<CounterExpect>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct CauseExpect {
+        pub host: Spanned<String>,
+        pub cause: Spanned<String>,
+        pub count: u64,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct CounterExpect {
+        pub host: Spanned<String>,
+        pub counter: Spanned<String>,
+        pub delta: u64,
     }
 
     #[derive(Deserialize)]
