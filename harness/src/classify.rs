@@ -9,6 +9,7 @@
 //!   `insert_failed` the ones whose entry could not be inserted because its tuple clashed:
 //!   that is what SNAT port exhaustion looks like (NAT found no free tuple, so the entry
 //!   clashes at confirmation), while a full table moves `drop` alone.
+//!
 //! So a host's netfilter drops are split by that evidence; what no counter accounts for
 //! is attributed to NAT only when the host has NAT rules, and said to be inferred.
 //! Where nothing separates two causes, the cause says so instead of guessing.
