@@ -57,7 +57,7 @@ pub const CAUSES: &[&str] = &[
 ];
 
 /// One cause with how many packets it accounts for.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Cause {
     pub host: String,
     /// `rule`, `conntrack_full`, `nat`, `checksum`, `no_socket`, `routing`, `rp_filter`,

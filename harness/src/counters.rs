@@ -67,7 +67,7 @@ use crate::topology::{Netns, TopologyError};
 
 /// Everything counted for one host at one moment, or — from [`delta`] — what changed
 /// between two moments.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HostCounters {
     /// `Group.Field` → value; see the module docs for the key scheme.
     pub snmp: BTreeMap<String, u64>,
@@ -90,7 +90,9 @@ impl HostCounters {
 /// prints, which is not always what the scenario wrote: iptables adds the implied match
 /// (`-p udp --dport 5000` comes back as `-A INPUT -p udp -m udp --dport 5000 -j DROP`),
 /// nft normalises (`priority 10` becomes `priority filter + 10`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct RuleCounter {
     /// `iptables-nft`, `iptables-legacy` or `nft`.
     pub backend: String,

@@ -12,6 +12,7 @@
 pub mod classify;
 pub mod cleanup;
 pub mod counters;
+pub mod diff;
 pub mod faults;
 pub mod global_sysctls;
 pub mod kernel;

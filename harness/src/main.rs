@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use dropspec::report::{self, Report};
 use dropspec::runner::{self, RunError};
-use dropspec::{cleanup, probes, scenario};
+use dropspec::{cleanup, diff, probes, scenario};
 
 #[derive(Parser)]
 #[command(version, about = "Regression tests for Linux packet-drop behaviour")]
@@ -30,6 +30,22 @@ enum Command {
         /// Scenarios run at once (default: one per core).
         #[arg(long, short)]
         jobs: Option<usize>,
+        /// Also save the whole run (kernel, its reason table, every report) as JSON, for
+        /// `dropspec diff` against another kernel.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
+    /// Compare two saved runs (`run --json`) of the suite on two kernels, scenario by
+    /// scenario. Exits 1 when there is a behaviour change not listed in --accept.
+    Diff {
+        old: PathBuf,
+        new: PathBuf,
+        /// Print Markdown instead of text.
+        #[arg(long)]
+        markdown: bool,
+        /// A file of accepted changes: one change line (as printed) per line.
+        #[arg(long, value_name = "FILE")]
+        accept: Option<PathBuf>,
     },
     /// Validate scenario files without running them (no root needed).
     Check { paths: Vec<PathBuf> },
@@ -47,7 +63,14 @@ fn main() -> ExitCode {
             paths,
             timings,
             jobs,
-        } => run(&paths, timings, jobs),
+            json,
+        } => run(&paths, timings, jobs, json.as_deref()),
+        Command::Diff {
+            old,
+            new,
+            markdown,
+            accept,
+        } => diff_runs(&old, &new, markdown, accept.as_deref()),
         Command::Check { paths } => check(&paths),
         Command::Reasons => reasons(),
         Command::Cleanup => cleanup_leftovers(),
@@ -178,7 +201,77 @@ enum Verdict {
 /// A scenario's verdict, with its report when it ran.
 type Outcome = (Verdict, Option<Report>);
 
-fn run(paths: &[PathBuf], timings: bool, jobs: Option<usize>) -> Result<ExitCode> {
+fn diff_runs(old: &Path, new: &Path, markdown: bool, accept: Option<&Path>) -> Result<ExitCode> {
+    let read = |path: &Path| -> Result<diff::SavedRun> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading saved run {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not a saved run: make one with `dropspec run --json FILE`",
+                path.display()
+            )
+        })
+    };
+    let (old, new) = (read(old)?, read(new)?);
+    let accepted = match accept {
+        Some(path) => diff::parse_accepted(
+            &std::fs::read_to_string(path)
+                .with_context(|| format!("reading accepted changes {}", path.display()))?,
+        ),
+        None => Default::default(),
+    };
+    let changes = diff::diff(&old, &new);
+    print!(
+        "{}",
+        diff::render(&old, &new, &changes, &accepted, markdown)
+    );
+    let open = diff::unaccepted(&changes, &accepted);
+    if open.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "{} behaviour change(s) not accepted: review them, and list the ones you expect in an --accept file",
+            open.len()
+        );
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// Writes the run for `dropspec diff`.
+fn save_run(path: &Path, results: &[Outcome], scenarios: &[scenario::Scenario]) -> Result<()> {
+    let reasons = probes::ReasonTable::from_running_kernel()
+        .context("reading the running kernel's drop reasons")?
+        .iter()
+        .map(|(number, name)| (name.to_owned(), number))
+        .collect();
+    let reports: Vec<Report> = results.iter().filter_map(|(_, r)| r.clone()).collect();
+    let skipped = scenarios
+        .iter()
+        .zip(results)
+        .filter_map(|(s, (verdict, _))| match verdict {
+            Verdict::Skipped(why) => Some((s.name.clone(), why.clone())),
+            _ => None,
+        })
+        .collect();
+    let saved = diff::SavedRun {
+        kernel: runner::kernel_release(),
+        probe: reports
+            .first()
+            .map_or_else(|| "unavailable".to_owned(), |r| r.probe.clone()),
+        reasons,
+        reports,
+        skipped,
+    };
+    let json = serde_json::to_string_pretty(&saved).context("encoding the run as JSON")?;
+    std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))
+}
+
+fn run(
+    paths: &[PathBuf],
+    timings: bool,
+    jobs: Option<usize>,
+    json: Option<&Path>,
+) -> Result<ExitCode> {
     let root = project_root()?;
     let files = scenario_files(paths, &root)?;
     let scenarios = match load_all(&files, &root) {
@@ -254,6 +347,9 @@ fn run(paths: &[PathBuf], timings: bool, jobs: Option<usize>) -> Result<ExitCode
                 wall.as_secs_f64() * 1000.0
             );
         }
+    }
+    if let Some(path) = json {
+        save_run(path, &results, &scenarios)?;
     }
     println!("{passed} passed, {failed} failed, {skipped} skipped");
     Ok(if failed > 0 {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::scenario::{Protocol, Scenario, TrafficExpect};
 use crate::traffic::TrafficOutcome;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Report {
     pub scenario: String,
     pub description: String,
@@ -31,10 +31,12 @@ pub struct Report {
 }
 
 /// Drops of one reason at one kernel function in one host.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct DropRow {
     pub host: String,
     pub reason: String,
+    /// The reason's number on this kernel (numbers differ between kernels; names do not).
+    pub reason_number: u32,
     pub function: String,
     /// `ipv4/icmp`, `ipv4/udp`, `arp`, …
     pub protocol: String,
@@ -42,7 +44,7 @@ pub struct DropRow {
     pub bytes: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TrafficRow {
     pub from: String,
     pub to: String,
@@ -51,7 +53,7 @@ pub struct TrafficRow {
 }
 
 /// Where a scenario's time went, phase by phase.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Timings {
     pub setup: Duration,
     pub attach: Duration,
@@ -421,6 +423,7 @@ count = 3
         DropRow {
             host: host.into(),
             reason: reason.into(),
+            reason_number: 0,
             function: "nft_do_chain".into(),
             protocol: "ipv4/icmp".into(),
             packets,

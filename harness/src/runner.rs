@@ -297,6 +297,7 @@ fn collect(
             rows.push(DropRow {
                 host: host.name.clone(),
                 reason: d.reason,
+                reason_number: d.reason_number,
                 function: stable_function_name(&d.function).to_owned(),
                 protocol,
                 packets: d.packets,

@@ -21,7 +21,7 @@ use crate::scenario::{Protocol, Scenario, Traffic};
 use crate::topology::{Netns, Topology, TopologyError};
 
 /// What one traffic entry achieved.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TrafficOutcome {
     pub sent: u32,
     /// ICMP echo replies received.

@@ -1,0 +1,537 @@
+//! What changed in drop behaviour between two kernels, scenario by scenario.
+//!
+//! Input is two saved runs (`dropspec run --json`), typically the same suite on the
+//! kernel a fleet runs today and on the one it is moving to. Each difference is one
+//! [`Change`]; renumbered reasons are listed as harmless (scenarios name reasons, and
+//! names are stable), everything else is a behaviour change that fails the diff unless
+//! the user has accepted it — one line of the change's summary in an accept file.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use crate::report::{DropRow, Report};
+
+/// One kernel's run of a suite, as `dropspec run --json` saves it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SavedRun {
+    pub kernel: String,
+    pub probe: String,
+    /// The kernel's drop reasons, name → number.
+    pub reasons: BTreeMap<String, u32>,
+    pub reports: Vec<Report>,
+    /// Scenarios that could not run there, with why.
+    pub skipped: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Change {
+    /// A reason used by the suite has another number: harmless.
+    Renumbered {
+        reason: String,
+        from: u32,
+        to: u32,
+    },
+    /// The probe attached differently.
+    ProbeChanged {
+        from: String,
+        to: String,
+    },
+    ScenarioMissing {
+        scenario: String,
+        on: String,
+    },
+    /// A scenario ran on one kernel and was skipped on the other.
+    Availability {
+        scenario: String,
+        skipped_on: String,
+        why: String,
+    },
+    /// A reason that no longer exists on the new kernel was replaced by another, same
+    /// place and count.
+    Renamed {
+        scenario: String,
+        host: String,
+        from: String,
+        to: String,
+        packets: u64,
+    },
+    Moved {
+        scenario: String,
+        host: String,
+        reason: String,
+        protocol: String,
+        from: String,
+        to: String,
+    },
+    Count {
+        scenario: String,
+        host: String,
+        reason: String,
+        protocol: String,
+        from: u64,
+        to: u64,
+    },
+    Appeared {
+        scenario: String,
+        host: String,
+        reason: String,
+        function: String,
+        protocol: String,
+        packets: u64,
+    },
+    Vanished {
+        scenario: String,
+        host: String,
+        reason: String,
+        function: String,
+        protocol: String,
+        packets: u64,
+    },
+    Traffic {
+        scenario: String,
+        entry: usize,
+        from: String,
+        to: String,
+    },
+}
+
+impl Change {
+    /// Harmless changes never fail a diff.
+    pub fn is_harmless(&self) -> bool {
+        matches!(
+            self,
+            Change::Renumbered { .. } | Change::ProbeChanged { .. }
+        )
+    }
+
+    /// One line, also the form an accept file uses.
+    pub fn summary(&self) -> String {
+        match self {
+            Change::Renumbered { reason, from, to } => {
+                format!("reason {reason} renumbered {from} -> {to} (harmless: scenarios use names)")
+            }
+            Change::ProbeChanged { from, to } => format!("probe {from} -> {to}"),
+            Change::ScenarioMissing { scenario, on } => format!("{scenario}: not run on {on}"),
+            Change::Availability {
+                scenario,
+                skipped_on,
+                why,
+            } => {
+                format!("{scenario}: skipped on {skipped_on} ({why})")
+            }
+            Change::Renamed {
+                scenario,
+                host,
+                from,
+                to,
+                packets,
+            } => {
+                format!("{scenario}: {host}: {packets} {from} drop(s) now reported as {to}")
+            }
+            Change::Moved {
+                scenario,
+                host,
+                reason,
+                protocol,
+                from,
+                to,
+            } => {
+                format!("{scenario}: {host}: {reason} ({protocol}) moved from {from} to {to}")
+            }
+            Change::Count {
+                scenario,
+                host,
+                reason,
+                protocol,
+                from,
+                to,
+            } => {
+                format!("{scenario}: {host}: {reason} ({protocol}) count {from} -> {to}")
+            }
+            Change::Appeared {
+                scenario,
+                host,
+                reason,
+                function,
+                protocol,
+                packets,
+            } => {
+                format!(
+                    "{scenario}: {host}: new drop {packets} {reason} at {function} ({protocol})"
+                )
+            }
+            Change::Vanished {
+                scenario,
+                host,
+                reason,
+                function,
+                protocol,
+                packets,
+            } => {
+                format!(
+                    "{scenario}: {host}: drop gone: {packets} {reason} at {function} ({protocol})"
+                )
+            }
+            Change::Traffic {
+                scenario,
+                entry,
+                from,
+                to,
+            } => {
+                format!("{scenario}: traffic #{entry}: {from} -> {to}")
+            }
+        }
+    }
+}
+
+/// Every change from `old` to `new`, harmless ones first.
+pub fn diff(old: &SavedRun, new: &SavedRun) -> Vec<Change> {
+    let mut changes = Vec::new();
+    if old.probe != new.probe {
+        changes.push(Change::ProbeChanged {
+            from: old.probe.clone(),
+            to: new.probe.clone(),
+        });
+    }
+    let used: BTreeSet<&str> = old
+        .reports
+        .iter()
+        .chain(&new.reports)
+        .flat_map(|r| r.drops.iter().map(|d| d.reason.as_str()))
+        .collect();
+    for reason in used {
+        if let (Some(&from), Some(&to)) = (old.reasons.get(reason), new.reasons.get(reason)) {
+            if from != to {
+                changes.push(Change::Renumbered {
+                    reason: reason.to_owned(),
+                    from,
+                    to,
+                });
+            }
+        }
+    }
+
+    let old_reports: BTreeMap<&str, &Report> = old
+        .reports
+        .iter()
+        .map(|r| (r.scenario.as_str(), r))
+        .collect();
+    let new_reports: BTreeMap<&str, &Report> = new
+        .reports
+        .iter()
+        .map(|r| (r.scenario.as_str(), r))
+        .collect();
+    let names: BTreeSet<&str> = old_reports
+        .keys()
+        .chain(new_reports.keys())
+        .copied()
+        .chain(old.skipped.keys().map(String::as_str))
+        .chain(new.skipped.keys().map(String::as_str))
+        .collect();
+    for name in names {
+        match (old_reports.get(name), new_reports.get(name)) {
+            (Some(a), Some(b)) => changes.extend(diff_reports(a, b, new)),
+            (Some(_), None) => changes.push(match new.skipped.get(name) {
+                Some(why) => Change::Availability {
+                    scenario: name.to_owned(),
+                    skipped_on: new.kernel.clone(),
+                    why: why.clone(),
+                },
+                None => Change::ScenarioMissing {
+                    scenario: name.to_owned(),
+                    on: new.kernel.clone(),
+                },
+            }),
+            (None, Some(_)) => changes.push(match old.skipped.get(name) {
+                Some(why) => Change::Availability {
+                    scenario: name.to_owned(),
+                    skipped_on: old.kernel.clone(),
+                    why: why.clone(),
+                },
+                None => Change::ScenarioMissing {
+                    scenario: name.to_owned(),
+                    on: old.kernel.clone(),
+                },
+            }),
+            (None, None) => {}
+        }
+    }
+    changes
+}
+
+/// Drops keyed by where they happened and what they were, for matching across kernels.
+fn by_place(drops: &[DropRow]) -> BTreeMap<(String, String, String), (String, u64)> {
+    let mut places: BTreeMap<(String, String, String), (String, u64)> = BTreeMap::new();
+    for d in drops {
+        let entry = places
+            .entry((d.host.clone(), d.reason.clone(), d.protocol.clone()))
+            .or_insert_with(|| (d.function.clone(), 0));
+        entry.1 += d.packets;
+        if entry.0 != d.function {
+            // Several functions for one reason: keep them all visible in the name.
+            entry.0 = format!("{}+{}", entry.0, d.function);
+        }
+    }
+    places
+}
+
+fn diff_reports(old: &Report, new: &Report, new_run: &SavedRun) -> Vec<Change> {
+    let scenario = old.scenario.clone();
+    let mut changes = Vec::new();
+    let a = by_place(&old.drops);
+    let b = by_place(&new.drops);
+    let mut gone: Vec<(&(String, String, String), &(String, u64))> = Vec::new();
+    let mut added: Vec<(&(String, String, String), &(String, u64))> = Vec::new();
+    for (key, (function, packets)) in &a {
+        match b.get(key) {
+            Some((new_function, new_packets)) => {
+                let (host, reason, protocol) = key.clone();
+                if function != new_function {
+                    changes.push(Change::Moved {
+                        scenario: scenario.clone(),
+                        host: host.clone(),
+                        reason: reason.clone(),
+                        protocol: protocol.clone(),
+                        from: function.clone(),
+                        to: new_function.clone(),
+                    });
+                }
+                if packets != new_packets {
+                    changes.push(Change::Count {
+                        scenario: scenario.clone(),
+                        host,
+                        reason,
+                        protocol,
+                        from: *packets,
+                        to: *new_packets,
+                    });
+                }
+            }
+            None => gone.push((key, &a[key])),
+        }
+    }
+    for (key, value) in &b {
+        if !a.contains_key(key) {
+            added.push((key, value));
+        }
+    }
+    // A reason the new kernel does not have, replaced one for one by another at the
+    // same host and protocol with the same count, is a rename.
+    gone.retain(|(old_key, (_, packets))| {
+        let renamed_to = (!new_run.reasons.contains_key(&old_key.1))
+            .then(|| {
+                added.iter().position(|(new_key, (_, new_packets))| {
+                    new_key.0 == old_key.0 && new_key.2 == old_key.2 && new_packets == packets
+                })
+            })
+            .flatten();
+        match renamed_to {
+            Some(i) => {
+                let (new_key, _) = added.remove(i);
+                changes.push(Change::Renamed {
+                    scenario: scenario.clone(),
+                    host: old_key.0.clone(),
+                    from: old_key.1.clone(),
+                    to: new_key.1.clone(),
+                    packets: *packets,
+                });
+                false
+            }
+            None => true,
+        }
+    });
+    for ((host, reason, protocol), (function, packets)) in gone {
+        changes.push(Change::Vanished {
+            scenario: scenario.clone(),
+            host: host.clone(),
+            reason: reason.clone(),
+            function: function.clone(),
+            protocol: protocol.clone(),
+            packets: *packets,
+        });
+    }
+    for ((host, reason, protocol), (function, packets)) in added {
+        changes.push(Change::Appeared {
+            scenario: scenario.clone(),
+            host: host.clone(),
+            reason: reason.clone(),
+            function: function.clone(),
+            protocol: protocol.clone(),
+            packets: *packets,
+        });
+    }
+    for (i, (x, y)) in old.traffic.iter().zip(&new.traffic).enumerate() {
+        if x.outcome != y.outcome {
+            changes.push(Change::Traffic {
+                scenario: scenario.clone(),
+                entry: i + 1,
+                from: format!("{:?}", x.outcome),
+                to: format!("{:?}", y.outcome),
+            });
+        }
+    }
+    changes
+}
+
+/// The diff as text or Markdown, with accepted changes marked.
+pub fn render(
+    old: &SavedRun,
+    new: &SavedRun,
+    changes: &[Change],
+    accepted: &BTreeSet<String>,
+    markdown: bool,
+) -> String {
+    let mut out = String::new();
+    let (harmless, behaviour): (Vec<&Change>, Vec<&Change>) =
+        changes.iter().partition(|c| c.is_harmless());
+    if markdown {
+        writeln!(out, "# Drop behaviour: {} → {}\n", old.kernel, new.kernel).unwrap();
+    } else {
+        writeln!(out, "drop behaviour: {} -> {}", old.kernel, new.kernel).unwrap();
+    }
+    let section = |out: &mut String, title: &str, items: &[&Change]| {
+        if markdown {
+            writeln!(out, "## {title} ({})\n", items.len()).unwrap();
+        } else {
+            writeln!(out, "{title} ({}):", items.len()).unwrap();
+        }
+        for c in items {
+            let summary = c.summary();
+            let mark = if accepted.contains(&summary) {
+                " [accepted]"
+            } else {
+                ""
+            };
+            if markdown {
+                writeln!(out, "- {summary}{mark}").unwrap();
+            } else {
+                writeln!(out, "  {summary}{mark}").unwrap();
+            }
+        }
+        if markdown {
+            writeln!(out).unwrap();
+        }
+    };
+    section(&mut out, "behaviour changes", &behaviour);
+    section(&mut out, "harmless", &harmless);
+    out
+}
+
+/// Behaviour changes not accepted by the user: what makes `dropspec diff` fail.
+pub fn unaccepted<'a>(changes: &'a [Change], accepted: &BTreeSet<String>) -> Vec<&'a Change> {
+    changes
+        .iter()
+        .filter(|c| !c.is_harmless() && !accepted.contains(&c.summary()))
+        .collect()
+}
+
+/// Reads an accept file: one change summary per line, `#` comments.
+pub fn parse_accepted(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{Report, Timings};
+
+    fn drop_row(reason: &str, function: &str, packets: u64) -> DropRow {
+        DropRow {
+            host: "server".into(),
+            reason: reason.into(),
+            reason_number: 0,
+            function: function.into(),
+            protocol: "ipv4/icmp".into(),
+            packets,
+            bytes: packets * 84,
+        }
+    }
+
+    fn run(kernel: &str, reasons: &[(&str, u32)], drops: Vec<DropRow>) -> SavedRun {
+        SavedRun {
+            kernel: kernel.into(),
+            probe: "tp_btf/kfree_skb".into(),
+            reasons: reasons.iter().map(|(n, v)| (n.to_string(), *v)).collect(),
+            reports: vec![Report {
+                scenario: "iptables/input_drop_icmp_nft".into(),
+                description: String::new(),
+                kernel: kernel.into(),
+                probe: "tp_btf/kfree_skb".into(),
+                drops,
+                traffic: vec![],
+                causes: vec![],
+                counters: vec![],
+                global_sysctls: vec![],
+                timings: Timings::default(),
+            }],
+            skipped: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_kernel_upgrade_renumbers_and_moves_and_nothing_else() {
+        let old = run(
+            "6.1",
+            &[("NETFILTER_DROP", 7)],
+            vec![drop_row("NETFILTER_DROP", "nf_hook_slow", 3)],
+        );
+        let new = run(
+            "6.18",
+            &[("NETFILTER_DROP", 12)],
+            vec![drop_row("NETFILTER_DROP", "nft_do_chain", 3)],
+        );
+        let changes = diff(&old, &new);
+        let summaries: Vec<String> = changes.iter().map(Change::summary).collect();
+        assert_eq!(
+            summaries,
+            vec![
+                "reason NETFILTER_DROP renumbered 7 -> 12 (harmless: scenarios use names)",
+                "iptables/input_drop_icmp_nft: server: NETFILTER_DROP (ipv4/icmp) moved from nf_hook_slow to nft_do_chain",
+            ]
+        );
+        assert_eq!(unaccepted(&changes, &BTreeSet::new()).len(), 1);
+        let accepted = parse_accepted(&format!("# known\n{}\n", summaries[1]));
+        assert!(unaccepted(&changes, &accepted).is_empty());
+    }
+
+    #[test]
+    fn counts_appearances_and_renames_are_told_apart() {
+        let old = run(
+            "a",
+            &[("OLD_NAME", 5), ("NO_SOCKET", 3)],
+            vec![drop_row("OLD_NAME", "f", 2), drop_row("NO_SOCKET", "g", 1)],
+        );
+        let new = run(
+            "b",
+            &[("NEW_NAME", 5), ("NO_SOCKET", 3), ("TC_INGRESS", 9)],
+            vec![
+                drop_row("NEW_NAME", "f", 2),
+                drop_row("NO_SOCKET", "g", 4),
+                drop_row("TC_INGRESS", "h", 1),
+            ],
+        );
+        let summaries: Vec<String> = diff(&old, &new).iter().map(Change::summary).collect();
+        assert_eq!(
+            summaries,
+            vec![
+                "iptables/input_drop_icmp_nft: server: NO_SOCKET (ipv4/icmp) count 1 -> 4",
+                "iptables/input_drop_icmp_nft: server: 2 OLD_NAME drop(s) now reported as NEW_NAME",
+                "iptables/input_drop_icmp_nft: server: new drop 1 TC_INGRESS at h (ipv4/icmp)",
+            ]
+        );
+    }
+
+    #[test]
+    fn identical_runs_have_no_changes() {
+        let a = run(
+            "6.18",
+            &[("NETFILTER_DROP", 12)],
+            vec![drop_row("NETFILTER_DROP", "nft_do_chain", 3)],
+        );
+        assert!(diff(&a, &a.clone()).is_empty());
+    }
+}
