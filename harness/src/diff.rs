@@ -259,9 +259,14 @@ pub fn diff(old: &SavedRun, new: &SavedRun) -> Vec<Change> {
     changes
 }
 
+/// Where a drop happened and what it was: (host, reason, protocol).
+type Place = (String, String, String);
+/// The kernel function(s) and the packet count at a place.
+type Seen = (String, u64);
+
 /// Drops keyed by where they happened and what they were, for matching across kernels.
-fn by_place(drops: &[DropRow]) -> BTreeMap<(String, String, String), (String, u64)> {
-    let mut places: BTreeMap<(String, String, String), (String, u64)> = BTreeMap::new();
+fn by_place(drops: &[DropRow]) -> BTreeMap<Place, Seen> {
+    let mut places: BTreeMap<Place, Seen> = BTreeMap::new();
     for d in drops {
         let entry = places
             .entry((d.host.clone(), d.reason.clone(), d.protocol.clone()))
@@ -280,8 +285,8 @@ fn diff_reports(old: &Report, new: &Report, new_run: &SavedRun) -> Vec<Change> {
     let mut changes = Vec::new();
     let a = by_place(&old.drops);
     let b = by_place(&new.drops);
-    let mut gone: Vec<(&(String, String, String), &(String, u64))> = Vec::new();
-    let mut added: Vec<(&(String, String, String), &(String, u64))> = Vec::new();
+    let mut gone: Vec<(&Place, &Seen)> = Vec::new();
+    let mut added: Vec<(&Place, &Seen)> = Vec::new();
     for (key, (function, packets)) in &a {
         match b.get(key) {
             Some((new_function, new_packets)) => {
