@@ -3,6 +3,12 @@
 //!
 //! A trial that cannot run here (no root, missing kernel feature or tool) is shown as
 //! ignored with the reason; with `DROPSPEC_REQUIRE_PRIVILEGED=1` (CI) it fails instead.
+//!
+//! Baselines: `snapshots/<name>.snap` is shared by every kernel; a kernel that really
+//! behaves differently has its own `snapshots/kernels/<uname -r>/<name>.snap`, used in
+//! its place. `DROPSPEC_BASELINE=record` records a new kernel's baselines in one run:
+//! where the report matches the shared snapshot nothing is written, elsewhere the
+//! kernel-specific file is (re)written.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -93,10 +99,49 @@ fn run_trial(root: &Path, path: &Path) -> Result<Completion, Failed> {
     }
 }
 
-/// Compares the report with `snapshots/<name>.snap`; insta prints the diff.
+fn kernel_snapshots(root: &Path, kernel: &str) -> PathBuf {
+    root.join("snapshots").join("kernels").join(kernel)
+}
+
+/// Writes a kernel-specific baseline when the report differs from the shared snapshot.
+fn record_baseline(root: &Path, name: &str, report: &report::Report) -> Result<(), String> {
+    let file = format!("{}.snap", scenario::snapshot_name(name));
+    let text = report.render_snapshot();
+    let shared = report::read_snapshot(&root.join("snapshots").join(&file)).ok();
+    let specific = kernel_snapshots(root, &report.kernel).join(&file);
+    if shared.as_deref().map(str::trim_end) == Some(text.trim_end()) {
+        let _ = std::fs::remove_file(&specific);
+        return Ok(());
+    }
+    std::fs::create_dir_all(specific.parent().expect("has a parent"))
+        .map_err(|e| e.to_string())?;
+    let header = format!(
+        "---\nsource: harness/tests/scenarios.rs\ndescription: \"{} (recorded on kernel {}, probe {})\"\n---\n",
+        report.description.replace('"', "'"),
+        report.kernel,
+        report.probe
+    );
+    std::fs::write(&specific, header + &text).map_err(|e| e.to_string())?;
+    eprintln!("recorded kernel-specific baseline {}", specific.display());
+    Ok(())
+}
+
+/// Compares the report with its baseline — `snapshots/kernels/<kernel>/<name>.snap` if the
+/// running kernel has one, else `snapshots/<name>.snap` — and insta prints the diff.
 fn assert_snapshot(root: &Path, name: &str, report: &report::Report) -> Result<(), String> {
+    if std::env::var("DROPSPEC_BASELINE").is_ok_and(|v| v == "record") {
+        return record_baseline(root, name, report);
+    }
+    let specific = kernel_snapshots(root, &report.kernel);
+    let has_own = specific
+        .join(format!("{}.snap", scenario::snapshot_name(name)))
+        .exists();
     let mut settings = insta::Settings::clone_current();
-    settings.set_snapshot_path(root.join("snapshots"));
+    settings.set_snapshot_path(if has_own {
+        specific
+    } else {
+        root.join("snapshots")
+    });
     settings.set_prepend_module_to_snapshot(false);
     settings.set_omit_expression(true);
     settings.set_description(format!(
@@ -117,6 +162,28 @@ fn assert_snapshot(root: &Path, name: &str, report: &report::Report) -> Result<(
 }
 
 fn unreferenced_snapshots(dir: &Path, scenario_names: &[String]) -> Result<(), Failed> {
+    let mut stray = Vec::new();
+    let kernels = dir.join("kernels");
+    if let Ok(entries) = std::fs::read_dir(&kernels) {
+        for entry in entries.flatten() {
+            if entry.path().is_dir() {
+                if let Err(e) = unreferenced_in(&entry.path(), scenario_names) {
+                    stray.push(format!("{}: {}", entry.path().display(), e.message().unwrap_or("")));
+                }
+            }
+        }
+    }
+    if let Err(e) = unreferenced_in(dir, scenario_names) {
+        stray.push(e.message().unwrap_or("").to_owned());
+    }
+    if stray.is_empty() {
+        Ok(())
+    } else {
+        Err(stray.join("\n").into())
+    }
+}
+
+fn unreferenced_in(dir: &Path, scenario_names: &[String]) -> Result<(), Failed> {
     let expected: BTreeSet<String> = scenario_names
         .iter()
         .map(|n| format!("{}.snap", scenario::snapshot_name(n)))
