@@ -364,9 +364,7 @@ fn run_one(s: &scenario::Scenario, root: &Path) -> (Verdict, Option<Report>) {
         Ok(report) => {
             let mut problems: Vec<String> =
                 report::check(s, &report).into_iter().map(|m| m.0).collect();
-            let snap = root
-                .join("snapshots")
-                .join(format!("{}.snap", scenario::snapshot_name(&s.name)));
+            let snap = report::baseline_path(root, &s.name, &report.kernel);
             match report::read_snapshot(&snap) {
                 Ok(saved) if saved.trim_end() == report.render_snapshot().trim_end() => {}
                 Ok(_) => problems.push(format!(

@@ -99,22 +99,17 @@ fn run_trial(root: &Path, path: &Path) -> Result<Completion, Failed> {
     }
 }
 
-fn kernel_snapshots(root: &Path, kernel: &str) -> PathBuf {
-    root.join("snapshots").join("kernels").join(kernel)
-}
-
 /// Writes a kernel-specific baseline when the report differs from the shared snapshot.
 fn record_baseline(root: &Path, name: &str, report: &report::Report) -> Result<(), String> {
     let file = format!("{}.snap", scenario::snapshot_name(name));
     let text = report.render_snapshot();
     let shared = report::read_snapshot(&root.join("snapshots").join(&file)).ok();
-    let specific = kernel_snapshots(root, &report.kernel).join(&file);
+    let specific = report::kernel_snapshot_dir(root, &report.kernel).join(&file);
     if shared.as_deref().map(str::trim_end) == Some(text.trim_end()) {
         let _ = std::fs::remove_file(&specific);
         return Ok(());
     }
-    std::fs::create_dir_all(specific.parent().expect("has a parent"))
-        .map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(specific.parent().expect("has a parent")).map_err(|e| e.to_string())?;
     let header = format!(
         "---\nsource: harness/tests/scenarios.rs\ndescription: \"{} (recorded on kernel {}, probe {})\"\n---\n",
         report.description.replace('"', "'"),
@@ -132,16 +127,9 @@ fn assert_snapshot(root: &Path, name: &str, report: &report::Report) -> Result<(
     if std::env::var("DROPSPEC_BASELINE").is_ok_and(|v| v == "record") {
         return record_baseline(root, name, report);
     }
-    let specific = kernel_snapshots(root, &report.kernel);
-    let has_own = specific
-        .join(format!("{}.snap", scenario::snapshot_name(name)))
-        .exists();
+    let baseline = report::baseline_path(root, name, &report.kernel);
     let mut settings = insta::Settings::clone_current();
-    settings.set_snapshot_path(if has_own {
-        specific
-    } else {
-        root.join("snapshots")
-    });
+    settings.set_snapshot_path(baseline.parent().expect("a snapshot file has a directory"));
     settings.set_prepend_module_to_snapshot(false);
     settings.set_omit_expression(true);
     settings.set_description(format!(
@@ -168,7 +156,11 @@ fn unreferenced_snapshots(dir: &Path, scenario_names: &[String]) -> Result<(), F
         for entry in entries.flatten() {
             if entry.path().is_dir() {
                 if let Err(e) = unreferenced_in(&entry.path(), scenario_names) {
-                    stray.push(format!("{}: {}", entry.path().display(), e.message().unwrap_or("")));
+                    stray.push(format!(
+                        "{}: {}",
+                        entry.path().display(),
+                        e.message().unwrap_or("")
+                    ));
                 }
             }
         }
