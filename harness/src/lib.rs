@@ -9,6 +9,7 @@
 pub mod cleanup;
 pub mod faults;
 pub mod kernel;
+pub mod packets;
 pub mod probes;
 pub mod report;
 pub mod runner;
