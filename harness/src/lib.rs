@@ -7,6 +7,7 @@
 //! [`kernel`] reads what the running kernel says about itself (BTF, tracefs, kallsyms).
 
 pub mod cleanup;
+pub mod crafted;
 pub mod faults;
 pub mod kernel;
 pub mod packets;

@@ -8,7 +8,8 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::scenario::{Protocol, Scenario, TrafficExpect};
+use crate::crafted::PacketOutcome;
+use crate::scenario::{PacketExpect, PacketProtocol, Protocol, Receiver, Scenario, TrafficExpect};
 use crate::traffic::TrafficOutcome;
 
 #[derive(Debug, Clone)]
@@ -21,6 +22,8 @@ pub struct Report {
     pub probe: String,
     pub drops: Vec<DropRow>,
     pub traffic: Vec<TrafficRow>,
+    /// One row per `[[packets]]` entry.
+    pub packets: Vec<PacketRow>,
     pub timings: Timings,
 }
 
@@ -42,6 +45,38 @@ pub struct TrafficRow {
     pub to: String,
     pub protocol: Protocol,
     pub outcome: TrafficOutcome,
+}
+
+/// What one `[[packets]]` entry sent and what came of it.
+#[derive(Debug, Clone)]
+pub struct PacketRow {
+    pub from: String,
+    /// `198.18.0.2:5000`, `[2001:db8::2]:5000`, `198.18.0.2`.
+    pub to: String,
+    /// `udp x3, payload 100, corrupt checksum, receiver reads`.
+    pub what: String,
+    pub protocol: PacketProtocol,
+    pub receiver: Receiver,
+    pub outcome: PacketOutcome,
+}
+
+impl PacketRow {
+    /// The outcomes that mean something for this entry, in a fixed order.
+    fn fields(&self) -> Vec<(&'static str, u32)> {
+        let o = &self.outcome;
+        let mut fields = Vec::new();
+        if self.receiver == Receiver::Reads {
+            fields.push(("delivered", o.delivered));
+        }
+        if self.protocol == PacketProtocol::Echo {
+            fields.push(("answered", o.answered));
+        }
+        fields.push(("errors", o.errors));
+        if self.protocol == PacketProtocol::Tcp {
+            fields.push(("resets", o.resets));
+        }
+        fields
+    }
 }
 
 /// Where a scenario's time went, phase by phase.
@@ -97,6 +132,26 @@ impl Report {
                     t.protocol.as_str(),
                     t.outcome.sent,
                     outcome_text(t.protocol, &t.outcome)
+                )
+                .unwrap();
+            }
+        }
+        if !self.packets.is_empty() {
+            writeln!(out, "packets:").unwrap();
+            for (i, p) in self.packets.iter().enumerate() {
+                let outcome: Vec<String> = p
+                    .fields()
+                    .iter()
+                    .map(|(name, value)| format!("{name} {value}"))
+                    .collect();
+                writeln!(
+                    out,
+                    "  #{} {} -> {} {}: {}",
+                    i + 1,
+                    p.from,
+                    p.to,
+                    p.what,
+                    outcome.join(", ")
                 )
                 .unwrap();
             }
@@ -236,7 +291,31 @@ pub fn check(scenario: &Scenario, report: &Report) -> Vec<Mismatch> {
             }
         }
     }
+    for (i, (spec, row)) in scenario.packets.iter().zip(&report.packets).enumerate() {
+        for (field, expected, actual) in packet_fields(&spec.expect, &row.outcome) {
+            if let Some(expected) = expected {
+                if expected != actual {
+                    mismatches.push(Mismatch(format!(
+                        "packets #{} ({} -> {} {}): expected {field} {expected}, got {actual}",
+                        i + 1,
+                        row.from,
+                        row.to,
+                        row.what
+                    )));
+                }
+            }
+        }
+    }
     mismatches
+}
+
+fn packet_fields(e: &PacketExpect, o: &PacketOutcome) -> [(&'static str, Option<u32>, u32); 4] {
+    [
+        ("delivered", e.delivered, o.delivered),
+        ("answered", e.answered, o.answered),
+        ("errors", e.errors, o.errors),
+        ("resets", e.resets, o.resets),
+    ]
 }
 
 fn traffic_fields(e: &TrafficExpect, o: &TrafficOutcome) -> [(&'static str, Option<u32>, u32); 8] {
@@ -297,6 +376,7 @@ count = 3
                     ..Default::default()
                 },
             }],
+            packets: vec![],
             timings: Timings::default(),
         }
     }

@@ -148,7 +148,7 @@ fn in_netns<T: Send>(
 
 /// Waits until `done` holds, or nothing changed for [`QUIET_WINDOW`], or `timeout` passed.
 /// `progress` is polled each round and returns a number that grows as answers arrive.
-fn await_outcome(
+pub(crate) fn await_outcome(
     timeout: Duration,
     activity: &mut dyn Activity,
     mut progress: impl FnMut() -> io::Result<(u64, bool)>,
