@@ -151,6 +151,12 @@ pub enum TopologyError {
         #[source]
         source: io::Error,
     },
+    #[error("host `{host}`: IPv6 address {addr} was added but never became local (waited {waited_ms} ms for its local route)")]
+    Ipv6AddressNotReady {
+        host: String,
+        addr: String,
+        waited_ms: u64,
+    },
 }
 
 impl TopologyError {
@@ -181,7 +187,8 @@ impl TopologyError {
             | TopologyError::UnknownInterface { .. }
             | TopologyError::Thread { .. }
             | TopologyError::Panicked { .. }
-            | TopologyError::Runtime { .. } => false,
+            | TopologyError::Runtime { .. }
+            | TopologyError::Ipv6AddressNotReady { .. } => false,
         }
     }
 }
@@ -830,7 +837,59 @@ fn configure_ipv6(
             Ok(())
         });
         first_error(join_all(requests).await)
-    })
+    })?;
+
+    // Linux installs an IPv6 address's local route from addrconf's DAD work item, which
+    // runs even for a NODAD address, after RTM_NEWADDR has already been answered. Until
+    // it has run, a packet to the address is not local: it goes to ip6_forward and, with
+    // forwarding off, dies as IP_INADDRERRORS in ip6_forward (seen while recording the
+    // snapshots; in one build out of thirty the address was not yet local when the
+    // build ended). So the build waits until `route get` says local.
+    let started = std::time::Instant::now();
+    for &(l, e) in &ends {
+        let endpoint = end((l, e));
+        let addr = endpoint.addr6.expect("IPv6 ends have addr6").addr;
+        loop {
+            let local = runtime
+                .block_on(address_is_local(&handles[endpoint.host], addr))
+                .map_err(|source| {
+                    let action = format!("asking for the route to {addr}");
+                    netlink_error(name(endpoint.host), action, source)
+                })?;
+            if local {
+                break;
+            }
+            if started.elapsed() > IPV6_READY_TIMEOUT {
+                return Err(TopologyError::Ipv6AddressNotReady {
+                    host: name(endpoint.host).to_owned(),
+                    addr: addr.to_string(),
+                    waited_ms: IPV6_READY_TIMEOUT.as_millis() as u64,
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    Ok(())
+}
+
+/// How long the build waits for the kernel to make new IPv6 addresses local.
+const IPV6_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether `route get ADDR` answers with a local route (RTN_LOCAL).
+async fn address_is_local(
+    handle: &Handle,
+    addr: std::net::Ipv6Addr,
+) -> Result<bool, rtnetlink::Error> {
+    use rtnetlink::packet_route::route::RouteType;
+    let message = RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+        .destination_prefix(addr, 128)
+        .build();
+    let mut replies = handle.route().get(message).execute();
+    let mut local = false;
+    while let Some(route) = replies.try_next().await? {
+        local |= route.header.kind == RouteType::Local;
+    }
+    Ok(local)
 }
 
 async fn set_link_noarp(handle: &Handle, index: u32) -> Result<(), rtnetlink::Error> {
