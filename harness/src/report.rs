@@ -440,4 +440,37 @@ count = 3
             .render(true)
             .contains("kernel 6.18, probe tp_btf/kfree_skb"));
     }
+
+    #[test]
+    fn packet_rows_show_the_outcomes_that_apply() {
+        let mut r = report(vec![], 0);
+        r.traffic.clear();
+        let row = |what: &str, protocol, receiver| PacketRow {
+            from: "client".into(),
+            to: "198.18.0.2:5000".into(),
+            what: what.into(),
+            protocol,
+            receiver,
+            outcome: PacketOutcome {
+                sent: 3,
+                delivered: 2,
+                answered: 1,
+                errors: 0,
+                resets: 0,
+            },
+        };
+        r.packets = vec![
+            row("udp x3", PacketProtocol::Udp, Receiver::Reads),
+            row("tcp S x3", PacketProtocol::Tcp, Receiver::Nobody),
+            row("icmp x3", PacketProtocol::Echo, Receiver::Nobody),
+        ];
+        insta::assert_snapshot!(r.render_snapshot(), @r"
+        scenario: t
+        drops: none
+        packets:
+          #1 client -> 198.18.0.2:5000 udp x3: delivered 2, errors 0
+          #2 client -> 198.18.0.2:5000 tcp S x3: errors 0, resets 0
+          #3 client -> 198.18.0.2:5000 icmp x3: answered 1, errors 0
+        ");
+    }
 }

@@ -1688,6 +1688,140 @@ count = 4
         assert!(selfie.contains("joins host `client` to itself"), "{selfie}");
     }
 
+    const V6_BASE: &str = r#"
+description = "two hosts with IPv6"
+
+[hosts.client]
+[hosts.server]
+[hosts.far]
+
+[[links]]
+a = { host = "client", addr = "198.18.0.1/24", addr6 = "2001:db8::1/64" }
+b = { host = "server", addr = "198.18.0.2/24", addr6 = "2001:db8::2/64" }
+"#;
+
+    fn packets_error(entry: &str) -> String {
+        parse_text(&format!(
+            "{V6_BASE}\n[[packets]]\nfrom = \"client\"\nto = \"server\"\n{entry}"
+        ))
+        .unwrap_err()
+        .to_string()
+    }
+
+    #[test]
+    fn packets_take_addresses_and_interfaces_from_the_shared_link() {
+        let s = parse_text(&format!(
+            "{V6_BASE}\n[[packets]]\nfrom = \"server\"\nto = \"client\"\nip = 6\nprotocol = \"udp\"\nport = 53\nreceiver = \"reads\"\ncorrupt = \"checksum\"\ncount = 2\n\n[[packets]]\nfrom = \"client\"\nto = \"server\"\nprotocol = 253\n"
+        ))
+        .unwrap();
+        let p = &s.packets[0];
+        assert_eq!((p.from, p.to), (2, 0)); // hosts sort by name: client, far, server
+        assert_eq!(p.source, "2001:db8::2".parse::<IpAddr>().unwrap());
+        assert_eq!(p.destination, "2001:db8::1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            (p.interface.as_str(), p.peer_interface.as_str()),
+            ("eth0", "eth0")
+        );
+        assert_eq!(
+            (p.port, p.source_port, p.count, p.payload),
+            (53, DEFAULT_SOURCE_PORT, 2, 32)
+        );
+        assert_eq!(
+            (p.corrupt, p.receiver, p.ttl),
+            (Corruption::Checksum, Receiver::Reads, 64)
+        );
+        let q = &s.packets[1];
+        assert_eq!(q.protocol, PacketProtocol::Other(253));
+        assert_eq!(q.destination, "198.18.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(q.receiver, Receiver::Nobody);
+        assert_eq!(
+            s.links[0].ends[0].addr6.unwrap().to_string(),
+            "2001:db8::1/64"
+        );
+    }
+
+    #[test]
+    fn tcp_flags_default_by_receiver_and_parse_like_tcpdump() {
+        let s = parse_text(&format!(
+            "{V6_BASE}\n[[packets]]\nfrom = \"client\"\nto = \"server\"\nprotocol = \"tcp\"\nport = 80\nreceiver = \"none\"\n\n[[packets]]\nfrom = \"client\"\nto = \"server\"\nprotocol = \"tcp\"\nport = 80\nreceiver = \"reads\"\n\n[[packets]]\nfrom = \"client\"\nto = \"server\"\nprotocol = \"tcp\"\nport = 80\nreceiver = \"none\"\ntcp_flags = \"FRA\"\n"
+        ))
+        .unwrap();
+        assert_eq!(s.packets[0].tcp_flags, TCP_SYN);
+        assert_eq!(s.packets[1].tcp_flags, TCP_PSH | TCP_ACK);
+        assert_eq!(
+            s.packets[2].tcp_flags,
+            crate::packets::TCP_FIN | crate::packets::TCP_RST | TCP_ACK
+        );
+        assert!(packets_error(
+            "protocol = \"tcp\"\nport = 80\nreceiver = \"none\"\ntcp_flags = \"SX\"\n"
+        )
+        .contains("use the letters F S R P A U E C"));
+    }
+
+    #[test]
+    fn packets_are_checked_against_protocol_family_and_receiver() {
+        let cases = [
+            ("protocol = \"udp\"\nport = 9\n", "receiver = \"reads\", \"never_reads\" or \"none\""),
+            ("protocol = \"udp\"\nreceiver = \"reads\"\n", "udp packets need a `port`"),
+            ("protocol = \"icmp\"\nport = 9\n", "icmp has no port"),
+            ("protocol = \"icmp\"\nreceiver = \"reads\"\n", "`receiver` applies to udp and tcp"),
+            ("ip = 6\nprotocol = \"icmp\"\n", "IPv6 echo is \"icmpv6\""),
+            ("protocol = \"icmpv6\"\n", "\"icmpv6\" needs `ip = 6`"),
+            ("protocol = 17\n", "name it"),
+            ("protocol = 300\n", "0–255"),
+            ("protocol = \"sctp\"\n", "unknown protocol `sctp`"),
+            ("ip = 6\nprotocol = \"udp\"\nport = 9\nreceiver = \"none\"\ncorrupt = \"ip_checksum\"\n", "IPv6 has no header checksum"),
+            ("protocol = 253\ncorrupt = \"checksum\"\n", "checksums of udp, tcp, icmp and icmpv6 only"),
+            ("protocol = \"udp\"\nport = 9\nreceiver = \"none\"\ncorrupt = \"crc\"\n", "unknown corruption `crc`"),
+            ("protocol = \"udp\"\nport = 9\nreceiver = \"never_reads\"\nexpect = { delivered = 0 }\n", "only a receiver that reads"),
+            ("protocol = \"udp\"\nport = 9\nreceiver = \"reads\"\nexpect = { answered = 0 }\n", "only echo requests are answered"),
+            ("protocol = \"udp\"\nport = 9\nreceiver = \"reads\"\ndestination = \"198.18.0.77\"\n", "a receiver listens on `server`'s own address"),
+            ("protocol = \"udp\"\nport = 9\nreceiver = \"none\"\ndestination = \"10.0.0.1\"\n", "outside the ranges dropspec may use"),
+            ("protocol = \"udp\"\nport = 9\nreceiver = \"none\"\ndestination = \"2001:db8::9\"\n", "is not an IPv4 address"),
+            ("protocol = \"icmp\"\nttl = 256\n", "ttl must be 0–255"),
+            ("protocol = \"icmp\"\npayload = 1401\n", "at most 1400 bytes"),
+            ("protocol = \"icmp\"\ncount = 0\n", "count must be 1–10000"),
+        ];
+        for (entry, expected) in cases {
+            let e = packets_error(entry);
+            assert!(e.contains(expected), "{entry:?}: {e}");
+        }
+        let no_link = parse_text(&format!(
+            "{V6_BASE}\n[[packets]]\nfrom = \"client\"\nto = \"far\"\nprotocol = \"icmp\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(no_link.contains("share no link"), "{no_link}");
+        let no_v6 = parse_text(&format!(
+            "{BASE}\n[[packets]]\nfrom = \"client\"\nto = \"server\"\nip = 6\nprotocol = \"icmpv6\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(no_v6.contains("has no IPv6 addresses"), "{no_v6}");
+    }
+
+    #[test]
+    fn ipv6_needs_both_ends_and_the_documentation_range() {
+        let one_end = parse_text(&BASE.replace(
+            "addr = \"198.18.0.1/24\" }",
+            "addr = \"198.18.0.1/24\", addr6 = \"2001:db8::1/64\" }",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(one_end.contains("only one end of the link"), "{one_end}");
+        let outside = parse_text(&V6_BASE.replace("2001:db8::2/64", "fd00::2/64"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            outside.contains("outside the ranges dropspec may use"),
+            "{outside}"
+        );
+        let bad = parse_text(&V6_BASE.replace("2001:db8::2/64", "2001:db8::2/129"))
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("not an IPv6 address with prefix"), "{bad}");
+    }
+
     #[test]
     fn names_and_test_ranges() {
         let root = Path::new("/p/scenarios");
