@@ -81,8 +81,17 @@ static __always_inline struct net *drop_netns(struct sk_buff *skb, struct sock *
 					      struct sock *rx_sk)
 {
 	struct net_device *dev = BPF_CORE_READ(skb, dev);
-	if (dev)
-		return BPF_CORE_READ(dev, nd_net.net);
+	if (dev) {
+		/*
+		 * While an skb waits in a UDP socket's queue, skb->dev holds UDP's
+		 * dev_scratch (truesize and flags, not a pointer): the read fails and
+		 * yields NULL. Such drops (UDP_CSUM in udp_recvmsg or
+		 * __first_packet_length) happen in the reading task: fall through.
+		 */
+		struct net *net = BPF_CORE_READ(dev, nd_net.net);
+		if (net)
+			return net;
+	}
 	if (rx_sk)
 		return BPF_CORE_READ(rx_sk, __sk_common.skc_net.net);
 	if (sk)

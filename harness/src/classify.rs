@@ -29,6 +29,8 @@ pub struct Evidence {
     pub has_nat_rules: bool,
     /// ICMP messages the host sent, by type ("type=11").
     pub icmp_sent: BTreeMap<String, u64>,
+    /// UDP datagrams whose checksum failed (Udp.InCsumErrors + Udp6.InCsumErrors).
+    pub udp_csum_errors: u64,
     /// Drops the kernel counts but does not report through kfree_skb, by counter name
     /// (a SYN refused for a full accept queue is consumed, not dropped).
     pub silent_drops: BTreeMap<String, u64>,
@@ -75,6 +77,8 @@ pub struct Cause {
 pub struct Drop<'a> {
     pub reason: &'a str,
     pub function: &'a str,
+    /// `ipv4/udp`, `ipv6/tcp`, …
+    pub protocol: &'a str,
     pub packets: u64,
 }
 
@@ -86,8 +90,32 @@ pub fn classify(host: &str, drops: &[Drop<'_>], evidence: &Evidence) -> Vec<Caus
             *causes.entry((cause.to_owned(), detail)).or_default() += packets;
         }
     };
+    // The IPv6 UDP path keeps the NO_SOCKET reason it set before checking the checksum
+    // (6.18 __udp6_lib_rcv), while its counters do count a checksum error: checksum
+    // errors that no UDP_CSUM drop explains are taken from NO_SOCKET UDP drops.
+    let udp_csum_drops: u64 = drops
+        .iter()
+        .filter(|d| d.reason == "UDP_CSUM")
+        .map(|d| d.packets)
+        .sum();
+    let mut csum_unexplained = evidence.udp_csum_errors.saturating_sub(udp_csum_drops);
     let mut netfilter = 0;
     for d in drops {
+        if d.reason == "NO_SOCKET" && d.protocol.ends_with("/udp") && csum_unexplained > 0 {
+            let take = csum_unexplained.min(d.packets);
+            csum_unexplained -= take;
+            add(
+                "checksum",
+                "reported as NO_SOCKET, but the UDP checksum-error counter counted them".into(),
+                take,
+            );
+            add(
+                "no_socket",
+                "no socket for the port".into(),
+                d.packets - take,
+            );
+            continue;
+        }
         match d.reason {
             "NETFILTER_DROP" => netfilter += d.packets,
             "IP_CSUM" | "TCP_CSUM" | "UDP_CSUM" | "ICMP_CSUM" | "SKB_CSUM" => {
@@ -228,8 +256,46 @@ mod tests {
         Drop {
             reason: "NETFILTER_DROP",
             function: "nf_hook_slow",
+            protocol: "ipv4/tcp",
             packets,
         }
+    }
+
+    #[test]
+    fn udp6_checksum_errors_hidden_under_no_socket_are_counted_as_checksum() {
+        let d = [Drop {
+            reason: "NO_SOCKET",
+            function: "__udp6_lib_rcv",
+            protocol: "ipv6/udp",
+            packets: 6,
+        }];
+        let e = Evidence {
+            udp_csum_errors: 3,
+            ..Default::default()
+        };
+        assert_eq!(
+            names(&classify("s", &d, &e)),
+            vec![("checksum", 3), ("no_socket", 3)]
+        );
+        // Where UDP_CSUM drops already explain the counter, NO_SOCKET stays NO_SOCKET.
+        let v4 = [
+            Drop {
+                reason: "UDP_CSUM",
+                function: "__udp4_lib_rcv",
+                protocol: "ipv4/udp",
+                packets: 3,
+            },
+            Drop {
+                reason: "NO_SOCKET",
+                function: "__udp4_lib_rcv",
+                protocol: "ipv4/udp",
+                packets: 3,
+            },
+        ];
+        assert_eq!(
+            names(&classify("s", &v4, &e)),
+            vec![("checksum", 3), ("no_socket", 3)]
+        );
     }
 
     fn names(causes: &[Cause]) -> Vec<(&str, u64)> {
@@ -306,6 +372,7 @@ mod tests {
         let d = [Drop {
             reason: "IP_INHDR",
             function: "ip_forward",
+            protocol: "ipv4/udp",
             packets: 3,
         }];
         let with_icmp = Evidence {

@@ -471,6 +471,7 @@ mod tests {
                 causes: vec![],
                 counters: vec![],
                 global_sysctls: vec![],
+                packets: vec![],
                 timings: Timings::default(),
             }],
             skipped: BTreeMap::new(),

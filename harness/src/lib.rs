@@ -12,10 +12,12 @@
 pub mod classify;
 pub mod cleanup;
 pub mod counters;
+pub mod crafted;
 pub mod diff;
 pub mod faults;
 pub mod global_sysctls;
 pub mod kernel;
+pub mod packets;
 pub mod probes;
 pub mod report;
 pub mod runner;

@@ -8,7 +8,8 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::scenario::{Protocol, Scenario, TrafficExpect};
+use crate::crafted::PacketOutcome;
+use crate::scenario::{PacketExpect, PacketProtocol, Protocol, Receiver, Scenario, TrafficExpect};
 use crate::traffic::TrafficOutcome;
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -27,6 +28,8 @@ pub struct Report {
     pub counters: Vec<(String, crate::counters::HostCounters)>,
     /// Machine-wide sysctls changed for the traffic: (key, value, original).
     pub global_sysctls: Vec<(String, String, String)>,
+    /// One row per `[[packets]]` entry.
+    pub packets: Vec<PacketRow>,
     pub timings: Timings,
 }
 
@@ -50,6 +53,38 @@ pub struct TrafficRow {
     pub to: String,
     pub protocol: Protocol,
     pub outcome: TrafficOutcome,
+}
+
+/// What one `[[packets]]` entry sent and what came of it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PacketRow {
+    pub from: String,
+    /// `198.18.0.2:5000`, `[2001:db8::2]:5000`, `198.18.0.2`.
+    pub to: String,
+    /// `udp x3, payload 100, corrupt checksum, receiver reads`.
+    pub what: String,
+    pub protocol: PacketProtocol,
+    pub receiver: Receiver,
+    pub outcome: PacketOutcome,
+}
+
+impl PacketRow {
+    /// The outcomes that mean something for this entry, in a fixed order.
+    fn fields(&self) -> Vec<(&'static str, u32)> {
+        let o = &self.outcome;
+        let mut fields = Vec::new();
+        if self.receiver == Receiver::Reads {
+            fields.push(("delivered", o.delivered));
+        }
+        if self.protocol == PacketProtocol::Echo {
+            fields.push(("answered", o.answered));
+        }
+        fields.push(("errors", o.errors));
+        if self.protocol == PacketProtocol::Tcp {
+            fields.push(("resets", o.resets));
+        }
+        fields
+    }
 }
 
 /// Where a scenario's time went, phase by phase.
@@ -135,6 +170,26 @@ impl Report {
                     t.protocol.as_str(),
                     t.outcome.sent,
                     outcome_text(t.protocol, &t.outcome)
+                )
+                .unwrap();
+            }
+        }
+        if !self.packets.is_empty() {
+            writeln!(out, "packets:").unwrap();
+            for (i, p) in self.packets.iter().enumerate() {
+                let outcome: Vec<String> = p
+                    .fields()
+                    .iter()
+                    .map(|(name, value)| format!("{name} {value}"))
+                    .collect();
+                writeln!(
+                    out,
+                    "  #{} {} -> {} {}: {}",
+                    i + 1,
+                    p.from,
+                    p.to,
+                    p.what,
+                    outcome.join(", ")
                 )
                 .unwrap();
             }
@@ -368,7 +423,31 @@ pub fn check(scenario: &Scenario, report: &Report) -> Vec<Mismatch> {
             }
         }
     }
+    for (i, (spec, row)) in scenario.packets.iter().zip(&report.packets).enumerate() {
+        for (field, expected, actual) in packet_fields(&spec.expect, &row.outcome) {
+            if let Some(expected) = expected {
+                if expected != actual {
+                    mismatches.push(Mismatch(format!(
+                        "packets #{} ({} -> {} {}): expected {field} {expected}, got {actual}",
+                        i + 1,
+                        row.from,
+                        row.to,
+                        row.what
+                    )));
+                }
+            }
+        }
+    }
     mismatches
+}
+
+fn packet_fields(e: &PacketExpect, o: &PacketOutcome) -> [(&'static str, Option<u32>, u32); 4] {
+    [
+        ("delivered", e.delivered, o.delivered),
+        ("answered", e.answered, o.answered),
+        ("errors", e.errors, o.errors),
+        ("resets", e.resets, o.resets),
+    ]
 }
 
 fn traffic_fields(e: &TrafficExpect, o: &TrafficOutcome) -> [(&'static str, Option<u32>, u32); 8] {
@@ -432,6 +511,7 @@ count = 3
             causes: Vec::new(),
             counters: Vec::new(),
             global_sysctls: Vec::new(),
+            packets: vec![],
             timings: Timings::default(),
         }
     }
@@ -495,5 +575,38 @@ count = 3
         assert!(r
             .render(true)
             .contains("kernel 6.18, probe tp_btf/kfree_skb"));
+    }
+
+    #[test]
+    fn packet_rows_show_the_outcomes_that_apply() {
+        let mut r = report(vec![], 0);
+        r.traffic.clear();
+        let row = |what: &str, protocol, receiver| PacketRow {
+            from: "client".into(),
+            to: "198.18.0.2:5000".into(),
+            what: what.into(),
+            protocol,
+            receiver,
+            outcome: PacketOutcome {
+                sent: 3,
+                delivered: 2,
+                answered: 1,
+                errors: 0,
+                resets: 0,
+            },
+        };
+        r.packets = vec![
+            row("udp x3", PacketProtocol::Udp, Receiver::Reads),
+            row("tcp S x3", PacketProtocol::Tcp, Receiver::Nobody),
+            row("icmp x3", PacketProtocol::Echo, Receiver::Nobody),
+        ];
+        insta::assert_snapshot!(r.render_snapshot(), @r"
+        scenario: t
+        drops: none
+        packets:
+          #1 client -> 198.18.0.2:5000 udp x3: delivered 2, errors 0
+          #2 client -> 198.18.0.2:5000 tcp S x3: errors 0, resets 0
+          #3 client -> 198.18.0.2:5000 icmp x3: answered 1, errors 0
+        ");
     }
 }

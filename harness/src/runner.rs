@@ -5,10 +5,11 @@ use std::time::{Duration, Instant};
 
 use crate::classify::{self, Evidence};
 use crate::counters::{self, CountersError, HostCounters, RuleSource};
+use crate::crafted::{self, CraftedError};
 use crate::faults::{self, FaultError};
 use crate::global_sysctls::{self, GlobalSysctlError};
 use crate::probes::{DropProbe, ProbeError, WatchSlot};
-use crate::report::{DropRow, Report, Timings, TrafficRow};
+use crate::report::{DropRow, PacketRow, Report, Timings, TrafficRow};
 use crate::scenario::Scenario;
 use crate::topology::{Topology, TopologyError};
 use crate::traffic::{self, TrafficError, QUIET_WINDOW};
@@ -33,6 +34,8 @@ pub enum RunError {
     GlobalSysctl(#[source] GlobalSysctlError),
     #[error("reading the kernel's counters: {0}")]
     Counters(#[source] CountersError),
+    #[error("sending crafted packets: {0}")]
+    Packets(#[source] CraftedError),
 }
 
 impl From<CountersError> for RunError {
@@ -144,6 +147,8 @@ pub fn run(scenario: &Scenario) -> Result<Report, RunError> {
     let mut total_drops = || total_packets(probe, &slots);
     let outcomes =
         traffic::run(scenario, &topology, &mut total_drops).map_err(RunError::Traffic)?;
+    let (packet_outcomes, unread) =
+        crafted::run(scenario, &topology, &mut total_drops).map_err(RunError::Packets)?;
     timings.traffic = started.elapsed();
 
     let started = Instant::now();
@@ -167,6 +172,7 @@ pub fn run(scenario: &Scenario) -> Result<Report, RunError> {
 
     let started = Instant::now();
     drop(slots);
+    unread.close(&topology);
     drop(topology);
     timings.teardown = started.elapsed();
 
@@ -184,6 +190,12 @@ pub fn run(scenario: &Scenario) -> Result<Report, RunError> {
             outcome,
         })
         .collect();
+    let packets = scenario
+        .packets
+        .iter()
+        .zip(packet_outcomes)
+        .map(|(spec, outcome)| packet_row(scenario, spec, outcome))
+        .collect();
     Ok(Report {
         scenario: scenario.name.clone(),
         description: scenario.description.clone(),
@@ -194,6 +206,7 @@ pub fn run(scenario: &Scenario) -> Result<Report, RunError> {
         causes,
         counters,
         global_sysctls,
+        packets,
         timings,
     })
 }
@@ -212,12 +225,17 @@ fn classify_drops(
             .map(|d| classify::Drop {
                 reason: &d.reason,
                 function: &d.function,
+                protocol: &d.protocol,
                 packets: d.packets,
             })
             .collect();
         let mut evidence = Evidence {
             conntrack_drops: delta.conntrack.get("drop").copied().unwrap_or(0),
             conntrack_insert_failed: delta.conntrack.get("insert_failed").copied().unwrap_or(0),
+            udp_csum_errors: ["Udp.InCsumErrors", "Udp6.InCsumErrors"]
+                .iter()
+                .filter_map(|k| delta.snmp.get(*k))
+                .sum(),
             has_nat_rules: total.rules.iter().any(|r| classify::is_nat_rule(&r.rule)),
             ..Evidence::default()
         };
@@ -247,6 +265,68 @@ fn classify_drops(
         causes.extend(classify::classify(host, &host_drops, &evidence));
     }
     causes
+}
+
+fn packet_row(
+    scenario: &Scenario,
+    spec: &crate::scenario::PacketEntry,
+    outcome: crafted::PacketOutcome,
+) -> PacketRow {
+    use crate::scenario::PacketProtocol;
+    let to = match spec.protocol {
+        PacketProtocol::Udp | PacketProtocol::Tcp => {
+            std::net::SocketAddr::new(spec.destination, spec.port).to_string()
+        }
+        _ => spec.destination.to_string(),
+    };
+    let mut what = spec.protocol.name(spec.destination.is_ipv6());
+    if spec.protocol == PacketProtocol::Tcp {
+        what.push(' ');
+        what.push_str(&tcp_flags_text(spec.tcp_flags));
+    }
+    what.push_str(&format!(" x{}, payload {}", outcome.sent, spec.payload));
+    if spec.ttl != 64 {
+        what.push_str(&format!(", ttl {}", spec.ttl));
+    }
+    if spec.corrupt != crate::packets::Corruption::None {
+        what.push_str(&format!(", corrupt {}", spec.corrupt.as_str()));
+    }
+    if matches!(spec.protocol, PacketProtocol::Udp | PacketProtocol::Tcp) {
+        what.push_str(&format!(", receiver {}", spec.receiver.as_str()));
+    }
+    PacketRow {
+        from: scenario.hosts[spec.from].name.clone(),
+        to,
+        what,
+        protocol: spec.protocol,
+        receiver: spec.receiver,
+        outcome,
+    }
+}
+
+/// TCP flags as tcpdump prints them: `S`, `PA`, `R`.
+fn tcp_flags_text(flags: u8) -> String {
+    use crate::packets::*;
+    let names = [
+        (TCP_FIN, 'F'),
+        (TCP_SYN, 'S'),
+        (TCP_RST, 'R'),
+        (TCP_PSH, 'P'),
+        (TCP_ACK, 'A'),
+        (TCP_URG, 'U'),
+        (TCP_ECE, 'E'),
+        (TCP_CWR, 'C'),
+    ];
+    let text: String = names
+        .iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|(_, c)| *c)
+        .collect();
+    if text.is_empty() {
+        "none".into()
+    } else {
+        text
+    }
 }
 
 fn total_packets(probe: &DropProbe, slots: &[WatchSlot]) -> u64 {

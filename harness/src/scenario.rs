@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::packets::{Corruption, TCP_ACK, TCP_PSH, TCP_SYN};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -29,6 +31,8 @@ pub struct Scenario {
     pub links: Vec<Link>,
     pub faults: Vec<Fault>,
     pub traffic: Vec<Traffic>,
+    /// Crafted packets (`[[packets]]`), sent after `traffic`.
+    pub packets: Vec<PacketEntry>,
     pub expect: Expectations,
     /// Extra time to keep watching after traffic, for drops the kernel makes late
     /// (neighbour resolution failure, for example). Zero for almost every scenario.
@@ -85,6 +89,8 @@ pub struct Endpoint {
     /// Interface name inside the host's namespace.
     pub ifname: String,
     pub addr: Cidr,
+    /// IPv6 is off everywhere except on links whose ends both declare `addr6`.
+    pub addr6: Option<Cidr6>,
 }
 
 #[derive(Debug, Clone)]
@@ -167,13 +173,13 @@ pub struct Traffic {
     pub ttl: Option<u8>,
     /// Set DF and refuse to fragment (IP_PMTUDISC_DO).
     pub dont_fragment: bool,
-    pub receiver: Receiver,
+    pub listener: Listener,
     pub expect: TrafficExpect,
 }
 
-/// How the application at the destination behaves (UDP and TCP).
+/// How the listening socket at the destination behaves (UDP and TCP traffic).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Receiver {
+pub struct Listener {
     /// Reads datagrams / accepts connections while the traffic runs. When false, the
     /// socket just sits there (its queue fills); what it holds is counted afterwards.
     pub reads: bool,
@@ -236,6 +242,108 @@ pub struct DropExpect {
     pub reason: String,
     pub function: Option<String>,
     pub count: u64,
+}
+
+/// An IPv6 address with prefix, from 2001:db8::/32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr6 {
+    pub addr: Ipv6Addr,
+    pub prefix: u8,
+}
+
+impl fmt::Display for Cidr6 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// What follows the IP header of a crafted packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum PacketProtocol {
+    Udp,
+    Tcp,
+    /// ICMP echo request over IPv4, ICMPv6 echo request over IPv6.
+    Echo,
+    /// Any other protocol number: the payload follows the IP header directly.
+    Other(u8),
+}
+
+impl PacketProtocol {
+    /// `udp`, `tcp`, `icmp`, `icmpv6` or the number.
+    pub fn name(self, ipv6: bool) -> String {
+        match self {
+            PacketProtocol::Udp => "udp".into(),
+            PacketProtocol::Tcp => "tcp".into(),
+            PacketProtocol::Echo if ipv6 => "icmpv6".into(),
+            PacketProtocol::Echo => "icmp".into(),
+            PacketProtocol::Other(n) => format!("protocol {n}"),
+        }
+    }
+}
+
+/// The application at the destination of crafted UDP or TCP packets. It decides where
+/// the kernel drops a datagram with a bad checksum, so a scenario always names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Receiver {
+    /// A socket that reads everything with recv(2), never poll(2) or FIONREAD first. For
+    /// TCP, one end of an established connection (made with TCP_REPAIR, so no
+    /// handshake crosses the wire, with the sender's end in the sender's host).
+    Reads,
+    /// The same socket, never read.
+    NeverReads,
+    /// Nothing listens on the port.
+    Nobody,
+}
+
+impl Receiver {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Receiver::Reads => "reads",
+            Receiver::NeverReads => "never_reads",
+            Receiver::Nobody => "none",
+        }
+    }
+}
+
+/// One `[[packets]]` entry: `count` crafted frames from one host to a host it shares a
+/// link with, sent as raw Ethernet frames on the sender's end of that link.
+#[derive(Debug, Clone)]
+pub struct PacketEntry {
+    pub from: HostId,
+    pub to: HostId,
+    /// The sender's and the destination's interfaces on the link they share.
+    pub interface: String,
+    pub peer_interface: String,
+    pub source: IpAddr,
+    pub destination: IpAddr,
+    pub protocol: PacketProtocol,
+    pub source_port: u16,
+    /// Destination port (UDP and TCP; 0 otherwise).
+    pub port: u16,
+    pub count: u32,
+    /// Bytes after the transport header.
+    pub payload: usize,
+    /// IPv4 TTL or IPv6 hop limit.
+    pub ttl: u8,
+    /// TCP flag bits (`packets::TCP_*`).
+    pub tcp_flags: u8,
+    pub corrupt: Corruption,
+    pub receiver: Receiver,
+    pub timeout_ms: u64,
+    pub expect: PacketExpect,
+}
+
+/// Expected outcomes of one `[[packets]]` entry; `None` means "not asserted".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PacketExpect {
+    /// UDP datagrams, or TCP segments' worth of bytes, read by the receiver.
+    pub delivered: Option<u32>,
+    /// Echo replies that came back.
+    pub answered: Option<u32>,
+    /// ICMP or ICMPv6 errors that came back.
+    pub errors: Option<u32>,
+    /// TCP resets that came back.
+    pub resets: Option<u32>,
 }
 
 /// A problem in a scenario file, with where it is and what to do about it.
@@ -383,6 +491,11 @@ impl Validator<'_> {
             .into_iter()
             .map(|t| self.traffic(t, &links))
             .collect::<Result<_, _>>()?;
+        let packets = raw
+            .packets
+            .into_iter()
+            .map(|p| self.packet(p, &links))
+            .collect::<Result<_, _>>()?;
         let expect = self.expectations(raw.expect)?;
         let settle_min_ms = match raw.settle_ms {
             Some(ms) if *ms.get_ref() > MAX_TIMEOUT_MS => {
@@ -426,6 +539,7 @@ impl Validator<'_> {
             links,
             faults,
             traffic,
+            packets,
             expect,
             settle_min_ms,
         })
@@ -553,7 +667,13 @@ impl Validator<'_> {
                     ));
                 }
                 let addr = self.cidr(&end.addr)?;
-                ends.push(Endpoint { host, ifname, addr });
+                let addr6 = end.addr6.as_ref().map(|a| self.cidr6(a)).transpose()?;
+                ends.push(Endpoint {
+                    host,
+                    ifname,
+                    addr,
+                    addr6,
+                });
             }
             if let Some(mtu) = &spec.mtu {
                 if !(68..=65535).contains(mtu.get_ref()) {
@@ -564,6 +684,15 @@ impl Validator<'_> {
                 }
             }
             let [a, b]: [Endpoint; 2] = ends.try_into().expect("two ends pushed");
+            if a.addr6.is_some() != b.addr6.is_some() {
+                return Err(self.at.error(
+                    0..0,
+                    format!(
+                        "only one end of the link between `{}` and `{}` has `addr6`: IPv6 is enabled on a link when both ends have an address",
+                        hosts[a.host].name, hosts[b.host].name
+                    ),
+                ));
+            }
             if a.host == b.host {
                 return Err(self.at.error(
                     0..0,
@@ -807,7 +936,7 @@ impl Validator<'_> {
                 return Err(self.at.error(hold.span(), "`hold` applies to tcp only"));
             }
         }
-        let receiver = Receiver {
+        let listener = Listener {
             reads,
             rcvbuf: spec.rcvbuf,
             backlog: spec.backlog.map_or(128, Spanned::into_inner),
@@ -827,7 +956,7 @@ impl Validator<'_> {
             source,
             ttl: spec.ttl.map(Spanned::into_inner),
             dont_fragment: spec.dont_fragment.unwrap_or(false),
-            receiver,
+            listener,
             expect,
         })
     }
@@ -1013,6 +1142,393 @@ impl Validator<'_> {
     }
 }
 
+/// `[[packets]]` entries and IPv6 addresses.
+impl Validator<'_> {
+    fn packet(&self, spec: raw::Packets, links: &[Link]) -> Result<PacketEntry, ScenarioError> {
+        let from = self.host_ref(&spec.from)?;
+        let to = self.host_ref(&spec.to)?;
+        let link = links
+            .iter()
+            .find(|l| {
+                let [a, b] = &l.ends;
+                (a.host, b.host) == (from, to) || (a.host, b.host) == (to, from)
+            })
+            .ok_or_else(|| {
+                self.at.error(
+                    spec.to.span(),
+                    format!(
+                        "hosts `{}` and `{}` share no link: crafted packets go out on the sender's end of a link to the destination",
+                        spec.from.get_ref(),
+                        spec.to.get_ref()
+                    ),
+                )
+            })?;
+        let (near, far) = if link.ends[0].host == from {
+            (&link.ends[0], &link.ends[1])
+        } else {
+            (&link.ends[1], &link.ends[0])
+        };
+        let ipv6 = match spec.ip.as_ref().map(|v| *v.get_ref()) {
+            None | Some(4) => false,
+            Some(6) => true,
+            Some(_) => {
+                let span = spec.ip.as_ref().expect("matched Some").span();
+                return Err(self.at.error(span, "ip must be 4 or 6"));
+            }
+        };
+        let (link_source, link_destination) = if ipv6 {
+            match (near.addr6, far.addr6) {
+                (Some(s), Some(d)) => (IpAddr::V6(s.addr), IpAddr::V6(d.addr)),
+                _ => {
+                    return Err(self.at.error(
+                        spec.ip.as_ref().map_or(spec.to.span(), |v| v.span()),
+                        format!(
+                            "the link between `{}` and `{}` has no IPv6 addresses: give both ends an `addr6` in 2001:db8::/32",
+                            spec.from.get_ref(),
+                            spec.to.get_ref()
+                        ),
+                    ));
+                }
+            }
+        } else {
+            (IpAddr::V4(near.addr.addr), IpAddr::V4(far.addr.addr))
+        };
+        let source = self
+            .packet_address(spec.source.as_ref(), ipv6)?
+            .unwrap_or(link_source);
+        let destination = self
+            .packet_address(spec.destination.as_ref(), ipv6)?
+            .unwrap_or(link_destination);
+
+        let protocol_span = spec.protocol.span();
+        let protocol = match spec.protocol.get_ref() {
+            raw::ProtocolField::Name(name) => match (name.as_str(), ipv6) {
+                ("udp", _) => PacketProtocol::Udp,
+                ("tcp", _) => PacketProtocol::Tcp,
+                ("icmp", false) | ("icmpv6", true) => PacketProtocol::Echo,
+                ("icmp", true) => {
+                    return Err(self.at.error(protocol_span, "IPv6 echo is \"icmpv6\""));
+                }
+                ("icmpv6", false) => {
+                    return Err(self.at.error(
+                        protocol_span,
+                        "\"icmpv6\" needs `ip = 6`; IPv4 echo is \"icmp\"",
+                    ));
+                }
+                (other, _) => {
+                    return Err(self.at.error(
+                        protocol_span.clone(),
+                        format!("unknown protocol `{other}`: use \"udp\", \"tcp\", \"icmp\", \"icmpv6\" or a protocol number"),
+                    ));
+                }
+            },
+            raw::ProtocolField::Number(n) => match u8::try_from(*n) {
+                Ok(1 | 6 | 17 | 58) => {
+                    return Err(self.at.error(
+                        protocol_span,
+                        "dropspec builds this protocol's header itself: name it (\"icmp\", \"tcp\", \"udp\", \"icmpv6\")",
+                    ));
+                }
+                Ok(number) => PacketProtocol::Other(number),
+                Err(_) => return Err(self.at.error(protocol_span, "a protocol number is 0–255")),
+            },
+        };
+        let ported = matches!(protocol, PacketProtocol::Udp | PacketProtocol::Tcp);
+        let port = match (&spec.port, ported) {
+            (Some(p), true) if *p.get_ref() == 0 => {
+                return Err(self.at.error(p.span(), "port must be 1–65535"));
+            }
+            (Some(p), true) => *p.get_ref(),
+            (None, true) => {
+                return Err(self.at.error(
+                    protocol_span,
+                    format!("{} packets need a `port`", protocol.name(ipv6)),
+                ));
+            }
+            (Some(p), false) => {
+                return Err(self.at.error(
+                    p.span(),
+                    format!("{} has no port: remove `port`", protocol.name(ipv6)),
+                ));
+            }
+            (None, false) => 0,
+        };
+        let source_port = match (&spec.source_port, ported) {
+            (Some(p), true) if *p.get_ref() == 0 => {
+                return Err(self.at.error(p.span(), "source_port must be 1–65535"));
+            }
+            (Some(p), true) => *p.get_ref(),
+            (Some(p), false) => {
+                return Err(self.at.error(
+                    p.span(),
+                    format!("{} has no port: remove `source_port`", protocol.name(ipv6)),
+                ));
+            }
+            (None, _) => DEFAULT_SOURCE_PORT,
+        };
+        let receiver = match (&spec.receiver, ported) {
+            (Some(r), true) => match r.get_ref().as_str() {
+                "reads" => Receiver::Reads,
+                "never_reads" => Receiver::NeverReads,
+                "none" => Receiver::Nobody,
+                other => {
+                    return Err(self.at.error(
+                        r.span(),
+                        format!("unknown receiver `{other}`: use \"reads\", \"never_reads\" or \"none\""),
+                    ));
+                }
+            },
+            (None, true) => {
+                return Err(self.at.error(
+                    protocol_span,
+                    "say what the destination application does, because it decides where a bad checksum is dropped: receiver = \"reads\", \"never_reads\" or \"none\"",
+                ));
+            }
+            (Some(r), false) => {
+                return Err(self.at.error(
+                    r.span(),
+                    format!(
+                        "`receiver` applies to udp and tcp; the kernel itself handles {}",
+                        protocol.name(ipv6)
+                    ),
+                ));
+            }
+            (None, false) => Receiver::Nobody,
+        };
+        if receiver != Receiver::Nobody && destination != link_destination {
+            return Err(self.at.error(
+                spec.destination.as_ref().map_or(spec.to.span(), |d| d.span()),
+                format!(
+                    "a receiver listens on `{}`'s own address {link_destination}: send to it, or set receiver = \"none\"",
+                    spec.to.get_ref()
+                ),
+            ));
+        }
+        let tcp_flags = match (&spec.tcp_flags, protocol) {
+            (Some(f), PacketProtocol::Tcp) => self.tcp_flags(f)?,
+            (Some(f), _) => {
+                return Err(self
+                    .at
+                    .error(f.span(), "`tcp_flags` applies to tcp packets"));
+            }
+            (None, PacketProtocol::Tcp) if receiver == Receiver::Nobody => TCP_SYN,
+            (None, PacketProtocol::Tcp) => TCP_PSH | TCP_ACK,
+            (None, _) => 0,
+        };
+        let corrupt = match &spec.corrupt {
+            None => Corruption::None,
+            Some(c) => {
+                let corrupt = Corruption::parse(c.get_ref()).ok_or_else(|| {
+                    self.at.error(
+                        c.span(),
+                        format!(
+                            "unknown corruption `{}`: use \"none\", \"ip_checksum\", \"checksum\", \"ihl\", \"version\", \"truncated\" or \"dst_mac\"",
+                            c.get_ref()
+                        ),
+                    )
+                })?;
+                if ipv6 && matches!(corrupt, Corruption::IpChecksum | Corruption::Ihl) {
+                    return Err(self.at.error(
+                        c.span(),
+                        "IPv6 has no header checksum and no header length field",
+                    ));
+                }
+                if corrupt == Corruption::Checksum && matches!(protocol, PacketProtocol::Other(_)) {
+                    return Err(self.at.error(
+                        c.span(),
+                        "dropspec knows the checksums of udp, tcp, icmp and icmpv6 only",
+                    ));
+                }
+                corrupt
+            }
+        };
+        let count = spec.count.as_ref().map_or(1, |c| *c.get_ref());
+        if count == 0 || count > MAX_COUNT {
+            return Err(self.at.error(
+                spec.count.as_ref().map_or(spec.from.span(), |c| c.span()),
+                format!("count must be 1–{MAX_COUNT} (traffic loops are bounded)"),
+            ));
+        }
+        let payload = spec.payload.as_ref().map_or(
+            if protocol == PacketProtocol::Echo {
+                56
+            } else {
+                32
+            },
+            |p| *p.get_ref(),
+        );
+        if payload > 1400 {
+            return Err(self.at.error(
+                spec.payload
+                    .as_ref()
+                    .expect("only a given payload can be too big")
+                    .span(),
+                "payload must be at most 1400 bytes (one unfragmented packet)",
+            ));
+        }
+        let ttl = match &spec.ttl {
+            None => 64,
+            Some(t) => u8::try_from(*t.get_ref())
+                .map_err(|_| self.at.error(t.span(), "ttl must be 0–255"))?,
+        };
+        let timeout_ms = spec.timeout_ms.as_ref().map_or(200, |t| *t.get_ref());
+        if timeout_ms == 0 || timeout_ms > MAX_TIMEOUT_MS {
+            return Err(self.at.error(
+                spec.timeout_ms
+                    .as_ref()
+                    .expect("only a given timeout can be out of range")
+                    .span(),
+                format!("timeout_ms must be 1–{MAX_TIMEOUT_MS}"),
+            ));
+        }
+        let expect = self.packet_expect(protocol, receiver, ipv6, spec.expect)?;
+        Ok(PacketEntry {
+            from,
+            to,
+            interface: near.ifname.clone(),
+            peer_interface: far.ifname.clone(),
+            source,
+            destination,
+            protocol,
+            source_port,
+            port,
+            count,
+            payload,
+            ttl,
+            tcp_flags,
+            corrupt,
+            receiver,
+            timeout_ms,
+            expect,
+        })
+    }
+
+    fn packet_address(
+        &self,
+        text: Option<&Spanned<String>>,
+        ipv6: bool,
+    ) -> Result<Option<IpAddr>, ScenarioError> {
+        let Some(text) = text else {
+            return Ok(None);
+        };
+        let addr: IpAddr = text.get_ref().parse().map_err(|_| {
+            self.at.error(
+                text.span(),
+                format!("`{}` is not an IP address", text.get_ref()),
+            )
+        })?;
+        if addr.is_ipv6() != ipv6 {
+            return Err(self.at.error(
+                text.span(),
+                format!(
+                    "{addr} is not an IPv{} address (the entry's `ip`)",
+                    if ipv6 { 6 } else { 4 }
+                ),
+            ));
+        }
+        self.check_range(addr, text.span())?;
+        Ok(Some(addr))
+    }
+
+    fn tcp_flags(&self, text: &Spanned<String>) -> Result<u8, ScenarioError> {
+        let mut flags = 0;
+        for c in text.get_ref().chars() {
+            flags |= match c.to_ascii_uppercase() {
+                'F' => crate::packets::TCP_FIN,
+                'S' => TCP_SYN,
+                'R' => crate::packets::TCP_RST,
+                'P' => TCP_PSH,
+                'A' => TCP_ACK,
+                'U' => crate::packets::TCP_URG,
+                'E' => crate::packets::TCP_ECE,
+                'C' => crate::packets::TCP_CWR,
+                _ => {
+                    return Err(self.at.error(
+                        text.span(),
+                        format!("tcp_flags `{}`: use the letters F S R P A U E C, as tcpdump prints them (\"S\", \"PA\")", text.get_ref()),
+                    ));
+                }
+            };
+        }
+        Ok(flags)
+    }
+
+    fn packet_expect(
+        &self,
+        protocol: PacketProtocol,
+        receiver: Receiver,
+        ipv6: bool,
+        spec: Option<Spanned<raw::PacketExpect>>,
+    ) -> Result<PacketExpect, ScenarioError> {
+        let Some(spec) = spec else {
+            return Ok(PacketExpect::default());
+        };
+        let span = spec.span();
+        let e = spec.into_inner();
+        let ported = matches!(protocol, PacketProtocol::Udp | PacketProtocol::Tcp);
+        let wrong: &[(&str, bool, &str)] = &[
+            (
+                "delivered",
+                e.delivered.is_some() && !ported,
+                "only udp and tcp have a receiving application",
+            ),
+            (
+                "delivered",
+                e.delivered.is_some() && ported && receiver != Receiver::Reads,
+                "only a receiver that reads can count what was delivered",
+            ),
+            (
+                "answered",
+                e.answered.is_some() && protocol != PacketProtocol::Echo,
+                "only echo requests are answered",
+            ),
+            (
+                "resets",
+                e.resets.is_some() && protocol != PacketProtocol::Tcp,
+                "only tcp is reset",
+            ),
+        ];
+        if let Some((field, _, why)) = wrong.iter().find(|(_, w, _)| *w) {
+            return Err(self.at.error(
+                span,
+                format!(
+                    "`{field}` does not apply to these {} packets: {why}",
+                    protocol.name(ipv6)
+                ),
+            ));
+        }
+        Ok(PacketExpect {
+            delivered: e.delivered,
+            answered: e.answered,
+            errors: e.errors,
+            resets: e.resets,
+        })
+    }
+
+    fn cidr6(&self, text: &Spanned<String>) -> Result<Cidr6, ScenarioError> {
+        let bad = || {
+            self.at.error(
+                text.span(),
+                format!(
+                    "`{}` is not an IPv6 address with prefix, like \"2001:db8::1/64\"",
+                    text.get_ref()
+                ),
+            )
+        };
+        let (addr, prefix) = text.get_ref().split_once('/').ok_or_else(bad)?;
+        let addr: Ipv6Addr = addr.parse().map_err(|_| bad())?;
+        let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+        if prefix > 128 {
+            return Err(bad());
+        }
+        self.check_range(IpAddr::V6(addr), text.span())?;
+        Ok(Cidr6 { addr, prefix })
+    }
+}
+
+/// The source port of crafted UDP and TCP packets unless the entry gives one.
+pub const DEFAULT_SOURCE_PORT: u16 = 40000;
+
 /// 198.18.0.0/15 (RFC 2544) and 2001:db8::/32 (RFC 3849).
 pub fn is_test_address(addr: IpAddr) -> bool {
     match addr {
@@ -1045,6 +1561,8 @@ mod raw {
         pub faults: Vec<Fault>,
         #[serde(default)]
         pub traffic: Vec<Traffic>,
+        #[serde(default)]
+        pub packets: Vec<Packets>,
         #[serde(default)]
         pub expect: Expect,
         pub settle_ms: Option<Spanned<u64>>,
@@ -1093,6 +1611,7 @@ mod raw {
     pub struct Endpoint {
         pub host: Spanned<String>,
         pub addr: Spanned<String>,
+        pub addr6: Option<Spanned<String>>,
         pub name: Option<Spanned<String>>,
     }
 
@@ -1186,6 +1705,43 @@ mod raw {
         pub reason: Spanned<String>,
         pub function: Option<String>,
         pub count: u64,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Packets {
+        pub from: Spanned<String>,
+        pub to: Spanned<String>,
+        pub ip: Option<Spanned<u32>>,
+        pub source: Option<Spanned<String>>,
+        pub destination: Option<Spanned<String>>,
+        pub protocol: Spanned<ProtocolField>,
+        pub port: Option<Spanned<u16>>,
+        pub source_port: Option<Spanned<u16>>,
+        pub count: Option<Spanned<u32>>,
+        pub payload: Option<Spanned<usize>>,
+        pub ttl: Option<Spanned<u32>>,
+        pub tcp_flags: Option<Spanned<String>>,
+        pub corrupt: Option<Spanned<String>>,
+        pub receiver: Option<Spanned<String>>,
+        pub timeout_ms: Option<Spanned<u64>>,
+        pub expect: Option<Spanned<PacketExpect>>,
+    }
+
+    /// `protocol = "udp"` or `protocol = 253`.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    pub enum ProtocolField {
+        Name(String),
+        Number(i64),
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct PacketExpect {
+        pub delivered: Option<u32>,
+        pub answered: Option<u32>,
+        pub errors: Option<u32>,
+        pub resets: Option<u32>,
     }
 }
 
@@ -1380,6 +1936,140 @@ count = 4
             "[[links]]\na = { host = \"client\", addr = \"198.18.1.1/24\" }\nb = { host = \"client\", addr = \"198.18.1.2/24\" }\n",
         );
         assert!(selfie.contains("joins host `client` to itself"), "{selfie}");
+    }
+
+    const V6_BASE: &str = r#"
+description = "two hosts with IPv6"
+
+[hosts.client]
+[hosts.server]
+[hosts.far]
+
+[[links]]
+a = { host = "client", addr = "198.18.0.1/24", addr6 = "2001:db8::1/64" }
+b = { host = "server", addr = "198.18.0.2/24", addr6 = "2001:db8::2/64" }
+"#;
+
+    fn packets_error(entry: &str) -> String {
+        parse_text(&format!(
+            "{V6_BASE}\n[[packets]]\nfrom = \"client\"\nto = \"server\"\n{entry}"
+        ))
+        .unwrap_err()
+        .to_string()
+    }
+
+    #[test]
+    fn packets_take_addresses_and_interfaces_from_the_shared_link() {
+        let s = parse_text(&format!(
+            "{V6_BASE}\n[[packets]]\nfrom = \"server\"\nto = \"client\"\nip = 6\nprotocol = \"udp\"\nport = 53\nreceiver = \"reads\"\ncorrupt = \"checksum\"\ncount = 2\n\n[[packets]]\nfrom = \"client\"\nto = \"server\"\nprotocol = 253\n"
+        ))
+        .unwrap();
+        let p = &s.packets[0];
+        assert_eq!((p.from, p.to), (2, 0)); // hosts sort by name: client, far, server
+        assert_eq!(p.source, "2001:db8::2".parse::<IpAddr>().unwrap());
+        assert_eq!(p.destination, "2001:db8::1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            (p.interface.as_str(), p.peer_interface.as_str()),
+            ("eth0", "eth0")
+        );
+        assert_eq!(
+            (p.port, p.source_port, p.count, p.payload),
+            (53, DEFAULT_SOURCE_PORT, 2, 32)
+        );
+        assert_eq!(
+            (p.corrupt, p.receiver, p.ttl),
+            (Corruption::Checksum, Receiver::Reads, 64)
+        );
+        let q = &s.packets[1];
+        assert_eq!(q.protocol, PacketProtocol::Other(253));
+        assert_eq!(q.destination, "198.18.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(q.receiver, Receiver::Nobody);
+        assert_eq!(
+            s.links[0].ends[0].addr6.unwrap().to_string(),
+            "2001:db8::1/64"
+        );
+    }
+
+    #[test]
+    fn tcp_flags_default_by_receiver_and_parse_like_tcpdump() {
+        let s = parse_text(&format!(
+            "{V6_BASE}\n[[packets]]\nfrom = \"client\"\nto = \"server\"\nprotocol = \"tcp\"\nport = 80\nreceiver = \"none\"\n\n[[packets]]\nfrom = \"client\"\nto = \"server\"\nprotocol = \"tcp\"\nport = 80\nreceiver = \"reads\"\n\n[[packets]]\nfrom = \"client\"\nto = \"server\"\nprotocol = \"tcp\"\nport = 80\nreceiver = \"none\"\ntcp_flags = \"FRA\"\n"
+        ))
+        .unwrap();
+        assert_eq!(s.packets[0].tcp_flags, TCP_SYN);
+        assert_eq!(s.packets[1].tcp_flags, TCP_PSH | TCP_ACK);
+        assert_eq!(
+            s.packets[2].tcp_flags,
+            crate::packets::TCP_FIN | crate::packets::TCP_RST | TCP_ACK
+        );
+        assert!(packets_error(
+            "protocol = \"tcp\"\nport = 80\nreceiver = \"none\"\ntcp_flags = \"SX\"\n"
+        )
+        .contains("use the letters F S R P A U E C"));
+    }
+
+    #[test]
+    fn packets_are_checked_against_protocol_family_and_receiver() {
+        let cases = [
+            ("protocol = \"udp\"\nport = 9\n", "receiver = \"reads\", \"never_reads\" or \"none\""),
+            ("protocol = \"udp\"\nreceiver = \"reads\"\n", "udp packets need a `port`"),
+            ("protocol = \"icmp\"\nport = 9\n", "icmp has no port"),
+            ("protocol = \"icmp\"\nreceiver = \"reads\"\n", "`receiver` applies to udp and tcp"),
+            ("ip = 6\nprotocol = \"icmp\"\n", "IPv6 echo is \"icmpv6\""),
+            ("protocol = \"icmpv6\"\n", "\"icmpv6\" needs `ip = 6`"),
+            ("protocol = 17\n", "name it"),
+            ("protocol = 300\n", "0–255"),
+            ("protocol = \"sctp\"\n", "unknown protocol `sctp`"),
+            ("ip = 6\nprotocol = \"udp\"\nport = 9\nreceiver = \"none\"\ncorrupt = \"ip_checksum\"\n", "IPv6 has no header checksum"),
+            ("protocol = 253\ncorrupt = \"checksum\"\n", "checksums of udp, tcp, icmp and icmpv6 only"),
+            ("protocol = \"udp\"\nport = 9\nreceiver = \"none\"\ncorrupt = \"crc\"\n", "unknown corruption `crc`"),
+            ("protocol = \"udp\"\nport = 9\nreceiver = \"never_reads\"\nexpect = { delivered = 0 }\n", "only a receiver that reads"),
+            ("protocol = \"udp\"\nport = 9\nreceiver = \"reads\"\nexpect = { answered = 0 }\n", "only echo requests are answered"),
+            ("protocol = \"udp\"\nport = 9\nreceiver = \"reads\"\ndestination = \"198.18.0.77\"\n", "a receiver listens on `server`'s own address"),
+            ("protocol = \"udp\"\nport = 9\nreceiver = \"none\"\ndestination = \"10.0.0.1\"\n", "outside the ranges dropspec may use"),
+            ("protocol = \"udp\"\nport = 9\nreceiver = \"none\"\ndestination = \"2001:db8::9\"\n", "is not an IPv4 address"),
+            ("protocol = \"icmp\"\nttl = 256\n", "ttl must be 0–255"),
+            ("protocol = \"icmp\"\npayload = 1401\n", "at most 1400 bytes"),
+            ("protocol = \"icmp\"\ncount = 0\n", "count must be 1–10000"),
+        ];
+        for (entry, expected) in cases {
+            let e = packets_error(entry);
+            assert!(e.contains(expected), "{entry:?}: {e}");
+        }
+        let no_link = parse_text(&format!(
+            "{V6_BASE}\n[[packets]]\nfrom = \"client\"\nto = \"far\"\nprotocol = \"icmp\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(no_link.contains("share no link"), "{no_link}");
+        let no_v6 = parse_text(&format!(
+            "{BASE}\n[[packets]]\nfrom = \"client\"\nto = \"server\"\nip = 6\nprotocol = \"icmpv6\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(no_v6.contains("has no IPv6 addresses"), "{no_v6}");
+    }
+
+    #[test]
+    fn ipv6_needs_both_ends_and_the_documentation_range() {
+        let one_end = parse_text(&BASE.replace(
+            "addr = \"198.18.0.1/24\" }",
+            "addr = \"198.18.0.1/24\", addr6 = \"2001:db8::1/64\" }",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(one_end.contains("only one end of the link"), "{one_end}");
+        let outside = parse_text(&V6_BASE.replace("2001:db8::2/64", "fd00::2/64"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            outside.contains("outside the ranges dropspec may use"),
+            "{outside}"
+        );
+        let bad = parse_text(&V6_BASE.replace("2001:db8::2/64", "2001:db8::2/129"))
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("not an IPv6 address with prefix"), "{bad}");
     }
 
     #[test]

@@ -148,7 +148,7 @@ fn run_one(
             .map_err(sock_err("opening TCP sockets"))?;
             let (outcome, connections) = connects(sockets, listener.as_ref(), traffic, activity)
                 .map_err(sock_err("connecting over TCP"))?;
-            if traffic.receiver.hold {
+            if traffic.listener.hold {
                 held.clients.extend(connections.clients);
                 held.accepted.extend(connections.accepted);
             } else {
@@ -171,7 +171,7 @@ fn in_netns<T: Send>(
 
 /// Waits until `done` holds, or nothing changed for [`QUIET_WINDOW`], or `timeout` passed.
 /// `progress` is polled each round and returns a number that grows as answers arrive.
-fn await_outcome(
+pub(crate) fn await_outcome(
     timeout: Duration,
     activity: &mut dyn Activity,
     mut progress: impl FnMut() -> io::Result<(u64, bool)>,
@@ -243,7 +243,7 @@ fn datagrams(
     }
     let count = traffic.count;
     await_outcome(Duration::from_millis(traffic.timeout_ms), activity, || {
-        if let (Some(listener), true) = (listener, traffic.receiver.reads) {
+        if let (Some(listener), true) = (listener, traffic.listener.reads) {
             outcome.delivered += drain(listener.as_raw_fd(), |_| true)?;
         }
         outcome.errors += drain_errors(socket.as_raw_fd())?;
@@ -252,7 +252,7 @@ fn datagrams(
     })?;
     // A receiver that never reads is emptied only now, so its queue filled up during
     // the traffic; what it held counts as delivered, and closing it purges nothing.
-    if let (Some(listener), false) = (listener, traffic.receiver.reads) {
+    if let (Some(listener), false) = (listener, traffic.listener.reads) {
         outcome.delivered += drain(listener.as_raw_fd(), |_| true)?;
     }
     Ok(outcome)
@@ -287,7 +287,7 @@ fn connects(
                 *attempt = poll_connect(socket.as_raw_fd())?;
             }
         }
-        if let (Some(listener), true) = (listener, traffic.receiver.reads) {
+        if let (Some(listener), true) = (listener, traffic.listener.reads) {
             accepted.extend(accept_all(listener.as_raw_fd())?);
         }
         let settled = attempts.iter().filter(|a| **a != Attempt::Pending).count();
@@ -424,7 +424,7 @@ fn open_listener(traffic: &Traffic) -> io::Result<OwnedFd> {
         _ => socket(libc::SOCK_DGRAM, libc::IPPROTO_UDP)?,
     };
     set_int_option(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
-    if let Some(bytes) = traffic.receiver.rcvbuf {
+    if let Some(bytes) = traffic.listener.rcvbuf {
         let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
         set_int_option(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, bytes)?;
     }
@@ -441,7 +441,7 @@ fn open_listener(traffic: &Traffic) -> io::Result<OwnedFd> {
         return Err(io::Error::last_os_error());
     }
     if protocol == Protocol::Tcp {
-        let backlog = libc::c_int::try_from(traffic.receiver.backlog).unwrap_or(libc::c_int::MAX);
+        let backlog = libc::c_int::try_from(traffic.listener.backlog).unwrap_or(libc::c_int::MAX);
         // SAFETY: listen(2) on a socket we own.
         if unsafe { libc::listen(socket.as_raw_fd(), backlog) } < 0 {
             return Err(io::Error::last_os_error());

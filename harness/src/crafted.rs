@@ -1,0 +1,637 @@
+//! Sends a scenario's crafted packets (`[[packets]]`) and records what came of them.
+//!
+//! Each entry's frames go out through an AF_PACKET socket on the sender's end of the
+//! link to the destination ([`crate::packets`]), so the destination's kernel receives
+//! them exactly as built and verifies every checksum. The same socket sees what comes
+//! back on that interface (echo replies, ICMP errors, TCP resets), the way a capture
+//! would, whatever the sender's kernel then does with it.
+//!
+//! The application at the destination is part of the scenario ([`Receiver`]), because
+//! it decides where a damaged packet dies:
+//!
+//! - UDP, `reads`: a socket bound to the port, read with `recv(2)` only. A datagram
+//!   with a bad checksum and at most 76 bytes of UDP (header + 68 bytes of payload) is
+//!   dropped on arrival in `__udp4_lib_rcv`/`__udp6_lib_rcv` (UDP_CSUM): the kernel checks
+//!   short packets at once (`CHECKSUM_BREAK`). A longer one is queued unchecked and
+//!   dropped when the application reads it, in `udp_recvmsg`/`udpv6_recvmsg` — blocking
+//!   or not, measured the same. An application that polls or asks FIONREAD first would
+//!   see it dropped in `__first_packet_length` instead, which is why the harness never
+//!   does.
+//! - UDP, `never_reads`: the same socket, never read. Short bad datagrams still die on
+//!   arrival; longer ones sit in the queue, and no drop is reported while the scenario
+//!   runs. When the socket closes they are freed in `udp_destruct_common` from an RCU
+//!   callback (measured: NOT_SPECIFIED, on whatever task the CPU was running, with
+//!   `skb->dev` overwritten by UDP's `dev_scratch`), a drop no namespace can claim.
+//! - UDP, `none`: nothing listens; a bad checksum is UDP_CSUM in `__udp4_lib_rcv`
+//!   whatever the size (checked before the port-unreachable answer), a good one is
+//!   NO_SOCKET and answered with ICMP port unreachable.
+//! - TCP, `reads`/`never_reads`: an established connection made with TCP_REPAIR on both
+//!   ends, so no handshake crosses the wire and nothing but the crafted segments does.
+//!   The sender's end holds the crafted payload in its send queue as "sent, not yet
+//!   acknowledged", so the destination's ACKs are accepted silently. A bad checksum on a
+//!   segment of at most 76 bytes (header + 56 bytes) is TCP_CSUM in `tcp_v4_rcv`; a
+//!   longer one in `tcp_v4_do_rcv` (IPv6: `tcp_v6_rcv`, `tcp_v6_do_rcv`).
+//! - TCP, `none`: a closed port. A good segment is NO_SOCKET at the destination and
+//!   answered with a reset, which the sender's kernel (that has no socket for it)
+//!   drops as NO_SOCKET too.
+//! - Echo requests are answered by the destination's kernel; the sender holds an ICMP
+//!   ping socket with the request's identifier so the replies are consumed, not dropped
+//!   as NO_SOCKET in `ping_rcv`.
+//!
+//! Sockets are closed so that closing adds no drop: every queue the harness owns is
+//! read empty first, and the TCP ends are closed in repair mode, which sends nothing.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use crate::packets::{self, FrameSpec, PacketError, PacketSocket, Reply, Transport};
+use crate::scenario::{HostId, PacketEntry, PacketProtocol, Receiver, Scenario};
+use crate::topology::{Netns, Topology, TopologyError};
+use crate::traffic::{await_outcome, Activity};
+
+/// The identifier of crafted echo requests (and the port of the sender's ping socket).
+pub const ECHO_ID: u16 = 4242;
+/// Initial sequence numbers of the repaired TCP connection: the sender's, the receiver's.
+const SENDER_ISN: u32 = 1_000_000;
+const RECEIVER_ISN: u32 = 2_000_000;
+/// Frames sent between two reads of every queue, so none can overflow on the way.
+const BATCH: u32 = 64;
+
+/// What one `[[packets]]` entry achieved.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PacketOutcome {
+    pub sent: u32,
+    /// UDP datagrams read by the receiver; for TCP, bytes read divided by the payload
+    /// size (segments' worth).
+    pub delivered: u32,
+    /// Echo replies seen on the sender's interface.
+    pub answered: u32,
+    /// ICMP/ICMPv6 errors seen on the sender's interface.
+    pub errors: u32,
+    /// TCP resets seen on the sender's interface.
+    pub resets: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CraftedError {
+    #[error("packets #{index} ({what}): {source}")]
+    Socket {
+        index: usize,
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("packets #{index}: {source}")]
+    Packet {
+        index: usize,
+        #[source]
+        source: PacketError,
+    },
+    #[error("packets #{index}: {source}")]
+    Namespace {
+        index: usize,
+        #[source]
+        source: TopologyError,
+    },
+}
+
+/// Sends every `[[packets]]` entry in order and returns one outcome per entry, and the
+/// sockets of `never_reads` UDP receivers, to be closed with [`Unread::close`] once the
+/// drop counts are collected.
+pub fn run(
+    scenario: &Scenario,
+    topology: &Topology,
+    activity: &mut dyn Activity,
+) -> Result<(Vec<PacketOutcome>, Unread), CraftedError> {
+    let mut unread = Unread::default();
+    let outcomes = scenario
+        .packets
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| run_one(i + 1, entry, topology, activity, &mut unread))
+        .collect::<Result<_, _>>()?;
+    Ok((outcomes, unread))
+}
+
+/// UDP sockets the destination application never read, with what is still queued on
+/// them.
+///
+/// Closing such a socket frees its queue from an RCU callback (`udp_destruct_common`),
+/// in the context of whatever task the CPU runs then, with `skb->dev` overwritten by
+/// UDP's scratch data: no namespace could be trusted with those drops. So they are read
+/// empty instead, from a thread inside their host, after the host is no longer watched
+/// (checksums are verified on that read, and a bad one is dropped then, unseen), and
+/// only then closed.
+#[derive(Default)]
+pub struct Unread {
+    sockets: Vec<(HostId, OwnedFd)>,
+}
+
+impl Unread {
+    /// Reads every socket empty inside its host's namespace, then closes it. Call it
+    /// after the drop probe stopped watching the scenario and before the topology goes.
+    pub fn close(self, topology: &Topology) {
+        for (host, socket) in self.sockets {
+            let fd = socket.as_raw_fd();
+            // Best effort: if the thread cannot be made, closing still frees the queue.
+            let _ = topology.host(host).run(|| read_all(fd));
+        }
+    }
+}
+
+/// The destination application's sockets.
+enum Application {
+    None,
+    Udp(OwnedFd),
+    /// The receiver's and the sender's ends of a repaired connection.
+    Tcp {
+        receiver: OwnedFd,
+        sender: OwnedFd,
+    },
+}
+
+fn run_one(
+    index: usize,
+    entry: &PacketEntry,
+    topology: &Topology,
+    activity: &mut dyn Activity,
+    unread: &mut Unread,
+) -> Result<PacketOutcome, CraftedError> {
+    let socket_error = |what: &str| {
+        let what = what.to_owned();
+        move |source| CraftedError::Socket {
+            index,
+            what,
+            source,
+        }
+    };
+    let packet_error = |source| CraftedError::Packet { index, source };
+    let in_netns = |netns: &Netns, f: &(dyn Fn() -> io::Result<OwnedFd> + Sync)| {
+        netns
+            .run(f)
+            .map_err(|source| CraftedError::Namespace { index, source })
+    };
+    let sender_ns = topology.host(entry.from);
+    let receiver_ns = topology.host(entry.to);
+    let tap = PacketSocket::open(sender_ns, &entry.interface).map_err(packet_error)?;
+    let peer_mac =
+        packets::interface_mac(receiver_ns, &entry.peer_interface).map_err(packet_error)?;
+
+    let source = SocketAddr::new(entry.source, entry.source_port);
+    let destination = SocketAddr::new(entry.destination, entry.port);
+    let application = match (entry.protocol, entry.receiver) {
+        (_, Receiver::Nobody) => Application::None,
+        (PacketProtocol::Udp, _) => Application::Udp(
+            in_netns(receiver_ns, &|| udp_socket(destination))?
+                .map_err(socket_error("opening the receiving UDP socket"))?,
+        ),
+        (PacketProtocol::Tcp, _) => {
+            let unacked = vec![PAYLOAD_BYTE; entry.payload * entry.count as usize];
+            let receiver = in_netns(receiver_ns, &|| {
+                repaired_connection(destination, source, RECEIVER_ISN, SENDER_ISN, &[])
+            })?
+            .map_err(socket_error(
+                "opening the receiving end of a repaired TCP connection",
+            ))?;
+            let sender = in_netns(sender_ns, &|| {
+                repaired_connection(source, destination, SENDER_ISN, RECEIVER_ISN, &unacked)
+            })?
+            .map_err(socket_error(
+                "opening the sending end of a repaired TCP connection",
+            ))?;
+            Application::Tcp { receiver, sender }
+        }
+        (PacketProtocol::Echo | PacketProtocol::Other(_), _) => Application::None,
+    };
+    let ping = match entry.protocol {
+        PacketProtocol::Echo => Some(in_netns(sender_ns, &|| ping_socket(entry.source))?.map_err(
+            socket_error("opening the ICMP ping socket that takes the replies"),
+        )?),
+        _ => None,
+    };
+
+    let mut outcome = PacketOutcome::default();
+    let mut delivered_bytes = 0usize;
+    let mut collect = |outcome: &mut PacketOutcome| -> io::Result<()> {
+        read_replies(&tap, entry, outcome)?;
+        match &application {
+            Application::Udp(socket) if entry.receiver == Receiver::Reads => {
+                // Read from inside the destination: a datagram whose checksum fails
+                // on this read is dropped in the reading task, and the probe can only
+                // attribute it by that task's namespace (see Unread).
+                let fd = socket.as_raw_fd();
+                let read = receiver_ns
+                    .run(|| read_all(fd))
+                    .map_err(io::Error::other)??;
+                outcome.delivered += read.0;
+            }
+            Application::Tcp { receiver, .. } if entry.receiver == Receiver::Reads => {
+                delivered_bytes += read_all(receiver.as_raw_fd())?.1;
+                if let Some(segments) = delivered_bytes.checked_div(entry.payload) {
+                    outcome.delivered = segments as u32;
+                }
+            }
+            _ => {}
+        }
+        if let Some(ping) = &ping {
+            read_all(ping.as_raw_fd())?;
+        }
+        Ok(())
+    };
+
+    for i in 0..entry.count {
+        let frame = packets::build(&frame_spec(entry, i, tap.mac(), peer_mac));
+        tap.send(&frame)
+            .map_err(socket_error("sending a frame on the AF_PACKET socket"))?;
+        outcome.sent += 1;
+        if (i + 1) % BATCH == 0 {
+            collect(&mut outcome).map_err(socket_error("reading between batches"))?;
+        }
+    }
+    let count = u64::from(entry.count);
+    await_outcome(Duration::from_millis(entry.timeout_ms), activity, || {
+        collect(&mut outcome)?;
+        let answers =
+            u64::from(outcome.delivered + outcome.answered + outcome.errors + outcome.resets);
+        Ok((answers, answers >= count))
+    })
+    .map_err(socket_error("waiting for the outcome"))?;
+
+    // Close without leaving anything queued: a queued skb purged at close is a drop.
+    tap.stop_receiving()
+        .map_err(socket_error("detaching the AF_PACKET socket"))?;
+    collect(&mut outcome).map_err(socket_error("reading the last answers"))?;
+    if let Application::Tcp { receiver, sender } = &application {
+        for socket in [receiver, sender] {
+            // In repair mode close(2) sends nothing: no FIN, no RST.
+            set_int(socket.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_REPAIR, 1)
+                .map_err(socket_error("closing the repaired connection"))?;
+        }
+    }
+    if let (Application::Udp(socket), Receiver::NeverReads) = (application, entry.receiver) {
+        unread.sockets.push((entry.to, socket));
+    }
+    Ok(outcome)
+}
+
+const PAYLOAD_BYTE: u8 = 0x5a;
+
+/// The `i`-th frame of an entry (0-based).
+fn frame_spec(
+    entry: &PacketEntry,
+    i: u32,
+    source_mac: packets::Mac,
+    peer_mac: packets::Mac,
+) -> FrameSpec {
+    let transport = match entry.protocol {
+        PacketProtocol::Udp => Transport::Udp {
+            source_port: entry.source_port,
+            destination_port: entry.port,
+        },
+        PacketProtocol::Tcp => {
+            let connected = entry.receiver != Receiver::Nobody;
+            let seq = if connected {
+                // Back to back in the connection's sequence space.
+                SENDER_ISN.wrapping_add(i.wrapping_mul(entry.payload as u32))
+            } else {
+                SENDER_ISN.wrapping_add(i)
+            };
+            let ack = if entry.tcp_flags & packets::TCP_ACK != 0 {
+                RECEIVER_ISN
+            } else {
+                0
+            };
+            Transport::Tcp {
+                source_port: entry.source_port,
+                destination_port: entry.port,
+                seq,
+                ack,
+                flags: entry.tcp_flags,
+                window: 65535,
+            }
+        }
+        PacketProtocol::Echo => Transport::Echo {
+            id: ECHO_ID,
+            seq: (i + 1) as u16,
+        },
+        PacketProtocol::Other(protocol) => Transport::Other { protocol },
+    };
+    FrameSpec {
+        source_mac,
+        destination_mac: peer_mac,
+        source: entry.source,
+        destination: entry.destination,
+        ttl: entry.ttl,
+        ident: (i + 1) as u16,
+        transport,
+        payload: vec![PAYLOAD_BYTE; entry.payload],
+        corrupt: entry.corrupt,
+    }
+}
+
+/// Reads every frame waiting on the AF_PACKET socket and counts the answers among them.
+fn read_replies(
+    tap: &PacketSocket,
+    entry: &PacketEntry,
+    outcome: &mut PacketOutcome,
+) -> io::Result<()> {
+    let mut buf = [0u8; 2048];
+    while let Some(n) = tap.receive(&mut buf)? {
+        match packets::classify_reply(&buf[..n], entry.source, entry.destination) {
+            Some(Reply::EchoReply { id }) if id == ECHO_ID => outcome.answered += 1,
+            Some(Reply::IcmpError { .. }) => outcome.errors += 1,
+            Some(Reply::TcpReset) => outcome.resets += 1,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Reads a socket until it is empty: (messages, bytes).
+fn read_all(fd: RawFd) -> io::Result<(u32, usize)> {
+    let mut buf = [0u8; 65536];
+    let (mut messages, mut bytes) = (0, 0);
+    loop {
+        // SAFETY: buf is valid for its length.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            return match err.raw_os_error() {
+                Some(libc::EAGAIN) => Ok((messages, bytes)),
+                _ => Err(err),
+            };
+        }
+        if n == 0 && messages > 0 {
+            // End of a TCP stream (never expected: the sender never sends FIN).
+            return Ok((messages, bytes));
+        }
+        messages += 1;
+        bytes += n as usize;
+    }
+}
+
+fn family(addr: &SocketAddr) -> libc::c_int {
+    match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    }
+}
+
+fn new_socket(
+    domain: libc::c_int,
+    kind: libc::c_int,
+    protocol: libc::c_int,
+) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the descriptor is owned by the OwnedFd below.
+    let fd = unsafe {
+        libc::socket(
+            domain,
+            kind | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            protocol,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned by socket(2) and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: value outlives the call; the length matches its type.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// A `sockaddr_in` or `sockaddr_in6` for `addr`, with its length.
+fn socket_address(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*v4.ip()).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is large and aligned enough for any sockaddr.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(v6) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                },
+                sin6_scope_id: 0,
+            };
+            // SAFETY: as above.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+fn bind(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
+    let (storage, len) = socket_address(addr);
+    // SAFETY: storage holds a valid sockaddr of length len.
+    if unsafe { libc::bind(fd, (&storage as *const libc::sockaddr_storage).cast(), len) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The destination application's UDP socket, bound to the destination address and port.
+fn udp_socket(at: SocketAddr) -> io::Result<OwnedFd> {
+    let socket = new_socket(family(&at), libc::SOCK_DGRAM, libc::IPPROTO_UDP)?;
+    bind(socket.as_raw_fd(), at)?;
+    Ok(socket)
+}
+
+/// An ICMP (or ICMPv6) ping socket whose identifier is [`ECHO_ID`], so the kernel hands
+/// it the replies to the crafted echo requests instead of dropping them.
+fn ping_socket(address: IpAddr) -> io::Result<OwnedFd> {
+    let at = SocketAddr::new(address, ECHO_ID);
+    let protocol = match address {
+        IpAddr::V4(_) => libc::IPPROTO_ICMP,
+        IpAddr::V6(_) => libc::IPPROTO_ICMPV6,
+    };
+    let socket = new_socket(family(&at), libc::SOCK_DGRAM, protocol)?;
+    bind(socket.as_raw_fd(), at)?;
+    Ok(socket)
+}
+
+/// `TCP_REPAIR_QUEUE` values and the "off without a window probe" mode of `TCP_REPAIR`
+/// (`<linux/tcp.h>`).
+const TCP_RECV_QUEUE: libc::c_int = 1;
+const TCP_SEND_QUEUE: libc::c_int = 2;
+const TCP_REPAIR_OFF_NO_WP: libc::c_int = -1;
+
+/// One end of an established TCP connection made without a handshake (TCP_REPAIR, the
+/// interface CRIU restores connections with): bound to `local`, connected to `peer`,
+/// with `send_seq` and `recv_seq` as the next sequence numbers each way. `unacked` is
+/// put in the send queue as already sent, so the peer's acknowledgements of it are
+/// accepted. Leaving repair mode without a window probe means nothing is sent.
+fn repaired_connection(
+    local: SocketAddr,
+    peer: SocketAddr,
+    send_seq: u32,
+    recv_seq: u32,
+    unacked: &[u8],
+) -> io::Result<OwnedFd> {
+    let socket = new_socket(family(&local), libc::SOCK_STREAM, libc::IPPROTO_TCP)?;
+    let fd = socket.as_raw_fd();
+    set_int(fd, libc::IPPROTO_TCP, libc::TCP_REPAIR, 1)?;
+    set_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    bind(fd, local)?;
+    set_int(
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_REPAIR_QUEUE,
+        TCP_SEND_QUEUE,
+    )?;
+    set_int(
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_QUEUE_SEQ,
+        send_seq as libc::c_int,
+    )?;
+    set_int(
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_REPAIR_QUEUE,
+        TCP_RECV_QUEUE,
+    )?;
+    set_int(
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_QUEUE_SEQ,
+        recv_seq as libc::c_int,
+    )?;
+    let (storage, len) = socket_address(peer);
+    // SAFETY: storage holds a valid sockaddr of length len. In repair mode connect(2)
+    // moves the socket to ESTABLISHED at once and sends nothing.
+    if unsafe { libc::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if !unacked.is_empty() {
+        set_int(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_REPAIR_QUEUE,
+            TCP_SEND_QUEUE,
+        )?;
+        // SAFETY: unacked is valid for its length.
+        let n = unsafe { libc::send(fd, unacked.as_ptr().cast(), unacked.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if n as usize != unacked.len() {
+            return Err(io::Error::other(format!(
+                "the repaired send queue took {n} of {} bytes",
+                unacked.len()
+            )));
+        }
+    }
+    set_int(
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_REPAIR,
+        TCP_REPAIR_OFF_NO_WP,
+    )?;
+    Ok(socket)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packets::Corruption;
+    use std::path::Path;
+
+    fn entry(text: &str) -> PacketEntry {
+        let scenario = crate::scenario::parse(
+            &format!(
+                r#"
+description = "t"
+[hosts.client]
+[hosts.server]
+[[links]]
+a = {{ host = "client", addr = "198.18.0.1/24" }}
+b = {{ host = "server", addr = "198.18.0.2/24" }}
+[[packets]]
+from = "client"
+to = "server"
+{text}
+"#
+            ),
+            Path::new("t.toml"),
+            "t",
+            Path::new("."),
+        )
+        .unwrap();
+        scenario.packets[0].clone()
+    }
+
+    #[test]
+    fn tcp_segments_on_a_connection_follow_each_other() {
+        let e = entry(
+            "protocol = \"tcp\"\nport = 80\nreceiver = \"reads\"\npayload = 100\ncount = 3\n",
+        );
+        let seqs: Vec<u32> = (0..3)
+            .map(|i| match frame_spec(&e, i, [0; 6], [1; 6]).transport {
+                Transport::Tcp {
+                    seq, ack, flags, ..
+                } => {
+                    assert_eq!(ack, RECEIVER_ISN);
+                    assert_eq!(flags, packets::TCP_PSH | packets::TCP_ACK);
+                    seq
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(seqs, [SENDER_ISN, SENDER_ISN + 100, SENDER_ISN + 200]);
+    }
+
+    #[test]
+    fn syns_to_a_closed_port_carry_no_ack() {
+        let e = entry("protocol = \"tcp\"\nport = 80\nreceiver = \"none\"\n");
+        match frame_spec(&e, 0, [0; 6], [1; 6]).transport {
+            Transport::Tcp { ack, flags, .. } => {
+                assert_eq!(flags, packets::TCP_SYN);
+                assert_eq!(ack, 0);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_frame_of_an_entry_carries_its_corruption() {
+        let e =
+            entry("protocol = \"udp\"\nport = 9\nreceiver = \"none\"\ncorrupt = \"ip_checksum\"\n");
+        let spec = frame_spec(&e, 4, [0; 6], [1; 6]);
+        assert_eq!(spec.corrupt, Corruption::IpChecksum);
+        assert_eq!(spec.ident, 5);
+        assert_eq!(spec.payload.len(), 32);
+    }
+}

@@ -1,0 +1,1072 @@
+//! Crafted packets: Ethernet frames carrying IPv4 or IPv6 and TCP, UDP, ICMP echo or
+//! ICMPv6 echo, built byte by byte with correct checksums, then damaged on purpose
+//! ([`Corruption`]), and the AF_PACKET socket that puts them on a host's veth.
+//!
+//! Why frames and not sockets: a socket never sends a wrong checksum, and on veth the
+//! kernel does not even compute one (CHECKSUM_PARTIAL travels with the skb and the
+//! receiver trusts it). A frame written to an AF_PACKET socket is CHECKSUM_NONE: the
+//! receiving kernel verifies every checksum in software, whatever the offload settings
+//! of either veth end (measured on 6.18: `ethtool -K rx/tx off` changes nothing).
+//!
+//! The builder knows nothing of namespaces; [`PacketSocket`] is opened inside one by
+//! [`Netns::run`], because an AF_PACKET socket, like every socket, belongs to the
+//! namespace it was created in, and the interface index and MAC address must be asked
+//! of that namespace too (`/sys/class/net` would show the root namespace's devices to a
+//! thread that only called `setns`).
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use crate::topology::{Netns, TopologyError};
+
+pub type Mac = [u8; 6];
+
+/// The destination MAC of [`Corruption::DstMac`]: locally administered unicast, and no
+/// veth of ours has it (theirs are random, and checked against it at build time).
+pub const WRONG_MAC: Mac = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
+
+/// How many bytes [`Corruption::Truncated`] cuts off the end of the frame.
+pub const TRUNCATED_BY: usize = 4;
+
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMPV6: u8 = 58;
+
+/// TCP flag bits, in header order.
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_PSH: u8 = 0x08;
+pub const TCP_ACK: u8 = 0x10;
+pub const TCP_URG: u8 = 0x20;
+pub const TCP_ECE: u8 = 0x40;
+pub const TCP_CWR: u8 = 0x80;
+
+/// What is wrong with a frame on purpose. Everything else about it stays correct.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Corruption {
+    None,
+    /// The IPv4 header checksum is wrong (IPv6 has none).
+    IpChecksum,
+    /// The TCP, UDP, ICMP or ICMPv6 checksum is wrong.
+    Checksum,
+    /// The IPv4 header length field says 4 words (16 bytes), below the minimum of 5.
+    Ihl,
+    /// The IP version nibble disagrees with the EtherType (6 in an IPv4 header, 4 in an
+    /// IPv6 one).
+    Version,
+    /// The frame ends [`TRUNCATED_BY`] bytes before the length its IP header announces.
+    Truncated,
+    /// The Ethernet destination is [`WRONG_MAC`], a unicast address of no host.
+    DstMac,
+}
+
+impl Corruption {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Corruption::None => "none",
+            Corruption::IpChecksum => "ip_checksum",
+            Corruption::Checksum => "checksum",
+            Corruption::Ihl => "ihl",
+            Corruption::Version => "version",
+            Corruption::Truncated => "truncated",
+            Corruption::DstMac => "dst_mac",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Corruption> {
+        Some(match text {
+            "none" => Corruption::None,
+            "ip_checksum" => Corruption::IpChecksum,
+            "checksum" => Corruption::Checksum,
+            "ihl" => Corruption::Ihl,
+            "version" => Corruption::Version,
+            "truncated" => Corruption::Truncated,
+            "dst_mac" => Corruption::DstMac,
+            _ => return None,
+        })
+    }
+}
+
+/// What follows the IP header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp {
+        source_port: u16,
+        destination_port: u16,
+    },
+    Tcp {
+        source_port: u16,
+        destination_port: u16,
+        seq: u32,
+        ack: u32,
+        flags: u8,
+        window: u16,
+    },
+    /// ICMP echo request over IPv4, ICMPv6 echo request over IPv6.
+    Echo { id: u16, seq: u16 },
+    /// No transport header: the payload follows the IP header under this protocol number.
+    Other { protocol: u8 },
+}
+
+impl Transport {
+    /// The IP protocol / next-header number for this transport in `family`.
+    pub fn protocol(&self, ipv6: bool) -> u8 {
+        match self {
+            Transport::Udp { .. } => PROTO_UDP,
+            Transport::Tcp { .. } => PROTO_TCP,
+            Transport::Echo { .. } if ipv6 => PROTO_ICMPV6,
+            Transport::Echo { .. } => PROTO_ICMP,
+            Transport::Other { protocol } => *protocol,
+        }
+    }
+}
+
+/// One frame to build. `source` and `destination` must be of the same family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameSpec {
+    pub source_mac: Mac,
+    pub destination_mac: Mac,
+    pub source: IpAddr,
+    pub destination: IpAddr,
+    /// IPv4 TTL or IPv6 hop limit.
+    pub ttl: u8,
+    /// IPv4 identification (ignored for IPv6).
+    pub ident: u16,
+    pub transport: Transport,
+    pub payload: Vec<u8>,
+    pub corrupt: Corruption,
+}
+
+/// RFC 1071 Internet checksum of `data`, ready to store (already complemented).
+pub fn checksum(data: &[u8]) -> u16 {
+    fold(sum_words(0, data))
+}
+
+/// Adds `data` as big-endian 16-bit words to `sum` (an odd last byte is padded with 0).
+fn sum_words(mut sum: u32, data: &[u8]) -> u32 {
+    let mut chunks = data.chunks_exact(2);
+    for word in &mut chunks {
+        sum = sum.wrapping_add(u32::from(u16::from_be_bytes([word[0], word[1]])));
+        // Fold early so a long payload can never overflow the accumulator.
+        if sum > 0xffff_0000 {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+    }
+    if let [last] = chunks.remainder() {
+        sum = sum.wrapping_add(u32::from(*last) << 8);
+    }
+    sum
+}
+
+fn fold(mut sum: u32) -> u16 {
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// The pseudo-header sum that TCP, UDP and ICMPv6 checksums start from (RFC 793, RFC
+/// 768, RFC 8200 §8.1).
+fn pseudo_header_sum(source: IpAddr, destination: IpAddr, protocol: u8, length: usize) -> u32 {
+    match (source, destination) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let mut sum = sum_words(0, &s.octets());
+            sum = sum_words(sum, &d.octets());
+            sum + u32::from(protocol) + length as u32
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let mut sum = sum_words(0, &s.octets());
+            sum = sum_words(sum, &d.octets());
+            sum = sum_words(sum, &(length as u32).to_be_bytes());
+            sum + u32::from(protocol)
+        }
+        _ => panic!("pseudo header of mixed families: {source} -> {destination}"),
+    }
+}
+
+/// A checksum value that is certainly wrong: different from `correct` and from its
+/// one's-complement twin (0x0000 and 0xffff both mean zero and both verify), and never
+/// 0, which in UDP over IPv4 means "no checksum" and is accepted unverified.
+pub fn wrong_checksum(correct: u16) -> u16 {
+    let mut bad = correct.wrapping_add(0x0101);
+    while bad == 0 || bad == 0xffff || bad == correct {
+        bad = bad.wrapping_add(0x0101);
+    }
+    bad
+}
+
+/// Builds the frame: Ethernet header, IP header, transport header, payload, with every
+/// checksum correct unless `spec.corrupt` says otherwise.
+///
+/// Panics if `source` and `destination` are of different families, or if the
+/// corruption does not apply (IPv4 header checksum or IHL on IPv6, a transport checksum
+/// on [`Transport::Other`]); the scenario validator refuses those combinations.
+pub fn build(spec: &FrameSpec) -> Vec<u8> {
+    let ipv6 = match (spec.source, spec.destination) {
+        (IpAddr::V4(_), IpAddr::V4(_)) => false,
+        (IpAddr::V6(_), IpAddr::V6(_)) => true,
+        _ => panic!(
+            "frame with mixed address families: {} -> {}",
+            spec.source, spec.destination
+        ),
+    };
+    let protocol = spec.transport.protocol(ipv6);
+    let transport = transport_segment(spec, protocol);
+
+    let mut frame = Vec::with_capacity(14 + 40 + transport.len());
+    let destination_mac = if spec.corrupt == Corruption::DstMac {
+        WRONG_MAC
+    } else {
+        spec.destination_mac
+    };
+    frame.extend_from_slice(&destination_mac);
+    frame.extend_from_slice(&spec.source_mac);
+    match (spec.source, spec.destination) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            frame.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+            frame.extend_from_slice(&ipv4_header(spec, s, d, protocol, transport.len()));
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            frame.extend_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
+            frame.extend_from_slice(&ipv6_header(spec, s, d, protocol, transport.len()));
+        }
+        _ => unreachable!("families checked above"),
+    }
+    frame.extend_from_slice(&transport);
+    if spec.corrupt == Corruption::Truncated {
+        frame.truncate(frame.len() - TRUNCATED_BY);
+    }
+    frame
+}
+
+fn ipv4_header(
+    spec: &FrameSpec,
+    source: Ipv4Addr,
+    destination: Ipv4Addr,
+    protocol: u8,
+    transport_len: usize,
+) -> [u8; 20] {
+    let total = u16::try_from(20 + transport_len).expect("packet fits an IPv4 total length");
+    let mut h = [0u8; 20];
+    h[0] = match spec.corrupt {
+        Corruption::Version => 0x65,
+        Corruption::Ihl => 0x44,
+        _ => 0x45,
+    };
+    h[2..4].copy_from_slice(&total.to_be_bytes());
+    h[4..6].copy_from_slice(&spec.ident.to_be_bytes());
+    // Don't Fragment, like every TCP and most UDP senders on Linux (PMTU discovery).
+    h[6] = 0x40;
+    h[8] = spec.ttl;
+    h[9] = protocol;
+    h[12..16].copy_from_slice(&source.octets());
+    h[16..20].copy_from_slice(&destination.octets());
+    // The checksum covers the header as written, bad version or IHL included, so that
+    // those frames fail on the field they are about and not on their checksum.
+    let correct = checksum(&h);
+    let stored = if spec.corrupt == Corruption::IpChecksum {
+        wrong_checksum(correct)
+    } else {
+        correct
+    };
+    h[10..12].copy_from_slice(&stored.to_be_bytes());
+    h
+}
+
+fn ipv6_header(
+    spec: &FrameSpec,
+    source: Ipv6Addr,
+    destination: Ipv6Addr,
+    protocol: u8,
+    transport_len: usize,
+) -> [u8; 40] {
+    assert!(
+        !matches!(spec.corrupt, Corruption::IpChecksum | Corruption::Ihl),
+        "IPv6 has no header checksum and no header length field"
+    );
+    let length = u16::try_from(transport_len).expect("payload fits an IPv6 payload length");
+    let mut h = [0u8; 40];
+    h[0] = if spec.corrupt == Corruption::Version {
+        0x40
+    } else {
+        0x60
+    };
+    h[4..6].copy_from_slice(&length.to_be_bytes());
+    h[6] = protocol;
+    h[7] = spec.ttl;
+    h[8..24].copy_from_slice(&source.octets());
+    h[24..40].copy_from_slice(&destination.octets());
+    h
+}
+
+/// The transport header and payload, with its checksum.
+fn transport_segment(spec: &FrameSpec, protocol: u8) -> Vec<u8> {
+    let ipv6 = spec.source.is_ipv6();
+    let (mut segment, checksum_at) = match spec.transport {
+        Transport::Udp {
+            source_port,
+            destination_port,
+        } => {
+            let length = u16::try_from(8 + spec.payload.len()).expect("UDP length fits");
+            let mut s = Vec::with_capacity(8 + spec.payload.len());
+            s.extend_from_slice(&source_port.to_be_bytes());
+            s.extend_from_slice(&destination_port.to_be_bytes());
+            s.extend_from_slice(&length.to_be_bytes());
+            s.extend_from_slice(&[0, 0]);
+            (s, Some(6))
+        }
+        Transport::Tcp {
+            source_port,
+            destination_port,
+            seq,
+            ack,
+            flags,
+            window,
+        } => {
+            let mut s = Vec::with_capacity(20 + spec.payload.len());
+            s.extend_from_slice(&source_port.to_be_bytes());
+            s.extend_from_slice(&destination_port.to_be_bytes());
+            s.extend_from_slice(&seq.to_be_bytes());
+            s.extend_from_slice(&ack.to_be_bytes());
+            s.push(5 << 4); // data offset: 5 words, no options
+            s.push(flags);
+            s.extend_from_slice(&window.to_be_bytes());
+            s.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent pointer
+            (s, Some(16))
+        }
+        Transport::Echo { id, seq } => {
+            let kind = if ipv6 { 128 } else { 8 };
+            let mut s = vec![kind, 0, 0, 0];
+            s.extend_from_slice(&id.to_be_bytes());
+            s.extend_from_slice(&seq.to_be_bytes());
+            (s, Some(2))
+        }
+        Transport::Other { .. } => {
+            assert!(
+                spec.corrupt != Corruption::Checksum,
+                "protocol {protocol} has no checksum dropspec knows how to corrupt"
+            );
+            (Vec::with_capacity(spec.payload.len()), None)
+        }
+    };
+    segment.extend_from_slice(&spec.payload);
+    if let Some(at) = checksum_at {
+        // ICMP over IPv4 is the one checksum without a pseudo header.
+        let start = if protocol == PROTO_ICMP {
+            0
+        } else {
+            pseudo_header_sum(spec.source, spec.destination, protocol, segment.len())
+        };
+        let mut correct = fold(sum_words(start, &segment));
+        // UDP sends a computed 0 as 0xffff: 0 means "no checksum" (RFC 768), and over
+        // IPv6 a zero UDP checksum is invalid (RFC 8200).
+        if protocol == PROTO_UDP && correct == 0 {
+            correct = 0xffff;
+        }
+        let stored = if spec.corrupt == Corruption::Checksum {
+            wrong_checksum(correct)
+        } else {
+            correct
+        };
+        segment[at..at + 2].copy_from_slice(&stored.to_be_bytes());
+    }
+    segment
+}
+
+/// What a frame seen coming back to the sender says about the packets it sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// ICMP or ICMPv6 echo reply with this identifier.
+    EchoReply { id: u16 },
+    /// ICMP destination unreachable, time exceeded or parameter problem (and their
+    /// ICMPv6 counterparts, plus packet too big).
+    IcmpError { kind: u8, code: u8 },
+    /// A TCP segment with RST set.
+    TcpReset,
+    /// Anything else from the peer (TCP ACKs, for instance).
+    Other,
+}
+
+/// Classifies a frame received on the sender's interface, or `None` when it is not an
+/// IP packet from `peer` to `us`.
+pub fn classify_reply(frame: &[u8], us: IpAddr, peer: IpAddr) -> Option<Reply> {
+    let ethertype = u16::from_be_bytes(frame.get(12..14)?.try_into().ok()?);
+    let ip = frame.get(14..)?;
+    let (source, destination, protocol, transport) = match ethertype {
+        ETHERTYPE_IPV4 => {
+            let ihl = usize::from(*ip.first()? & 0x0f) * 4;
+            let s: [u8; 4] = ip.get(12..16)?.try_into().ok()?;
+            let d: [u8; 4] = ip.get(16..20)?.try_into().ok()?;
+            (
+                IpAddr::from(s),
+                IpAddr::from(d),
+                *ip.get(9)?,
+                ip.get(ihl..)?,
+            )
+        }
+        ETHERTYPE_IPV6 => {
+            let s: [u8; 16] = ip.get(8..24)?.try_into().ok()?;
+            let d: [u8; 16] = ip.get(24..40)?.try_into().ok()?;
+            (IpAddr::from(s), IpAddr::from(d), *ip.get(6)?, ip.get(40..)?)
+        }
+        _ => return None,
+    };
+    if source != peer || destination != us {
+        return None;
+    }
+    Some(match protocol {
+        PROTO_ICMP => match (*transport.first()?, *transport.get(1)?) {
+            (0, _) => Reply::EchoReply {
+                id: u16::from_be_bytes(transport.get(4..6)?.try_into().ok()?),
+            },
+            (kind @ (3 | 11 | 12), code) => Reply::IcmpError { kind, code },
+            _ => Reply::Other,
+        },
+        PROTO_ICMPV6 => match (*transport.first()?, *transport.get(1)?) {
+            (129, _) => Reply::EchoReply {
+                id: u16::from_be_bytes(transport.get(4..6)?.try_into().ok()?),
+            },
+            (kind @ 1..=4, code) => Reply::IcmpError { kind, code },
+            _ => Reply::Other,
+        },
+        PROTO_TCP if transport.get(13)? & TCP_RST != 0 => Reply::TcpReset,
+        _ => Reply::Other,
+    })
+}
+
+/// Something that went wrong with an AF_PACKET socket or an interface lookup.
+#[derive(Debug, thiserror::Error)]
+pub enum PacketError {
+    #[error("{0}")]
+    Namespace(#[source] TopologyError),
+    #[error("host `{host}`: {doing} `{ifname}`{}", io_hint(source))]
+    Io {
+        host: String,
+        ifname: String,
+        /// "opening an AF_PACKET socket on", "reading the MAC address of", …
+        doing: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_hint(e: &io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::EPERM | libc::EACCES) => {
+            "; raw packet sockets need CAP_NET_RAW: run dropspec as root"
+        }
+        Some(libc::ENODEV) => "; the host has no interface of that name",
+        _ => "",
+    }
+}
+
+/// An AF_PACKET socket bound to one interface of one host: it sends whole Ethernet
+/// frames as they are, and receives the frames that arrive on that interface (its own
+/// outgoing frames are not looped back to it).
+#[derive(Debug)]
+pub struct PacketSocket {
+    fd: OwnedFd,
+    ifindex: i32,
+    mac: Mac,
+}
+
+impl PacketSocket {
+    /// Opens the socket inside `netns` and binds it to `ifname` there.
+    pub fn open(netns: &Netns, ifname: &str) -> Result<PacketSocket, PacketError> {
+        let io_error = |doing| {
+            let host = netns.label().to_owned();
+            let ifname = ifname.to_owned();
+            move |source| PacketError::Io {
+                host,
+                ifname,
+                doing,
+                source,
+            }
+        };
+        let fd = netns
+            .run(open_packet_socket)
+            .map_err(PacketError::Namespace)?
+            .map_err(io_error("opening an AF_PACKET socket for"))?;
+        // An ioctl on any socket asks that socket's namespace, so these need no thread.
+        let ifindex = interface_index(fd.as_raw_fd(), ifname).map_err(io_error("looking up"))?;
+        let mac = hardware_address(fd.as_raw_fd(), ifname)
+            .map_err(io_error("reading the MAC address of"))?;
+        bind_to_interface(fd.as_raw_fd(), ifindex).map_err(io_error("binding to"))?;
+        Ok(PacketSocket { fd, ifindex, mac })
+    }
+
+    pub fn mac(&self) -> Mac {
+        self.mac
+    }
+
+    pub fn ifindex(&self) -> i32 {
+        self.ifindex
+    }
+
+    /// Puts one frame on the wire exactly as given.
+    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+        // SAFETY: frame is valid for its length; the socket is bound, so no address.
+        let sent =
+            unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        match sent {
+            n if n < 0 => Err(io::Error::last_os_error()),
+            n if n as usize != frame.len() => Err(io::Error::other(format!(
+                "AF_PACKET sent {n} of {} bytes",
+                frame.len()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Receives one waiting frame into `buf`, without blocking; `None` when none waits.
+    pub fn receive(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        // SAFETY: buf is valid for its length.
+        let n = unsafe {
+            libc::recv(
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n >= 0 {
+            return Ok(Some(n as usize));
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EAGAIN) => Ok(None),
+            _ => Err(err),
+        }
+    }
+
+    /// Stops the socket from queueing any further frame. Call it before the last
+    /// [`receive`](Self::receive)s: a frame still queued when the socket closes is
+    /// purged, and the kernel reports that as a drop (QUEUE_PURGE) in the host.
+    pub fn stop_receiving(&self) -> io::Result<()> {
+        // A classic BPF program of one instruction: `ret #0`, accept nothing.
+        let mut reject_all = [libc::sock_filter {
+            code: 0x06, // BPF_RET | BPF_K
+            jt: 0,
+            jf: 0,
+            k: 0,
+        }];
+        let program = libc::sock_fprog {
+            len: 1,
+            filter: reject_all.as_mut_ptr(),
+        };
+        set_option(
+            self.fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_ATTACH_FILTER,
+            &program,
+        )
+    }
+}
+
+/// The MAC address of `ifname` in `netns` (the address a frame to that host must carry).
+pub fn interface_mac(netns: &Netns, ifname: &str) -> Result<Mac, PacketError> {
+    let io_error = |doing| {
+        let host = netns.label().to_owned();
+        let ifname = ifname.to_owned();
+        move |source| PacketError::Io {
+            host,
+            ifname,
+            doing,
+            source,
+        }
+    };
+    let socket = netns
+        .run(|| {
+            // SAFETY: plain socket(2); the descriptor is owned by the OwnedFd below.
+            let fd =
+                unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+            if fd < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                // SAFETY: fd was just returned by socket(2) and is owned by nobody else.
+                Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+            }
+        })
+        .map_err(PacketError::Namespace)?
+        .map_err(io_error("opening a socket to look up"))?;
+    hardware_address(socket.as_raw_fd(), ifname).map_err(io_error("reading the MAC address of"))
+}
+
+/// From `<linux/if_packet.h>` and `<asm-generic/socket.h>`; libc 0.2 exports them for
+/// some targets only.
+const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+const SO_RCVBUFFORCE: libc::c_int = 33;
+const SO_ATTACH_FILTER: libc::c_int = 26;
+
+/// Room for every answer an entry can provoke between two drains (see the traffic
+/// module), so that the socket itself never overflows and drops.
+const RECEIVE_BUFFER: libc::c_int = 4 << 20;
+
+/// socket(AF_PACKET, SOCK_RAW, ETH_P_ALL), on the calling thread's namespace.
+fn open_packet_socket() -> io::Result<OwnedFd> {
+    let protocol = (libc::ETH_P_ALL as u16).to_be() as libc::c_int;
+    // SAFETY: plain socket(2); the descriptor is owned by the OwnedFd below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            protocol,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned by socket(2) and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Without this every frame the socket sends would also be queued back to it.
+    set_option(
+        fd.as_raw_fd(),
+        libc::SOL_PACKET,
+        PACKET_IGNORE_OUTGOING,
+        &1i32,
+    )?;
+    set_option(
+        fd.as_raw_fd(),
+        libc::SOL_SOCKET,
+        SO_RCVBUFFORCE,
+        &RECEIVE_BUFFER,
+    )?;
+    Ok(fd)
+}
+
+fn set_option<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: value is a live T and the length given is its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn interface_request(ifname: &str) -> io::Result<libc::ifreq> {
+    if ifname.is_empty() || ifname.len() >= libc::IFNAMSIZ || ifname.contains('\0') {
+        return Err(io::Error::from_raw_os_error(libc::ENODEV));
+    }
+    // SAFETY: ifreq is plain data; all zeroes is a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in request.ifr_name.iter_mut().zip(ifname.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    Ok(request)
+}
+
+fn interface_index(fd: RawFd, ifname: &str) -> io::Result<i32> {
+    let mut request = interface_request(ifname)?;
+    // SAFETY: request is a valid ifreq; SIOCGIFINDEX fills ifru_ifindex.
+    if unsafe { libc::ioctl(fd, libc::SIOCGIFINDEX, &mut request) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel wrote the ifindex member.
+    Ok(unsafe { request.ifr_ifru.ifru_ifindex })
+}
+
+fn hardware_address(fd: RawFd, ifname: &str) -> io::Result<Mac> {
+    let mut request = interface_request(ifname)?;
+    // SAFETY: request is a valid ifreq; SIOCGIFHWADDR fills ifru_hwaddr.
+    if unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut request) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel wrote the hwaddr member.
+    let data = unsafe { request.ifr_ifru.ifru_hwaddr.sa_data };
+    let mut mac = [0u8; 6];
+    for (dst, src) in mac.iter_mut().zip(data) {
+        *dst = src as u8;
+    }
+    Ok(mac)
+}
+
+fn bind_to_interface(fd: RawFd, ifindex: i32) -> io::Result<()> {
+    // SAFETY: sockaddr_ll is plain data; all zeroes is a valid value.
+    let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    address.sll_family = libc::AF_PACKET as u16;
+    address.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+    address.sll_ifindex = ifindex;
+    // SAFETY: address is a valid sockaddr_ll of the length given.
+    let rc = unsafe {
+        libc::bind(
+            fd,
+            (&address as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// `02:00:00:00:00:01`, for reports and error messages.
+pub fn format_mac(mac: &Mac) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLIENT_MAC: Mac = [0x02, 0xaa, 0, 0, 0, 1];
+    const SERVER_MAC: Mac = [0x02, 0xbb, 0, 0, 0, 2];
+
+    fn v4(transport: Transport, payload: usize, corrupt: Corruption) -> FrameSpec {
+        FrameSpec {
+            source_mac: CLIENT_MAC,
+            destination_mac: SERVER_MAC,
+            source: "198.18.0.1".parse().unwrap(),
+            destination: "198.18.0.2".parse().unwrap(),
+            ttl: 64,
+            ident: 1,
+            transport,
+            payload: vec![0x5a; payload],
+            corrupt,
+        }
+    }
+
+    fn v6(transport: Transport, payload: usize, corrupt: Corruption) -> FrameSpec {
+        FrameSpec {
+            source: "2001:db8::1".parse().unwrap(),
+            destination: "2001:db8::2".parse().unwrap(),
+            ..v4(transport, payload, corrupt)
+        }
+    }
+
+    const UDP: Transport = Transport::Udp {
+        source_port: 40000,
+        destination_port: 5000,
+    };
+    const TCP: Transport = Transport::Tcp {
+        source_port: 40000,
+        destination_port: 5000,
+        seq: 1_000_000,
+        ack: 2_000_000,
+        flags: TCP_PSH | TCP_ACK,
+        window: 65535,
+    };
+    const ECHO: Transport = Transport::Echo { id: 4242, seq: 1 };
+
+    #[test]
+    fn rfc1071_example_sum() {
+        // RFC 1071 §3: the words 0001 f203 f4f5 f6f7 sum (with end-around carry) to
+        // ddf2, so the checksum is its complement.
+        assert_eq!(
+            checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
+            !0xddf2
+        );
+        // An odd length is padded with a zero byte.
+        assert_eq!(checksum(&[0x01]), !0x0100);
+    }
+
+    #[test]
+    fn a_known_ipv4_header_checksum() {
+        // The classic worked example (Wikipedia, "IPv4 header checksum"):
+        // 4500 0073 0000 4000 4011 [b861] c0a8 0001 c0a8 00c7.
+        let header = [
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        ];
+        assert_eq!(checksum(&header), 0xb861);
+    }
+
+    /// Frames the kernel itself sent: an ICMP ping socket in one namespace sending
+    /// "dropspec known-good echo" (identifier 4242, sequence 1) to the other, captured
+    /// with an AF_PACKET socket on the receiving veth. The kernel computes ICMP and IPv4
+    /// header checksums in software, so these are checksums Linux wrote.
+    const KERNEL_ECHO_V4: &str = "0e999e2926966a0770daa999080045000034c87640004001e62ac6120001c6120002080065a31092000164726f7073706563206b6e6f776e2d676f6f64206563686f";
+    const KERNEL_ECHO_V6: &str = "0e999e2926966a0770daa99986dd600bdf6b00203a4020010db800000000000000000000000120010db8000000000000000000000002800091d31092000164726f7073706563206b6e6f776e2d676f6f64206563686f";
+
+    fn hex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn echo_requests_match_what_the_kernel_sent_byte_for_byte() {
+        let captured = hex(KERNEL_ECHO_V4);
+        let spec = FrameSpec {
+            destination_mac: captured[0..6].try_into().unwrap(),
+            source_mac: captured[6..12].try_into().unwrap(),
+            ident: 0xc876,
+            payload: b"dropspec known-good echo".to_vec(),
+            ..v4(ECHO, 0, Corruption::None)
+        };
+        assert_eq!(build(&spec), captured);
+
+        let mut captured = hex(KERNEL_ECHO_V6);
+        // The kernel put a flow label in; dropspec sends 0. No checksum covers it.
+        captured[15] &= 0xf0;
+        captured[16] = 0;
+        captured[17] = 0;
+        let spec = FrameSpec {
+            destination_mac: captured[0..6].try_into().unwrap(),
+            source_mac: captured[6..12].try_into().unwrap(),
+            payload: b"dropspec known-good echo".to_vec(),
+            ..v6(ECHO, 0, Corruption::None)
+        };
+        assert_eq!(build(&spec), captured);
+    }
+
+    /// Parses a frame with etherparse, an independent implementation, and has it verify
+    /// every checksum.
+    fn independent_checksums_ok(frame: &[u8]) -> (bool, bool) {
+        use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+        let packet = SlicedPacket::from_ethernet(frame).expect("etherparse parses the frame");
+        let (ip_ok, source, destination) = match packet.net.as_ref().expect("an IP layer") {
+            NetSlice::Ipv4(ip) => {
+                let header = ip.header().to_header();
+                (
+                    header.calc_header_checksum() == header.header_checksum,
+                    IpAddr::V4(header.source.into()),
+                    IpAddr::V4(header.destination.into()),
+                )
+            }
+            NetSlice::Ipv6(ip) => (
+                true,
+                IpAddr::V6(ip.header().source_addr()),
+                IpAddr::V6(ip.header().destination_addr()),
+            ),
+            NetSlice::Arp(_) => panic!("not an IP frame"),
+        };
+        let l4_ok = match packet.transport.expect("a transport layer") {
+            TransportSlice::Udp(udp) => {
+                let header = udp.to_header();
+                let expected = match (source, destination) {
+                    (IpAddr::V4(s), IpAddr::V4(d)) => header
+                        .calc_checksum_ipv4_raw(s.octets(), d.octets(), udp.payload())
+                        .unwrap(),
+                    (IpAddr::V6(s), IpAddr::V6(d)) => header
+                        .calc_checksum_ipv6_raw(s.octets(), d.octets(), udp.payload())
+                        .unwrap(),
+                    _ => unreachable!(),
+                };
+                expected == header.checksum
+            }
+            TransportSlice::Tcp(tcp) => {
+                let header = tcp.to_header();
+                let expected = match (source, destination) {
+                    (IpAddr::V4(s), IpAddr::V4(d)) => header
+                        .calc_checksum_ipv4_raw(s.octets(), d.octets(), tcp.payload())
+                        .unwrap(),
+                    (IpAddr::V6(s), IpAddr::V6(d)) => header
+                        .calc_checksum_ipv6_raw(s.octets(), d.octets(), tcp.payload())
+                        .unwrap(),
+                    _ => unreachable!(),
+                };
+                expected == header.checksum
+            }
+            TransportSlice::Icmpv4(icmp) => {
+                let header = icmp.header();
+                header.icmp_type.calc_checksum(icmp.payload()) == header.checksum
+            }
+            TransportSlice::Icmpv6(icmp) => {
+                let header = icmp.header();
+                let (IpAddr::V6(s), IpAddr::V6(d)) = (source, destination) else {
+                    unreachable!()
+                };
+                header
+                    .icmp_type
+                    .calc_checksum(s.octets(), d.octets(), icmp.payload())
+                    .unwrap()
+                    == header.checksum
+            }
+        };
+        (ip_ok, l4_ok)
+    }
+
+    #[test]
+    fn correct_frames_verify_with_an_independent_implementation() {
+        for transport in [UDP, TCP, ECHO] {
+            for payload in [0, 1, 32, 33, 200, 1400] {
+                let frame = build(&v4(transport, payload, Corruption::None));
+                assert_eq!(
+                    independent_checksums_ok(&frame),
+                    (true, true),
+                    "v4 {transport:?} payload {payload}"
+                );
+                let frame = build(&v6(transport, payload, Corruption::None));
+                assert_eq!(
+                    independent_checksums_ok(&frame),
+                    (true, true),
+                    "v6 {transport:?} payload {payload}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn corrupted_checksums_fail_the_independent_check_and_nothing_else() {
+        for transport in [UDP, TCP, ECHO] {
+            for payload in [0, 33, 200] {
+                let frame = build(&v4(transport, payload, Corruption::Checksum));
+                assert_eq!(independent_checksums_ok(&frame), (true, false));
+                let frame = build(&v6(transport, payload, Corruption::Checksum));
+                assert_eq!(independent_checksums_ok(&frame), (true, false));
+                let frame = build(&v4(transport, payload, Corruption::IpChecksum));
+                assert_eq!(independent_checksums_ok(&frame), (false, true));
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_checksums_are_never_a_twin_of_the_right_one_or_zero() {
+        for correct in [0u16, 1, 0x5a5a, 0xfefe, 0xfeff, 0xffff, 0x1234] {
+            let bad = wrong_checksum(correct);
+            assert_ne!(bad, correct);
+            assert_ne!(bad, 0);
+            assert_ne!(bad, 0xffff);
+        }
+    }
+
+    #[test]
+    fn frame_layout_for_each_family() {
+        let frame = build(&v4(UDP, 32, Corruption::None));
+        assert_eq!(frame.len(), 14 + 20 + 8 + 32);
+        assert_eq!(&frame[0..6], &SERVER_MAC);
+        assert_eq!(&frame[6..12], &CLIENT_MAC);
+        assert_eq!(&frame[12..14], &[0x08, 0x00]);
+        assert_eq!(frame[14], 0x45);
+        assert_eq!(u16::from_be_bytes([frame[16], frame[17]]), 60);
+        assert_eq!(frame[22], 64); // TTL
+        assert_eq!(frame[23], PROTO_UDP);
+        let frame = build(&v6(ECHO, 10, Corruption::None));
+        assert_eq!(frame.len(), 14 + 40 + 8 + 10);
+        assert_eq!(&frame[12..14], &[0x86, 0xdd]);
+        assert_eq!(frame[14] >> 4, 6);
+        assert_eq!(u16::from_be_bytes([frame[18], frame[19]]), 18);
+        assert_eq!(frame[20], PROTO_ICMPV6);
+        assert_eq!(frame[54], 128); // echo request
+        let frame = build(&v4(
+            Transport::Other { protocol: 253 },
+            12,
+            Corruption::None,
+        ));
+        assert_eq!(frame.len(), 14 + 20 + 12);
+        assert_eq!(frame[23], 253);
+        assert!(independent_checksums_ok_ip_only(&frame));
+    }
+
+    fn independent_checksums_ok_ip_only(frame: &[u8]) -> bool {
+        let header = etherparse::Ipv4HeaderSlice::from_slice(&frame[14..])
+            .unwrap()
+            .to_header();
+        header.calc_header_checksum() == header.header_checksum
+    }
+
+    #[test]
+    fn header_corruptions_touch_only_their_field() {
+        let good = build(&v4(UDP, 32, Corruption::None));
+        let ihl = build(&v4(UDP, 32, Corruption::Ihl));
+        assert_eq!(ihl[14], 0x44);
+        // The header checksum is right for the header as sent.
+        assert_eq!(checksum(&ihl[14..34]), 0);
+        assert_eq!(&ihl[34..], &good[34..]);
+        let version = build(&v4(UDP, 32, Corruption::Version));
+        assert_eq!(version[14], 0x65);
+        assert_eq!(checksum(&version[14..34]), 0);
+        let version6 = build(&v6(UDP, 32, Corruption::Version));
+        assert_eq!(version6[14] >> 4, 4);
+        let truncated = build(&v4(UDP, 32, Corruption::Truncated));
+        assert_eq!(truncated.len(), good.len() - TRUNCATED_BY);
+        assert_eq!(&truncated[..], &good[..good.len() - TRUNCATED_BY]);
+        let wrong_mac = build(&v4(UDP, 32, Corruption::DstMac));
+        assert_eq!(&wrong_mac[0..6], &WRONG_MAC);
+        assert_eq!(&wrong_mac[6..], &good[6..]);
+    }
+
+    #[test]
+    fn replies_are_classified() {
+        let us: IpAddr = "198.18.0.1".parse().unwrap();
+        let peer: IpAddr = "198.18.0.2".parse().unwrap();
+        // A frame the peer sends us: build it from the peer's side.
+        let from_peer = |transport, payload| {
+            let mut spec = v4(transport, payload, Corruption::None);
+            std::mem::swap(&mut spec.source, &mut spec.destination);
+            spec
+        };
+        let mut reply = build(&from_peer(ECHO, 8));
+        reply[34] = 0; // echo reply
+        assert_eq!(
+            classify_reply(&reply, us, peer),
+            Some(Reply::EchoReply { id: 4242 })
+        );
+        let mut unreachable = build(&from_peer(ECHO, 28));
+        unreachable[34] = 3;
+        unreachable[35] = 3;
+        assert_eq!(
+            classify_reply(&unreachable, us, peer),
+            Some(Reply::IcmpError { kind: 3, code: 3 })
+        );
+        let mut reset = from_peer(TCP, 0);
+        reset.transport = Transport::Tcp {
+            source_port: 5000,
+            destination_port: 40000,
+            seq: 0,
+            ack: 1,
+            flags: TCP_RST | TCP_ACK,
+            window: 0,
+        };
+        assert_eq!(
+            classify_reply(&build(&reset), us, peer),
+            Some(Reply::TcpReset)
+        );
+        // Our own frame, seen the other way round, is not a reply.
+        assert_eq!(
+            classify_reply(&build(&v4(UDP, 4, Corruption::None)), us, peer),
+            None
+        );
+        let mut v6_unreachable = v6(ECHO, 48, Corruption::None);
+        std::mem::swap(&mut v6_unreachable.source, &mut v6_unreachable.destination);
+        let mut frame = build(&v6_unreachable);
+        frame[54] = 1;
+        frame[55] = 4;
+        assert_eq!(
+            classify_reply(
+                &frame,
+                "2001:db8::1".parse().unwrap(),
+                "2001:db8::2".parse().unwrap()
+            ),
+            Some(Reply::IcmpError { kind: 1, code: 4 })
+        );
+        assert_eq!(classify_reply(&[0u8; 10], us, peer), None);
+    }
+
+    #[test]
+    fn corruption_names_round_trip() {
+        for c in [
+            Corruption::None,
+            Corruption::IpChecksum,
+            Corruption::Checksum,
+            Corruption::Ihl,
+            Corruption::Version,
+            Corruption::Truncated,
+            Corruption::DstMac,
+        ] {
+            assert_eq!(Corruption::parse(c.as_str()), Some(c));
+        }
+        assert_eq!(Corruption::parse("crc"), None);
+        assert_eq!(format_mac(&WRONG_MAC), "02:00:00:00:00:01");
+    }
+}
