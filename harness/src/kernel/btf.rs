@@ -307,6 +307,50 @@ impl<'a> Btf<'a> {
         }
         Ok(Some(usize::from(proto.vlen) - 1))
     }
+
+    /// The argument types of BTF-enabled tracepoint `tp` (without `__data`), spelled
+    /// the short C way with typedefs and qualifiers removed: `struct sk_buff *`, `int`,
+    /// `enum sk_rst_reason`. None if the kernel has no such tracepoint. The kernel's
+    /// tracepoint prototypes carry no parameter names, so types are all there is to
+    /// tell one version of a tracepoint's arguments from another.
+    pub fn tracepoint_arg_types(&self, tp: &str) -> Result<Option<Vec<String>>, KernelError> {
+        let Some(typedef) = self.find(kind::TYPEDEF, &format!("btf_trace_{tp}"))? else {
+            return Ok(None);
+        };
+        let ptr = self.resolve(typedef.size_or_type)?;
+        let proto = self.resolve(ptr.size_or_type)?;
+        if ptr.kind != kind::PTR || proto.kind != kind::FUNC_PROTO || proto.vlen == 0 {
+            return Err(malformed(
+                "tracepoint type",
+                format!("btf_trace_{tp} is not a pointer to a prototype with __data"),
+            ));
+        }
+        proto
+            .extra
+            .chunks_exact(8)
+            .skip(1) // __data
+            .map(|param| self.short_type_name(u32_at(param, 4).unwrap_or(0)))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    /// `int`, `struct sock *`, `enum x`, `void *`; other kinds by their kind number.
+    fn short_type_name(&self, id: u32) -> Result<String, KernelError> {
+        if id == 0 {
+            return Ok("void".into());
+        }
+        let ty = self.resolve(id)?;
+        Ok(match ty.kind {
+            kind::INT | kind::FLOAT => ty.name.to_owned(),
+            kind::STRUCT => format!("struct {}", ty.name),
+            kind::UNION => format!("union {}", ty.name),
+            kind::ENUM | kind::ENUM64 => format!("enum {}", ty.name),
+            kind::FWD if ty.kind_flag => format!("union {}", ty.name),
+            kind::FWD => format!("struct {}", ty.name),
+            kind::PTR => format!("{} *", self.short_type_name(ty.size_or_type)?),
+            other => format!("<kind {other}>"),
+        })
+    }
 }
 
 #[cfg(test)]
