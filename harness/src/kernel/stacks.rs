@@ -56,6 +56,7 @@ pub const HOOKS: &[(&str, &str)] = &[
     ("ip6_sublist_rcv", "ipv6 prerouting"),
     ("ip6_input", "ipv6 input"),
     ("ip6_input_finish", "ipv6 input"),
+    ("ip6_mc_input", "ipv6 input"),
     ("ip6_forward", "ipv6 forward"),
     ("ip6_forward_finish", "ipv6 forward"),
     ("__ip6_local_out", "ipv6 output"),
@@ -300,6 +301,71 @@ ffffffffc0203000 t bpf_prog_6deef7357e7b4530_dropspec_tpbtf\t[bpf]
         let stack = symbolize(None, &INPUT_DROP[..2], true);
         assert_eq!(stack, ["0xffffffff81f62e38", "0xffffffff81f64066"]);
         assert_eq!(hook_of(&stack), None);
+    }
+
+    /// Stacks the probe really captured on 6.18 (fixtures/kernel/*/drop_stacks.txt),
+    /// against the kallsyms excerpt of the same boot.
+    #[test]
+    fn captured_stacks_of_a_saved_kernel() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fixtures/kernel/6.18.44-fc-v595");
+        let kallsyms =
+            Kallsyms::parse(&std::fs::read_to_string(dir.join("kallsyms.excerpt")).unwrap());
+        let text = std::fs::read_to_string(dir.join("drop_stacks.txt")).unwrap();
+        let mut hooks = Vec::new();
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (mode, reason, hook) = (fields[0], fields[1], fields[2]);
+            let frames: Vec<u64> = fields[3..]
+                .iter()
+                .map(|f| u64::from_str_radix(f, 16).unwrap())
+                .collect();
+            let stack = symbolize(Some(&kallsyms), &frames, true);
+            let expected = (hook != "-").then_some(hook);
+            assert_eq!(hook_of(&stack), expected, "{mode} {reason}: {stack:?}");
+            // Frame 0 is the call site: the function the drop is reported in.
+            assert_eq!(
+                Some(stack[0].as_str()),
+                kallsyms.function_at(frames[0]),
+                "{line}"
+            );
+            assert!(stack.iter().all(|f| !f.contains(['+', '.'])), "{stack:?}");
+            assert_eq!(
+                stack.last().map(String::as_str),
+                Some(if hook == "__ip_local_out" {
+                    "__sys_sendto"
+                } else {
+                    "net_rx_action"
+                })
+            );
+            hooks.push(hook);
+            if (mode, hook) == ("tracepoint", "ip_forward") {
+                assert_eq!(
+                    stack,
+                    [
+                        "nft_do_chain",
+                        "nft_do_chain_ipv4",
+                        "nf_hook_slow",
+                        "ip_forward",
+                        "__netif_receive_skb_one_core",
+                        "process_backlog",
+                        "__napi_poll",
+                        "net_rx_action"
+                    ]
+                );
+            }
+        }
+        for hook in [
+            "ip_local_deliver",
+            "ip6_input",
+            "__ip_local_out",
+            "ip_forward",
+        ] {
+            assert!(hooks.contains(&hook), "no saved stack for {hook}");
+        }
     }
 
     #[test]
