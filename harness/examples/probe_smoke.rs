@@ -19,6 +19,11 @@
 //! tcp_v4_rcv), and a FORWARD drop in a router namespace (`dropspec-smoke-rt`, fed by
 //! `dropspec-smoke-cl` over a veth, forwarding to a second veth): hook ip_forward.
 //!
+//! Last, in `dropspec-smoke-sk`: 3 TCP segments with a wrong checksum from a raw
+//! socket (3 `tcp_bad_csum`, 3 TCP_CSUM drops) and 50 datagrams to a UDP socket with the
+//! smallest receive buffer (one `udp_fail_queue_rcv_skb rc=-ENOMEM` per
+//! SOCKET_RCVBUFF drop).
+//!
 //! Exits non-zero on a mismatch. The namespaces are deleted on the way out, also on
 //! failure.
 
@@ -158,6 +163,113 @@ fn tcp_connect_refused(to: &str) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(()),
         other => bail!("connect to the closed port {to}: expected refused, got {other:?}"),
     }
+}
+
+/// A TCP SYN with checksum 0xdead, sent through a raw socket so nothing fixes it.
+fn send_bad_tcp_checksum(to_port: u16, count: usize) -> Result<()> {
+    // SAFETY: plain socket(2); the descriptor is owned by the OwnedFd right away.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_TCP) };
+    ensure!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let mut segment = Vec::new();
+    segment.extend_from_slice(&40000u16.to_be_bytes()); // source port
+    segment.extend_from_slice(&to_port.to_be_bytes());
+    segment.extend_from_slice(&1u32.to_be_bytes()); // seq
+    segment.extend_from_slice(&0u32.to_be_bytes()); // ack
+    segment.extend_from_slice(&[5 << 4, 0x02]); // 20-byte header, SYN
+    segment.extend_from_slice(&65535u16.to_be_bytes()); // window
+    segment.extend_from_slice(&0xdeadu16.to_be_bytes()); // checksum: wrong
+    segment.extend_from_slice(&0u16.to_be_bytes()); // urgent
+    let to = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    for _ in 0..count {
+        // SAFETY: valid buffer and sockaddr_in of the stated lengths.
+        let sent = unsafe {
+            libc::sendto(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                segment.as_ptr().cast(),
+                segment.len(),
+                0,
+                (&to as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        ensure!(sent >= 0, "raw sendto: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Bad TCP checksums and a full UDP receive buffer: tcp_bad_csum and
+/// udp_fail_queue_rcv_skb, each against the drops they come with.
+fn checksums_and_full_buffers(probe: &'static DropProbe) -> Result<()> {
+    let sk = NamedNetns::create("dropspec-smoke-sk")?;
+    let slot = probe.watch(sk.inode()?)?;
+    sk.run_inside(|| {
+        let _listener = std::net::TcpListener::bind("127.0.0.1:5001")?;
+        send_bad_tcp_checksum(5001, 3)?;
+        let receiver = std::net::UdpSocket::bind("127.0.0.1:5002")?;
+        let one: libc::c_int = 1; // the kernel raises it to its minimum
+                                  // SAFETY: setsockopt with a c_int option value of the stated size.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&receiver),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        ensure!(rc == 0, "SO_RCVBUF: {}", std::io::Error::last_os_error());
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        for _ in 0..50 {
+            sender.send_to(&[0u8; 1000], "127.0.0.1:5002")?;
+        }
+        Ok(())
+    })?;
+    std::thread::sleep(Duration::from_millis(50));
+    let counts = slot.read()?;
+    let events = slot.read_events()?;
+    show(
+        "dropspec-smoke-sk (bad TCP checksums, full UDP buffer)",
+        &counts,
+    );
+    show_events("dropspec-smoke-sk", &events);
+
+    // The raw socket also got a copy of each segment (raw sockets see every TCP
+    // packet before TCP does) and, never read, purges them on close: QUEUE_PURGE.
+    let csum: Vec<_> = counts.iter().filter(|c| c.reason == "TCP_CSUM").collect();
+    ensure!(
+        csum.len() == 1 && (csum[0].packets, csum[0].l4) == (3, "tcp"),
+        "bad checksums: {csum:?}"
+    );
+    let full = only_row(&counts, "ipv4", "udp")?;
+    ensure!(
+        full.reason == "SOCKET_RCVBUFF" && full.packets >= 40,
+        "full buffer: {full:?}"
+    );
+    ensure!(
+        events
+            == [
+                EventCount {
+                    event: "tcp_bad_csum".into(),
+                    count: 3
+                },
+                EventCount {
+                    event: "udp_fail_queue_rcv_skb rc=-ENOMEM".into(),
+                    count: full.packets
+                }
+            ],
+        "expected 3 tcp_bad_csum and one udp_fail_queue_rcv_skb per SOCKET_RCVBUFF drop: \
+         {events:?}"
+    );
+    Ok(())
 }
 
 /// OUTPUT and FORWARD drops, TCP resets: the hooks and events the first part does not
@@ -462,6 +574,7 @@ fn main() -> Result<()> {
     drop((fw, ctl));
 
     output_forward_and_resets(probe)?;
+    checksums_and_full_buffers(probe)?;
     let stats = probe.stats()?;
     ensure!(
         stats.watched == 0 && stats.keys == 0 && stats.event_keys == 0,
@@ -476,7 +589,8 @@ fn main() -> Result<()> {
         "OK: {PACKETS} NETFILTER_DROP per IP version in nft_do_chain at ip_local_deliver / \
          ip6_input, control clean with {PACKETS} ports unreachable, root namespace not \
          counted, OUTPUT at __ip_local_out, FORWARD at ip_forward, one reset per SYN to a \
-         closed port, slots released cleanly ({:?})",
+         closed port, checksum and buffer failures with their events, slots released \
+         cleanly ({:?})",
         probe.stats()?
     );
     Ok(())
