@@ -74,8 +74,13 @@ static __always_inline struct net *event_netns(struct sk_buff *skb, struct sock 
 	return 0;
 }
 
-/* icmp:icmp_send(const struct sk_buff *skb_in, int type, int code), 6.9 on. It fires
- * after rate limiting, for ICMP errors that are really sent. */
+/*
+ * icmp:icmp_send(const struct sk_buff *skb_in, int type, int code), recent kernels
+ * (6.18 has it). IPv4 only: ICMPv6 errors have no tracepoint. It fires for errors
+ * really sent, after rate limiting: measured on 6.18, 300 datagrams to a closed port
+ * over a veth gave 6 icmp_send (IcmpOutDestUnreachs 6, IcmpOutRateLimitHost 294);
+ * loopback is not limited per host (300 of 300).
+ */
 SEC("tp_btf/icmp_send")
 int BPF_PROG(dropspec_icmp_send_btf, struct sk_buff *skb, int type, int code)
 {
@@ -122,7 +127,7 @@ int dropspec_tcp_send_reset_tp(void *ctx)
 	return 0;
 }
 
-/* tcp:tcp_bad_csum(const struct sk_buff *skb), 5.11 on. */
+/* tcp:tcp_bad_csum(const struct sk_buff *skb). */
 SEC("tp_btf/tcp_bad_csum")
 int BPF_PROG(dropspec_tcp_bad_csum_btf, struct sk_buff *skb)
 {

@@ -1031,8 +1031,9 @@ fn kernel_has_classic(root: &Path, spec: &EventSpec) -> bool {
 
 fn missing_event(spec: &EventSpec) -> String {
     format!(
-        "this kernel has no tracepoint {}:{} (added in Linux {})",
-        spec.category, spec.name, spec.since
+        "this kernel has no tracepoint {0}:{1} (no btf_trace_{1} in its BTF, no \
+         events/{0}/{1} in tracefs): it predates the tracepoint or was built without it",
+        spec.category, spec.name
     )
 }
 

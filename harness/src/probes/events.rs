@@ -21,6 +21,11 @@ pub struct EventCount {
     /// `tcp_send_reset reason=NO_SOCKET` (`tcp_send_reset` on kernels before ~6.10,
     /// whose tracepoint has no reason), `tcp_bad_csum`,
     /// `udp_fail_queue_rcv_skb rc=-ENOBUFS`.
+    ///
+    /// `icmp_send` counts IPv4 ICMP errors really sent, after rate limiting: between
+    /// namespaces over a veth the kernel sends 6 port-unreachables to one host and then
+    /// one a second (net.ipv4.icmp_ratelimit), so a burst of 300 datagrams to a closed
+    /// port counts 6. Over loopback nothing is limited.
     pub event: String,
     pub count: u64,
 }
@@ -44,8 +49,6 @@ pub(super) struct EventSpec {
     pub id: u32,
     pub category: &'static str,
     pub name: &'static str,
-    /// The kernel release that added the tracepoint, for the "missing" message.
-    pub since: &'static str,
     /// tp_btf programs by the exact argument types (Btf::tracepoint_arg_types) they
     /// were written for.
     pub btf_programs: &'static [(&'static [&'static str], &'static str)],
@@ -61,7 +64,6 @@ pub(super) const EVENTS: &[EventSpec] = &[
         id: ICMP_SEND,
         category: "icmp",
         name: "icmp_send",
-        since: "6.9",
         btf_programs: &[(&[SKB, "int", "int"], "dropspec_icmp_send_btf")],
         classic: Ok((
             "dropspec_icmp_send_tp",
@@ -91,7 +93,6 @@ pub(super) const EVENTS: &[EventSpec] = &[
         id: TCP_SEND_RESET,
         category: "tcp",
         name: "tcp_send_reset",
-        since: "4.16",
         btf_programs: &[
             (&[SOCK, SKB], "dropspec_tcp_send_reset_btf2"),
             (
@@ -127,7 +128,6 @@ pub(super) const EVENTS: &[EventSpec] = &[
         id: TCP_BAD_CSUM,
         category: "tcp",
         name: "tcp_bad_csum",
-        since: "5.11",
         btf_programs: &[(&[SKB], "dropspec_tcp_bad_csum_btf")],
         classic: Ok((
             "dropspec_tcp_bad_csum_tp",
@@ -143,7 +143,6 @@ pub(super) const EVENTS: &[EventSpec] = &[
         id: UDP_FAIL_QUEUE,
         category: "udp",
         name: "udp_fail_queue_rcv_skb",
-        since: "3.10",
         btf_programs: &[
             (&["int", SOCK], "dropspec_udp_fail_queue_btf"),
             (&["int", SOCK, SKB], "dropspec_udp_fail_queue_btf"),
