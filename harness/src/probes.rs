@@ -297,7 +297,8 @@ pub struct DropCount {
     /// caller of the kfree_skb family), at most 8 frames and none past the softirq
     /// entry (`net_rx_action`): `nft_do_chain`, `nft_do_chain_ipv4`, `nf_hook_slow`,
     /// `ip_local_deliver`, ... Empty when the kernel could not unwind (counted in
-    /// [`ProbeStats::stacks_missing`]). Names carry no offsets or clone suffixes.
+    /// [`ProbeStats::stacks_missing`]) or with `DROPSPEC_STACKS=off`. Names carry no
+    /// offsets or clone suffixes. Rows differing only here are separate `DropCount`s.
     pub stack: Vec<String>,
     /// The first frame of `stack` that names a place in the packet path
     /// ([`stacks::HOOKS`]): `ip_local_deliver` for an INPUT drop, `__ip_local_out` for
@@ -1388,6 +1389,22 @@ mod tests {
             };
             assert_eq!(args, Some(expected), "{}", dir.display());
         }
+    }
+
+    #[test]
+    fn a_missing_event_says_where_it_was_looked_for() {
+        let spec = &events::EVENTS[0];
+        assert_eq!(
+            missing_event(spec),
+            "this kernel has no tracepoint icmp:icmp_send (no btf_trace_icmp_send in its \
+             BTF, no events/icmp/icmp_send in tracefs): it predates the tracepoint or was \
+             built without it"
+        );
+        let err = ProbeError::EventsLost { slot: 3, lost: 2 };
+        assert!(!err.is_unavailable());
+        assert!(err
+            .to_string()
+            .contains("dropspec_events was full (4096 keys)"));
     }
 
     #[test]

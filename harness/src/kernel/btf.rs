@@ -509,6 +509,35 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn tracepoint_arg_types_spell_types_without_qualifiers() {
+        let mut b = BtfBuilder::new();
+        let void_ptr = b.ptr(0);
+        let sock = b.struct_with("sock", 0);
+        let skb = b.struct_with("sk_buff", 0);
+        let sock_ptr = b.ptr(sock);
+        let konst = b.common("", kind::CONST, 0, false, skb);
+        let skb_ptr = b.ptr(konst);
+        let reason = b.enum32("sk_rst_reason", false, &[("SK_RST_REASON_NO_SOCKET", 1)]);
+        let reason_t = b.typedef("rst_reason_t", reason);
+        let int = b.int("int", 4);
+        let proto = b.func_proto(&[void_ptr, sock_ptr, skb_ptr, reason_t, int]);
+        let ptr = b.ptr(proto);
+        b.typedef("btf_trace_tcp_send_reset", ptr);
+        let bytes = b.build();
+        let btf = Btf::parse(&bytes).unwrap();
+        assert_eq!(
+            btf.tracepoint_arg_types("tcp_send_reset").unwrap().unwrap(),
+            [
+                "struct sock *",
+                "struct sk_buff *",
+                "enum sk_rst_reason",
+                "int"
+            ]
+        );
+        assert_eq!(btf.tracepoint_arg_types("icmp_send").unwrap(), None);
+    }
+
+    #[test]
     fn rejects_garbage_with_a_reason() {
         let err = Btf::parse(b"not btf at all, clearly not").err().unwrap();
         assert!(err.to_string().contains("magic"), "{err}");
