@@ -10,14 +10,30 @@
 #ifndef DROPSPEC_DROPS_H
 #define DROPSPEC_DROPS_H
 
-/* Key of dropspec_drops: one row per (watch slot, reason, call site, protocols). */
+/* Return addresses kept per drop, innermost first, starting at the kfree_skb caller. */
+#define DROPSPEC_STACK_DEPTH 8
+
+/* How dropspec_drop_key.stack was filled. */
+#define DROPSPEC_STACK_FROM_CALLER 0 /* stack[0] is the call site (`location`) */
+#define DROPSPEC_STACK_UNTRIMMED 1   /* call site not among the first frames: stack[0] is
+				      * the innermost frame, tracing internals included */
+#define DROPSPEC_STACK_NONE 2        /* the kernel could not unwind: stack is all zero */
+
+/*
+ * Key of dropspec_drops: one row per (watch slot, reason, call site, protocols, stack).
+ * The stack is in the key itself rather than a STACK_TRACE map id: stack ids collide
+ * (a hash bucket per id, -EEXIST on collision), which would make stacks go missing at
+ * random, and ids outlive the slots that use them.
+ */
 struct dropspec_drop_key {
 	__u32 slot;     /* WatchSlot id from dropspec_netns, never reused within a process */
 	__u32 reason;   /* enum skb_drop_reason value, as the running kernel numbers it */
 	__u64 location; /* return address passed to kfree_skb: resolved with kallsyms */
 	__u16 l3proto;  /* skb->protocol in host order (0x0800 IPv4, 0x86dd IPv6, ...) */
 	__u8 l4proto;   /* IPv4 protocol / IPv6 next header; 0 when there is no network header */
-	__u8 pad[5];
+	__u8 stack_status; /* DROPSPEC_STACK_* */
+	__u8 pad[4];
+	__u64 stack[DROPSPEC_STACK_DEPTH]; /* return addresses, zero past the last frame */
 };
 
 /* Value of dropspec_drops, one per CPU; user space sums them. */
@@ -26,12 +42,34 @@ struct dropspec_drop_value {
 	__u64 bytes; /* skb->len at the drop */
 };
 
+/* Auxiliary tracepoints counted next to the drops (dropspec_event_key.event). */
+#define DROPSPEC_EVENT_ICMP_SEND 1      /* icmp:icmp_send; arg0 = type, arg1 = code */
+#define DROPSPEC_EVENT_TCP_SEND_RESET 2 /* tcp:tcp_send_reset; arg0 = enum sk_rst_reason */
+#define DROPSPEC_EVENT_TCP_BAD_CSUM 3   /* tcp:tcp_bad_csum */
+#define DROPSPEC_EVENT_UDP_FAIL_QUEUE 4 /* udp:udp_fail_queue_rcv_skb; arg0 = rc */
+
+/* Key of dropspec_events; the value is a per-CPU __u64 count. */
+struct dropspec_event_key {
+	__u32 slot;
+	__u32 event; /* DROPSPEC_EVENT_* */
+	__u32 arg0;  /* event-specific (see above), DROPSPEC_ABSENT when the kernel lacks it */
+	__u32 arg1;
+};
+
 #define DROPSPEC_MAX_DROP_KEYS 16384
+#define DROPSPEC_MAX_EVENT_KEYS 4096
 #define DROPSPEC_MAX_NETNS 1024
 /* Stands for "the running kernel has no such reason / field" in the rodata settings. */
 #define DROPSPEC_ABSENT 0xffffffffu
 
-_Static_assert(sizeof(struct dropspec_drop_key) == 24, "dropspec_drop_key ABI");
+/* Indexes of dropspec_lost. */
+#define DROPSPEC_LOST_DROPS 0     /* drops not counted: dropspec_drops full */
+#define DROPSPEC_LOST_EVENTS 1    /* events not counted: dropspec_events full */
+#define DROPSPEC_LOST_STACKS 2    /* drops counted without a stack (DROPSPEC_STACK_NONE) */
+#define DROPSPEC_LOST_COUNTERS 3
+
+_Static_assert(sizeof(struct dropspec_drop_key) == 88, "dropspec_drop_key ABI");
 _Static_assert(sizeof(struct dropspec_drop_value) == 16, "dropspec_drop_value ABI");
+_Static_assert(sizeof(struct dropspec_event_key) == 16, "dropspec_event_key ABI");
 
 #endif /* DROPSPEC_DROPS_H */

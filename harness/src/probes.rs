@@ -1,11 +1,19 @@
 //! The eBPF drop probe: loaded and attached once per process, shared by every scenario.
 //!
 //! `ebpf/drops.bpf.c` counts every `kfree_skb` drop whose network namespace is being
-//! watched, in a per-CPU hash keyed by (slot, reason, call site, L3, L4). A scenario
+//! watched, in a per-CPU hash keyed by (slot, reason, call site, L3, L4, the first
+//! kernel stack frames from the call site on). A scenario
 //! asks [`DropProbe::watch`] for a slot on its namespace, runs traffic, and reads the
 //! counts with [`DropProbe::read`]; dropping the [`WatchSlot`] stops counting and frees
 //! the slot's keys. Reason and function names are resolved here, in user space, from
-//! what the running kernel says (BTF, kallsyms), never from numbers compiled in.
+//! what the running kernel says (BTF, kallsyms), never from numbers compiled in. Each
+//! [`DropCount`] carries its stack as function names and the hook it shows
+//! (`ip_local_deliver` for an INPUT drop: see [`crate::kernel::stacks`]).
+//!
+//! Next to the drops, a few tracepoints that explain them are counted per slot the same
+//! way (ICMP errors sent, TCP resets, TCP checksum failures, UDP enqueue failures):
+//! [`DropProbe::read_events`], and [`DropProbe::events_available`] for the ones this
+//! kernel lacks.
 //!
 //! Before loading, [`DropProbe::shared`] checks what the probe needs (privileges, BTF,
 //! drop reasons, the tracepoint) and says what is missing in words a person can act on;
@@ -29,11 +37,13 @@
 //! `cargo run --example probe_smoke` (as root) checks all of this on a live kernel.
 
 use crate::kernel::btf::Btf;
+use crate::kernel::stacks;
 use crate::kernel::tracefs::{self, TracepointFormat};
 use crate::kernel::{self as kernel_info, KernelError};
 use aya::maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, PerCpuHashMap};
 use aya::programs::{BtfTracePoint, ProgramError, TracePoint};
 use aya::{Ebpf, EbpfError, EbpfLoader};
+use events::{ClassicPlan, EventSpec};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
@@ -43,12 +53,19 @@ use std::time::{Duration, Instant};
 
 pub use crate::kernel::kallsyms::Kallsyms;
 pub use crate::kernel::reasons::{ReasonSource, ReasonTable};
+pub use events::EventCount;
+
+mod events;
 
 /// The compiled probe (harness/build.rs builds it from ebpf/drops.bpf.c).
 static PROBE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/drops.bpf.o"));
 
 /// Environment variable that forces one probe mode: `tp_btf` or `tracepoint`.
 pub const PROBE_ENV: &str = "DROPSPEC_PROBE";
+
+/// Environment variable that turns kernel stacks off (`off`) or on (`on`, the default):
+/// off, every [`DropCount::stack`] is empty. For measuring what stacks cost.
+pub const STACKS_ENV: &str = "DROPSPEC_STACKS";
 
 const TRACEPOINT_CATEGORY: &str = "skb";
 const TRACEPOINT: &str = "kfree_skb";
@@ -64,7 +81,9 @@ struct DropKey {
     location: u64,
     l3proto: u16,
     l4proto: u8,
-    pad: [u8; 5],
+    stack_status: u8,
+    pad: [u8; 4],
+    stack: [u64; STACK_DEPTH],
 }
 
 /// `struct dropspec_drop_value` (ebpf/drops.h), one per CPU.
@@ -75,19 +94,47 @@ struct DropValue {
     bytes: u64,
 }
 
-const _: () = assert!(std::mem::size_of::<DropKey>() == 24);
+/// `struct dropspec_event_key` (ebpf/drops.h); the value is a per-CPU u64.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+struct EventKey {
+    slot: u32,
+    event: u32,
+    arg0: u32,
+    arg1: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<DropKey>() == 88);
 const _: () = assert!(std::mem::size_of::<DropValue>() == 16);
+const _: () = assert!(std::mem::size_of::<EventKey>() == 16);
 
 // SAFETY: plain-old-data, `#[repr(C)]`, no implicit padding (it is spelled out), and
 // every bit pattern is a valid value.
 unsafe impl aya::Pod for DropKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for DropValue {}
+// SAFETY: as above.
+unsafe impl aya::Pod for EventKey {}
 
-/// DROPSPEC_MAX_DROP_KEYS, DROPSPEC_MAX_NETNS, DROPSPEC_ABSENT in ebpf/drops.h.
+/// DROPSPEC_MAX_DROP_KEYS, DROPSPEC_MAX_EVENT_KEYS, DROPSPEC_MAX_NETNS, DROPSPEC_ABSENT,
+/// DROPSPEC_STACK_DEPTH in ebpf/drops.h.
 const MAX_DROP_KEYS: u32 = 16384;
+const MAX_EVENT_KEYS: u32 = 4096;
 const MAX_NETNS: u32 = 1024;
 const ABSENT: u32 = u32::MAX;
+const STACK_DEPTH: usize = 8;
+const _: () = assert!(STACK_DEPTH == stacks::MAX_FRAMES);
+
+/// DROPSPEC_STACK_* (how DropKey::stack was filled).
+const STACK_FROM_CALLER: u8 = 0;
+const STACK_UNTRIMMED: u8 = 1;
+const STACK_NONE: u8 = 2;
+
+/// DROPSPEC_LOST_* (indexes of dropspec_lost).
+const LOST_DROPS: u32 = 0;
+const LOST_EVENTS: u32 = 1;
+const LOST_STACKS: u32 = 2;
+const LOST_COUNTERS: u32 = 3;
 
 // ---- Public types ------------------------------------------------------------------
 
@@ -140,6 +187,8 @@ pub enum ProbeError {
          it to try tp_btf first"
     )]
     BadModeRequest { value: String },
+    #[error("{STACKS_ENV}={value:?} is neither `on` nor `off`: unset it to take stacks")]
+    BadStacksRequest { value: String },
     #[error("{mode} cannot be used on this kernel: {detail}")]
     Unsupported { mode: ProbeMode, detail: String },
     #[error("{what} ({mode}) failed: {detail}{}", errno_hint(*errno))]
@@ -176,6 +225,12 @@ pub enum ProbeError {
          incomplete: run fewer scenarios at once"
     )]
     Lost { slot: u32, lost: u64 },
+    #[error(
+        "{lost} auxiliary events (ICMP errors, resets, ...) in watched namespaces were not \
+         counted because dropspec_events was full ({MAX_EVENT_KEYS} keys) while slot {slot} \
+         was watched, so its event counts are incomplete: run fewer scenarios at once"
+    )]
+    EventsLost { slot: u32, lost: u64 },
 }
 
 fn errno_hint(errno: Option<i32>) -> &'static str {
@@ -212,15 +267,17 @@ impl ProbeError {
             ),
             ProbeError::NoMode { btf, classic } => btf.is_unavailable() && classic.is_unavailable(),
             ProbeError::BadModeRequest { .. }
+            | ProbeError::BadStacksRequest { .. }
             | ProbeError::BadNetnsInode { .. }
             | ProbeError::AlreadyWatched { .. }
             | ProbeError::Map { .. }
-            | ProbeError::Lost { .. } => false,
+            | ProbeError::Lost { .. }
+            | ProbeError::EventsLost { .. } => false,
         }
     }
 }
 
-/// Drops counted for one slot, merged per (reason, function, l3, l4).
+/// Drops counted for one slot, merged per (reason, function, l3, l4, stack).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DropCount {
     /// Reason name without the `SKB_DROP_REASON_` prefix: `NETFILTER_DROP`.
@@ -236,6 +293,18 @@ pub struct DropCount {
     pub l4: &'static str,
     pub packets: u64,
     pub bytes: u64,
+    /// Kernel stack as function names, innermost first, starting at `function` (the
+    /// caller of the kfree_skb family), at most 8 frames and none past the softirq
+    /// entry (`net_rx_action`): `nft_do_chain`, `nft_do_chain_ipv4`, `nf_hook_slow`,
+    /// `ip_local_deliver`, ... Empty when the kernel could not unwind (counted in
+    /// [`ProbeStats::stacks_missing`]) or with `DROPSPEC_STACKS=off`. Names carry no
+    /// offsets or clone suffixes. Rows differing only here are separate `DropCount`s.
+    pub stack: Vec<String>,
+    /// The first frame of `stack` that names a place in the packet path
+    /// ([`stacks::HOOKS`]): `ip_local_deliver` for an INPUT drop, `__ip_local_out` for
+    /// OUTPUT, `ip_forward` for FORWARD. None when no frame does;
+    /// [`stacks::hook_stage`] turns it into `ipv4 input`.
+    pub hook: Option<&'static str>,
 }
 
 /// Occupancy of the probe's maps, for diagnostics and leak checks.
@@ -247,6 +316,12 @@ pub struct ProbeStats {
     pub keys: usize,
     /// Drops of watched namespaces not counted since load because the map was full.
     pub lost: u64,
+    /// Keys in dropspec_events (all slots), out of 4096.
+    pub event_keys: usize,
+    /// Events of watched namespaces not counted since load because the map was full.
+    pub events_lost: u64,
+    /// Drops counted since load without a stack because the kernel could not unwind.
+    pub stacks_missing: u64,
 }
 
 /// The loaded, attached probe. One per process: see [`DropProbe::shared`].
@@ -257,6 +332,10 @@ pub struct DropProbe {
     fallback: Option<ProbeError>,
     load_time: Duration,
     maps: Mutex<Maps>,
+    /// Per auxiliary tracepoint: the program attached, or why none could be.
+    events: Vec<(String, Result<&'static str, String>)>,
+    /// `enum sk_rst_reason` names, for tcp_send_reset.
+    reset_reasons: HashMap<u32, String>,
     kallsyms: OnceLock<Result<Kallsyms, ProbeError>>,
     next_slot: AtomicU32,
     /// Owns the programs and their links: dropping it would detach the probe.
@@ -266,6 +345,7 @@ pub struct DropProbe {
 struct Maps {
     netns: BpfHashMap<MapData, u32, u32>,
     drops: PerCpuHashMap<MapData, DropKey, DropValue>,
+    events: PerCpuHashMap<MapData, EventKey, u64>,
     lost: PerCpuArray<MapData, u64>,
     /// Live slots: slot id → netns inum.
     active: BTreeMap<u32, u32>,
@@ -277,6 +357,7 @@ pub struct WatchSlot {
     id: u32,
     netns_inode: u64,
     lost_at_start: u64,
+    events_lost_at_start: u64,
 }
 
 impl WatchSlot {
@@ -292,6 +373,11 @@ impl WatchSlot {
     /// Same as [`DropProbe::read`] on this slot.
     pub fn read(&self) -> Result<Vec<DropCount>, ProbeError> {
         self.probe.read(self)
+    }
+
+    /// Same as [`DropProbe::read_events`] on this slot.
+    pub fn read_events(&self) -> Result<Vec<EventCount>, ProbeError> {
+        self.probe.read_events(self)
     }
 }
 
@@ -383,7 +469,8 @@ impl DropProbe {
                 slot,
             });
         }
-        let lost_at_start = maps.lost_total()?;
+        let lost_at_start = maps.lost(LOST_DROPS)?;
+        let events_lost_at_start = maps.lost(LOST_EVENTS)?;
         let id = self.next_slot.fetch_add(1, Ordering::Relaxed);
         maps.netns.insert(inum, id, 0).map_err(|e| {
             let detail = if maps.active.len() >= MAX_NETNS as usize {
@@ -403,11 +490,12 @@ impl DropProbe {
             id,
             netns_inode,
             lost_at_start,
+            events_lost_at_start,
         })
     }
 
     /// Drops counted so far for this slot, names resolved, summed over CPUs, merged per
-    /// (reason, function, l3, l4) and sorted by those.
+    /// (reason, function, l3, l4, stack) and sorted by those (hook before stack).
     pub fn read(&self, slot: &WatchSlot) -> Result<Vec<DropCount>, ProbeError> {
         let mut rows = Vec::new();
         {
@@ -426,7 +514,7 @@ impl DropProbe {
                     .fold((0, 0), |(p, b), v| (p + v.packets, b + v.bytes));
                 rows.push((key, packets, bytes));
             }
-            let lost = maps.lost_total()?;
+            let lost = maps.lost(LOST_DROPS)?;
             if lost > slot.lost_at_start {
                 return Err(ProbeError::Lost {
                     slot: slot.id,
@@ -436,8 +524,18 @@ impl DropProbe {
         }
 
         let kallsyms = self.kallsyms().ok();
-        // (reason, reason number, function, l3, l4) → (packets, bytes)
-        type Row = (String, u32, String, &'static str, &'static str);
+        // (reason, reason number, function, l3, l4, hook, stack) → (packets, bytes).
+        // Keys that differ only in addresses (another call site in the same function,
+        // another return address in a frame) name the same stack and merge here.
+        type Row = (
+            String,
+            u32,
+            String,
+            &'static str,
+            &'static str,
+            Option<&'static str>,
+            Vec<String>,
+        );
         let mut merged: BTreeMap<Row, (u64, u64)> = BTreeMap::new();
         for (key, packets, bytes) in rows {
             let function = match kallsyms.and_then(|k| k.function_at(key.location)) {
@@ -447,8 +545,17 @@ impl DropProbe {
             let reason = self.reasons.describe(key.reason).into_owned();
             let l3 = l3_name(key.l3proto);
             let l4 = l4_name(key.l3proto, key.l4proto);
+            let stack = match key.stack_status {
+                STACK_FROM_CALLER => stacks::symbolize(kallsyms, &key.stack, true),
+                STACK_UNTRIMMED => stacks::symbolize(kallsyms, &key.stack, false),
+                _ => {
+                    debug_assert_eq!(key.stack_status, STACK_NONE);
+                    Vec::new()
+                }
+            };
+            let hook = stacks::hook_of(&stack);
             let sum = merged
-                .entry((reason, key.reason, function, l3, l4))
+                .entry((reason, key.reason, function, l3, l4, hook, stack))
                 .or_default();
             sum.0 += packets;
             sum.1 += bytes;
@@ -456,17 +563,73 @@ impl DropProbe {
         Ok(merged
             .into_iter()
             .map(
-                |((reason, reason_number, function, l3, l4), (packets, bytes))| DropCount {
-                    reason,
-                    reason_number,
-                    function,
-                    l3,
-                    l4,
-                    packets,
-                    bytes,
+                |((reason, reason_number, function, l3, l4, hook, stack), (packets, bytes))| {
+                    DropCount {
+                        reason,
+                        reason_number,
+                        function,
+                        l3,
+                        l4,
+                        packets,
+                        bytes,
+                        stack,
+                        hook,
+                    }
                 },
             )
             .collect())
+    }
+
+    /// Auxiliary events counted so far for this slot, summed over CPUs, sorted by name.
+    /// Events this kernel lacks are simply absent: see [`DropProbe::events_available`].
+    pub fn read_events(&self, slot: &WatchSlot) -> Result<Vec<EventCount>, ProbeError> {
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        let maps = self.lock_maps();
+        for entry in maps.events.iter() {
+            let (key, per_cpu) = entry.map_err(|e| ProbeError::Map {
+                map: "dropspec_events",
+                op: "reading counters",
+                detail: map_error_text(&e),
+            })?;
+            if key.slot != slot.id {
+                continue;
+            }
+            let name = events::event_name(key.event, key.arg0, key.arg1, &self.reset_reasons);
+            *counts.entry(name).or_default() += per_cpu.iter().sum::<u64>();
+        }
+        let lost = maps.lost(LOST_EVENTS)?;
+        if lost > slot.events_lost_at_start {
+            return Err(ProbeError::EventsLost {
+                slot: slot.id,
+                lost: lost - slot.events_lost_at_start,
+            });
+        }
+        Ok(counts
+            .into_iter()
+            .map(|(event, count)| EventCount { event, count })
+            .collect())
+    }
+
+    /// Each auxiliary tracepoint (`icmp_send`, `tcp_send_reset`, `tcp_bad_csum`,
+    /// `udp_fail_queue_rcv_skb`): Ok if it is being counted, or why not (the kernel
+    /// lacks it, or neither tp_btf nor the classic tracepoint could attach, with both
+    /// reasons).
+    pub fn events_available(&self) -> Vec<(String, Result<(), String>)> {
+        self.events
+            .iter()
+            .map(|(name, status)| {
+                (
+                    name.clone(),
+                    status.as_ref().map(|_| ()).map_err(Clone::clone),
+                )
+            })
+            .collect()
+    }
+
+    /// The program counting each auxiliary tracepoint (`dropspec_icmp_send_btf`, ...),
+    /// or why none does: for diagnostics, next to [`DropProbe::events_available`].
+    pub fn event_programs(&self) -> &[(String, Result<&'static str, String>)] {
+        &self.events
     }
 
     pub fn stats(&self) -> Result<ProbeStats, ProbeError> {
@@ -474,7 +637,10 @@ impl DropProbe {
         Ok(ProbeStats {
             watched: maps.active.len(),
             keys: maps.drops.keys().filter(Result::is_ok).count(),
-            lost: maps.lost_total()?,
+            lost: maps.lost(LOST_DROPS)?,
+            event_keys: maps.events.keys().filter(Result::is_ok).count(),
+            events_lost: maps.lost(LOST_EVENTS)?,
+            stacks_missing: maps.lost(LOST_STACKS)?,
         })
     }
 
@@ -520,6 +686,24 @@ impl DropProbe {
                 }
             }
         }
+        let stale: Vec<EventKey> = maps
+            .events
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| !maps.active.contains_key(&key.slot))
+            .collect();
+        for key in stale {
+            match maps.events.remove(&key) {
+                Ok(()) | Err(MapError::KeyNotFound | MapError::ElementNotFound) => {}
+                Err(e) => {
+                    return Err(ProbeError::Map {
+                        map: "dropspec_events",
+                        op: "deleting a released slot's counters",
+                        detail: map_error_text(&e),
+                    })
+                }
+            }
+        }
         Ok(())
     }
 
@@ -533,11 +717,32 @@ impl DropProbe {
         let btf_bytes = kernel_info::read_file(Path::new(kernel_info::VMLINUX_BTF))?;
         let btf = Btf::parse(&btf_bytes)?;
         let reasons = ReasonTable::from_parsed_btf(&btf)?;
+        let take_stacks = match std::env::var(STACKS_ENV).as_deref().map(str::trim) {
+            Err(_) | Ok("" | "on") => true,
+            Ok("off") => false,
+            Ok(other) => {
+                return Err(ProbeError::BadStacksRequest {
+                    value: other.to_owned(),
+                })
+            }
+        };
         let kernel = KernelFacts {
+            take_stacks,
             tracepoint_args: btf.tracepoint_args(TRACEPOINT)?,
             not_dropped: reasons.number("NOT_DROPPED_YET").unwrap_or(ABSENT),
             consumed: reasons.number("CONSUMED").unwrap_or(ABSENT),
+            event_btf: events::EVENTS
+                .iter()
+                .map(|spec| {
+                    let types = btf.tracepoint_arg_types(spec.name)?;
+                    Ok(EventBtf {
+                        present: types.is_some(),
+                        program: events::btf_program(spec, types.as_deref()),
+                    })
+                })
+                .collect::<Result<_, KernelError>>()?,
         };
+        let reset_reasons = events::reset_reasons(&btf);
         let aya_btf = aya::Btf::parse(&btf_bytes, aya::Endianness::default()).map_err(|e| {
             KernelError::Btf {
                 what: "aya's parse".into(),
@@ -547,12 +752,12 @@ impl DropProbe {
         drop(btf);
         drop(btf_bytes);
 
-        let (mode, ebpf, fallback) = match requested {
+        let (mode, (ebpf, events), fallback) = match requested {
             Some(mode) => (mode, attach(mode, &kernel, &aya_btf)?, None),
             None => match attach(ProbeMode::BtfTracepoint, &kernel, &aya_btf) {
-                Ok(ebpf) => (ProbeMode::BtfTracepoint, ebpf, None),
+                Ok(attached) => (ProbeMode::BtfTracepoint, attached, None),
                 Err(btf_error) => match attach(ProbeMode::ClassicTracepoint, &kernel, &aya_btf) {
-                    Ok(ebpf) => (ProbeMode::ClassicTracepoint, ebpf, Some(btf_error)),
+                    Ok(attached) => (ProbeMode::ClassicTracepoint, attached, Some(btf_error)),
                     Err(classic) => {
                         return Err(ProbeError::NoMode {
                             btf: Box::new(btf_error),
@@ -570,6 +775,8 @@ impl DropProbe {
             fallback,
             load_time: started.elapsed(),
             maps: Mutex::new(maps),
+            events,
+            reset_reasons,
             kallsyms: OnceLock::new(),
             next_slot: AtomicU32::new(1),
             _ebpf: Mutex::new(ebpf),
@@ -587,9 +794,10 @@ impl Maps {
                 errno: None,
             })
         };
-        let (netns, drops, lost) = (
+        let (netns, drops, events, lost) = (
             take("dropspec_netns")?,
             take("dropspec_drops")?,
+            take("dropspec_events")?,
             take("dropspec_lost")?,
         );
         let wrong_type = |name: &'static str| {
@@ -602,13 +810,16 @@ impl Maps {
         Ok(Maps {
             netns: BpfHashMap::try_from(netns).map_err(wrong_type("dropspec_netns"))?,
             drops: PerCpuHashMap::try_from(drops).map_err(wrong_type("dropspec_drops"))?,
+            events: PerCpuHashMap::try_from(events).map_err(wrong_type("dropspec_events"))?,
             lost: PerCpuArray::try_from(lost).map_err(wrong_type("dropspec_lost"))?,
             active: BTreeMap::new(),
         })
     }
 
-    fn lost_total(&self) -> Result<u64, ProbeError> {
-        let per_cpu = self.lost.get(&0, 0).map_err(|e| ProbeError::Map {
+    /// The total over CPUs of one DROPSPEC_LOST_* counter.
+    fn lost(&self, index: u32) -> Result<u64, ProbeError> {
+        debug_assert!(index < LOST_COUNTERS);
+        let per_cpu = self.lost.get(&index, 0).map_err(|e| ProbeError::Map {
             map: "dropspec_lost",
             op: "reading",
             detail: map_error_text(&e),
@@ -619,11 +830,22 @@ impl Maps {
 
 /// What the loader needs to know about the running kernel, read before loading.
 struct KernelFacts {
+    /// Not a kernel fact: STACKS_ENV, passed to the probe with them.
+    take_stacks: bool,
     /// Arguments of tp_btf kfree_skb (3 before ~6.12, 4 with rx_sk); None without BTF
     /// tracepoint types.
     tracepoint_args: Option<usize>,
     not_dropped: u32,
     consumed: u32,
+    /// Per events::EVENTS entry: what the kernel's BTF says about the tracepoint.
+    event_btf: Vec<EventBtf>,
+}
+
+struct EventBtf {
+    /// The BTF has btf_trace_<name>: the kernel has the tracepoint.
+    present: bool,
+    /// The tp_btf program written for its argument list, or why none fits.
+    program: Result<&'static str, String>,
 }
 
 /// Offsets of the classic tracepoint record's fields, from the tracefs format file.
@@ -664,7 +886,11 @@ impl RecordOffsets {
     }
 }
 
-fn attach(mode: ProbeMode, kernel: &KernelFacts, btf: &aya::Btf) -> Result<Ebpf, ProbeError> {
+/// The loaded object with kfree_skb attached in `mode`, and per auxiliary event the
+/// program attached or why none could be (those never fail the whole probe).
+type Attached = (Ebpf, Vec<(String, Result<&'static str, String>)>);
+
+fn attach(mode: ProbeMode, kernel: &KernelFacts, btf: &aya::Btf) -> Result<Attached, ProbeError> {
     let unsupported = |detail: String| ProbeError::Unsupported { mode, detail };
     let bpf_error = |what: String, e: &(dyn std::error::Error + 'static)| ProbeError::Bpf {
         mode,
@@ -701,7 +927,22 @@ fn attach(mode: ProbeMode, kernel: &KernelFacts, btf: &aya::Btf) -> Result<Ebpf,
         }
     };
 
+    let classic_events = plan_classic_events(mode, kernel);
+    let mut event_offsets: Vec<(&'static str, u32)> =
+        events::record_globals().map(|g| (g, ABSENT)).collect();
+    for (_, offsets) in classic_events.iter().filter_map(|p| p.as_ref().ok()) {
+        for &(global, offset) in offsets {
+            if let Some(slot) = event_offsets.iter_mut().find(|(g, _)| *g == global) {
+                slot.1 = offset;
+            }
+        }
+    }
+
+    let take_stacks = u32::from(kernel.take_stacks);
     let mut loader = EbpfLoader::new();
+    for (global, offset) in &event_offsets {
+        loader.override_global(global, offset, true);
+    }
     loader
         .btf(Some(btf))
         .override_global("cfg_reason_not_dropped", &kernel.not_dropped, true)
@@ -709,7 +950,8 @@ fn attach(mode: ProbeMode, kernel: &KernelFacts, btf: &aya::Btf) -> Result<Ebpf,
         .override_global("cfg_tp_skbaddr", &offsets.skbaddr, true)
         .override_global("cfg_tp_location", &offsets.location, true)
         .override_global("cfg_tp_reason", &offsets.reason, true)
-        .override_global("cfg_tp_rx_sk", &offsets.rx_sk, true);
+        .override_global("cfg_tp_rx_sk", &offsets.rx_sk, true)
+        .override_global("cfg_take_stacks", &take_stacks, true);
     let mut ebpf = loader.load(PROBE_OBJECT).map_err(|e: EbpfError| {
         bpf_error("loading the probe object (maps, relocations)".into(), &e)
     })?;
@@ -739,7 +981,122 @@ fn attach(mode: ProbeMode, kernel: &KernelFacts, btf: &aya::Btf) -> Result<Ebpf,
                 .map_err(|e| bpf_error(attaching, &e))?;
         }
     }
-    Ok(ebpf)
+
+    let events = events::EVENTS
+        .iter()
+        .zip(&kernel.event_btf)
+        .zip(classic_events)
+        .map(|((spec, btf_plan), classic)| {
+            let status = attach_event(&mut ebpf, mode, spec, btf_plan, classic, btf);
+            (spec.name.to_owned(), status)
+        })
+        .collect();
+    Ok((ebpf, events))
+}
+
+/// For each auxiliary event, the classic program and its record offsets, or why not.
+/// The format files are only read when the classic program may be used (the probe's
+/// mode is the classic one, or no tp_btf program fits), so tp_btf mode on a kernel
+/// where everything fits never touches tracefs.
+fn plan_classic_events(mode: ProbeMode, kernel: &KernelFacts) -> Vec<ClassicPlan> {
+    let mut root: Option<Result<std::path::PathBuf, String>> = None;
+    events::EVENTS
+        .iter()
+        .zip(&kernel.event_btf)
+        .map(|(spec, btf_plan)| {
+            if mode == ProbeMode::BtfTracepoint && btf_plan.program.is_ok() {
+                return Err("tracepoint: not tried (tp_btf fits this kernel)".to_owned());
+            }
+            if spec.classic.is_err() {
+                return events::classic_program(spec, Err(String::new()));
+            }
+            let root = root
+                .get_or_insert_with(|| tracefs::tracefs_root().map_err(|e| e.to_string()))
+                .clone()?;
+            if !kernel_has_classic(&root, spec) && !kernel.event_btf_present(spec) {
+                return Err(missing_event(spec));
+            }
+            let format =
+                TracepointFormat::read(&root, spec.category, spec.name).map_err(|e| e.to_string());
+            events::classic_program(spec, format.as_ref().map_err(Clone::clone))
+        })
+        .collect()
+}
+
+fn kernel_has_classic(root: &Path, spec: &EventSpec) -> bool {
+    root.join("events")
+        .join(spec.category)
+        .join(spec.name)
+        .is_dir()
+}
+
+fn missing_event(spec: &EventSpec) -> String {
+    format!(
+        "this kernel has no tracepoint {0}:{1} (no btf_trace_{1} in its BTF, no \
+         events/{0}/{1} in tracefs): it predates the tracepoint or was built without it",
+        spec.category, spec.name
+    )
+}
+
+impl KernelFacts {
+    fn event_btf_present(&self, spec: &EventSpec) -> bool {
+        events::EVENTS
+            .iter()
+            .zip(&self.event_btf)
+            .any(|(s, plan)| s.id == spec.id && plan.present)
+    }
+}
+
+/// Attaches one auxiliary event: the program of the probe's mode first, then the other.
+fn attach_event(
+    ebpf: &mut Ebpf,
+    mode: ProbeMode,
+    spec: &EventSpec,
+    btf_plan: &EventBtf,
+    classic: ClassicPlan,
+    btf: &aya::Btf,
+) -> Result<&'static str, String> {
+    if !btf_plan.present {
+        if let Err(why) = &classic {
+            if why.starts_with("this kernel has no tracepoint") {
+                return Err(why.clone());
+            }
+        }
+    }
+    let try_btf = |ebpf: &mut Ebpf| -> Result<&'static str, String> {
+        let program = btf_plan.program.clone()?;
+        let prog: &mut BtfTracePoint = ebpf
+            .program_mut(program)
+            .ok_or_else(|| format!("tp_btf: program {program} missing from the probe object"))?
+            .try_into()
+            .map_err(|e: ProgramError| format!("tp_btf: {program}: {}", error_text(&e)))?;
+        prog.load(spec.name, btf)
+            .map_err(|e| format!("tp_btf: loading {program}: {}", error_text(&e)))?;
+        prog.attach()
+            .map_err(|e| format!("tp_btf: attaching {program}: {}", error_text(&e)))?;
+        Ok(program)
+    };
+    let try_classic = |ebpf: &mut Ebpf| -> Result<&'static str, String> {
+        let (program, _) = classic.clone()?;
+        let prog: &mut TracePoint = ebpf
+            .program_mut(program)
+            .ok_or_else(|| format!("tracepoint: program {program} missing from the probe object"))?
+            .try_into()
+            .map_err(|e: ProgramError| format!("tracepoint: {program}: {}", error_text(&e)))?;
+        prog.load()
+            .map_err(|e| format!("tracepoint: loading {program}: {}", error_text(&e)))?;
+        prog.attach(spec.category, spec.name)
+            .map_err(|e| format!("tracepoint: attaching {program}: {}", error_text(&e)))?;
+        Ok(program)
+    };
+    match mode {
+        ProbeMode::BtfTracepoint => {
+            try_btf(ebpf).or_else(|e1| try_classic(ebpf).map_err(|e2| format!("{e1}; {e2}")))
+        }
+        ProbeMode::ClassicTracepoint => {
+            try_classic(ebpf).or_else(|e1| try_btf(ebpf).map_err(|e2| format!("{e1}; {e2}")))
+        }
+    }
 }
 
 /// CAP_BPF + CAP_PERFMON (5.8 on), or CAP_SYS_ADMIN, in the effective set. Checked
@@ -879,7 +1236,7 @@ mod tests {
                 other => panic!("{name}: type {other} not handled"),
             };
             let (field, count) = match field.split_once('[') {
-                Some((f, n)) => (f, n.trim_end_matches(']').parse::<usize>().unwrap()),
+                Some((f, n)) => (f, c_number(header, n.trim_end_matches(']'))),
                 None => (field, 1),
             };
             offset = offset.next_multiple_of(size);
@@ -887,6 +1244,18 @@ mod tests {
             offset += size * count;
         }
         fields
+    }
+
+    /// A literal, or the value of a `#define NAME value` in the header.
+    fn c_number(header: &str, text: &str) -> usize {
+        text.parse().unwrap_or_else(|_| {
+            let define = format!("#define {text} ");
+            let line = header
+                .lines()
+                .find_map(|l| l.strip_prefix(&define))
+                .unwrap_or_else(|| panic!("no #define {text}"));
+            line.split_whitespace().next().unwrap().parse().unwrap()
+        })
     }
 
     #[test]
@@ -897,7 +1266,17 @@ mod tests {
             ("location".to_owned(), offset_of!(DropKey, location), 8),
             ("l3proto".to_owned(), offset_of!(DropKey, l3proto), 2),
             ("l4proto".to_owned(), offset_of!(DropKey, l4proto), 1),
-            ("pad".to_owned(), offset_of!(DropKey, pad), 5),
+            (
+                "stack_status".to_owned(),
+                offset_of!(DropKey, stack_status),
+                1,
+            ),
+            ("pad".to_owned(), offset_of!(DropKey, pad), 4),
+            (
+                "stack".to_owned(),
+                offset_of!(DropKey, stack),
+                8 * STACK_DEPTH,
+            ),
         ];
         assert_eq!(c_layout(DROPS_H, "dropspec_drop_key"), key);
         let value = vec![
@@ -905,15 +1284,46 @@ mod tests {
             ("bytes".to_owned(), offset_of!(DropValue, bytes), 8),
         ];
         assert_eq!(c_layout(DROPS_H, "dropspec_drop_value"), value);
+        let event = vec![
+            ("slot".to_owned(), offset_of!(EventKey, slot), 4),
+            ("event".to_owned(), offset_of!(EventKey, event), 4),
+            ("arg0".to_owned(), offset_of!(EventKey, arg0), 4),
+            ("arg1".to_owned(), offset_of!(EventKey, arg1), 4),
+        ];
+        assert_eq!(c_layout(DROPS_H, "dropspec_event_key"), event);
         for (name, value) in [
             ("DROPSPEC_MAX_DROP_KEYS", MAX_DROP_KEYS.to_string()),
+            ("DROPSPEC_MAX_EVENT_KEYS", MAX_EVENT_KEYS.to_string()),
             ("DROPSPEC_MAX_NETNS", MAX_NETNS.to_string()),
             ("DROPSPEC_ABSENT", format!("{ABSENT:#x}u")),
+            ("DROPSPEC_STACK_DEPTH", STACK_DEPTH.to_string()),
+            ("DROPSPEC_STACK_FROM_CALLER", STACK_FROM_CALLER.to_string()),
+            ("DROPSPEC_STACK_UNTRIMMED", STACK_UNTRIMMED.to_string()),
+            ("DROPSPEC_STACK_NONE", STACK_NONE.to_string()),
+            ("DROPSPEC_LOST_DROPS", LOST_DROPS.to_string()),
+            ("DROPSPEC_LOST_EVENTS", LOST_EVENTS.to_string()),
+            ("DROPSPEC_LOST_STACKS", LOST_STACKS.to_string()),
+            ("DROPSPEC_LOST_COUNTERS", LOST_COUNTERS.to_string()),
+            ("DROPSPEC_EVENT_ICMP_SEND", events::ICMP_SEND.to_string()),
+            (
+                "DROPSPEC_EVENT_TCP_SEND_RESET",
+                events::TCP_SEND_RESET.to_string(),
+            ),
+            (
+                "DROPSPEC_EVENT_TCP_BAD_CSUM",
+                events::TCP_BAD_CSUM.to_string(),
+            ),
+            (
+                "DROPSPEC_EVENT_UDP_FAIL_QUEUE",
+                events::UDP_FAIL_QUEUE.to_string(),
+            ),
         ] {
-            assert!(
-                DROPS_H.contains(&format!("#define {name} {value}\n")),
-                "{name} != {value}"
-            );
+            let define = format!("#define {name} ");
+            let found = DROPS_H
+                .lines()
+                .find_map(|l| l.strip_prefix(&define))
+                .and_then(|rest| rest.split_whitespace().next());
+            assert_eq!(found, Some(value.as_str()), "{name}");
         }
     }
 
@@ -979,6 +1389,22 @@ mod tests {
             };
             assert_eq!(args, Some(expected), "{}", dir.display());
         }
+    }
+
+    #[test]
+    fn a_missing_event_says_where_it_was_looked_for() {
+        let spec = &events::EVENTS[0];
+        assert_eq!(
+            missing_event(spec),
+            "this kernel has no tracepoint icmp:icmp_send (no btf_trace_icmp_send in its \
+             BTF, no events/icmp/icmp_send in tracefs): it predates the tracepoint or was \
+             built without it"
+        );
+        let err = ProbeError::EventsLost { slot: 3, lost: 2 };
+        assert!(!err.is_unavailable());
+        assert!(err
+            .to_string()
+            .contains("dropspec_events was full (4096 keys)"));
     }
 
     #[test]

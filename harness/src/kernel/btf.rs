@@ -307,6 +307,50 @@ impl<'a> Btf<'a> {
         }
         Ok(Some(usize::from(proto.vlen) - 1))
     }
+
+    /// The argument types of BTF-enabled tracepoint `tp` (without `__data`), spelled
+    /// the short C way with typedefs and qualifiers removed: `struct sk_buff *`, `int`,
+    /// `enum sk_rst_reason`. None if the kernel has no such tracepoint. The kernel's
+    /// tracepoint prototypes carry no parameter names, so types are all there is to
+    /// tell one version of a tracepoint's arguments from another.
+    pub fn tracepoint_arg_types(&self, tp: &str) -> Result<Option<Vec<String>>, KernelError> {
+        let Some(typedef) = self.find(kind::TYPEDEF, &format!("btf_trace_{tp}"))? else {
+            return Ok(None);
+        };
+        let ptr = self.resolve(typedef.size_or_type)?;
+        let proto = self.resolve(ptr.size_or_type)?;
+        if ptr.kind != kind::PTR || proto.kind != kind::FUNC_PROTO || proto.vlen == 0 {
+            return Err(malformed(
+                "tracepoint type",
+                format!("btf_trace_{tp} is not a pointer to a prototype with __data"),
+            ));
+        }
+        proto
+            .extra
+            .chunks_exact(8)
+            .skip(1) // __data
+            .map(|param| self.short_type_name(u32_at(param, 4).unwrap_or(0)))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    /// `int`, `struct sock *`, `enum x`, `void *`; other kinds by their kind number.
+    fn short_type_name(&self, id: u32) -> Result<String, KernelError> {
+        if id == 0 {
+            return Ok("void".into());
+        }
+        let ty = self.resolve(id)?;
+        Ok(match ty.kind {
+            kind::INT | kind::FLOAT => ty.name.to_owned(),
+            kind::STRUCT => format!("struct {}", ty.name),
+            kind::UNION => format!("union {}", ty.name),
+            kind::ENUM | kind::ENUM64 => format!("enum {}", ty.name),
+            kind::FWD if ty.kind_flag => format!("union {}", ty.name),
+            kind::FWD => format!("struct {}", ty.name),
+            kind::PTR => format!("{} *", self.short_type_name(ty.size_or_type)?),
+            other => format!("<kind {other}>"),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -462,6 +506,35 @@ pub(crate) mod tests {
             assert_eq!(btf.tracepoint_args("kfree_skb").unwrap(), Some(args));
             assert_eq!(btf.tracepoint_args("consume_skb").unwrap(), None);
         }
+    }
+
+    #[test]
+    fn tracepoint_arg_types_spell_types_without_qualifiers() {
+        let mut b = BtfBuilder::new();
+        let void_ptr = b.ptr(0);
+        let sock = b.struct_with("sock", 0);
+        let skb = b.struct_with("sk_buff", 0);
+        let sock_ptr = b.ptr(sock);
+        let konst = b.common("", kind::CONST, 0, false, skb);
+        let skb_ptr = b.ptr(konst);
+        let reason = b.enum32("sk_rst_reason", false, &[("SK_RST_REASON_NO_SOCKET", 1)]);
+        let reason_t = b.typedef("rst_reason_t", reason);
+        let int = b.int("int", 4);
+        let proto = b.func_proto(&[void_ptr, sock_ptr, skb_ptr, reason_t, int]);
+        let ptr = b.ptr(proto);
+        b.typedef("btf_trace_tcp_send_reset", ptr);
+        let bytes = b.build();
+        let btf = Btf::parse(&bytes).unwrap();
+        assert_eq!(
+            btf.tracepoint_arg_types("tcp_send_reset").unwrap().unwrap(),
+            [
+                "struct sock *",
+                "struct sk_buff *",
+                "enum sk_rst_reason",
+                "int"
+            ]
+        );
+        assert_eq!(btf.tracepoint_arg_types("icmp_send").unwrap(), None);
     }
 
     #[test]

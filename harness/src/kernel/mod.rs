@@ -1,5 +1,6 @@
 //! What the running kernel says about itself: drop-reason names (BTF, tracefs),
-//! function names (kallsyms), tracepoint layouts (tracefs format files).
+//! function names (kallsyms), tracepoint layouts (tracefs format files), and what a
+//! drop's kernel stack says about where it happened (stacks).
 //!
 //! Nothing here needs root except reading the live files; every parser also takes
 //! bytes or text so unit tests run on artefacts saved in `fixtures/kernel/<release>/`.
@@ -7,6 +8,7 @@
 pub mod btf;
 pub mod kallsyms;
 pub mod reasons;
+pub mod stacks;
 pub mod tracefs;
 
 use std::path::{Path, PathBuf};
