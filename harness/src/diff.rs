@@ -451,8 +451,10 @@ mod tests {
             reason_number: 0,
             function: function.into(),
             protocol: "ipv4/icmp".into(),
+            hook: None,
             packets,
             bytes: packets * 84,
+            stack: vec![],
         }
     }
 
@@ -468,6 +470,7 @@ mod tests {
                 probe: "tp_btf/kfree_skb".into(),
                 drops,
                 traffic: vec![],
+                events: vec![],
                 causes: vec![],
                 counters: vec![],
                 global_sysctls: vec![],

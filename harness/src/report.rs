@@ -22,6 +22,8 @@ pub struct Report {
     pub probe: String,
     pub drops: Vec<DropRow>,
     pub traffic: Vec<TrafficRow>,
+    /// Auxiliary tracepoints that fired, per host: (host, event, count).
+    pub events: Vec<(String, String, u64)>,
     /// Which mechanism dropped the packets, per host (see `classify`).
     pub causes: Vec<crate::classify::Cause>,
     /// The kernel's own counters that grew during the scenario, per host name.
@@ -43,8 +45,14 @@ pub struct DropRow {
     pub function: String,
     /// `ipv4/icmp`, `ipv4/udp`, `arp`, …
     pub protocol: String,
+    /// Where in the path it happened: the first stack frame that runs a netfilter hook or
+    /// a device entry point (`ip_local_deliver`, `ip_forward`, `__ip_local_out`, …).
+    pub hook: Option<String>,
     pub packets: u64,
     pub bytes: u64,
+    /// A short kernel stack, innermost first (the drops with the most packets, when
+    /// several stacks lead to the same row).
+    pub stack: Vec<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -120,7 +128,7 @@ impl Report {
             writeln!(out, "drops: none").unwrap();
         } else {
             writeln!(out, "drops:").unwrap();
-            let rows: Vec<[String; 6]> = self
+            let rows: Vec<[String; 7]> = self
                 .drops
                 .iter()
                 .map(|d| {
@@ -128,6 +136,9 @@ impl Report {
                         d.host.clone(),
                         d.reason.clone(),
                         d.function.clone(),
+                        d.hook
+                            .as_ref()
+                            .map_or_else(|| "-".to_owned(), |h| format!("via {h}")),
                         d.protocol.clone(),
                         format!("{} packets", d.packets),
                         format!("{} bytes", d.bytes),
@@ -135,6 +146,12 @@ impl Report {
                 })
                 .collect();
             write_table(&mut out, &rows);
+        }
+        if !self.events.is_empty() {
+            writeln!(out, "events:").unwrap();
+            for (host, event, count) in &self.events {
+                writeln!(out, "  {host}  {event}  {count}").unwrap();
+            }
         }
         if !self.causes.is_empty() {
             writeln!(out, "causes:").unwrap();
@@ -207,6 +224,17 @@ impl Report {
             writeln!(out, "restored global sysctl {key} to {original}").unwrap();
         }
         out.push_str(&self.render_snapshot());
+        for d in self.drops.iter().filter(|d| !d.stack.is_empty()) {
+            writeln!(
+                out,
+                "stack of {} {} at {}: {}",
+                d.host,
+                d.reason,
+                d.function,
+                d.stack.join(" <- ")
+            )
+            .unwrap();
+        }
         if with_timings {
             let t = &self.timings;
             writeln!(
@@ -292,8 +320,8 @@ fn outcome_text(protocol: Protocol, o: &TrafficOutcome) -> String {
 }
 
 /// Left-aligned columns, numbers right-aligned, two-space indent.
-fn write_table(out: &mut String, rows: &[[String; 6]]) {
-    let mut widths = [0usize; 6];
+fn write_table(out: &mut String, rows: &[[String; 7]]) {
+    let mut widths = [0usize; 7];
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.len());
@@ -302,7 +330,7 @@ fn write_table(out: &mut String, rows: &[[String; 6]]) {
     for row in rows {
         let mut line = String::new();
         for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
-            if i >= 4 {
+            if i >= 5 {
                 write!(line, "  {cell:>w$}").unwrap();
             } else {
                 write!(line, "  {cell:<w$}").unwrap();
@@ -508,6 +536,7 @@ count = 3
                     ..Default::default()
                 },
             }],
+            events: Vec::new(),
             causes: Vec::new(),
             counters: Vec::new(),
             global_sysctls: Vec::new(),
@@ -523,8 +552,10 @@ count = 3
             reason_number: 0,
             function: "nft_do_chain".into(),
             protocol: "ipv4/icmp".into(),
+            hook: Some("ip_local_deliver".into()),
             packets,
             bytes: packets * 84,
+            stack: vec![],
         }
     }
 
@@ -566,8 +597,8 @@ count = 3
         insta::assert_snapshot!(r.render_snapshot(), @r"
         scenario: t
         drops:
-          server  NETFILTER_DROP  nft_do_chain  ipv4/icmp   3 packets   252 bytes
-          client  NO_SOCKET       nft_do_chain  ipv4/icmp  12 packets  1008 bytes
+          server  NETFILTER_DROP  nft_do_chain  via ip_local_deliver  ipv4/icmp   3 packets   252 bytes
+          client  NO_SOCKET       nft_do_chain  via ip_local_deliver  ipv4/icmp  12 packets  1008 bytes
         traffic:
           #1 client -> 198.18.0.2 icmp x3: answered 0, errors 0, blocked 0
         ");

@@ -169,6 +169,12 @@ pub fn run(scenario: &Scenario) -> Result<Report, RunError> {
         .map(|(host, (before, after))| (host.name.clone(), counters::delta(before, after)))
         .collect();
     let causes = classify_drops(&drops, &counters, &counters_after);
+    let mut events = Vec::new();
+    for (host, slot) in scenario.hosts.iter().zip(&slots) {
+        for e in probe.read_events(slot)? {
+            events.push((host.name.clone(), e.event, e.count));
+        }
+    }
 
     let started = Instant::now();
     drop(slots);
@@ -203,6 +209,7 @@ pub fn run(scenario: &Scenario) -> Result<Report, RunError> {
         probe: probe.mode().to_string(),
         drops,
         traffic,
+        events,
         causes,
         counters,
         global_sysctls,
@@ -366,7 +373,12 @@ fn collect(
     scenario: &Scenario,
     slots: &[WatchSlot],
 ) -> Result<Vec<DropRow>, RunError> {
-    let mut rows = Vec::new();
+    // Rows that differ only in their stack are one row: same reason, function, hook and
+    // protocol. The stack kept is the one with the most packets.
+    let mut merged: std::collections::BTreeMap<
+        (String, String, String, Option<String>, String),
+        (DropRow, u64),
+    > = std::collections::BTreeMap::new();
     for (host, slot) in scenario.hosts.iter().zip(slots) {
         for d in probe.read(slot)? {
             let protocol = if d.l4.is_empty() {
@@ -374,17 +386,45 @@ fn collect(
             } else {
                 format!("{}/{}", d.l3, d.l4)
             };
-            rows.push(DropRow {
-                host: host.name.clone(),
-                reason: d.reason,
-                reason_number: d.reason_number,
-                function: stable_function_name(&d.function).to_owned(),
-                protocol,
-                packets: d.packets,
-                bytes: d.bytes,
+            let function = stable_function_name(&d.function).to_owned();
+            let hook = d.hook.map(str::to_owned);
+            let key = (
+                host.name.clone(),
+                d.reason.clone(),
+                function.clone(),
+                hook.clone(),
+                protocol.clone(),
+            );
+            let stack: Vec<String> = d
+                .stack
+                .iter()
+                .map(|f| stable_function_name(f).to_owned())
+                .collect();
+            let entry = merged.entry(key).or_insert_with(|| {
+                (
+                    DropRow {
+                        host: host.name.clone(),
+                        reason: d.reason.clone(),
+                        reason_number: d.reason_number,
+                        function,
+                        protocol,
+                        hook,
+                        packets: 0,
+                        bytes: 0,
+                        stack: stack.clone(),
+                    },
+                    0,
+                )
             });
+            entry.0.packets += d.packets;
+            entry.0.bytes += d.bytes;
+            if d.packets > entry.1 {
+                entry.1 = d.packets;
+                entry.0.stack = stack;
+            }
         }
     }
+    let mut rows: Vec<DropRow> = merged.into_values().map(|(row, _)| row).collect();
     rows.sort();
     Ok(rows)
 }
