@@ -368,6 +368,9 @@ fn settle(probe: &DropProbe, slots: &[WatchSlot], minimum: Duration) {
     }
 }
 
+/// What makes two drops one report row: host, reason, function, hook, protocol.
+type RowKey = (String, String, String, Option<String>, String);
+
 fn collect(
     probe: &DropProbe,
     scenario: &Scenario,
@@ -375,10 +378,8 @@ fn collect(
 ) -> Result<Vec<DropRow>, RunError> {
     // Rows that differ only in their stack are one row: same reason, function, hook and
     // protocol. The stack kept is the one with the most packets.
-    let mut merged: std::collections::BTreeMap<
-        (String, String, String, Option<String>, String),
-        (DropRow, u64),
-    > = std::collections::BTreeMap::new();
+    let mut merged: std::collections::BTreeMap<RowKey, (DropRow, u64)> =
+        std::collections::BTreeMap::new();
     for (host, slot) in scenario.hosts.iter().zip(slots) {
         for d in probe.read(slot)? {
             let protocol = if d.l4.is_empty() {
