@@ -11,6 +11,8 @@ use dropspec::report::{self, Report};
 use dropspec::runner::{self, RunError};
 use dropspec::{cleanup, probes, scenario};
 
+mod bench;
+
 #[derive(Parser)]
 #[command(version, about = "Regression tests for Linux packet-drop behaviour")]
 struct Cli {
@@ -35,6 +37,9 @@ enum Command {
     Check { paths: Vec<PathBuf> },
     /// List the running kernel's drop reasons with their numbers.
     Reasons,
+    /// Measure dropspec against the shell + bpftrace way, the kernel-only floor and
+    /// bpftrace's probe; prints the figures of BENCHMARKS.md (as root, ~3-4 minutes).
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +52,7 @@ fn main() -> ExitCode {
         } => run(&paths, timings, jobs),
         Command::Check { paths } => check(&paths),
         Command::Reasons => reasons(),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => code,

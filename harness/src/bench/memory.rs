@@ -1,0 +1,117 @@
+//! Memory: peak resident set of a suite run, and the kernel memory the probe's maps hold.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+/// One BPF map this process holds, as the kernel accounts for it.
+#[derive(Debug, Clone)]
+pub struct MapMemory {
+    pub name: String,
+    pub map_type: u32,
+    pub max_entries: u64,
+    /// Bytes charged for the map (`memlock` in its fdinfo; since 6.4 the map's real usage).
+    pub memlock: u64,
+}
+
+/// Every BPF map this process holds an fd of, read from /proc/self/fdinfo (what
+/// `bpftool map show` prints as memlock), named through the map's id.
+pub fn probe_maps() -> Result<Vec<MapMemory>> {
+    let mut maps: Vec<(u32, MapMemory)> = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").context("reading /proc/self/fd")? {
+        let entry = entry?;
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        if target.to_string_lossy() != "anon_inode:bpf-map" {
+            continue;
+        }
+        let fd = entry.file_name();
+        let Ok(info) = std::fs::read_to_string(Path::new("/proc/self/fdinfo").join(&fd)) else {
+            continue;
+        };
+        let field = |name: &str| -> Option<u64> {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|v| v.trim().parse().ok())
+        };
+        let (Some(id), Some(memlock)) = (field("map_id"), field("memlock")) else {
+            continue;
+        };
+        let id = id as u32;
+        if maps.iter().any(|(known, _)| *known == id) {
+            continue;
+        }
+        let name = aya::maps::MapInfo::from_id(id)
+            .ok()
+            .and_then(|m| m.name_as_str().map(str::to_owned))
+            .unwrap_or_else(|| format!("map {id}"));
+        maps.push((
+            id,
+            MapMemory {
+                name,
+                map_type: field("map_type").unwrap_or(0) as u32,
+                max_entries: field("max_entries").unwrap_or(0),
+                memlock,
+            },
+        ));
+    }
+    maps.sort_by_key(|(id, _)| *id);
+    Ok(maps.into_iter().map(|(_, m)| m).collect())
+}
+
+/// What one `dropspec run` child used.
+#[derive(Debug, Clone)]
+pub struct SuiteRun {
+    /// Peak resident set, bytes (wait4's ru_maxrss).
+    pub max_rss: u64,
+    pub wall: Duration,
+    pub status: ExitStatus,
+}
+
+/// Runs `dropspec run PATHS --jobs N` as a child in `root` and returns its peak RSS.
+pub fn suite_run(exe: &Path, root: &Path, paths: &[&Path], jobs: usize) -> Result<SuiteRun> {
+    let started = Instant::now();
+    let child = Command::new(exe)
+        .arg("run")
+        .args(paths)
+        .args(["--jobs", &jobs.to_string()])
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting `dropspec run`")?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for our own child, which std's
+    // Child will then not wait for again (it is dropped without wait()).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error()).context("wait4 on `dropspec run`");
+    }
+    drop(child);
+    Ok(SuiteRun {
+        max_rss: usage.ru_maxrss as u64 * 1024,
+        wall: started.elapsed(),
+        status: ExitStatus::from_raw(status),
+    })
+}
+
+/// This process's peak resident set (VmHWM), bytes.
+pub fn own_peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
