@@ -14,6 +14,7 @@
 mod flood;
 mod floor;
 mod memory;
+mod profile;
 mod scaling;
 mod scenarios;
 mod shell;
@@ -68,6 +69,8 @@ pub enum Part {
     Flood,
     /// Flood rate against the number of namespaces the probe watches.
     Filter,
+    /// Where a flood's CPU time goes with each probe (perf record -e cpu-clock).
+    Profile,
     /// Per-scenario cost against the shell way and the floor.
     Scenarios,
     /// Suite wall time for 1-100 scenarios with 1 and 2 threads.
@@ -177,6 +180,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     if wants(Part::Filter) {
         emit(filter_section(&exe, &settings)?);
+    }
+    if wants(Part::Profile) {
+        emit(profile_section(&exe, &settings, &work.0)?);
     }
     if wants(Part::Scenarios) {
         emit(scenario_section(&chosen, &missing, &settings, &work.0)?);
@@ -397,6 +403,7 @@ fn flood_section(exe: &Path, settings: &Settings) -> Result<String> {
             format!("{:.3} M/s", p.median / 1e6),
             format!("{:.3}–{:.3}", p.min / 1e6, p.max / 1e6),
             fmt_ratio(baseline / p.median),
+            format!("{:+.0} ns", 1e9 / p.median - 1e9 / baseline),
             accuracy,
         ]);
     }
@@ -423,6 +430,85 @@ fn flood_section(exe: &Path, settings: &Settings) -> Result<String> {
         verdict(slowdown(1) <= slowdown(2)),
         verdict(miscounts == 0),
     ));
+    Ok(s)
+}
+
+fn profile_section(exe: &Path, settings: &Settings, work: &Path) -> Result<String> {
+    let perf_works = std::process::Command::new("perf")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !perf_works {
+        return Ok("\n## Flood profile\n\nNot measured: `perf` is not installed (apt-get install linux-perf).\n".into());
+    }
+    let modes = [
+        flood::Mode::None,
+        flood::Mode::Dropspec,
+        flood::Mode::Bpftrace,
+    ];
+    let packets = (settings.packets / 2).max(50_000);
+    let mut profiles = Vec::new();
+    for mode in modes {
+        progress(&format!("profile: flood with {}", mode.name()));
+        profiles.push(profile::profile_flood(exe, work, mode, packets)?);
+    }
+    let share = |symbols: &[profile::Symbol], cat: usize| -> f64 {
+        symbols
+            .iter()
+            .filter(|s| profile::category(&s.name) == Some(cat))
+            .map(|s| s.percent)
+            .sum()
+    };
+    let mut rows: Vec<Vec<String>> = profile::CATEGORIES
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let mut row = vec![name.to_string()];
+            // `+ 0.0` turns an empty sum's -0.0 into 0.0.
+            row.extend(
+                profiles
+                    .iter()
+                    .map(|p| format!("{:.1} %", share(p, i) + 0.0)),
+            );
+            row
+        })
+        .collect();
+    let mut total = vec!["all of the above".to_owned()];
+    total.extend(profiles.iter().map(|p| {
+        format!(
+            "{:.1} %",
+            (0..profile::CATEGORIES.len())
+                .map(|i| share(p, i))
+                .sum::<f64>()
+                + 0.0
+        )
+    }));
+    rows.push(total);
+    let mut s = format!(
+        "\n## Flood profile: where the CPU time goes\n\n`perf record -e cpu-clock -F 4999` around one flood worker of {packets} packets per probe (the sender's process; on veth the receive path and the drop run in its context). Share of samples:\n\n"
+    );
+    s.push_str(&table(
+        &["kernel symbols", "no probe", "dropspec", "bpftrace"],
+        &rows,
+    ));
+    for (mode, symbols) in modes.iter().zip(&profiles) {
+        let top: Vec<String> = symbols
+            .iter()
+            .filter(|s| profile::category(&s.name).is_some())
+            .take(8)
+            .map(|s| format!("`{}` {:.1} %", s.name, s.percent))
+            .collect();
+        s.push_str(&format!(
+            "\n- with {}: {}",
+            mode.name(),
+            if top.is_empty() {
+                "no probe symbols sampled".to_owned()
+            } else {
+                top.join(", ")
+            }
+        ));
+    }
+    s.push_str("\n\n`bpf_prog_…_kfree_skb` is bpftrace's program, `bpf_prog_…_dropspec_tp*` dropspec's; any such symbol in the run without a probe belongs to another process on the machine (see the foreign-program count above).\n");
     Ok(s)
 }
 
