@@ -85,6 +85,11 @@ pub struct FloodResult {
     pub watched: usize,
     pub sent: u64,
     pub secs: f64,
+    /// CPU time (user + system) of the sending thread over the flood. The kernel's tick
+    /// accounting charges the softirq work done in its context (the whole receive path
+    /// and the drop) to it too, and time other processes take is not in it, so per
+    /// packet it is a steadier measure than the wall-clock rate on a busy machine.
+    pub cpu_secs: f64,
     /// The DROP rule's packet counter over the flood.
     pub rule: u64,
     /// dropspec's NETFILTER_DROP count in the receiver over the flood.
@@ -104,14 +109,20 @@ impl FloodResult {
         self.sent as f64 / self.secs
     }
 
+    /// Packets per second of the sender's CPU time.
+    pub fn cpu_pps(&self) -> f64 {
+        self.sent as f64 / self.cpu_secs
+    }
+
     fn line(&self) -> String {
         let opt = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
         format!(
-            "flood-result mode={} watched={} sent={} secs={:.6} rule={} dropspec={} dropspec_other={} bpftrace={} foreign={} maps_memlock={}",
+            "flood-result mode={} watched={} sent={} secs={:.6} cpu_secs={:.6} rule={} dropspec={} dropspec_other={} bpftrace={} foreign={} maps_memlock={}",
             self.mode,
             self.watched,
             self.sent,
             self.secs,
+            self.cpu_secs,
             self.rule,
             opt(self.dropspec),
             opt(self.dropspec_other),
@@ -135,6 +146,7 @@ impl FloodResult {
                 "watched" => r.watched = v.parse()?,
                 "sent" => r.sent = v.parse()?,
                 "secs" => r.secs = v.parse()?,
+                "cpu_secs" => r.cpu_secs = v.parse()?,
                 "rule" => r.rule = v.parse()?,
                 "dropspec" => r.dropspec = opt(v)?,
                 "dropspec_other" => r.dropspec_other = opt(v)?,
@@ -251,6 +263,8 @@ pub fn worker(mode: Mode, packets: u64, watch: usize) -> Result<()> {
         Mode::None => {}
         Mode::Dropspec => {
             let probe = DropProbe::shared().context("loading dropspec's probe")?;
+            // Read kallsyms now rather than on a thread racing the flood for the CPU.
+            probe.kallsyms()?;
             slots.push(probe.watch(receiver.inode())?);
             for netns in &idle {
                 slots.push(probe.watch(netns.inode())?);
@@ -265,9 +279,11 @@ pub fn worker(mode: Mode, packets: u64, watch: usize) -> Result<()> {
     result.foreign = foreign_kfree_skb_programs(&own);
 
     let before = rule_counter(receiver)?;
+    let cpu = thread_cpu_time();
     let started = Instant::now();
     result.sent = send_packets(&socket, packets)?;
     result.secs = started.elapsed().as_secs_f64();
+    result.cpu_secs = (thread_cpu_time() - cpu).as_secs_f64();
     result.rule = rule_counter(receiver)? - before;
 
     if let Some(slot) = slots.first() {
@@ -295,6 +311,14 @@ pub fn worker(mode: Mode, packets: u64, watch: usize) -> Result<()> {
     drop(slots);
     println!("{}", result.line());
     Ok(())
+}
+
+fn thread_cpu_time() -> Duration {
+    // SAFETY: rusage is plain data filled by getrusage.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(u.ru_utime) + tv(u.ru_stime)
 }
 
 fn raise_fd_limit() {
@@ -544,6 +568,7 @@ mod tests {
             watched: 10,
             sent: 1_000_000,
             secs: 1.5,
+            cpu_secs: 1.25,
             rule: 1_000_000,
             dropspec: Some(1_000_000),
             dropspec_other: Some(0),
