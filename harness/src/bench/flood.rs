@@ -65,6 +65,10 @@ pub enum Mode {
     Dropspec,
     /// The bpftrace one-liner.
     Bpftrace,
+    /// dropspec's probe, watching 1, 10, 100 and 1,000 namespaces in turn (up to
+    /// --watch), all in one process, with all the idle namespaces existing throughout:
+    /// only the number watched changes between measurements.
+    Filter,
 }
 
 impl Mode {
@@ -73,6 +77,7 @@ impl Mode {
             Mode::None => "none",
             Mode::Dropspec => "dropspec",
             Mode::Bpftrace => "bpftrace",
+            Mode::Filter => "filter",
         }
     }
 }
@@ -160,8 +165,17 @@ impl FloodResult {
     }
 }
 
-/// Runs one worker process and returns what it measured.
-pub fn spawn_worker(exe: &Path, mode: Mode, packets: u64, watch: usize) -> Result<FloodResult> {
+/// Numbers of watched namespaces the filter measurement steps through.
+pub const FILTER_SIZES: [usize; 4] = [1, 10, 100, 1000];
+
+/// Runs one worker process and returns what it measured (one result per flood).
+pub fn spawn_worker(
+    exe: &Path,
+    mode: Mode,
+    packets: u64,
+    watch: usize,
+    rounds: usize,
+) -> Result<Vec<FloodResult>> {
     let mut child = Command::new(exe)
         .args([
             "bench",
@@ -171,6 +185,8 @@ pub fn spawn_worker(exe: &Path, mode: Mode, packets: u64, watch: usize) -> Resul
             &packets.to_string(),
             "--watch",
             &watch.to_string(),
+            "--rounds",
+            &rounds.to_string(),
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -203,17 +219,21 @@ pub fn spawn_worker(exe: &Path, mode: Mode, packets: u64, watch: usize) -> Resul
             stderr.trim()
         );
     }
-    let line = stdout
+    let results = stdout
         .lines()
-        .find(|l| l.starts_with("flood-result "))
-        .with_context(|| format!("the flood worker printed no result: {stdout}{stderr}"))?;
-    FloodResult::parse(line)
+        .filter(|l| l.starts_with("flood-result "))
+        .map(FloodResult::parse)
+        .collect::<Result<Vec<_>>>()?;
+    if results.is_empty() {
+        bail!("the flood worker printed no result: {stdout}{stderr}");
+    }
+    Ok(results)
 }
 
-/// The worker: measures one flood in `mode` and prints its `flood-result` line.
-/// `watch` is how many namespaces dropspec's probe watches (the receiver plus
-/// `watch - 1` idle ones); it only matters in dropspec mode.
-pub fn worker(mode: Mode, packets: u64, watch: usize) -> Result<()> {
+/// The worker: measures one flood in `mode` (`rounds` × each size in filter mode) and
+/// prints a `flood-result` line per flood. `watch` is how many namespaces dropspec's
+/// probe watches (the receiver plus `watch - 1` idle ones); in filter mode, the most.
+pub fn worker(mode: Mode, packets: u64, watch: usize, rounds: usize) -> Result<()> {
     raise_fd_limit();
     let fixtures = Path::new(".");
     let spec = scenario::parse(
@@ -231,7 +251,7 @@ pub fn worker(mode: Mode, packets: u64, watch: usize) -> Result<()> {
     };
     let (sender, receiver) = (host("sender"), host("receiver"));
 
-    let idle: Vec<Netns> = if mode == Mode::Dropspec {
+    let idle: Vec<Netns> = if matches!(mode, Mode::Dropspec | Mode::Filter) {
         (1..watch.max(1))
             .map(|i| Netns::create(&format!("idle{i}")))
             .collect::<Result<_, _>>()
@@ -253,6 +273,9 @@ pub fn worker(mode: Mode, packets: u64, watch: usize) -> Result<()> {
         .number("NETFILTER_DROP")
         .context("this kernel has no NETFILTER_DROP reason")?;
 
+    if mode == Mode::Filter {
+        return filter_floods(&socket, receiver, &idle, packets, rounds);
+    }
     let mut result = FloodResult {
         mode: mode.name().to_owned(),
         ..FloodResult::default()
@@ -260,7 +283,7 @@ pub fn worker(mode: Mode, packets: u64, watch: usize) -> Result<()> {
     let mut bpftrace = None;
     let mut slots = Vec::new();
     match mode {
-        Mode::None => {}
+        Mode::None | Mode::Filter => {}
         Mode::Dropspec => {
             let probe = DropProbe::shared().context("loading dropspec's probe")?;
             // Read kallsyms now rather than on a thread racing the flood for the CPU.
@@ -310,6 +333,63 @@ pub fn worker(mode: Mode, packets: u64, watch: usize) -> Result<()> {
     }
     drop(slots);
     println!("{}", result.line());
+    Ok(())
+}
+
+/// Floods `rounds` times at each of [`FILTER_SIZES`] (up to 1 + idle namespaces), in
+/// rotating order, changing only how many namespaces the probe watches.
+fn filter_floods(
+    socket: &OwnedFd,
+    receiver: &Netns,
+    idle: &[Netns],
+    packets: u64,
+    rounds: usize,
+) -> Result<()> {
+    let probe = DropProbe::shared().context("loading dropspec's probe")?;
+    probe.kallsyms()?;
+    let own = [std::process::id()];
+    let receiver_slot = probe.watch(receiver.inode())?;
+    let netfilter_drops = || -> Result<u64> {
+        Ok(receiver_slot
+            .read()?
+            .iter()
+            .filter(|d| d.reason == "NETFILTER_DROP")
+            .map(|d| d.packets)
+            .sum())
+    };
+    let sizes: Vec<usize> = FILTER_SIZES
+        .into_iter()
+        .filter(|&n| n <= idle.len() + 1)
+        .collect();
+    let mut idle_slots = Vec::new();
+    for round in 0..rounds.max(1) {
+        for k in 0..sizes.len() {
+            let watched = sizes[(k + round) % sizes.len()];
+            idle_slots.truncate(watched - 1);
+            while idle_slots.len() < watched - 1 {
+                idle_slots.push(probe.watch(idle[idle_slots.len()].inode())?);
+            }
+            let counted = netfilter_drops()?;
+            let before = rule_counter(receiver)?;
+            let cpu = thread_cpu_time();
+            let started = Instant::now();
+            let sent = send_packets(socket, packets)?;
+            let result = FloodResult {
+                mode: Mode::Filter.name().to_owned(),
+                watched,
+                sent,
+                secs: started.elapsed().as_secs_f64(),
+                cpu_secs: (thread_cpu_time() - cpu).as_secs_f64(),
+                rule: rule_counter(receiver)? - before,
+                dropspec: Some(netfilter_drops()? - counted),
+                dropspec_other: None,
+                bpftrace: None,
+                foreign: foreign_kfree_skb_programs(&own),
+                maps_memlock: Some(memory::probe_maps()?.iter().map(|m| m.memlock).sum()),
+            };
+            println!("{}", result.line());
+        }
+    }
     Ok(())
 }
 

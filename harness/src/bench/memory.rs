@@ -72,19 +72,17 @@ pub struct SuiteRun {
     pub status: ExitStatus,
 }
 
-/// Runs `dropspec run PATHS --jobs N` as a child in `root` and returns its peak RSS.
-pub fn suite_run(exe: &Path, root: &Path, paths: &[&Path], jobs: usize) -> Result<SuiteRun> {
+/// Runs `dropspec ARGS…` as a child in `root` and returns its peak RSS.
+pub fn child_run(exe: &Path, root: &Path, args: &[&str]) -> Result<SuiteRun> {
     let started = Instant::now();
     let child = Command::new(exe)
-        .arg("run")
-        .args(paths)
-        .args(["--jobs", &jobs.to_string()])
+        .args(args)
         .current_dir(root)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .context("starting `dropspec run`")?;
+        .with_context(|| format!("starting `dropspec {}`", args.join(" ")))?;
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     // SAFETY: rusage is plain data; wait4 fills it for our own child, which std's
@@ -92,7 +90,7 @@ pub fn suite_run(exe: &Path, root: &Path, paths: &[&Path], jobs: usize) -> Resul
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     if rc < 0 {
-        return Err(std::io::Error::last_os_error()).context("wait4 on `dropspec run`");
+        return Err(std::io::Error::last_os_error()).context("wait4 on a dropspec child");
     }
     drop(child);
     Ok(SuiteRun {

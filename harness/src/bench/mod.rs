@@ -61,6 +61,9 @@ pub struct Args {
     /// Internal: namespaces the flood worker's probe watches.
     #[arg(long, hide = true, default_value_t = 1)]
     pub watch: usize,
+    /// Internal: rounds of the filter worker.
+    #[arg(long, hide = true, default_value_t = 1)]
+    pub rounds: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -103,7 +106,8 @@ struct Settings {
     shell_runs: usize,
     packets: u64,
     flood_reps: usize,
-    filter_sizes: &'static [usize],
+    /// The most namespaces the filter measurement watches.
+    filter_max: usize,
     filter_reps: usize,
     scaling_sizes: &'static [usize],
     scaling_reps: usize,
@@ -119,11 +123,7 @@ impl Settings {
                 .packets
                 .unwrap_or(if quick { 100_000 } else { 1_000_000 }),
             flood_reps: if quick { 1 } else { 5 },
-            filter_sizes: if quick {
-                &[1, 1000]
-            } else {
-                &[1, 10, 100, 1000]
-            },
+            filter_max: 1000,
             filter_reps: if quick { 1 } else { 3 },
             scaling_sizes: &[1, 10, 50, 100],
             scaling_reps: if quick { 1 } else { 3 },
@@ -147,7 +147,7 @@ fn progress(message: &str) {
 pub fn run(args: Args) -> Result<ExitCode> {
     if let Some(mode) = args.flood_worker {
         let packets = args.packets.unwrap_or(1_000_000);
-        flood::worker(mode, packets, args.watch)?;
+        flood::worker(mode, packets, args.watch, args.rounds)?;
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(why) = runner::unavailable_reason() {
@@ -349,7 +349,7 @@ fn flood_section(exe: &Path, settings: &Settings) -> Result<String> {
                 settings.flood_reps,
                 modes[m].name()
             ));
-            results[m].push(flood::spawn_worker(exe, modes[m], settings.packets, 1)?);
+            results[m].extend(flood::spawn_worker(exe, modes[m], settings.packets, 1, 1)?);
         }
     }
     let wall = |rs: &[flood::FloodResult]| -> Vec<f64> { rs.iter().map(|r| r.pps()).collect() };
@@ -366,7 +366,7 @@ fn flood_section(exe: &Path, settings: &Settings) -> Result<String> {
         let c = summarize(&cpu_ns(rs));
         foreign = foreign.max(rs.iter().map(|r| r.foreign).max().unwrap_or(0));
         let accuracy = match mode {
-            flood::Mode::None => "–".to_owned(),
+            flood::Mode::None | flood::Mode::Filter => "–".to_owned(),
             flood::Mode::Dropspec => {
                 let wrong: Vec<String> = rs
                     .iter()
@@ -537,30 +537,26 @@ fn verdict(met: bool) -> &'static str {
 }
 
 fn filter_section(exe: &Path, settings: &Settings) -> Result<String> {
-    let sizes = settings.filter_sizes;
-    let mut results: Vec<Vec<flood::FloodResult>> = vec![Vec::new(); sizes.len()];
-    for rep in 0..settings.filter_reps {
-        for k in 0..sizes.len() {
-            let i = (k + rep) % sizes.len();
-            progress(&format!(
-                "namespace filter: round {}/{}, {} watched",
-                rep + 1,
-                settings.filter_reps,
-                sizes[i]
-            ));
-            results[i].push(flood::spawn_worker(
-                exe,
-                flood::Mode::Dropspec,
-                settings.packets,
-                sizes[i],
-            )?);
-            // The kernel destroys a thousand namespaces in a workqueue after the worker
-            // exits; let that finish before the next flood.
-            if sizes[i] >= 100 {
-                std::thread::sleep(Duration::from_secs(2));
-            }
-        }
-    }
+    let sizes: Vec<usize> = flood::FILTER_SIZES
+        .into_iter()
+        .filter(|&n| n <= settings.filter_max)
+        .collect();
+    progress(&format!(
+        "namespace filter: {} rounds of {} floods in one process",
+        settings.filter_reps,
+        sizes.len()
+    ));
+    let all = flood::spawn_worker(
+        exe,
+        flood::Mode::Filter,
+        settings.packets,
+        settings.filter_max,
+        settings.filter_reps,
+    )?;
+    let results: Vec<Vec<flood::FloodResult>> = sizes
+        .iter()
+        .map(|&n| all.iter().filter(|r| r.watched == n).cloned().collect())
+        .collect();
     let cpu_ns =
         |rs: &[flood::FloodResult]| -> Vec<f64> { rs.iter().map(|r| 1e9 / r.cpu_pps()).collect() };
     let first = median(&cpu_ns(&results[0]));
@@ -590,7 +586,7 @@ fn filter_section(exe: &Path, settings: &Settings) -> Result<String> {
         })
         .collect();
     let mut s = String::from(
-        "\n## Namespace filter: flood rate against watched namespaces\n\ndropspec's probe watching the flood's receiver plus idle namespaces (each a real namespace, so the filter's hash map holds N entries); same flood as above, CPU per packet as above.\n\n",
+        "\n## Namespace filter: flood rate against watched namespaces\n\ndropspec's probe watching the flood's receiver plus N − 1 idle namespaces (real ones, so the filter's hash map holds N entries). One process creates all the namespaces first, then floods in rounds, stepping through the sizes in rotating order, so only the number watched differs between floods. Same flood and CPU figure as above; medians over the rounds.\n\n",
     );
     s.push_str(&table(
         &[
@@ -883,15 +879,24 @@ fn scaling_section(root: &Path, settings: &Settings, work: &Path) -> Result<Stri
 
 fn memory_section(exe: &Path, root: &Path) -> Result<String> {
     let mut rows = Vec::new();
-    let scenarios_dir = root.join("scenarios");
-    for jobs in [1, 2] {
-        progress(&format!("memory: `dropspec run scenarios/ --jobs {jobs}`"));
-        let run = memory::suite_run(exe, root, &[scenarios_dir.as_path()], jobs)?;
+    let runs: [(&[&str], &str); 4] = [
+        (&["run", "scenarios/", "--jobs", "1"], "the suite"),
+        (&["run", "scenarios/", "--jobs", "2"], "the suite"),
+        (&["check", "scenarios/"], "parsing only, for comparison"),
+        (
+            &["reasons"],
+            "reads and parses the kernel's BTF, no probe: for comparison",
+        ),
+    ];
+    for (args, what) in runs {
+        let command = format!("dropspec {}", args.join(" "));
+        progress(&format!("memory: `{command}`"));
+        let run = memory::child_run(exe, root, args)?;
         rows.push(vec![
-            format!("`dropspec run scenarios/ --jobs {jobs}`, peak RSS"),
+            format!("`{command}`, peak RSS"),
             fmt_bytes(run.max_rss),
             format!(
-                "{} in {}",
+                "{what}; {} in {}",
                 if run.status.success() {
                     "passed"
                 } else {
