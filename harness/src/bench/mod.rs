@@ -703,13 +703,23 @@ fn scenario_section(
                 )));
             }
             row.push(format!("{}/{}", c.shell_saw_expected, c.shell.len()));
+            row.push(c.shell_errors.len().to_string());
             rows.push(row);
         }
         s.push_str("\n### The shell + bpftrace way, per phase (medians)\n\n");
         let mut header = vec!["scenario", "runs", "median", "p95"];
         header.extend(shell::PHASES);
         header.push("bpftrace saw the drops");
+        header.push("failed runs");
         s.push_str(&table(&header, &rows));
+        for c in &costs {
+            if let Some(first) = c.shell_errors.first() {
+                s.push_str(&format!(
+                    "\nA shell-way run of {} failed (not in its figures): {first}\n",
+                    c.name
+                ));
+            }
+        }
     }
 
     // Floor phases.

@@ -32,6 +32,8 @@ pub struct ScenarioCost {
     pub shell: Vec<ShellRun>,
     /// Shell runs in which bpftrace's (machine-wide) counts covered every expected drop.
     pub shell_saw_expected: usize,
+    /// Shell runs that failed or hit their time limit (their trap cleaned up), with why.
+    pub shell_errors: Vec<String>,
 }
 
 pub struct Plan<'a> {
@@ -133,12 +135,20 @@ pub fn measure(
                         .push(floor::run(s).with_context(|| format!("floor of {}", s.name))?),
                     2 => cost.collect.push(collect_once(probe, s)?),
                     _ if rep < plan.shell_runs => {
-                        let run = shell::run(s, plan.work, &format!("{pid}-{rep}-{i}"))
-                            .with_context(|| format!("shell way for {}", s.name))?;
-                        if shell_saw_expected(&run, s, probe) {
-                            cost.shell_saw_expected += 1;
+                        // One failed shell run (a tool that hung on a loaded machine)
+                        // is reported, not fatal to the whole bench.
+                        match shell::run(s, plan.work, &format!("{pid}-{rep}-{i}")) {
+                            Ok(run) => {
+                                if shell_saw_expected(&run, s, probe) {
+                                    cost.shell_saw_expected += 1;
+                                }
+                                cost.shell.push(run);
+                            }
+                            Err(e) => {
+                                progress(&format!("shell way for {} failed: {e:#}", s.name));
+                                cost.shell_errors.push(format!("{e:#}"));
+                            }
                         }
-                        cost.shell.push(run);
                     }
                     _ => {}
                 }

@@ -23,7 +23,7 @@ pub const SCRIPT: &str = include_str!("shell_way.sh");
 pub const NETNS_PREFIX: &str = "dropspec-bench-";
 
 /// Longest one shell-way run may take before it is stopped (its trap cleans up).
-const TIME_LIMIT: Duration = Duration::from_secs(60);
+const TIME_LIMIT: Duration = Duration::from_secs(40);
 
 pub const PHASES: [&str; 6] = [
     "setup", "attach", "traffic", "settle", "collect", "teardown",
@@ -238,10 +238,17 @@ pub fn run(scenario: &Scenario, dir: &Path, tag: &str) -> Result<ShellRun> {
             // SAFETY: plain kill(2) on our own child.
             unsafe { libc::kill(pid, libc::SIGTERM) };
             let status = child.wait()?;
+            let (mut out, mut err) = (String::new(), String::new());
+            use std::io::Read as _;
+            child.stdout.take().unwrap().read_to_string(&mut out)?;
+            child.stderr.take().unwrap().read_to_string(&mut err)?;
+            let last = out.lines().rfind(|l| l.starts_with("phase "));
             bail!(
-                "the shell way for {} took over {}s and was stopped ({status})",
+                "the shell way for {} took over {}s and was stopped ({status}); last phase \
+                 line: {last:?}; stderr: {}",
                 scenario.name,
-                TIME_LIMIT.as_secs()
+                TIME_LIMIT.as_secs(),
+                err.trim()
             );
         }
         std::thread::sleep(Duration::from_millis(5));

@@ -48,7 +48,15 @@ listen() { # listen NS udp|tcp ADDR PORT
 	BACKGROUND+=($!)
 	local ss_flag=-t
 	[ "$2" = udp ] && ss_flag=-u
-	until ip netns exec "$1" ss -Hln $ss_flag "sport = :$4" | grep -q .; do sleep 0.01; done
+	local tries=500
+	until ip netns exec "$1" ss -Hln $ss_flag "sport = :$4" | grep -q .; do
+		tries=$((tries - 1))
+		if [ "$tries" -le 0 ]; then
+			echo "nc did not start listening on $3:$4 within 5 s" >&2
+			exit 1
+		fi
+		sleep 0.01
+	done
 }
 
 # shellcheck source=/dev/null
@@ -66,8 +74,11 @@ bpftrace -e 'tracepoint:skb:kfree_skb { @[args->reason] = count(); }' \
 BPFTRACE_PID=$!
 # bpftrace prints "Attaching 1 probe..." before it attaches: wait until the kernel
 # lists its program on the tracepoint, so no traffic is sent unobserved.
+tries=2000
 until bpftool perf show 2>/dev/null | grep -q "^pid $BPFTRACE_PID .*kfree_skb"; do
-	if ! kill -0 "$BPFTRACE_PID" 2>/dev/null; then
+	tries=$((tries - 1))
+	if ! kill -0 "$BPFTRACE_PID" 2>/dev/null || [ "$tries" -le 0 ]; then
+		echo "bpftrace did not attach:" >&2
 		cat "$WORK/bpftrace.err" >&2
 		exit 1
 	fi
