@@ -64,6 +64,9 @@ pub struct Args {
     /// Internal: rounds of the filter worker.
     #[arg(long, hide = true, default_value_t = 1)]
     pub rounds: usize,
+    /// Internal: run `dropspec ARGS` (one string, split on spaces) and print its peak RSS.
+    #[arg(long, hide = true)]
+    pub peak_rss_of: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -148,6 +151,18 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if let Some(mode) = args.flood_worker {
         let packets = args.packets.unwrap_or(1_000_000);
         flood::worker(mode, packets, args.watch, args.rounds)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(command) = &args.peak_rss_of {
+        let exe = std::env::current_exe().context("finding this program's path")?;
+        let args: Vec<&str> = command.split_whitespace().collect();
+        let run = memory::child_run(&exe, &std::env::current_dir()?, &args)?;
+        println!(
+            "peak-rss {} {} {}",
+            run.max_rss,
+            run.wall.as_secs_f64(),
+            run.status.success()
+        );
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(why) = runner::unavailable_reason() {
@@ -889,7 +904,7 @@ fn scaling_section(root: &Path, settings: &Settings, work: &Path) -> Result<Stri
 
 fn memory_section(exe: &Path, root: &Path) -> Result<String> {
     let mut rows = Vec::new();
-    let runs: [(&[&str], &str); 4] = [
+    let runs: [(&[&str], &str); 6] = [
         (&["run", "scenarios/", "--jobs", "1"], "the suite"),
         (&["run", "scenarios/", "--jobs", "2"], "the suite"),
         (&["check", "scenarios/"], "parsing only, for comparison"),
@@ -897,11 +912,19 @@ fn memory_section(exe: &Path, root: &Path) -> Result<String> {
             &["reasons"],
             "reads and parses the kernel's BTF, no probe: for comparison",
         ),
+        (
+            &["bench", "--flood-worker", "none", "--packets", "1000"],
+            "namespaces, a rule, 1,000 packets, no probe: for comparison",
+        ),
+        (
+            &["bench", "--flood-worker", "dropspec", "--packets", "1000"],
+            "the same with dropspec's probe loaded: for comparison",
+        ),
     ];
     for (args, what) in runs {
         let command = format!("dropspec {}", args.join(" "));
         progress(&format!("memory: `{command}`"));
-        let run = memory::child_run(exe, root, args)?;
+        let run = memory::peak_rss_via_small_parent(exe, root, args)?;
         rows.push(vec![
             format!("`{command}`, peak RSS"),
             fmt_bytes(run.max_rss),
