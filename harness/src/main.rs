@@ -11,6 +11,8 @@ use dropspec::report::{self, Report};
 use dropspec::runner::{self, RunError};
 use dropspec::{cleanup, diff, probes, scenario};
 
+mod bench;
+
 #[derive(Parser)]
 #[command(version, about = "Regression tests for Linux packet-drop behaviour")]
 struct Cli {
@@ -54,6 +56,9 @@ enum Command {
     /// Remove what killed runs left: named dropspec namespaces of dead processes, and
     /// global sysctls they had changed. `dropspec run` does this too before it starts.
     Cleanup,
+    /// Measure dropspec against the shell + bpftrace way, the kernel-only floor and
+    /// bpftrace's probe; prints the figures of BENCHMARKS.md (as root, ~3-4 minutes).
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +79,7 @@ fn main() -> ExitCode {
         Command::Check { paths } => check(&paths),
         Command::Reasons => reasons(),
         Command::Cleanup => cleanup_leftovers(),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => code,

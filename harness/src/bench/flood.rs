@@ -1,0 +1,687 @@
+//! Probe cost and accuracy under load: a UDP flood that an iptables rule drops, with no
+//! probe, with dropspec's probe, and with the bpftrace one-liner.
+//!
+//! Each measurement runs in a child process (`dropspec bench --flood-worker MODE`), so
+//! that "no probe" really has none of this bench's probes attached (dropspec's probe,
+//! once loaded, stays attached for the life of its process). The worker builds a
+//! two-host topology with the library, loads `-A INPUT -p udp --dport 9 -j DROP` into
+//! the receiver, sends a warm-up, attaches the probe under test, reads the rule's own
+//! packet counter, floods with `sendmmsg` from the sender, reads the counter again and
+//! prints one `flood-result key=value…` line.
+//!
+//! On veth the receiver's whole path (netif_rx, the backlog softirq, IP input, the
+//! netfilter hook, kfree_skb) runs on the sending CPU before `sendmmsg` returns, so the
+//! send rate is the drop rate, and what a probe on kfree_skb costs slows it directly.
+
+use std::io::Read as _;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use dropspec::probes::{DropProbe, ReasonTable};
+use dropspec::topology::{Netns, Topology};
+use dropspec::{faults, scenario};
+
+use super::memory;
+
+pub const BPFTRACE_ONE_LINER: &str = "tracepoint:skb:kfree_skb { @[args->reason] = count(); }";
+
+const FLOOD_SCENARIO: &str = r#"
+description = "bench flood: UDP to port 9, dropped by an INPUT rule in the receiver"
+
+[hosts.sender]
+[hosts.receiver]
+
+[[links]]
+a = { host = "sender", addr = "198.18.0.1/24" }
+b = { host = "receiver", addr = "198.18.0.2/24" }
+
+[[faults]]
+host = "receiver"
+backend = "nft"
+iptables = """
+*filter
+-A INPUT -p udp --dport 9 -j DROP
+COMMIT
+"""
+"#;
+
+const DESTINATION: (std::net::Ipv4Addr, u16) = (std::net::Ipv4Addr::new(198, 18, 0, 2), 9);
+const PAYLOAD: usize = 18;
+const BATCH: usize = 256;
+/// A flood stops after this long whatever its count (bounded in time as in count).
+const FLOOD_TIME_LIMIT: Duration = Duration::from_secs(60);
+/// A worker process is stopped after this long.
+const WORKER_TIME_LIMIT: Duration = Duration::from_secs(180);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// No probe on kfree_skb (from this bench).
+    None,
+    /// dropspec's probe, watching the receiver (and idle namespaces, see --watch).
+    Dropspec,
+    /// The bpftrace one-liner.
+    Bpftrace,
+    /// dropspec's probe, watching 1, 10, 100 and 1,000 namespaces in turn (up to
+    /// --watch), all in one process, with all the idle namespaces existing throughout:
+    /// only the number watched changes between measurements.
+    Filter,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::None => "none",
+            Mode::Dropspec => "dropspec",
+            Mode::Bpftrace => "bpftrace",
+            Mode::Filter => "filter",
+        }
+    }
+}
+
+/// What one worker measured.
+#[derive(Debug, Clone, Default)]
+pub struct FloodResult {
+    pub mode: String,
+    /// Namespaces dropspec watched (the receiver and idle ones); 0 without its probe.
+    pub watched: usize,
+    pub sent: u64,
+    pub secs: f64,
+    /// CPU time (user + system) of the sending thread over the flood. The kernel's tick
+    /// accounting charges the softirq work done in its context (the whole receive path
+    /// and the drop) to it too, and time other processes take is not in it, so per
+    /// packet it is a steadier measure than the wall-clock rate on a busy machine.
+    pub cpu_secs: f64,
+    /// The DROP rule's packet counter over the flood.
+    pub rule: u64,
+    /// dropspec's NETFILTER_DROP count in the receiver over the flood.
+    pub dropspec: Option<u64>,
+    /// dropspec's count of any other reason in the receiver.
+    pub dropspec_other: Option<u64>,
+    /// bpftrace's count for NETFILTER_DROP (machine-wide: the one-liner has no filter).
+    pub bpftrace: Option<u64>,
+    /// kfree_skb programs of other processes loaded during the flood.
+    pub foreign: usize,
+    /// Bytes of kernel memory charged for the probe's maps (dropspec mode).
+    pub maps_memlock: Option<u64>,
+}
+
+impl FloodResult {
+    pub fn pps(&self) -> f64 {
+        self.sent as f64 / self.secs
+    }
+
+    /// Packets per second of the sender's CPU time.
+    pub fn cpu_pps(&self) -> f64 {
+        self.sent as f64 / self.cpu_secs
+    }
+
+    fn line(&self) -> String {
+        let opt = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
+        format!(
+            "flood-result mode={} watched={} sent={} secs={:.6} cpu_secs={:.6} rule={} dropspec={} dropspec_other={} bpftrace={} foreign={} maps_memlock={}",
+            self.mode,
+            self.watched,
+            self.sent,
+            self.secs,
+            self.cpu_secs,
+            self.rule,
+            opt(self.dropspec),
+            opt(self.dropspec_other),
+            opt(self.bpftrace),
+            self.foreign,
+            opt(self.maps_memlock)
+        )
+    }
+
+    fn parse(line: &str) -> Result<FloodResult> {
+        let rest = line
+            .strip_prefix("flood-result ")
+            .context("not a flood-result line")?;
+        let mut r = FloodResult::default();
+        let opt =
+            |v: &str| -> Result<Option<u64>> { Ok(if v == "-" { None } else { Some(v.parse()?) }) };
+        for pair in rest.split_whitespace() {
+            let (k, v) = pair.split_once('=').context("key=value")?;
+            match k {
+                "mode" => r.mode = v.to_owned(),
+                "watched" => r.watched = v.parse()?,
+                "sent" => r.sent = v.parse()?,
+                "secs" => r.secs = v.parse()?,
+                "cpu_secs" => r.cpu_secs = v.parse()?,
+                "rule" => r.rule = v.parse()?,
+                "dropspec" => r.dropspec = opt(v)?,
+                "dropspec_other" => r.dropspec_other = opt(v)?,
+                "bpftrace" => r.bpftrace = opt(v)?,
+                "foreign" => r.foreign = v.parse()?,
+                "maps_memlock" => r.maps_memlock = opt(v)?,
+                _ => {}
+            }
+        }
+        Ok(r)
+    }
+}
+
+/// Numbers of watched namespaces the filter measurement steps through.
+pub const FILTER_SIZES: [usize; 4] = [1, 10, 100, 1000];
+
+/// Runs one worker process and returns what it measured (one result per flood).
+pub fn spawn_worker(
+    exe: &Path,
+    mode: Mode,
+    packets: u64,
+    watch: usize,
+    rounds: usize,
+) -> Result<Vec<FloodResult>> {
+    let mut child = Command::new(exe)
+        .args([
+            "bench",
+            "--flood-worker",
+            mode.name(),
+            "--packets",
+            &packets.to_string(),
+            "--watch",
+            &watch.to_string(),
+            "--rounds",
+            &rounds.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting a flood worker")?;
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if started.elapsed() > WORKER_TIME_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "a flood worker ({}) took over {WORKER_TIME_LIMIT:?}",
+                mode.name()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut stdout)?;
+    child.stderr.take().unwrap().read_to_string(&mut stderr)?;
+    if !status.success() {
+        bail!(
+            "flood worker ({}) failed ({status}): {}",
+            mode.name(),
+            stderr.trim()
+        );
+    }
+    let results = stdout
+        .lines()
+        .filter(|l| l.starts_with("flood-result "))
+        .map(FloodResult::parse)
+        .collect::<Result<Vec<_>>>()?;
+    if results.is_empty() {
+        bail!("the flood worker printed no result: {stdout}{stderr}");
+    }
+    Ok(results)
+}
+
+/// The worker: measures one flood in `mode` (`rounds` × each size in filter mode) and
+/// prints a `flood-result` line per flood. `watch` is how many namespaces dropspec's
+/// probe watches (the receiver plus `watch - 1` idle ones); in filter mode, the most.
+pub fn worker(mode: Mode, packets: u64, watch: usize, rounds: usize) -> Result<()> {
+    raise_fd_limit();
+    let fixtures = Path::new(".");
+    let spec = scenario::parse(
+        FLOOD_SCENARIO,
+        Path::new("bench-flood.toml"),
+        "bench/flood",
+        fixtures,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let topology = Topology::build(&spec).context("building the flood's topology")?;
+    faults::apply(&spec, &topology).context("loading the flood's drop rule")?;
+    let host = |name: &str| {
+        let id = spec.hosts.iter().position(|h| h.name == name);
+        topology.host(id.expect("the flood scenario names both hosts"))
+    };
+    let (sender, receiver) = (host("sender"), host("receiver"));
+
+    let idle: Vec<Netns> = if matches!(mode, Mode::Dropspec | Mode::Filter) {
+        (1..watch.max(1))
+            .map(|i| Netns::create(&format!("idle{i}")))
+            .collect::<Result<_, _>>()
+            .context("creating idle namespaces to watch")?
+    } else {
+        Vec::new()
+    };
+
+    let socket = sender
+        .run(|| connected_udp(DESTINATION.0, DESTINATION.1))
+        .context("entering the sender")??;
+    // ARP first, so the flood never meets an unresolved neighbour (whose queue would
+    // drop packets in the sender).
+    send_packets(&socket, 1_000)?;
+    std::thread::sleep(Duration::from_millis(20));
+
+    let reasons = ReasonTable::from_running_kernel().context("reading drop reasons")?;
+    let netfilter_drop = reasons
+        .number("NETFILTER_DROP")
+        .context("this kernel has no NETFILTER_DROP reason")?;
+
+    if mode == Mode::Filter {
+        return filter_floods(&socket, receiver, &idle, packets, rounds);
+    }
+    let mut result = FloodResult {
+        mode: mode.name().to_owned(),
+        ..FloodResult::default()
+    };
+    let mut bpftrace = None;
+    let mut slots = Vec::new();
+    match mode {
+        Mode::None | Mode::Filter => {}
+        Mode::Dropspec => {
+            let probe = DropProbe::shared().context("loading dropspec's probe")?;
+            // Read kallsyms now rather than on a thread racing the flood for the CPU.
+            probe.kallsyms()?;
+            slots.push(probe.watch(receiver.inode())?);
+            for netns in &idle {
+                slots.push(probe.watch(netns.inode())?);
+            }
+            result.watched = slots.len();
+        }
+        Mode::Bpftrace => bpftrace = Some(Bpftrace::start()?),
+    }
+    let own: Vec<u32> = std::iter::once(std::process::id())
+        .chain(bpftrace.as_ref().map(|b| b.pid))
+        .collect();
+    result.foreign = foreign_kfree_skb_programs(&own);
+
+    let before = rule_counter(receiver)?;
+    let cpu = thread_cpu_time();
+    let started = Instant::now();
+    result.sent = send_packets(&socket, packets)?;
+    result.secs = started.elapsed().as_secs_f64();
+    result.cpu_secs = (thread_cpu_time() - cpu).as_secs_f64();
+    result.rule = rule_counter(receiver)? - before;
+
+    if let Some(slot) = slots.first() {
+        let counts = slot.read()?;
+        result.dropspec = Some(
+            counts
+                .iter()
+                .filter(|d| d.reason == "NETFILTER_DROP")
+                .map(|d| d.packets)
+                .sum(),
+        );
+        result.dropspec_other = Some(
+            counts
+                .iter()
+                .filter(|d| d.reason != "NETFILTER_DROP")
+                .map(|d| d.packets)
+                .sum(),
+        );
+        result.maps_memlock = Some(memory::probe_maps()?.iter().map(|m| m.memlock).sum());
+    }
+    if let Some(bt) = bpftrace {
+        let map = bt.stop()?;
+        result.bpftrace = Some(map.get(&netfilter_drop).copied().unwrap_or(0));
+    }
+    drop(slots);
+    println!("{}", result.line());
+    Ok(())
+}
+
+/// Floods `rounds` times at each of [`FILTER_SIZES`] (up to 1 + idle namespaces), in
+/// rotating order, changing only how many namespaces the probe watches.
+fn filter_floods(
+    socket: &OwnedFd,
+    receiver: &Netns,
+    idle: &[Netns],
+    packets: u64,
+    rounds: usize,
+) -> Result<()> {
+    let probe = DropProbe::shared().context("loading dropspec's probe")?;
+    probe.kallsyms()?;
+    let own = [std::process::id()];
+    let receiver_slot = probe.watch(receiver.inode())?;
+    let netfilter_drops = || -> Result<u64> {
+        Ok(receiver_slot
+            .read()?
+            .iter()
+            .filter(|d| d.reason == "NETFILTER_DROP")
+            .map(|d| d.packets)
+            .sum())
+    };
+    let sizes: Vec<usize> = FILTER_SIZES
+        .into_iter()
+        .filter(|&n| n <= idle.len() + 1)
+        .collect();
+    let mut idle_slots = Vec::new();
+    for round in 0..rounds.max(1) {
+        for k in 0..sizes.len() {
+            let watched = sizes[(k + round) % sizes.len()];
+            idle_slots.truncate(watched - 1);
+            while idle_slots.len() < watched - 1 {
+                idle_slots.push(probe.watch(idle[idle_slots.len()].inode())?);
+            }
+            let counted = netfilter_drops()?;
+            let before = rule_counter(receiver)?;
+            let cpu = thread_cpu_time();
+            let started = Instant::now();
+            let sent = send_packets(socket, packets)?;
+            let result = FloodResult {
+                mode: Mode::Filter.name().to_owned(),
+                watched,
+                sent,
+                secs: started.elapsed().as_secs_f64(),
+                cpu_secs: (thread_cpu_time() - cpu).as_secs_f64(),
+                rule: rule_counter(receiver)? - before,
+                dropspec: Some(netfilter_drops()? - counted),
+                dropspec_other: None,
+                bpftrace: None,
+                foreign: foreign_kfree_skb_programs(&own),
+                maps_memlock: Some(memory::probe_maps()?.iter().map(|m| m.memlock).sum()),
+            };
+            println!("{}", result.line());
+        }
+    }
+    Ok(())
+}
+
+fn thread_cpu_time() -> Duration {
+    // SAFETY: rusage is plain data filled by getrusage.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain getrlimit/setrlimit on our own process.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+fn connected_udp(addr: std::net::Ipv4Addr, port: u16) -> Result<OwnedFd> {
+    // SAFETY: plain socket(2); the fd is owned at once.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("socket(2)");
+    }
+    // SAFETY: fresh fd nobody else owns.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    let sa = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(addr).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: address valid for the call.
+    let rc = unsafe {
+        libc::connect(
+            socket.as_raw_fd(),
+            (&sa as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error()).context("connect(2)");
+    }
+    Ok(socket)
+}
+
+/// Sends `packets` datagrams in `sendmmsg` batches; returns how many the kernel took.
+fn send_packets(socket: &OwnedFd, packets: u64) -> Result<u64> {
+    let payload = [0x64u8; PAYLOAD];
+    let mut iov = libc::iovec {
+        iov_base: payload.as_ptr() as *mut libc::c_void,
+        iov_len: payload.len(),
+    };
+    // SAFETY: mmsghdr is plain data; zeroed is a valid empty header.
+    let mut headers: Vec<libc::mmsghdr> = (0..BATCH)
+        .map(|_| {
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_iov = &mut iov;
+            h.msg_hdr.msg_iovlen = 1;
+            h
+        })
+        .collect();
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let mut refused = 0u64;
+    while sent < packets {
+        if started.elapsed() > FLOOD_TIME_LIMIT {
+            bail!("the flood sent only {sent} of {packets} packets in {FLOOD_TIME_LIMIT:?}");
+        }
+        let n = (packets - sent).min(BATCH as u64) as libc::c_uint;
+        // SAFETY: `headers` holds BATCH valid headers pointing at `iov` and `payload`,
+        // which outlive the call.
+        let rc = unsafe { libc::sendmmsg(socket.as_raw_fd(), headers.as_mut_ptr(), n, 0) };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::ENOBUFS | libc::EAGAIN | libc::EINTR) => {
+                    refused += 1;
+                    if refused > 1_000_000 {
+                        bail!("the sender keeps getting {e}");
+                    }
+                    continue;
+                }
+                _ => return Err(e).context("sendmmsg(2)"),
+            }
+        }
+        sent += rc as u64;
+    }
+    Ok(sent)
+}
+
+/// The DROP rule's packet counter, from `iptables -nvxL INPUT` in the receiver.
+fn rule_counter(receiver: &Netns) -> Result<u64> {
+    let output = receiver
+        .command("iptables-nft")
+        .args(["-w", "-nvxL", "INPUT"])
+        .env("LC_ALL", "C")
+        .output()
+        .context("running iptables-nft -nvxL INPUT in the receiver")?;
+    if !output.status.success() {
+        bail!(
+            "iptables-nft -nvxL failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    parse_rule_counter(&String::from_utf8_lossy(&output.stdout))
+}
+
+fn parse_rule_counter(listing: &str) -> Result<u64> {
+    listing
+        .lines()
+        .find(|l| l.split_whitespace().nth(2) == Some("DROP"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .with_context(|| format!("no DROP rule with a counter in:\n{listing}"))
+}
+
+/// The one-liner running in the background, attached.
+struct Bpftrace {
+    child: std::process::Child,
+    pid: u32,
+}
+
+impl Bpftrace {
+    fn start() -> Result<Bpftrace> {
+        let mut command = Command::new("bpftrace");
+        command
+            .args(["-e", BPFTRACE_ONE_LINER])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: prctl in the child before exec: bpftrace dies with this worker.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = command
+            .spawn()
+            .context("starting bpftrace (apt-get install bpftrace)")?;
+        let pid = child.id();
+        let started = Instant::now();
+        // bpftrace prints "Attaching 1 probe..." before attaching; wait for the kernel to
+        // list its program on the tracepoint instead.
+        while !perf_attached(pid) {
+            if let Some(status) = child.try_wait()? {
+                let mut err = String::new();
+                child.stderr.take().unwrap().read_to_string(&mut err)?;
+                bail!("bpftrace exited ({status}): {}", err.trim());
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                bail!("bpftrace did not attach within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(Bpftrace { child, pid })
+    }
+
+    /// Stops it with SIGINT (as Ctrl-C) and returns its map: reason → count.
+    fn stop(mut self) -> Result<std::collections::BTreeMap<u32, u64>> {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.pid as i32, libc::SIGINT) };
+        let started = Instant::now();
+        while self.child.try_wait()?.is_none() {
+            if started.elapsed() > Duration::from_secs(30) {
+                let _ = self.child.kill();
+                bail!("bpftrace did not stop within 30 s of SIGINT");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut out = String::new();
+        self.child.stdout.take().unwrap().read_to_string(&mut out)?;
+        let mut map = std::collections::BTreeMap::new();
+        for line in out.lines() {
+            if let Some((reason, count)) = line
+                .strip_prefix("@[")
+                .and_then(|rest| rest.split_once("]:"))
+            {
+                map.insert(reason.trim().parse()?, count.trim().parse()?);
+            }
+        }
+        Ok(map)
+    }
+}
+
+fn perf_attached(pid: u32) -> bool {
+    Command::new("bpftool")
+        .args(["perf", "show"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.starts_with(&format!("pid {pid} ")) && l.contains("kfree_skb"))
+        })
+        .unwrap_or(false)
+}
+
+/// kfree_skb programs (bpftrace's `kfree_skb`, dropspec's `dropspec_tp*`) that processes
+/// other than `own` hold: other runs on this shared machine that tax every drop too.
+pub fn foreign_kfree_skb_programs(own: &[u32]) -> usize {
+    let Ok(output) = Command::new("bpftool").args(["prog", "show"]).output() else {
+        return 0;
+    };
+    count_foreign(&String::from_utf8_lossy(&output.stdout), own)
+}
+
+fn count_foreign(listing: &str, own: &[u32]) -> usize {
+    let mut count = 0;
+    let mut current: Option<bool> = None; // Some(is a kfree_skb program)
+    let mut owned = false;
+    let mut finish = |current: Option<bool>, owned: bool| {
+        if current == Some(true) && !owned {
+            count += 1;
+        }
+    };
+    for line in listing.lines() {
+        if line.starts_with(|c: char| c.is_ascii_digit()) {
+            finish(current, owned);
+            let name = line
+                .split("name ")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next());
+            current =
+                Some(name.is_some_and(|n| n.contains("kfree_skb") || n.starts_with("dropspec_tp")));
+            owned = false;
+        } else if let Some(pids) = line.trim_start().strip_prefix("pids ") {
+            owned = pids.split(", ").any(|p| {
+                p.rsplit_once('(')
+                    .and_then(|(_, pid)| pid.trim_end_matches(')').parse::<u32>().ok())
+                    .is_some_and(|pid| own.contains(&pid))
+            });
+        }
+    }
+    finish(current, owned);
+    count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_lines_round_trip() {
+        let r = FloodResult {
+            mode: "dropspec".into(),
+            watched: 10,
+            sent: 1_000_000,
+            secs: 1.5,
+            cpu_secs: 1.25,
+            rule: 1_000_000,
+            dropspec: Some(1_000_000),
+            dropspec_other: Some(0),
+            bpftrace: None,
+            foreign: 2,
+            maps_memlock: Some(4096),
+        };
+        let back = FloodResult::parse(&r.line()).unwrap();
+        assert_eq!(back.line(), r.line());
+        assert!((back.pps() - 666_666.67).abs() < 1.0);
+    }
+
+    #[test]
+    fn the_drop_rules_counter_is_read_from_the_listing() {
+        let listing = "Chain INPUT (policy ACCEPT 12 packets, 504 bytes)\n    pkts      bytes target     prot opt in     out     source               destination\n 1001000 46046000 DROP       17   --  *      *       0.0.0.0/0            0.0.0.0/0            udp dpt:9\n";
+        assert_eq!(parse_rule_counter(listing).unwrap(), 1_001_000);
+        assert!(parse_rule_counter("Chain INPUT (policy ACCEPT)\n").is_err());
+    }
+
+    #[test]
+    fn foreign_programs_are_counted_by_name_and_owner() {
+        let listing = "\
+423: tracepoint  name kfree_skb  tag c0d3104b248dafa7  gpl
+\tloaded_at 2026-11-24T05:39:41+0000  uid 0
+\tpids bpftrace(1127)
+500: tracing  name dropspec_tpbtf  tag 00  gpl
+\tpids dropspec(77)
+501: tracing  name dropspec_tpbtf  tag 00  gpl
+\tpids dropspec(78)
+502: cgroup_skb  name other  tag 00
+";
+        assert_eq!(count_foreign(listing, &[]), 3);
+        assert_eq!(count_foreign(listing, &[77]), 2);
+        assert_eq!(count_foreign(listing, &[77, 1127]), 1);
+    }
+}

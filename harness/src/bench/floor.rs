@@ -1,0 +1,417 @@
+//! The floor: a scenario's kernel operations alone, timed directly, with nothing of
+//! dropspec around them (no probe, no waiting for answers, no report).
+//!
+//! What is done is what the scenario needs the kernel to do: one `unshare(CLONE_NEWNET)`
+//! per host, each veth pair created by one RTM_NEWLINK with its peer born in the other
+//! namespace, addresses, links up, routes and sysctls, then the fault's rules loaded by
+//! the same tool dropspec uses (an `iptables-*-restore` or `nft` process: writing
+//! nfnetlink batches by hand is not something any user of either way does), then the
+//! traffic's packets sent once each, then every fd closed. Netlink requests are sent one
+//! at a time and awaited (one round trip each), the simplest way to make them.
+
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use dropspec::scenario::{FaultKind, Protocol, Scenario};
+use futures::TryStreamExt;
+use nix::sched::{setns, unshare, CloneFlags};
+use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
+use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+/// Where the floor's time went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FloorTimes {
+    /// Namespaces created (and each host's netlink socket opened).
+    pub netns: Duration,
+    /// Veths, addresses, links up, routes, sysctls.
+    pub links: Duration,
+    /// Rules loaded by the restore tool.
+    pub rules: Duration,
+    /// Listening sockets opened and every packet sent once.
+    pub traffic: Duration,
+    /// Every fd closed.
+    pub teardown: Duration,
+}
+
+impl FloorTimes {
+    pub fn setup(&self) -> Duration {
+        self.netns + self.links + self.rules
+    }
+
+    pub fn total(&self) -> Duration {
+        self.setup() + self.traffic + self.teardown
+    }
+}
+
+/// Runs the scenario's kernel operations once, on a thread made for it (the thread
+/// stands in the scenario's namespaces and ends there).
+pub fn run(scenario: &Scenario) -> Result<FloorTimes> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("bench floor".into())
+            .spawn_scoped(scope, || run_here(scenario))
+            .context("starting the floor's thread")?
+            .join()
+            .map_err(|_| anyhow::anyhow!("the floor's thread panicked"))?
+    })
+}
+
+fn run_here(scenario: &Scenario) -> Result<FloorTimes> {
+    let mut times = FloorTimes::default();
+
+    let started = Instant::now();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .context("starting a tokio runtime")?;
+    let mut namespaces: Vec<OwnedFd> = Vec::new();
+    let mut handles = Vec::new();
+    for host in &scenario.hosts {
+        unshare(CloneFlags::CLONE_NEWNET)
+            .with_context(|| format!("unshare(CLONE_NEWNET) for host {}", host.name))?;
+        let fd: OwnedFd = std::fs::File::open("/proc/thread-self/ns/net")
+            .context("opening /proc/thread-self/ns/net")?
+            .into();
+        let _context = runtime.enter();
+        let (connection, handle, _) =
+            rtnetlink::new_connection().context("opening a netlink socket")?;
+        runtime.spawn(connection);
+        namespaces.push(fd);
+        handles.push(handle);
+    }
+    times.netns = started.elapsed();
+
+    let started = Instant::now();
+    for (host, fd) in scenario.hosts.iter().zip(&namespaces) {
+        if host.forwarding {
+            setns(fd, CloneFlags::CLONE_NEWNET).context("entering a host")?;
+            write_sysctl("net/ipv4/ip_forward", "1")?;
+            write_sysctl("net/ipv4/conf/all/forwarding", "1")?;
+        }
+    }
+    runtime.block_on(async {
+        // The kernel numbers interfaces itself here; the floor asks for them by name.
+        for link in &scenario.links {
+            let [a, b] = &link.ends;
+            let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
+                .name(b.ifname.clone())
+                .setns_by_fd(namespaces[b.host].as_raw_fd());
+            let mut veth = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+                .name(a.ifname.clone());
+            if let Some(mtu) = link.mtu {
+                peer = peer.mtu(mtu);
+                veth = veth.mtu(mtu);
+            }
+            let message = veth
+                .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
+                .build();
+            handles[a.host]
+                .link()
+                .add(message)
+                .execute()
+                .await
+                .with_context(|| format!("creating veth {}", a.ifname))?;
+            for end in [a, b] {
+                let handle = &handles[end.host];
+                let index = link_index(handle, &end.ifname).await?;
+                handle
+                    .address()
+                    .add(index, end.addr.addr.into(), end.addr.prefix)
+                    .execute()
+                    .await
+                    .with_context(|| format!("adding {} to {}", end.addr, end.ifname))?;
+                handle
+                    .link()
+                    .set(LinkUnspec::new_with_index(index).up().build())
+                    .execute()
+                    .await
+                    .with_context(|| format!("bringing up {}", end.ifname))?;
+            }
+        }
+        // Once both ends are up, a GETLINK per end runs the carrier work the kernel
+        // would otherwise defer; without it the first packets die in the veth (see
+        // topology.rs, sync_link), and the scenario's drop would not be the one made.
+        for link in &scenario.links {
+            for end in &link.ends {
+                link_index(&handles[end.host], &end.ifname).await?;
+            }
+        }
+        for (id, host) in scenario.hosts.iter().enumerate() {
+            for route in &host.routes {
+                let mut builder = RouteMessageBuilder::<Ipv4Addr>::new();
+                if let Some(d) = route.destination {
+                    builder = builder.destination_prefix(d.addr, d.prefix);
+                }
+                builder = match route.via {
+                    Some(via) => builder.gateway(via),
+                    None => builder.scope(rtnetlink::packet_route::route::RouteScope::Link),
+                };
+                if let Some(dev) = &route.dev {
+                    builder = builder.output_interface(link_index(&handles[id], dev).await?);
+                }
+                handles[id]
+                    .route()
+                    .add(builder.build())
+                    .execute()
+                    .await
+                    .with_context(|| format!("adding a route in {}", host.name))?;
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    for (host, fd) in scenario.hosts.iter().zip(&namespaces) {
+        if host.sysctls.is_empty() {
+            continue;
+        }
+        setns(fd, CloneFlags::CLONE_NEWNET).context("entering a host")?;
+        for (key, value) in &host.sysctls {
+            write_sysctl(&key.replace('.', "/"), value)?;
+        }
+    }
+    times.links = started.elapsed();
+
+    let started = Instant::now();
+    for fault in &scenario.faults {
+        let (tool, args, text): (&str, &[&str], &str) = match &fault.kind {
+            FaultKind::Iptables { backend, rules, .. } => {
+                (backend.restore_command(), &["--noflush", "--wait=5"], rules)
+            }
+            FaultKind::Nft { ruleset, .. } => ("nft", &["-f", "-"], ruleset),
+        };
+        load_rules(&namespaces[fault.host], tool, args, text)?;
+    }
+    times.rules = started.elapsed();
+
+    let started = Instant::now();
+    let mut sockets = Vec::new();
+    for traffic in &scenario.traffic {
+        if let (true, Some(to), Protocol::Udp | Protocol::Tcp) =
+            (traffic.listen, traffic.to_host, traffic.protocol)
+        {
+            setns(&namespaces[to], CloneFlags::CLONE_NEWNET).context("entering a host")?;
+            sockets.push(listener(
+                traffic.protocol,
+                traffic.destination,
+                traffic.port,
+            )?);
+        }
+        setns(&namespaces[traffic.from], CloneFlags::CLONE_NEWNET).context("entering a host")?;
+        let to = SocketAddrV4::new(traffic.destination, traffic.port);
+        match traffic.protocol {
+            Protocol::Icmp => {
+                let socket = socket(libc::SOCK_RAW, libc::IPPROTO_ICMP)?;
+                for seq in 1..=traffic.count {
+                    send_to(&socket, &echo_request(seq as u16, traffic.payload), to)?;
+                }
+                sockets.push(socket);
+            }
+            Protocol::Udp => {
+                let socket = socket(libc::SOCK_DGRAM, libc::IPPROTO_UDP)?;
+                let payload = vec![0u8; traffic.payload];
+                for _ in 0..traffic.count {
+                    send_to(&socket, &payload, to)?;
+                }
+                sockets.push(socket);
+            }
+            Protocol::Tcp => {
+                for _ in 0..traffic.count {
+                    let socket =
+                        socket(libc::SOCK_STREAM | libc::SOCK_NONBLOCK, libc::IPPROTO_TCP)?;
+                    connect_nonblocking(&socket, to)?;
+                    sockets.push(socket);
+                }
+            }
+        }
+    }
+    times.traffic = started.elapsed();
+
+    let started = Instant::now();
+    drop(sockets);
+    drop(handles);
+    drop(runtime);
+    drop(namespaces);
+    times.teardown = started.elapsed();
+    Ok(times)
+}
+
+async fn link_index(handle: &rtnetlink::Handle, name: &str) -> Result<u32> {
+    let mut links = handle.link().get().match_name(name.to_owned()).execute();
+    match links.try_next().await {
+        Ok(Some(link)) => Ok(link.header.index),
+        Ok(None) => bail!("no interface {name}"),
+        Err(e) => Err(e).with_context(|| format!("looking up {name}")),
+    }
+}
+
+fn write_sysctl(path: &str, value: &str) -> Result<()> {
+    let path = format!("/proc/sys/{path}");
+    std::fs::write(&path, value).with_context(|| format!("writing {path}"))
+}
+
+fn load_rules(netns: &OwnedFd, tool: &str, args: &[&str], text: &str) -> Result<()> {
+    let fd = netns.try_clone().context("duplicating a namespace fd")?;
+    let mut command = Command::new(tool);
+    command
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: runs in the forked child before exec and only calls setns(2).
+    unsafe {
+        command.pre_exec(move || {
+            setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
+        });
+    }
+    let mut child = command.spawn().with_context(|| format!("running {tool}"))?;
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(text.as_bytes())
+        .with_context(|| format!("writing rules to {tool}"))?;
+    let output = child.wait_with_output()?;
+    if !output.status.success() {
+        bail!(
+            "{tool} failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn socket(kind: libc::c_int, protocol: libc::c_int) -> Result<OwnedFd> {
+    // SAFETY: plain socket(2); the fd is owned at once.
+    let fd = unsafe { libc::socket(libc::AF_INET, kind | libc::SOCK_CLOEXEC, protocol) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("socket(2)");
+    }
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn sockaddr(to: SocketAddrV4) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: to.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*to.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+/// One `sendto`; an error the kernel reports for the packet itself (EPERM from an
+/// OUTPUT rule, an unreachable network) still means the packet was handled.
+fn send_to(socket: &OwnedFd, bytes: &[u8], to: SocketAddrV4) -> Result<()> {
+    let addr = sockaddr(to);
+    // SAFETY: buffer and address are valid for the call.
+    let n = unsafe {
+        libc::sendto(
+            socket.as_raw_fd(),
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            0,
+            (&addr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EPERM | libc::ENETUNREACH | libc::EHOSTUNREACH | libc::ECONNREFUSED) => {}
+            _ => return Err(e).context("sendto(2)"),
+        }
+    }
+    Ok(())
+}
+
+fn connect_nonblocking(socket: &OwnedFd, to: SocketAddrV4) -> Result<()> {
+    let addr = sockaddr(to);
+    // SAFETY: address valid for the call.
+    let rc = unsafe {
+        libc::connect(
+            socket.as_raw_fd(),
+            (&addr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(
+                libc::EINPROGRESS
+                | libc::ECONNREFUSED
+                | libc::EPERM
+                | libc::ENETUNREACH
+                | libc::EHOSTUNREACH,
+            ) => {}
+            _ => return Err(e).context("connect(2)"),
+        }
+    }
+    Ok(())
+}
+
+fn listener(protocol: Protocol, addr: Ipv4Addr, port: u16) -> Result<OwnedFd> {
+    let socket = match protocol {
+        Protocol::Tcp => socket(libc::SOCK_STREAM, libc::IPPROTO_TCP)?,
+        _ => socket(libc::SOCK_DGRAM, libc::IPPROTO_UDP)?,
+    };
+    let sa = sockaddr(SocketAddrV4::new(addr, port));
+    // SAFETY: address valid for the call.
+    let rc = unsafe {
+        libc::bind(
+            socket.as_raw_fd(),
+            (&sa as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error()).context("bind(2)");
+    }
+    // SAFETY: plain listen(2) on our socket.
+    if protocol == Protocol::Tcp && unsafe { libc::listen(socket.as_raw_fd(), 128) } < 0 {
+        return Err(std::io::Error::last_os_error()).context("listen(2)");
+    }
+    Ok(socket)
+}
+
+/// An ICMP echo request with its checksum (raw sockets leave the checksum to us).
+fn echo_request(seq: u16, payload: usize) -> Vec<u8> {
+    let mut packet = vec![0u8; 8 + payload];
+    packet[0] = 8;
+    packet[4..6].copy_from_slice(&0x6473u16.to_be_bytes()); // "ds"
+    packet[6..8].copy_from_slice(&seq.to_be_bytes());
+    let sum = internet_checksum(&packet);
+    packet[2..4].copy_from_slice(&sum.to_be_bytes());
+    packet
+}
+
+fn internet_checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echo_request_checksum_verifies() {
+        let packet = echo_request(7, 56);
+        assert_eq!(packet[0], 8);
+        // A packet that carries its own checksum sums to zero.
+        assert_eq!(internet_checksum(&packet), 0);
+        assert_eq!(internet_checksum(&[0x45, 0x00, 0x00, 0x1c]), !0x451c);
+    }
+}
