@@ -182,6 +182,10 @@ fn run_here(scenario: &Scenario) -> Result<FloorTimes> {
                 (backend.restore_command(), &["--noflush", "--wait=5"], rules)
             }
             FaultKind::Nft { ruleset, .. } => ("nft", &["-f", "-"], ruleset),
+            FaultKind::Tc { commands, .. } => ("tc", &["-batch", "-"], commands),
+            FaultKind::TcDrop { .. } => {
+                anyhow::bail!("the floor measurement does not model tc_drop faults: leave such scenarios out of the bench")
+            }
         };
         load_rules(&namespaces[fault.host], tool, args, text)?;
     }
