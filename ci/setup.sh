@@ -9,6 +9,8 @@ packages=(
   iptables nftables     # the firewall faults scenarios inject
   iproute2              # tc, for traffic-control faults
   bpftrace              # the benchmarks' comparison with the usual one-liner
+  iputils-ping netcat-openbsd   # the benchmarks' shell-script way of running a scenario
+  linux-perf            # the benchmarks' profile of the probe under a flood
   qemu-system-x86 busybox-static cpio kmod   # other kernels, booted in a VM
 )
 

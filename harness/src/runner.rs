@@ -144,7 +144,16 @@ pub fn run(scenario: &Scenario) -> Result<Report, RunError> {
         .collect::<Result<Vec<_>, _>>()?;
 
     let started = Instant::now();
-    let mut total_drops = || total_packets(probe, &slots);
+    // The last change in the drop count the traffic phase saw: settling continues that
+    // quiet window instead of waiting a whole second one.
+    let mut last_seen = (u64::MAX, Instant::now());
+    let mut total_drops = || {
+        let total = total_packets(probe, &slots);
+        if total != last_seen.0 {
+            last_seen = (total, Instant::now());
+        }
+        total
+    };
     let outcomes =
         traffic::run(scenario, &topology, &mut total_drops).map_err(RunError::Traffic)?;
     let (packet_outcomes, unread) =
@@ -152,7 +161,12 @@ pub fn run(scenario: &Scenario) -> Result<Report, RunError> {
     timings.traffic = started.elapsed();
 
     let started = Instant::now();
-    settle(probe, &slots, Duration::from_millis(scenario.settle_min_ms));
+    settle(
+        probe,
+        &slots,
+        Duration::from_millis(scenario.settle_min_ms),
+        last_seen,
+    );
     // Restored as soon as the kernel is done with the traffic: the shortest window.
     let global_sysctls = changes
         .iter()
@@ -346,13 +360,12 @@ fn total_packets(probe: &DropProbe, slots: &[WatchSlot]) -> u64 {
 }
 
 /// Waits until no new drop has been counted for a quiet window (and at least `minimum`),
-/// so late drops of the traffic are still seen without a long fixed sleep.
-fn settle(probe: &DropProbe, slots: &[WatchSlot], minimum: Duration) {
+/// so late drops of the traffic are still seen without a long fixed sleep. The window
+/// started at `seen`, the last change of the count that the traffic phase saw.
+fn settle(probe: &DropProbe, slots: &[WatchSlot], minimum: Duration, seen: (u64, Instant)) {
     let start = Instant::now();
-    let mut last = total_packets(probe, slots);
-    let mut last_change = start;
+    let (mut last, mut last_change) = seen;
     loop {
-        std::thread::sleep(Duration::from_millis(1));
         let now = Instant::now();
         let total = total_packets(probe, slots);
         if total != last {
@@ -365,6 +378,7 @@ fn settle(probe: &DropProbe, slots: &[WatchSlot], minimum: Duration) {
         {
             return;
         }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
