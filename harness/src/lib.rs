@@ -4,7 +4,8 @@
 //! veths, addresses, routes) → [`faults`] (firewall rules) → [`probes`] (eBPF drop
 //! counters, attached once per process) → [`traffic`] → [`report`] → assertions, with
 //! [`runner`] driving the steps and [`cleanup`] making sure nothing outlives a run.
-//! [`kernel`] reads what the running kernel says about itself (BTF, tracefs, kallsyms).
+//! [`kernel`] reads what the running kernel says about itself (BTF, tracefs, kallsyms);
+//! [`vm`] runs a command on another kernel, in a qemu guest.
 
 pub mod cleanup;
 pub mod faults;
@@ -15,3 +16,4 @@ pub mod runner;
 pub mod scenario;
 pub mod topology;
 pub mod traffic;
+pub mod vm;
