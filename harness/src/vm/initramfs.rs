@@ -366,7 +366,7 @@ impl Cpio {
     }
 
     fn pad(&mut self) {
-        while self.out.len() % 4 != 0 {
+        while !self.out.len().is_multiple_of(4) {
             self.out.push(0);
         }
     }
@@ -499,8 +499,11 @@ kernel/fs/overlayfs/overlay.ko:
         assert!(stage2.contains("echo \"$M-exit=$?\""));
     }
 
+    /// (name, mode, (rdev major, minor), data)
+    type Member = (String, u32, (u32, u32), Vec<u8>);
+
     /// Reads back what [`Cpio`] wrote, the way the kernel's initramfs unpacker does.
-    fn read_newc(mut bytes: &[u8]) -> Vec<(String, u32, (u32, u32), Vec<u8>)> {
+    fn read_newc(mut bytes: &[u8]) -> Vec<Member> {
         let mut entries = Vec::new();
         let hex = |b: &[u8]| u32::from_str_radix(std::str::from_utf8(b).unwrap(), 16).unwrap();
         let total = bytes.len();
