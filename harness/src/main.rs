@@ -350,6 +350,11 @@ fn vm(args: VmArgs) -> Result<ExitCode> {
         // The guest's console is a tty; without this, tools would colour a log file.
         env.retain(|(k, _)| k != "TERM");
         env.push(("TERM".into(), "dumb".into()));
+        for (name, value) in [("NO_COLOR", "1"), ("CARGO_TERM_COLOR", "never")] {
+            if !env.iter().any(|(k, _)| k == name) {
+                env.push((name.into(), value.into()));
+            }
+        }
     }
     for pair in &args.env {
         let (name, value) = pair

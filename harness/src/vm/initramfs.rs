@@ -216,7 +216,7 @@ mkdir -p $R{modules_guest} && mount --bind $R{modules_host} $R{modules_guest} \
         ));
         for (tag, path) in &self.writable {
             s.push_str(&format!(
-                "mount -t 9p -o trans=virtio,version=9p2000.L,msize={MSIZE},cache=mmap {tag} $R{path} \\\n  || fail \"mounting {plain} read-write over 9p\"\n",
+                "mkdir -p $R{path} && mount -t 9p -o trans=virtio,version=9p2000.L,msize={MSIZE},cache=mmap {tag} $R{path} \\\n  || fail \"mounting {plain} read-write over 9p\"\n",
                 path = quote_path(path),
                 plain = path.display(),
             ));

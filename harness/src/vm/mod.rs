@@ -259,10 +259,7 @@ pub fn run(
         command: options.command.clone(),
     };
     let image = initramfs::build(&kernel, &plan)?;
-    let initrd = TempFile::write(
-        std::env::temp_dir().join(format!("dropspec-initramfs-{}.cpio", std::process::id())),
-        &image,
-    )?;
+    let initrd = Initrd::write(&image)?;
 
     let _ = writeln!(
         status,
@@ -276,7 +273,8 @@ pub fn run(
     );
     let guest = qemu::Guest {
         kernel: &kernel,
-        initrd: &initrd.0,
+        initrd: &initrd.path(),
+        initrd_fd: initrd.fd(),
         memory_mib: options.memory_mib,
         cpus: options.cpus,
         accel: options.accel,
@@ -310,18 +308,33 @@ fn nonce() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A file removed when dropped.
-struct TempFile(PathBuf);
+/// The initramfs in an anonymous memory file (`memfd:dropspec-initramfs`) that qemu
+/// inherits and opens as /proc/self/fd/N: nothing on disk, so nothing is left behind
+/// even when this process is SIGKILLed.
+struct Initrd(std::fs::File);
 
-impl TempFile {
-    fn write(path: PathBuf, bytes: &[u8]) -> Result<TempFile, VmError> {
-        std::fs::write(&path, bytes).map_err(|e| VmError::io("writing the initramfs", &path, e))?;
-        Ok(TempFile(path))
+impl Initrd {
+    fn write(bytes: &[u8]) -> Result<Initrd, VmError> {
+        use nix::sys::memfd::{memfd_create, MFdFlags};
+        let fd = memfd_create(c"dropspec-initramfs", MFdFlags::MFD_CLOEXEC).map_err(|e| {
+            VmError::io(
+                "creating a memory file for",
+                Path::new("the initramfs"),
+                e.into(),
+            )
+        })?;
+        let mut file = std::fs::File::from(fd);
+        file.write_all(bytes)
+            .map_err(|e| VmError::io("writing", Path::new("the initramfs"), e))?;
+        Ok(Initrd(file))
     }
-}
 
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+    fn fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.0)
+    }
+
+    /// The same path works in qemu, which inherits the descriptor under the same number.
+    fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.fd()))
     }
 }

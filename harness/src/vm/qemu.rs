@@ -50,7 +50,10 @@ impl FromStr for Accel {
 
 pub(super) struct Guest<'a> {
     pub kernel: &'a GuestKernel,
+    /// A path qemu can open: /proc/self/fd/N of `initrd_fd`.
     pub initrd: &'a Path,
+    /// A close-on-exec descriptor qemu must inherit.
+    pub initrd_fd: std::os::fd::RawFd,
     pub memory_mib: u32,
     pub cpus: u32,
     pub accel: Accel,
@@ -144,11 +147,17 @@ impl Guest<'_> {
             // Its own process group: Ctrl-C reaches us, and we end qemu ourselves after
             // reporting, instead of qemu and us racing to exit.
             .process_group(0);
-        // SAFETY: prctl(2) is async-signal-safe; nothing else runs between fork and exec.
+        let initrd_fd = self.initrd_fd;
+        // SAFETY: prctl(2) and fcntl(2) are async-signal-safe; nothing else runs between
+        // fork and exec.
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 // qemu dies with us even if we are SIGKILLed.
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // qemu, and only qemu, inherits the initramfs.
+                if libc::fcntl(initrd_fd, libc::F_SETFD, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -354,7 +363,8 @@ mod tests {
         };
         let guest = Guest {
             kernel: &kernel,
-            initrd: Path::new("/tmp/dropspec-initramfs-1.cpio"),
+            initrd: Path::new("/proc/self/fd/7"),
+            initrd_fd: 7,
             memory_mib: 2048,
             cpus: 2,
             accel: Accel::Tcg,
