@@ -32,6 +32,7 @@ fi
 
 cargo build --locked -p dropspec --bin dropspec
 suite=$(cargo test --locked -p dropspec --test scenarios --no-run --message-format=json \
+  | grep '"kind":\["test"\]' | grep '"name":"scenarios"' \
   | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n1)
 if [ -z "$suite" ]; then
   echo "vm-suite: cargo built no scenarios test binary" >&2

@@ -194,6 +194,9 @@ mount -t overlay -o lowerdir=/mnt/lower,upperdir=/mnt/rw/upper,workdir=/mnt/rw/w
   || fail "mounting the overlay on the host's root"
 R=/newroot
 for d in proc sys dev; do mount --move /$d $R/$d || fail "moving /$d"; done
+# Before /tmp and /run are covered: the kernel cache may live under either.
+mkdir -p $R{modules_guest} && mount --bind $R{modules_host} $R{modules_guest} \
+  || fail "binding the guest kernel's modules at {modules_guest_plain}"
 mount -t tmpfs -o mode=1777 dropspec-tmp $R/tmp && mount -t tmpfs -o mode=0755 dropspec-run $R/run \
   || fail "mounting /tmp and /run"
 mkdir -p $R/dev/pts $R/dev/shm
@@ -201,8 +204,6 @@ mount -t devpts devpts $R/dev/pts; mount -t tmpfs -o mode=1777 dropspec-shm $R/d
 mount -t tracefs tracefs $R/sys/kernel/tracing || fail "mounting tracefs"
 mount -t debugfs debugfs $R/sys/kernel/debug
 mount -t bpf bpf $R/sys/fs/bpf || fail "mounting bpffs"
-mkdir -p $R{modules_guest} && mount --bind $R{modules_host} $R{modules_guest} \
-  || fail "binding the guest kernel's modules at {modules_guest_plain}"
 "#,
             marker = self.marker,
             modules = modules
