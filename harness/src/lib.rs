@@ -7,7 +7,9 @@
 //! [`global_sysctls`] changes machine-wide settings a scenario needs, and always puts them back.
 //! [`counters`] reads the kernel's own SNMP, conntrack and rule counters per host, and
 //! [`classify`] uses them to say which mechanism dropped the packets.
-//! [`kernel`] reads what the running kernel says about itself (BTF, tracefs, kallsyms).
+//! [`kernel`] reads what the running kernel says about itself (BTF, tracefs, kallsyms);
+//! [`vm`] runs a command on another kernel, in a qemu guest; [`diff`] says what changed
+//! in drop behaviour between two kernels.
 
 pub mod classify;
 pub mod cleanup;
@@ -24,3 +26,4 @@ pub mod runner;
 pub mod scenario;
 pub mod topology;
 pub mod traffic;
+pub mod vm;

@@ -59,6 +59,53 @@ enum Command {
     /// Measure dropspec against the shell + bpftrace way, the kernel-only floor and
     /// bpftrace's probe; prints the figures of BENCHMARKS.md (as root, ~3-4 minutes).
     Bench(bench::Args),
+    /// Run a command on another kernel: boots a Debian kernel package under qemu with
+    /// this machine's files (read-only, the project directory writable) and returns the
+    /// command's exit code. Example: dropspec vm --kernel 6.1 -- target/debug/dropspec run
+    Vm(VmArgs),
+}
+
+#[derive(clap::Args)]
+struct VmArgs {
+    /// 6.1 or 6.12 (newest of that series apt knows), an exact package version
+    /// (6.1.0-50, 6.12.117+deb12) or a package name (linux-image-…).
+    #[arg(long)]
+    kernel: String,
+    /// Guest memory in MiB (qemu only uses what the guest touches).
+    #[arg(long, default_value_t = 2048)]
+    memory: u32,
+    /// Guest CPUs. One by default: under TCG a second vCPU's host thread can stall for
+    /// longer than the harness's 10 ms quiet window, which made 6.1 runs flaky (5 of 18
+    /// suite runs with 2 CPUs had a timing failure, 0 of 18 with one) and was no faster.
+    #[arg(long, default_value_t = 1)]
+    cpus: u32,
+    /// Seconds for boot, command and power-off together; qemu is killed after that.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    /// Directory the guest may write to (repeatable). Default: the project root (the
+    /// directory with scenarios/ at or above this one), else this directory.
+    #[arg(long)]
+    share: Vec<PathBuf>,
+    /// Share nothing writable: the guest sees the host read-only.
+    #[arg(long, conflicts_with = "share")]
+    read_only: bool,
+    /// NAME=VALUE for the command (repeatable); PATH, HOME, CI, CARGO_*, RUST*, INSTA_*,
+    /// DROPSPEC_* are passed through already.
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    env: Vec<String>,
+    /// Where kernels are cached (default: $DROPSPEC_KERNEL_CACHE, else
+    /// $XDG_CACHE_HOME/dropspec/kernels or ~/.cache/dropspec/kernels).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// qemu accelerator: tcg (default; KVM guests hang at boot on our machines) or kvm.
+    #[arg(long, default_value = "tcg")]
+    accel: dropspec::vm::Accel,
+    /// Show the guest kernel's boot and power-off messages.
+    #[arg(long)]
+    verbose: bool,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -80,6 +127,7 @@ fn main() -> ExitCode {
         Command::Reasons => reasons(),
         Command::Cleanup => cleanup_leftovers(),
         Command::Bench(args) => bench::run(args),
+        Command::Vm(args) => vm(args),
     };
     match result {
         Ok(code) => code,
@@ -409,4 +457,79 @@ fn print_result(s: &scenario::Scenario, verdict: &Verdict, report: Option<&Repor
             println!();
         }
     }
+}
+
+fn vm(args: VmArgs) -> Result<ExitCode> {
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    let writable = if args.read_only {
+        Vec::new()
+    } else if !args.share.is_empty() {
+        args.share
+    } else {
+        match project_root() {
+            Ok(root) => vec![root],
+            Err(_) if cwd != Path::new("/") => vec![cwd.clone()],
+            Err(_) => Vec::new(),
+        }
+    };
+    let mut env = dropspec::vm::passthrough_env();
+    if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        // The guest's console is a tty; without this, tools would colour a log file.
+        env.retain(|(k, _)| k != "TERM");
+        env.push(("TERM".into(), "dumb".into()));
+        for (name, value) in [("NO_COLOR", "1"), ("CARGO_TERM_COLOR", "never")] {
+            if !env.iter().any(|(k, _)| k == name) {
+                env.push((name.into(), value.into()));
+            }
+        }
+    }
+    for pair in &args.env {
+        let (name, value) = pair
+            .split_once('=')
+            .with_context(|| format!("--env {pair:?}: expected NAME=VALUE"))?;
+        env.retain(|(k, _)| k != name);
+        env.push((name.to_owned(), value.to_owned()));
+    }
+    let options = dropspec::vm::VmOptions {
+        kernel: args.kernel,
+        memory_mib: args.memory,
+        cpus: args.cpus.max(1),
+        timeout: std::time::Duration::from_secs(args.timeout),
+        accel: args.accel,
+        writable,
+        env,
+        cwd,
+        command: args.command,
+        cache_dir: args
+            .cache_dir
+            .unwrap_or_else(dropspec::vm::package::default_cache_dir),
+        verbose: args.verbose,
+    };
+    let outcome = match dropspec::vm::run(
+        &options,
+        Box::new(std::io::stdout()),
+        &mut std::io::stderr(),
+    ) {
+        Ok(outcome) => outcome,
+        Err(e @ dropspec::vm::VmError::Interrupted) => {
+            eprintln!("dropspec vm: {e}");
+            return Ok(ExitCode::from(130));
+        }
+        Err(e @ dropspec::vm::VmError::Timeout { .. }) => {
+            eprintln!("dropspec vm: {e}");
+            return Ok(ExitCode::from(124));
+        }
+        Err(e) => return Err(e).context(format!("running a command on kernel {}", options.kernel)),
+    };
+    let rss = outcome
+        .qemu_peak_rss_kib
+        .map_or_else(|| "?".into(), |k| format!("{} MiB", k / 1024));
+    eprintln!(
+        "dropspec vm: {} exited {} (boot {:.1}s, command {:.1}s, qemu peak RSS {rss})",
+        outcome.kernel.release,
+        outcome.exit_code,
+        outcome.boot_time.as_secs_f64(),
+        outcome.command_time.as_secs_f64(),
+    );
+    Ok(ExitCode::from(u8::try_from(outcome.exit_code).unwrap_or(1)))
 }

@@ -48,7 +48,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, MutexGuard, Once, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, Once, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use crate::kernel::kallsyms::Kallsyms;
@@ -336,7 +336,7 @@ pub struct DropProbe {
     events: Vec<(String, Result<&'static str, String>)>,
     /// `enum sk_rst_reason` names, for tcp_send_reset.
     reset_reasons: HashMap<u32, String>,
-    kallsyms: OnceLock<Result<Kallsyms, ProbeError>>,
+    kallsyms: Mutex<Option<SymbolCache>>,
     next_slot: AtomicU32,
     /// Owns the programs and their links: dropping it would detach the probe.
     _ebpf: Mutex<Ebpf>,
@@ -448,12 +448,27 @@ impl DropProbe {
         self.fallback.as_ref()
     }
 
-    /// Kernel symbols, read from /proc/kallsyms on first use (once per process).
-    pub fn kallsyms(&self) -> Result<&Kallsyms, ProbeError> {
-        self.kallsyms
-            .get_or_init(|| Kallsyms::from_proc().map_err(ProbeError::from))
-            .as_ref()
-            .map_err(Clone::clone)
+    /// Kernel symbols, read from /proc/kallsyms on first use and again whenever the set
+    /// of loaded modules has changed since: on a kernel with netfilter as modules (Debian's
+    /// 6.1, 6.12) nf_tables is loaded by a scenario's first rule, after the first read, and
+    /// its drops would otherwise be named after whatever symbol precedes it.
+    pub fn kallsyms(&self) -> Result<Arc<Kallsyms>, ProbeError> {
+        let modules = loaded_modules();
+        let mut cache = self
+            .kallsyms
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(cached) = cache.as_ref().filter(|c| c.modules == modules) {
+            return cached.symbols.clone();
+        }
+        let symbols = Kallsyms::from_proc()
+            .map(Arc::new)
+            .map_err(ProbeError::from);
+        *cache = Some(SymbolCache {
+            modules,
+            symbols: symbols.clone(),
+        });
+        symbols
     }
 
     /// Starts counting drops in this namespace (netns inode = fstat(nsfd).st_ino). Each
@@ -538,7 +553,7 @@ impl DropProbe {
         );
         let mut merged: BTreeMap<Row, (u64, u64)> = BTreeMap::new();
         for (key, packets, bytes) in rows {
-            let function = match kallsyms.and_then(|k| k.function_at(key.location)) {
+            let function = match kallsyms.as_ref().and_then(|k| k.function_at(key.location)) {
                 Some(name) => name.to_owned(),
                 None => format!("{:#x}", key.location),
             };
@@ -546,8 +561,8 @@ impl DropProbe {
             let l3 = l3_name(key.l3proto);
             let l4 = l4_name(key.l3proto, key.l4proto);
             let stack = match key.stack_status {
-                STACK_FROM_CALLER => stacks::symbolize(kallsyms, &key.stack, true),
-                STACK_UNTRIMMED => stacks::symbolize(kallsyms, &key.stack, false),
+                STACK_FROM_CALLER => stacks::symbolize(kallsyms.as_deref(), &key.stack, true),
+                STACK_UNTRIMMED => stacks::symbolize(kallsyms.as_deref(), &key.stack, false),
                 _ => {
                     debug_assert_eq!(key.stack_status, STACK_NONE);
                     Vec::new()
@@ -777,7 +792,7 @@ impl DropProbe {
             maps: Mutex::new(maps),
             events,
             reset_reasons,
-            kallsyms: OnceLock::new(),
+            kallsyms: Mutex::new(None),
             next_slot: AtomicU32::new(1),
             _ebpf: Mutex::new(ebpf),
         })
@@ -826,6 +841,30 @@ impl Maps {
         })?;
         Ok(per_cpu.iter().sum())
     }
+}
+
+/// Kernel symbols and the modules that were loaded when they were read.
+struct SymbolCache {
+    modules: Vec<(String, String)>,
+    symbols: Result<Arc<Kallsyms>, ProbeError>,
+}
+
+/// (name, load address) of every loaded module, from /proc/modules; empty on a kernel
+/// without modules. Reference counts are left out: they change with every rule.
+fn loaded_modules() -> Vec<(String, String)> {
+    module_list(&std::fs::read_to_string("/proc/modules").unwrap_or_default())
+}
+
+fn module_list(text: &str) -> Vec<(String, String)> {
+    let mut modules: Vec<(String, String)> = text
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            Some((fields.first()?.to_string(), fields.get(5)?.to_string()))
+        })
+        .collect();
+    modules.sort();
+    modules
 }
 
 /// What the loader needs to know about the running kernel, read before loading.
@@ -1405,6 +1444,20 @@ mod tests {
         assert!(err
             .to_string()
             .contains("dropspec_events was full (4096 keys)"));
+    }
+
+    #[test]
+    fn module_list_ignores_reference_counts() {
+        let before = "nf_tables 266240 0 - Live 0xffffffffc03e0000\nveth 36864 0 - Live 0xffffffffc0300000\n";
+        let in_use = "veth 36864 0 - Live 0xffffffffc0300000\nnf_tables 266240 4 nft_chain,[permanent] Live 0xffffffffc03e0000\n";
+        assert_eq!(module_list(before), module_list(in_use));
+        let reloaded = "nf_tables 266240 0 - Live 0xffffffffc0500000\nveth 36864 0 - Live 0xffffffffc0300000\n";
+        assert_ne!(module_list(before), module_list(reloaded));
+        assert_ne!(
+            module_list(before),
+            module_list("veth 36864 0 - Live 0xffffffffc0300000\n")
+        );
+        assert!(module_list("").is_empty());
     }
 
     #[test]

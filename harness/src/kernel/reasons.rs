@@ -268,6 +268,35 @@ pub(crate) mod tests {
         assert_eq!(t.describe(9999), "UNKNOWN_9999");
     }
 
+    /// Debian's 6.1 and 6.12 (saved from `dropspec vm` guests): the same names, other
+    /// numbers, and fewer reasons the older the kernel.
+    #[test]
+    fn numbers_of_debian_kernels() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/kernel");
+        for (release, netfilter_drop, reasons, has_consumed) in [
+            ("6.1.0-56-amd64", 7, 67, false),
+            ("6.12.117+deb12-amd64", 11, 105, true),
+        ] {
+            let dir = fixtures.join(release);
+            let t = ReasonTable::from_btf(&fixture_btf(&dir)).unwrap();
+            assert_eq!(
+                t.number("NETFILTER_DROP"),
+                Some(netfilter_drop),
+                "{release}"
+            );
+            assert_eq!(t.name(netfilter_drop), Some("NETFILTER_DROP"), "{release}");
+            assert_eq!(t.number("NOT_DROPPED_YET"), Some(0), "{release}");
+            assert_eq!(t.len(), reasons, "{release}");
+            assert_eq!(t.number("CONSUMED").is_some(), has_consumed, "{release}");
+            let fmt = ReasonTable::from_tracefs_format(&fixture_format(&dir)).unwrap();
+            assert_eq!(
+                fmt.number("NETFILTER_DROP"),
+                Some(netfilter_drop),
+                "{release}"
+            );
+        }
+    }
+
     #[test]
     fn subsystem_reasons_and_missing_enum() {
         let mut b = BtfBuilder::new();

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Runs the scenario suite on other kernels, each in a `dropspec vm` guest (qemu TCG).
+#
+#   bash ci/vm-suite.sh                          every kernel in ci/kernels.toml
+#   bash ci/vm-suite.sh 6.12.117+deb12           one kernel (anything --kernel takes)
+#   bash ci/vm-suite.sh 6.1.0-56 -- iptables/    a libtest filter: a subset of scenarios
+#   bash ci/vm-suite.sh --skip-unavailable       skip (loudly) a kernel Debian no longer has
+#
+# Debian drops superseded kernel ABIs (6.1.0-56 once 6.1.0-57 is out) from its mirrors
+# after a while; --skip-unavailable keeps .ci/run from failing on that alone, and says so.
+#
+# The test binaries are built on the host (cargo in the guest works too, but its
+# freshness check alone takes ~30 s under TCG) and run in the guest, which sees this
+# tree at the same path and may write to it. Needs root, qemu-system-x86, busybox-static
+# and apt (bash ci/setup.sh). Exit status: 1 if the suite failed on any kernel.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+kernels=()
+filter=()
+skip_unavailable=false
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --) shift; filter=("$@"); break ;;
+    --skip-unavailable) skip_unavailable=true; shift ;;
+    *) kernels+=("$1"); shift ;;
+  esac
+done
+if [ ${#kernels[@]} -eq 0 ]; then
+  mapfile -t kernels < <(sed -n 's/^package *= *"\([^"]*\)".*/\1/p' ci/kernels.toml)
+fi
+
+cargo build --locked -p dropspec --bin dropspec
+suite=$(cargo test --locked -p dropspec --test scenarios --no-run --message-format=json \
+  | grep '"kind":\["test"\]' | grep '"name":"scenarios"' \
+  | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n1)
+if [ -z "$suite" ]; then
+  echo "vm-suite: cargo built no scenarios test binary" >&2
+  exit 2
+fi
+
+# Where `dropspec vm` caches kernels (harness/src/vm/package.rs, default_cache_dir).
+cache=${DROPSPEC_KERNEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dropspec/kernels}
+# Whether `dropspec vm` can get this kernel: cached, or known to apt (after one update).
+updated=false
+available() {
+  local package
+  case "$1" in linux-image-*) package=$1 ;; *.*.*) package="linux-image-$1-amd64" ;; *) return 0 ;; esac
+  [ -f "$cache/$package/dropspec-package" ] && return 0
+  apt-cache show "$package" >/dev/null 2>&1 && return 0
+  if ! $updated; then
+    updated=true
+    apt-get update -qq || true
+    apt-cache show "$package" >/dev/null 2>&1 && return 0
+  fi
+  return 1
+}
+
+failed=()
+skipped=()
+for kernel in "${kernels[@]}"; do
+  echo "=== kernel $kernel"
+  if $skip_unavailable && ! available "$kernel"; then
+    echo "=== kernel $kernel: SKIPPED: Debian no longer has this package and it is not cached; bump ci/kernels.toml"
+    skipped+=("$kernel")
+    continue
+  fi
+  started=$(date +%s)
+  if target/debug/dropspec vm --kernel "$kernel" --timeout "${DROPSPEC_VM_TIMEOUT:-900}" \
+      --env CI=true --env DROPSPEC_REQUIRE_PRIVILEGED=1 -- "$suite" "${filter[@]}"; then
+    echo "=== kernel $kernel: suite passed in $(( $(date +%s) - started ))s"
+  else
+    echo "=== kernel $kernel: suite FAILED after $(( $(date +%s) - started ))s"
+    failed+=("$kernel")
+  fi
+done
+if [ ${#skipped[@]} -gt 0 ]; then
+  echo "vm-suite: skipped ${skipped[*]} (package unavailable)" >&2
+fi
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "vm-suite: failed on ${failed[*]}" >&2
+  exit 1
+fi
