@@ -219,6 +219,9 @@ pub struct Expectations {
     pub counters: Vec<CounterExpect>,
     /// A drop that no expectation matches fails the scenario (default true).
     pub no_other_drops: bool,
+    /// The inline expectations describe kernels from this (major, minor) on; older
+    /// kernels are held to their own baseline snapshot only.
+    pub since_kernel: Option<(u32, u32)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1073,11 +1076,24 @@ impl Validator<'_> {
                 delta: c.delta,
             });
         }
+        let since_kernel = match &spec.since_kernel {
+            None => None,
+            Some(v) => Some(parse_kernel_version(v.get_ref()).ok_or_else(|| {
+                self.at.error(
+                    v.span(),
+                    format!(
+                        "since_kernel `{}` should be a kernel version like \"6.12\"",
+                        v.get_ref()
+                    ),
+                )
+            })?),
+        };
         Ok(Expectations {
             drops,
             causes,
             counters,
             no_other_drops: !spec.allow_other_drops,
+            since_kernel,
         })
     }
 
@@ -1529,6 +1545,14 @@ impl Validator<'_> {
 /// The source port of crafted UDP and TCP packets unless the entry gives one.
 pub const DEFAULT_SOURCE_PORT: u16 = 40000;
 
+/// `6.1.0-56-amd64` → (6, 1); `6.12` → (6, 12).
+pub fn parse_kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(['.', '-', '+']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
 /// 198.18.0.0/15 (RFC 2544) and 2001:db8::/32 (RFC 3849).
 pub fn is_test_address(addr: IpAddr) -> bool {
     match addr {
@@ -1676,6 +1700,7 @@ mod raw {
         pub drops: Vec<DropExpect>,
         #[serde(default)]
         pub allow_other_drops: bool,
+        pub since_kernel: Option<Spanned<String>>,
         #[serde(default)]
         pub causes: Vec<CauseExpect>,
         #[serde(default)]
@@ -2070,6 +2095,16 @@ b = { host = "server", addr = "198.18.0.2/24", addr6 = "2001:db8::2/64" }
             .unwrap_err()
             .to_string();
         assert!(bad.contains("not an IPv6 address with prefix"), "{bad}");
+    }
+
+    #[test]
+    fn kernel_versions_compare_by_major_and_minor() {
+        assert_eq!(parse_kernel_version("6.1.0-56-amd64"), Some((6, 1)));
+        assert_eq!(parse_kernel_version("6.12.117+deb12-amd64"), Some((6, 12)));
+        assert_eq!(parse_kernel_version("6.18.44-fc-v595"), Some((6, 18)));
+        assert!(parse_kernel_version("6.1.0").unwrap() < (6, 12));
+        let e = error_of("[expect]\nsince_kernel = \"six\"\n");
+        assert!(e.contains("should be a kernel version"), "{e}");
     }
 
     #[test]

@@ -83,6 +83,21 @@ fn run_trial(root: &Path, path: &Path) -> Result<Completion, Failed> {
         .into_iter()
         .map(|m| m.0)
         .collect();
+    if !report::expectations_apply(&scenario, &report) {
+        eprintln!(
+            "{}: inline expectations describe newer kernels than {}; held to its own baseline only",
+            scenario.name, report.kernel
+        );
+        let own = report::kernel_snapshot_dir(root, &report.kernel)
+            .join(format!("{}.snap", scenario::snapshot_name(&scenario.name)));
+        if !own.exists() && std::env::var("DROPSPEC_BASELINE").is_err() {
+            problems.push(format!(
+                "kernel {} predates this scenario's since_kernel, and has no baseline of its own at {}: record one with DROPSPEC_BASELINE=record",
+                report.kernel,
+                own.display()
+            ));
+        }
+    }
     if let Err(snapshot_failure) = assert_snapshot(root, &scenario.name, &report) {
         problems.push(snapshot_failure);
     }
