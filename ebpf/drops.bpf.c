@@ -56,6 +56,18 @@ struct {
 	__type(value, struct dropspec_drop_value);
 } dropspec_drops SEC(".maps");
 
+/*
+ * How many stacks each distinct drop (a dropspec_drops key with its stack still zero)
+ * has had taken on this CPU; see DROPSPEC_STACK_SAMPLES. LRU, because slot ids are never
+ * reused: the entries of finished scenarios age out instead of needing a sweep.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__uint(max_entries, DROPSPEC_MAX_DROP_KEYS);
+	__type(key, struct dropspec_drop_key);
+	__type(value, __u32);
+} dropspec_stacks SEC(".maps");
+
 /* Drops of watched namespaces that could not be counted because dropspec_drops was full. */
 /*
  * Things not counted, or counted without detail, indexed by DROPSPEC_LOST_*: drops and
@@ -219,10 +231,23 @@ static __always_inline void count_drop(void *ctx, struct sk_buff *skb, __u64 loc
 	key.location = location;
 	key.l3proto = be16_to_host(BPF_CORE_READ(skb, protocol));
 	key.l4proto = l4_protocol(skb, &key.l3proto);
-	if (cfg_take_stacks)
-		take_stack(ctx, location, &key);
-	else
+	if (cfg_take_stacks) {
+		/* The key has no stack yet: it names the distinct drop. */
+		__u32 *taken = bpf_map_lookup_elem(&dropspec_stacks, &key);
+		if (taken && *taken >= DROPSPEC_STACK_SAMPLES) {
+			key.stack_status = DROPSPEC_STACK_SKIPPED;
+		} else {
+			if (taken) {
+				*taken += 1;
+			} else {
+				__u32 one = 1;
+				bpf_map_update_elem(&dropspec_stacks, &key, &one, BPF_ANY);
+			}
+			take_stack(ctx, location, &key);
+		}
+	} else {
 		key.stack_status = DROPSPEC_STACK_NONE;
+	}
 	__u32 len = BPF_CORE_READ(skb, len);
 
 	struct dropspec_drop_value *value = bpf_map_lookup_elem(&dropspec_drops, &key);

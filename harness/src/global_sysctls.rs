@@ -113,6 +113,19 @@ pub fn exclusive_in_process() -> RwLockWriteGuard<'static, ()> {
     SCENARIOS.write().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Reads a global sysctl while no dropspec process can have it changed: under the
+/// shared side of the cross-process lock, which every change is made under the
+/// exclusive side of. (A process killed mid-change leaves a record for `cleanup`.)
+pub fn read_settled(key: &str) -> Result<String, GlobalSysctlError> {
+    let _shared = flock(libc::LOCK_SH)?;
+    std::fs::read_to_string(sysctl_path(key))
+        .map(|v| v.trim().to_owned())
+        .map_err(|source| GlobalSysctlError::Read {
+            key: key.to_owned(),
+            source,
+        })
+}
+
 fn flock(mode: libc::c_int) -> Result<File, GlobalSysctlError> {
     let file = std::fs::OpenOptions::new()
         .create(true)

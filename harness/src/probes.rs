@@ -129,6 +129,8 @@ const _: () = assert!(STACK_DEPTH == stacks::MAX_FRAMES);
 const STACK_FROM_CALLER: u8 = 0;
 const STACK_UNTRIMMED: u8 = 1;
 const STACK_NONE: u8 = 2;
+/// Enough stacks of this distinct drop were taken already (DROPSPEC_STACK_SAMPLES).
+const STACK_SKIPPED: u8 = 3;
 
 /// DROPSPEC_LOST_* (indexes of dropspec_lost).
 const LOST_DROPS: u32 = 0;
@@ -564,7 +566,7 @@ impl DropProbe {
                 STACK_FROM_CALLER => stacks::symbolize(kallsyms.as_deref(), &key.stack, true),
                 STACK_UNTRIMMED => stacks::symbolize(kallsyms.as_deref(), &key.stack, false),
                 _ => {
-                    debug_assert_eq!(key.stack_status, STACK_NONE);
+                    debug_assert!(matches!(key.stack_status, STACK_NONE | STACK_SKIPPED));
                     Vec::new()
                 }
             };

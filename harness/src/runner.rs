@@ -382,6 +382,35 @@ fn settle(probe: &DropProbe, slots: &[WatchSlot], minimum: Duration, seen: (u64,
     }
 }
 
+/// The probe takes a stack for only the first few drops of each distinct drop (unwinding
+/// is its most expensive part), so a flood's later drops arrive without one, hence
+/// without a hook. They belong with the row of the same drop that has one — when exactly
+/// one such row exists; otherwise they stay apart, hook unknown.
+fn fold_stackless_rows(rows: &mut Vec<DropRow>) {
+    let same_drop = |a: &DropRow, b: &DropRow| {
+        a.host == b.host
+            && a.reason == b.reason
+            && a.function == b.function
+            && a.protocol == b.protocol
+    };
+    let mut i = 0;
+    while i < rows.len() {
+        if rows[i].stack.is_empty() {
+            let homes: Vec<usize> = (0..rows.len())
+                .filter(|&j| j != i && !rows[j].stack.is_empty() && same_drop(&rows[i], &rows[j]))
+                .collect();
+            if let [home] = homes[..] {
+                let stackless = rows.remove(i);
+                let home = if home > i { home - 1 } else { home };
+                rows[home].packets += stackless.packets;
+                rows[home].bytes += stackless.bytes;
+                continue;
+            }
+        }
+        i += 1;
+    }
+}
+
 /// What makes two drops one report row: host, reason, function, hook, protocol.
 type RowKey = (String, String, String, Option<String>, String);
 
@@ -440,6 +469,7 @@ fn collect(
         }
     }
     let mut rows: Vec<DropRow> = merged.into_values().map(|(row, _)| row).collect();
+    fold_stackless_rows(&mut rows);
     rows.sort();
     Ok(rows)
 }
@@ -460,6 +490,47 @@ pub fn kernel_release() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row(hook: Option<&str>, stack: &[&str], packets: u64) -> DropRow {
+        DropRow {
+            host: "server".into(),
+            reason: "NETFILTER_DROP".into(),
+            reason_number: 12,
+            function: "nft_do_chain".into(),
+            protocol: "ipv4/udp".into(),
+            hook: hook.map(str::to_owned),
+            packets,
+            bytes: packets * 60,
+            stack: stack.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn stackless_drops_join_their_only_row_with_a_stack() {
+        let mut rows = vec![
+            row(None, &[], 999_992),
+            row(
+                Some("ip_local_deliver"),
+                &["nft_do_chain", "ip_local_deliver"],
+                8,
+            ),
+        ];
+        fold_stackless_rows(&mut rows);
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].packets, rows[0].bytes), (1_000_000, 60_000_000));
+        // Two candidate hooks: the stackless drops cannot be placed, so they stay apart.
+        let mut rows = vec![
+            row(None, &[], 5),
+            row(
+                Some("ip_local_deliver"),
+                &["nft_do_chain", "ip_local_deliver"],
+                8,
+            ),
+            row(Some("ip_forward"), &["nft_do_chain", "ip_forward"], 8),
+        ];
+        fold_stackless_rows(&mut rows);
+        assert_eq!(rows.len(), 3);
+    }
 
     #[test]
     fn compiler_clone_suffixes_are_dropped() {

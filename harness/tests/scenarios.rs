@@ -253,7 +253,10 @@ fn interrupted_run_restores_global_sysctl(signal: Signal) -> Result<Completion, 
 
     // No scenario of this process may run while another process changes global values.
     let _alone = dropspec::global_sysctls::exclusive_in_process();
-    let original = read_conntrack_max()?;
+    // Read under the cross-process lock: another dropspec process (a benchmark, say) may
+    // have the value changed right now, and that is not the machine's original.
+    let original = dropspec::global_sysctls::read_settled("net.netfilter.nf_conntrack_max")
+        .map_err(|e| e.to_string())?;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dropspec"))
         .args(["run".as_ref(), file.as_os_str()])
         .current_dir(&root)
