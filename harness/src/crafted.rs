@@ -266,8 +266,13 @@ fn run_one(
     if let Application::Tcp { receiver, sender } = &application {
         for socket in [receiver, sender] {
             // In repair mode close(2) sends nothing: no FIN, no RST.
-            set_int(socket.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_REPAIR, 1)
-                .map_err(socket_error("closing the repaired connection"))?;
+            crate::traffic::set_int_option(
+                socket.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_REPAIR,
+                1,
+            )
+            .map_err(socket_error("closing the repaired connection"))?;
         }
     }
     if let (Application::Udp(socket), Receiver::NeverReads) = (application, entry.receiver) {
@@ -399,24 +404,6 @@ fn new_socket(
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
-    // SAFETY: value outlives the call; the length matches its type.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
 /// A `sockaddr_in` or `sockaddr_in6` for `addr`, with its length.
 fn socket_address(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
@@ -502,28 +489,28 @@ fn repaired_connection(
 ) -> io::Result<OwnedFd> {
     let socket = new_socket(family(&local), libc::SOCK_STREAM, libc::IPPROTO_TCP)?;
     let fd = socket.as_raw_fd();
-    set_int(fd, libc::IPPROTO_TCP, libc::TCP_REPAIR, 1)?;
-    set_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    crate::traffic::set_int_option(fd, libc::IPPROTO_TCP, libc::TCP_REPAIR, 1)?;
+    crate::traffic::set_int_option(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
     bind(fd, local)?;
-    set_int(
+    crate::traffic::set_int_option(
         fd,
         libc::IPPROTO_TCP,
         libc::TCP_REPAIR_QUEUE,
         TCP_SEND_QUEUE,
     )?;
-    set_int(
+    crate::traffic::set_int_option(
         fd,
         libc::IPPROTO_TCP,
         libc::TCP_QUEUE_SEQ,
         send_seq as libc::c_int,
     )?;
-    set_int(
+    crate::traffic::set_int_option(
         fd,
         libc::IPPROTO_TCP,
         libc::TCP_REPAIR_QUEUE,
         TCP_RECV_QUEUE,
     )?;
-    set_int(
+    crate::traffic::set_int_option(
         fd,
         libc::IPPROTO_TCP,
         libc::TCP_QUEUE_SEQ,
@@ -536,7 +523,7 @@ fn repaired_connection(
         return Err(io::Error::last_os_error());
     }
     if !unacked.is_empty() {
-        set_int(
+        crate::traffic::set_int_option(
             fd,
             libc::IPPROTO_TCP,
             libc::TCP_REPAIR_QUEUE,
@@ -554,7 +541,7 @@ fn repaired_connection(
             )));
         }
     }
-    set_int(
+    crate::traffic::set_int_option(
         fd,
         libc::IPPROTO_TCP,
         libc::TCP_REPAIR,

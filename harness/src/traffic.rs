@@ -379,7 +379,8 @@ fn socket(kind: libc::c_int, protocol: libc::c_int) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn set_int_option(
+/// setsockopt(2) with an int value.
+pub(crate) fn set_int_option(
     fd: RawFd,
     level: libc::c_int,
     name: libc::c_int,
