@@ -231,32 +231,28 @@ pub fn diff(old: &SavedRun, new: &SavedRun) -> Vec<Change> {
     for name in names {
         match (old_reports.get(name), new_reports.get(name)) {
             (Some(a), Some(b)) => changes.extend(diff_reports(a, b, new)),
-            (Some(_), None) => changes.push(match new.skipped.get(name) {
-                Some(why) => Change::Availability {
-                    scenario: name.to_owned(),
-                    skipped_on: new.kernel.clone(),
-                    why: why.clone(),
-                },
-                None => Change::ScenarioMissing {
-                    scenario: name.to_owned(),
-                    on: new.kernel.clone(),
-                },
-            }),
-            (None, Some(_)) => changes.push(match old.skipped.get(name) {
-                Some(why) => Change::Availability {
-                    scenario: name.to_owned(),
-                    skipped_on: old.kernel.clone(),
-                    why: why.clone(),
-                },
-                None => Change::ScenarioMissing {
-                    scenario: name.to_owned(),
-                    on: old.kernel.clone(),
-                },
-            }),
+            (Some(_), None) => changes.push(absent(name, new)),
+            (None, Some(_)) => changes.push(absent(name, old)),
             (None, None) => {}
         }
     }
     changes
+}
+
+/// A scenario that has a report in one run and not in `run`: skipped there (and why), or
+/// not run at all.
+fn absent(scenario: &str, run: &SavedRun) -> Change {
+    match run.skipped.get(scenario) {
+        Some(why) => Change::Availability {
+            scenario: scenario.to_owned(),
+            skipped_on: run.kernel.clone(),
+            why: why.clone(),
+        },
+        None => Change::ScenarioMissing {
+            scenario: scenario.to_owned(),
+            on: run.kernel.clone(),
+        },
+    }
 }
 
 /// Where a drop happened and what it was: (host, reason, protocol).
