@@ -33,6 +33,7 @@ enum bpf_map_type {
 	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_PERCPU_HASH = 5,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_LRU_PERCPU_HASH = 10,
 };
 enum {
@@ -76,6 +77,11 @@ struct sk_buff {
 	__be16 protocol;
 	__u16 network_header;
 	unsigned char *head;
+};
+
+/* The argument of every netfilter hook function; its `net` is the hook's namespace. */
+struct nf_hook_state {
+	struct net *net;
 };
 
 struct nsproxy {

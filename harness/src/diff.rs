@@ -471,6 +471,7 @@ mod tests {
                 counters: vec![],
                 global_sysctls: vec![],
                 packets: vec![],
+                hooks: Default::default(),
                 timings: Timings::default(),
             }],
             skipped: BTreeMap::new(),

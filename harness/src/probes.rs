@@ -56,6 +56,7 @@ pub use crate::kernel::reasons::{ReasonSource, ReasonTable};
 pub use events::EventCount;
 
 mod events;
+pub mod hooks;
 
 /// The compiled probe (harness/build.rs builds it from ebpf/drops.bpf.c).
 static PROBE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/drops.bpf.o"));

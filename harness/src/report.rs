@@ -32,7 +32,103 @@ pub struct Report {
     pub global_sysctls: Vec<(String, String, String)>,
     /// One row per `[[packets]]` entry.
     pub packets: Vec<PacketRow>,
+    /// Retina's hook points (the second probe family). Not in the snapshot: whether they
+    /// can be counted depends on kernel features (kprobes, fexit), not on behaviour.
+    #[serde(default)]
+    pub hooks: HookReport,
     pub timings: Timings,
+}
+
+/// What the hook-point family saw, and which of its points this kernel let it watch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HookReport {
+    /// One per hook point: how it was attached, or why it could not be.
+    pub points: Vec<HookPointRow>,
+    pub counts: Vec<HookRow>,
+    /// Kernel modules the family loaded to reach their functions.
+    pub modules_loaded: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HookPointRow {
+    /// Retina's name for the point's failure (`IPTABLE_RULE_DROP`, …).
+    pub hook: String,
+    pub function: String,
+    /// `fentry/fexit` or `kprobe/kretprobe` when counted; the reason when not.
+    pub attached: Result<String, String>,
+    /// Why a preferred attachment was passed over.
+    #[serde(default)]
+    pub fallback: Option<String>,
+}
+
+/// Failed calls of one hook point in one host.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct HookRow {
+    pub host: String,
+    pub hook: String,
+    pub function: String,
+    /// The failing return: a negative errno, or 0 for an NF_DROP verdict.
+    pub ret: i32,
+    /// `ipv4`, `ipv6` for the netfilter points; empty for the socket calls.
+    pub protocol: String,
+    pub count: u64,
+    pub bytes: u64,
+}
+
+impl HookReport {
+    /// Why `hook` was not counted, or None if it was.
+    pub fn unavailable(&self, hook: &str) -> Option<&str> {
+        self.points
+            .iter()
+            .find(|p| p.hook == hook)
+            .and_then(|p| p.attached.as_ref().err())
+            .map(String::as_str)
+    }
+
+    fn render(&self, out: &mut String) {
+        let counted: Vec<&HookPointRow> =
+            self.points.iter().filter(|p| p.attached.is_ok()).collect();
+        if counted.is_empty() {
+            if let Some(p) = self.points.first() {
+                let why = p.attached.as_ref().err().map_or("", String::as_str);
+                writeln!(out, "hook points (Retina): unavailable: {why}").unwrap();
+            }
+            return;
+        }
+        let how: Vec<String> = self
+            .points
+            .iter()
+            .map(|p| match &p.attached {
+                Ok(how) => format!("{} {how}", p.function),
+                Err(_) => format!("{} unavailable", p.function),
+            })
+            .collect();
+        writeln!(out, "hook points (Retina): {}", how.join(", ")).unwrap();
+        for p in &self.points {
+            if let Err(why) = &p.attached {
+                writeln!(out, "  {} ({}) not counted: {why}", p.hook, p.function).unwrap();
+            }
+            if let Some(why) = &p.fallback {
+                writeln!(out, "  {} attached by kprobe because {why}", p.function).unwrap();
+            }
+        }
+        if !self.modules_loaded.is_empty() {
+            writeln!(out, "  loaded modules: {}", self.modules_loaded.join(", ")).unwrap();
+        }
+        for r in &self.counts {
+            let protocol = if r.protocol.is_empty() {
+                String::new()
+            } else {
+                format!("  {}", r.protocol)
+            };
+            writeln!(
+                out,
+                "  {}  {}  {} returned {}{protocol}  {} calls  {} bytes",
+                r.host, r.hook, r.function, r.ret, r.count, r.bytes
+            )
+            .unwrap();
+        }
+    }
 }
 
 /// Drops of one reason at one kernel function in one host.
@@ -224,6 +320,7 @@ impl Report {
             writeln!(out, "restored global sysctl {key} to {original}").unwrap();
         }
         out.push_str(&self.render_snapshot());
+        self.hooks.render(&mut out);
         for d in self.drops.iter().filter(|d| !d.stack.is_empty()) {
             writeln!(
                 out,
@@ -383,6 +480,74 @@ pub fn expectations_apply(scenario: &Scenario, report: &Report) -> bool {
     }
 }
 
+/// Hook-point expectations this run could not hold the kernel to, each with why: the
+/// kernel would not let the point be attached. A caller must show these as skipped.
+pub fn skipped_hook_expectations(scenario: &Scenario, report: &Report) -> Vec<String> {
+    if !expectations_apply(scenario, report) {
+        return Vec::new();
+    }
+    // Hooks unavailable for the same reason (all of them, on a kernel without kprobes)
+    // are named together, the reason once.
+    let mut by_reason: Vec<(&str, Vec<&str>)> = Vec::new();
+    for e in &scenario.expect.hooks {
+        let Some(why) = report.hooks.unavailable(&e.hook) else {
+            continue;
+        };
+        match by_reason.iter_mut().find(|(w, _)| *w == why) {
+            Some((_, hooks)) if hooks.contains(&e.hook.as_str()) => {}
+            Some((_, hooks)) => hooks.push(&e.hook),
+            None => by_reason.push((why, vec![&e.hook])),
+        }
+    }
+    by_reason
+        .into_iter()
+        .map(|(why, hooks)| format!("{}: {why}", hooks.join(", ")))
+        .collect()
+}
+
+/// Counted hook points are held to the expectations exactly; a scenario that expects
+/// any hook point also may not see unexpected failures at the others it can count.
+fn check_hooks(scenario: &Scenario, report: &Report, mismatches: &mut Vec<Mismatch>) {
+    let mut matched = vec![false; report.hooks.counts.len()];
+    for expect in &scenario.expect.hooks {
+        if report.hooks.unavailable(&expect.hook).is_some() {
+            continue;
+        }
+        let host = &scenario.hosts[expect.host].name;
+        let mut actual = 0;
+        for (row, seen) in report.hooks.counts.iter().zip(&mut matched) {
+            if &row.host == host
+                && row.hook == expect.hook
+                && expect.ret.is_none_or(|r| r == row.ret)
+            {
+                actual += row.count;
+                *seen = true;
+            }
+        }
+        if actual != expect.count {
+            let ret = expect
+                .ret
+                .map(|r| format!(" returning {r}"))
+                .unwrap_or_default();
+            mismatches.push(Mismatch(format!(
+                "host {host}: expected {} {} call(s){ret}, got {actual}",
+                expect.count, expect.hook
+            )));
+        }
+    }
+    if scenario.expect.hooks.is_empty() || !scenario.expect.no_other_drops {
+        return;
+    }
+    for (row, seen) in report.hooks.counts.iter().zip(&matched) {
+        if !seen {
+            mismatches.push(Mismatch(format!(
+                "host {}: unexpected {} {} call(s) ({} returned {}); expect them with [[expect.hooks]] or set expect.allow_other_drops = true",
+                row.host, row.count, row.hook, row.function, row.ret
+            )));
+        }
+    }
+}
+
 /// Holds a report against the scenario's inline expectations.
 pub fn check(scenario: &Scenario, report: &Report) -> Vec<Mismatch> {
     let mut mismatches = Vec::new();
@@ -437,6 +602,7 @@ pub fn check(scenario: &Scenario, report: &Report) -> Vec<Mismatch> {
             )));
         }
     }
+    check_hooks(scenario, report, &mut mismatches);
     for expect in &scenario.expect.counters {
         let host = &scenario.hosts[expect.host].name;
         let actual = report
@@ -556,6 +722,7 @@ count = 3
             counters: Vec::new(),
             global_sysctls: Vec::new(),
             packets: vec![],
+            hooks: Default::default(),
             timings: Timings::default(),
         }
     }

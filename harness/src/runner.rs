@@ -8,8 +8,11 @@ use crate::counters::{self, CountersError, HostCounters, RuleSource};
 use crate::crafted::{self, CraftedError};
 use crate::faults::{self, FaultError};
 use crate::global_sysctls::{self, GlobalSysctlError};
+use crate::probes::hooks::{HookFamily, HookSlot};
 use crate::probes::{DropProbe, ProbeError, WatchSlot};
-use crate::report::{DropRow, PacketRow, Report, Timings, TrafficRow};
+use crate::report::{
+    DropRow, HookPointRow, HookReport, HookRow, PacketRow, Report, Timings, TrafficRow,
+};
 use crate::scenario::Scenario;
 use crate::topology::{Topology, TopologyError};
 use crate::traffic::{self, TrafficError, QUIET_WINDOW};
@@ -110,6 +113,8 @@ pub fn run(scenario: &Scenario) -> Result<Report, RunError> {
     // The probe first: if it cannot load, nothing has been built yet.
     let started = Instant::now();
     let probe = DropProbe::shared()?;
+    // Never fails: hook points this kernel cannot attach are reported as unavailable.
+    let hook_family = HookFamily::shared();
     timings.attach = started.elapsed();
 
     let started = Instant::now();
@@ -134,6 +139,11 @@ pub fn run(scenario: &Scenario) -> Result<Report, RunError> {
         .iter()
         .map(|netns| probe.watch(netns.inode()))
         .collect::<Result<Vec<WatchSlot>, _>>()?;
+    let hook_slots = topology
+        .hosts()
+        .iter()
+        .map(|netns| hook_family.watch(netns.inode()))
+        .collect::<Result<Vec<Option<HookSlot>>, _>>()?;
     timings.attach += started.elapsed();
 
     let inodes: Vec<u64> = topology.hosts().iter().map(|n| n.inode()).collect();
@@ -190,8 +200,11 @@ pub fn run(scenario: &Scenario) -> Result<Report, RunError> {
         }
     }
 
+    let hooks = hook_report(hook_family, scenario, &hook_slots)?;
+
     let started = Instant::now();
     drop(slots);
+    drop(hook_slots);
     unread.close(&topology);
     drop(topology);
     timings.teardown = started.elapsed();
@@ -228,7 +241,48 @@ pub fn run(scenario: &Scenario) -> Result<Report, RunError> {
         counters,
         global_sysctls,
         packets,
+        hooks,
         timings,
+    })
+}
+
+fn hook_report(
+    family: &HookFamily,
+    scenario: &Scenario,
+    slots: &[Option<HookSlot>],
+) -> Result<HookReport, RunError> {
+    let mut counts = Vec::new();
+    for (host, slot) in scenario.hosts.iter().zip(slots) {
+        let Some(slot) = slot else { continue };
+        for c in family.read(slot)? {
+            counts.push(HookRow {
+                host: host.name.clone(),
+                hook: c.point.retina_name().to_owned(),
+                function: c.point.function().to_owned(),
+                ret: c.ret,
+                protocol: c.l3.to_owned(),
+                count: c.count,
+                bytes: c.bytes,
+            });
+        }
+    }
+    Ok(HookReport {
+        points: family
+            .statuses()
+            .iter()
+            .map(|s| HookPointRow {
+                hook: s.point.retina_name().to_owned(),
+                function: s.point.function().to_owned(),
+                attached: s
+                    .attachment
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .map_err(Clone::clone),
+                fallback: s.fallback.clone(),
+            })
+            .collect(),
+        counts,
+        modules_loaded: family.modules_loaded().to_vec(),
     })
 }
 

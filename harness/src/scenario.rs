@@ -190,6 +190,10 @@ pub struct Listener {
     /// TCP: keep established connections open until all traffic has been sent, so later
     /// entries meet them (conntrack entries, for example).
     pub hold: bool,
+    /// TCP: after the traffic, call accept(2) until it fails with EAGAIN, as a
+    /// non-blocking server does when woken. Otherwise the listener only accepts what is
+    /// ready, and never makes a failing call (which Retina counts as TCP_ACCEPT_BASIC).
+    pub accept_until_empty: bool,
 }
 
 /// Expected outcomes of one traffic entry; `None` means "not asserted".
@@ -217,6 +221,8 @@ pub struct Expectations {
     pub causes: Vec<CauseExpect>,
     /// Deltas of the kernel's own counters, per host.
     pub counters: Vec<CounterExpect>,
+    /// Failed calls at Retina's hook points, per host (see `probes::hooks`).
+    pub hooks: Vec<HookExpect>,
     /// A drop that no expectation matches fails the scenario (default true).
     pub no_other_drops: bool,
     /// The inline expectations describe kernels from this (major, minor) on; older
@@ -228,6 +234,17 @@ pub struct Expectations {
 pub struct CauseExpect {
     pub host: HostId,
     pub cause: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookExpect {
+    pub host: HostId,
+    /// Retina's name: `IPTABLE_RULE_DROP`, `IPTABLE_NAT_DROP`, `CONNTRACK_ADD_DROP`,
+    /// `TCP_CONNECT_BASIC` or `TCP_ACCEPT_BASIC`.
+    pub hook: String,
+    /// Only calls that returned this (a negative errno, or 0 for NF_DROP).
+    pub ret: Option<i32>,
     pub count: u64,
 }
 
@@ -920,11 +937,12 @@ impl Validator<'_> {
         let receiver_options = spec.receiver.is_some()
             || spec.rcvbuf.is_some()
             || spec.backlog.is_some()
-            || spec.hold.is_some();
+            || spec.hold.is_some()
+            || spec.accept_until_empty.is_some();
         if receiver_options && (protocol == Protocol::Icmp || !listen) {
             return Err(self.at.error(
                 spec.protocol.span(),
-                "`receiver`, `rcvbuf`, `backlog` and `hold` describe the listening socket: they need udp or tcp with `listen = true`",
+                "`receiver`, `rcvbuf`, `backlog`, `hold` and `accept_until_empty` describe the listening socket: they need udp or tcp with `listen = true`",
             ));
         }
         if let Some(backlog) = &spec.backlog {
@@ -934,9 +952,17 @@ impl Validator<'_> {
                     .error(backlog.span(), "`backlog` applies to tcp only"));
             }
         }
-        if let Some(hold) = &spec.hold {
-            if protocol != Protocol::Tcp {
-                return Err(self.at.error(hold.span(), "`hold` applies to tcp only"));
+        for (field, span) in [
+            ("hold", spec.hold.as_ref().map(Spanned::span)),
+            (
+                "accept_until_empty",
+                spec.accept_until_empty.as_ref().map(Spanned::span),
+            ),
+        ] {
+            if let (Some(span), false) = (span, protocol == Protocol::Tcp) {
+                return Err(self
+                    .at
+                    .error(span, format!("`{field}` applies to tcp only")));
             }
         }
         let listener = Listener {
@@ -944,6 +970,7 @@ impl Validator<'_> {
             rcvbuf: spec.rcvbuf,
             backlog: spec.backlog.map_or(128, Spanned::into_inner),
             hold: spec.hold.is_some_and(Spanned::into_inner),
+            accept_until_empty: spec.accept_until_empty.is_some_and(Spanned::into_inner),
         };
         let expect = self.traffic_expect(protocol, spec.expect)?;
         Ok(Traffic {
@@ -1076,6 +1103,30 @@ impl Validator<'_> {
                 delta: c.delta,
             });
         }
+        let mut hooks = Vec::new();
+        for h in spec.hooks {
+            let host = self.host_ref(&h.host)?;
+            if crate::probes::hooks::HookPoint::from_retina_name(h.hook.get_ref()).is_none() {
+                let names: Vec<&str> = crate::probes::hooks::HookPoint::ALL
+                    .iter()
+                    .map(|p| p.retina_name())
+                    .collect();
+                return Err(self.at.error(
+                    h.hook.span(),
+                    format!(
+                        "unknown hook point `{}`: Retina's names are {}",
+                        h.hook.get_ref(),
+                        names.join(", ")
+                    ),
+                ));
+            }
+            hooks.push(HookExpect {
+                host,
+                hook: h.hook.into_inner(),
+                ret: h.ret,
+                count: h.count,
+            });
+        }
         let since_kernel = match &spec.since_kernel {
             None => None,
             Some(v) => Some(parse_kernel_version(v.get_ref()).ok_or_else(|| {
@@ -1092,6 +1143,7 @@ impl Validator<'_> {
             drops,
             causes,
             counters,
+            hooks,
             no_other_drops: !spec.allow_other_drops,
             since_kernel,
         })
@@ -1677,6 +1729,7 @@ mod raw {
         pub rcvbuf: Option<u32>,
         pub backlog: Option<Spanned<u32>>,
         pub hold: Option<Spanned<bool>>,
+        pub accept_until_empty: Option<Spanned<bool>>,
         pub expect: Option<Spanned<TrafficExpect>>,
     }
 
@@ -1705,6 +1758,17 @@ mod raw {
         pub causes: Vec<CauseExpect>,
         #[serde(default)]
         pub counters: Vec<CounterExpect>,
+        #[serde(default)]
+        pub hooks: Vec<HookExpect>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct HookExpect {
+        pub host: Spanned<String>,
+        pub hook: Spanned<String>,
+        pub ret: Option<i32>,
+        pub count: u64,
     }
 
     #[derive(Deserialize)]

@@ -334,6 +334,44 @@ impl<'a> Btf<'a> {
             .map(Some)
     }
 
+    /// How many parameters kernel function `name` takes, from its BTF prototype. None
+    /// when this BTF does not describe it (no such function, or one a module defines:
+    /// module functions live in /sys/kernel/btf/<module>).
+    pub fn function_params(&self, name: &str) -> Result<Option<usize>, KernelError> {
+        let Some(func) = self.find(kind::FUNC, name)? else {
+            return Ok(None);
+        };
+        let proto = self.resolve(func.size_or_type)?;
+        if proto.kind != kind::FUNC_PROTO {
+            return Err(malformed(
+                "function",
+                format!("{name} has no prototype (kind {})", proto.kind),
+            ));
+        }
+        Ok(Some(usize::from(proto.vlen)))
+    }
+
+    /// Byte offset of `member` in `struct name`, for a field the probe reads through a
+    /// pointer it computes itself. None if the struct or the member is missing.
+    pub fn member_offset(&self, name: &str, member: &str) -> Result<Option<u32>, KernelError> {
+        let Some(record) = self.find(kind::STRUCT, name)? else {
+            return Ok(None);
+        };
+        for m in record.extra.chunks_exact(12) {
+            if self.string_at(u32_at(m, 0).unwrap_or(0))? == member {
+                let raw = u32_at(m, 8).unwrap_or(0);
+                // With kind_flag the low 24 bits are the bit offset, the high 8 a bitfield size.
+                let bits = if record.kind_flag {
+                    raw & 0xff_ffff
+                } else {
+                    raw
+                };
+                return Ok(Some(bits / 8));
+            }
+        }
+        Ok(None)
+    }
+
     /// `int`, `struct sock *`, `enum x`, `void *`; other kinds by their kind number.
     fn short_type_name(&self, id: u32) -> Result<String, KernelError> {
         if id == 0 {
@@ -550,5 +588,35 @@ pub(crate) mod tests {
         bytes[24 + 7] = 30; // kind 30 does not exist
         let err = Btf::parse(&bytes).err().unwrap();
         assert!(err.to_string().contains("unknown kind 30"), "{err}");
+    }
+
+    /// What the hook-point probe reads from BTF, on each saved kernel: inet_csk_accept
+    /// lost its `int *err` for a `struct proto_accept_arg *` in 6.10, and the NAT and
+    /// conntrack functions are in vmlinux only where netfilter is built in (6.18 here,
+    /// modules on Debian's kernels).
+    #[test]
+    fn hook_point_signatures_on_every_saved_kernel() {
+        use crate::kernel::reasons::tests::{fixture_btf, fixture_kernels};
+        for dir in fixture_kernels() {
+            let release = dir.file_name().unwrap().to_string_lossy().into_owned();
+            let bytes = fixture_btf(&dir);
+            let btf = Btf::parse(&bytes).unwrap();
+            let params = |f: &str| btf.function_params(f).unwrap();
+            let err_offset = btf.member_offset("proto_accept_arg", "err").unwrap();
+            assert_eq!(params("nf_hook_slow"), Some(4), "{release}");
+            assert_eq!(params("tcp_v4_connect"), Some(3), "{release}");
+            assert_eq!(params("no_such_function_anywhere"), None, "{release}");
+            if release.starts_with("6.1.") {
+                assert_eq!(params("inet_csk_accept"), Some(4), "{release}");
+                assert_eq!(err_offset, None, "{release}");
+            } else {
+                assert_eq!(params("inet_csk_accept"), Some(2), "{release}");
+                assert_eq!(err_offset, Some(4), "{release}");
+            }
+            let built_in = release.starts_with("6.18");
+            for f in ["nf_nat_inet_fn", "__nf_conntrack_confirm"] {
+                assert_eq!(params(f).is_some(), built_in, "{release} {f}");
+            }
+        }
     }
 }

@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
+/*
+ * The ABI between the hook-point probe (hooks.bpf.c) and user space
+ * (harness/src/hooks.rs, which mirrors these structs as #[repr(C)] and checks the sizes).
+ */
+#ifndef DROPSPEC_HOOKS_H
+#define DROPSPEC_HOOKS_H
+
+/*
+ * The kernel functions watched, one id each (dropspec_hook_key.hook). The counted
+ * failure of each is what Retina's dropreason plugin calls it:
+ *   nf_hook_slow            returns < 0         IPTABLE_RULE_DROP
+ *   nf_nat_inet_fn          returns NF_DROP     IPTABLE_NAT_DROP
+ *   __nf_conntrack_confirm  returns NF_DROP     CONNTRACK_ADD_DROP
+ *   tcp_v4_connect          returns != 0        TCP_CONNECT_BASIC
+ *   inet_csk_accept         returns NULL, err<0 TCP_ACCEPT_BASIC
+ */
+#define DROPSPEC_HOOK_NF_HOOK_SLOW 1
+#define DROPSPEC_HOOK_NF_NAT_INET_FN 2
+#define DROPSPEC_HOOK_NF_CONNTRACK_CONFIRM 3
+#define DROPSPEC_HOOK_TCP_V4_CONNECT 4
+#define DROPSPEC_HOOK_INET_CSK_ACCEPT 5
+
+/* Key of dropspec_hook_counts: one row per (watch slot, hook, return value, L3). */
+struct dropspec_hook_key {
+	__u32 slot;    /* slot id from dropspec_hook_netns */
+	__u32 hook;    /* DROPSPEC_HOOK_* */
+	__s32 ret;     /* the failure: nf_hook_slow's errno, NF_DROP (0), connect's or accept's errno */
+	__u16 l3proto; /* skb->protocol in host order; 0 for the socket calls */
+	__u16 pad;
+};
+
+/* Value of dropspec_hook_counts, one per CPU; user space sums them. */
+struct dropspec_hook_value {
+	__u64 count;
+	__u64 bytes; /* skb->len when the call began; 0 for the socket calls */
+};
+
+/*
+ * What an entry probe leaves for its exit probe: the exit of a kretprobe sees only the
+ * return value, and by then a dropped skb is freed. Frames nest (a REJECT inside
+ * nf_hook_slow sends a packet through nf_hook_slow again), so each context keeps a
+ * small stack of them.
+ */
+#define DROPSPEC_HOOK_DEPTH 4
+
+struct dropspec_hook_frame {
+	__u32 hook;
+	__u32 slot; /* DROPSPEC_HOOK_UNWATCHED: not counted, kept to stay balanced */
+	__u32 len;
+	__u16 l3proto;
+	__u16 pad;
+	__u64 err_ptr; /* inet_csk_accept: where its errno will be written */
+};
+
+struct dropspec_hook_frames {
+	__u32 depth;
+	__u32 pad;
+	struct dropspec_hook_frame frame[DROPSPEC_HOOK_DEPTH];
+};
+
+#define DROPSPEC_HOOK_UNWATCHED 0xffffffffu
+#define DROPSPEC_HOOK_MAX_KEYS 4096
+#define DROPSPEC_HOOK_MAX_CONTEXTS 8192
+
+/* Indexes of dropspec_hook_lost. */
+#define DROPSPEC_HOOK_LOST_KEYS 0     /* failures not counted: dropspec_hook_counts full */
+#define DROPSPEC_HOOK_LOST_UNPAIRED 1 /* an exit without its entry (a missed kretprobe) */
+#define DROPSPEC_HOOK_LOST_DEEP 2     /* calls nested deeper than DROPSPEC_HOOK_DEPTH */
+#define DROPSPEC_HOOK_LOST_COUNTERS 3
+
+_Static_assert(sizeof(struct dropspec_hook_key) == 16, "dropspec_hook_key ABI");
+_Static_assert(sizeof(struct dropspec_hook_value) == 16, "dropspec_hook_value ABI");
+
+#endif /* DROPSPEC_HOOKS_H */
