@@ -67,7 +67,8 @@ for kernel in "${kernels[@]}"; do
   fi
   started=$(date +%s)
   if target/debug/dropspec vm --kernel "$kernel" --timeout "${DROPSPEC_VM_TIMEOUT:-900}" \
-      --env CI=true --env DROPSPEC_REQUIRE_PRIVILEGED=1 -- "$suite" "${filter[@]}"; then
+      --env CI=true --env DROPSPEC_REQUIRE_PRIVILEGED=1 --env DROPSPEC_REQUIRE_HOOKS=1 \
+      -- "$suite" "${filter[@]}"; then
     echo "=== kernel $kernel: suite passed in $(( $(date +%s) - started ))s"
   else
     echo "=== kernel $kernel: suite FAILED after $(( $(date +%s) - started ))s"

@@ -93,6 +93,23 @@ pub enum Change {
         from: String,
         to: String,
     },
+    /// A Retina hook point could be counted on one kernel and not the other; its counts
+    /// are not compared then. Harmless, like a probe change: it says what was watched.
+    HookAvailability {
+        hook: String,
+        function: String,
+        from: String,
+        to: String,
+    },
+    /// Failed calls at a Retina hook point changed (appearing or vanishing: from or to 0).
+    HookCount {
+        scenario: String,
+        host: String,
+        hook: String,
+        ret: i32,
+        from: u64,
+        to: u64,
+    },
 }
 
 impl Change {
@@ -100,7 +117,9 @@ impl Change {
     pub fn is_harmless(&self) -> bool {
         matches!(
             self,
-            Change::Renumbered { .. } | Change::ProbeChanged { .. }
+            Change::Renumbered { .. }
+                | Change::ProbeChanged { .. }
+                | Change::HookAvailability { .. }
         )
     }
 
@@ -180,6 +199,20 @@ impl Change {
             } => {
                 format!("{scenario}: traffic #{entry}: {from} -> {to}")
             }
+            Change::HookAvailability {
+                hook,
+                function,
+                from,
+                to,
+            } => format!("hook point {hook} ({function}): {from} -> {to}"),
+            Change::HookCount {
+                scenario,
+                host,
+                hook,
+                ret,
+                from,
+                to,
+            } => format!("{scenario}: {host}: {hook} (returned {ret}) count {from} -> {to}"),
         }
     }
 }
@@ -211,6 +244,20 @@ pub fn diff(old: &SavedRun, new: &SavedRun) -> Vec<Change> {
         }
     }
 
+    let (old_points, new_points) = (hook_points(old), hook_points(new));
+    for (hook, (function, from)) in &old_points {
+        if let Some((_, to)) = new_points.get(hook) {
+            if from.is_ok() != to.is_ok() {
+                changes.push(Change::HookAvailability {
+                    hook: hook.clone(),
+                    function: function.clone(),
+                    from: point_state(from),
+                    to: point_state(to),
+                });
+            }
+        }
+    }
+
     let old_reports: BTreeMap<&str, &Report> = old
         .reports
         .iter()
@@ -230,13 +277,78 @@ pub fn diff(old: &SavedRun, new: &SavedRun) -> Vec<Change> {
         .collect();
     for name in names {
         match (old_reports.get(name), new_reports.get(name)) {
-            (Some(a), Some(b)) => changes.extend(diff_reports(a, b, new)),
+            (Some(a), Some(b)) => {
+                changes.extend(diff_reports(a, b, new));
+                changes.extend(diff_hooks(name, a, b));
+            }
             (Some(_), None) => changes.push(absent(name, new)),
             (None, Some(_)) => changes.push(absent(name, old)),
             (None, None) => {}
         }
     }
     changes
+}
+
+type PointStates = BTreeMap<String, (String, Result<String, String>)>;
+
+/// Each hook point's attachment in a run (the family loads once per process, so any
+/// report with hook points tells it); empty for runs saved before hook points existed.
+fn hook_points(run: &SavedRun) -> PointStates {
+    run.reports
+        .iter()
+        .find(|r| !r.hooks.points.is_empty())
+        .map(|r| {
+            r.hooks
+                .points
+                .iter()
+                .map(|p| (p.hook.clone(), (p.function.clone(), p.attached.clone())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn point_state(state: &Result<String, String>) -> String {
+    match state {
+        Ok(how) => format!("counted ({how})"),
+        Err(why) => format!("unavailable ({why})"),
+    }
+}
+
+/// Hook-point failures that changed, for points both kernels could count.
+fn diff_hooks(scenario: &str, old: &Report, new: &Report) -> Vec<Change> {
+    let counted = |r: &Report, hook: &str| {
+        r.hooks
+            .points
+            .iter()
+            .any(|p| p.hook == hook && p.attached.is_ok())
+    };
+    let tally = |r: &Report| {
+        let mut t: BTreeMap<(String, String, i32), u64> = BTreeMap::new();
+        for row in &r.hooks.counts {
+            *t.entry((row.host.clone(), row.hook.clone(), row.ret))
+                .or_default() += row.count;
+        }
+        t
+    };
+    let (a, b) = (tally(old), tally(new));
+    let keys: BTreeSet<&(String, String, i32)> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter(|(_, hook, _)| counted(old, hook) && counted(new, hook))
+        .filter_map(|key| {
+            let (from, to) = (
+                a.get(key).copied().unwrap_or(0),
+                b.get(key).copied().unwrap_or(0),
+            );
+            (from != to).then(|| Change::HookCount {
+                scenario: scenario.to_owned(),
+                host: key.0.clone(),
+                hook: key.1.clone(),
+                ret: key.2,
+                from,
+                to,
+            })
+        })
+        .collect()
 }
 
 /// A scenario that has a report in one run and not in `run`: skipped there (and why), or
@@ -539,5 +651,70 @@ mod tests {
             vec![drop_row("NETFILTER_DROP", "nft_do_chain", 3)],
         );
         assert!(diff(&a, &a.clone()).is_empty());
+    }
+
+    fn with_hooks(
+        mut run: SavedRun,
+        attached: Result<&str, &str>,
+        counts: &[(&str, u64)],
+    ) -> SavedRun {
+        use crate::report::{HookPointRow, HookRow};
+        let report = &mut run.reports[0];
+        report.hooks.points = ["IPTABLE_RULE_DROP", "IPTABLE_NAT_DROP"]
+            .iter()
+            .map(|hook| HookPointRow {
+                hook: (*hook).into(),
+                function: "f".into(),
+                attached: attached.map(Into::into).map_err(Into::into),
+                fallback: None,
+            })
+            .collect();
+        report.hooks.counts = counts
+            .iter()
+            .map(|(hook, count)| HookRow {
+                host: "server".into(),
+                hook: (*hook).into(),
+                function: "f".into(),
+                ret: -1,
+                protocol: "ipv4".into(),
+                count: *count,
+                bytes: 0,
+            })
+            .collect();
+        run
+    }
+
+    #[test]
+    fn hook_counts_are_compared_only_where_both_kernels_count_them() {
+        let base = |kernel| run(kernel, &[], vec![]);
+        let old = with_hooks(
+            base("6.1"),
+            Ok("kprobe/kretprobe"),
+            &[("IPTABLE_NAT_DROP", 3)],
+        );
+        let new = with_hooks(
+            base("6.12"),
+            Ok("fentry/fexit"),
+            &[("IPTABLE_RULE_DROP", 3)],
+        );
+        let summaries: Vec<String> = diff(&old, &new).iter().map(Change::summary).collect();
+        assert_eq!(
+            summaries,
+            vec![
+                "iptables/input_drop_icmp_nft: server: IPTABLE_NAT_DROP (returned -1) count 3 -> 0",
+                "iptables/input_drop_icmp_nft: server: IPTABLE_RULE_DROP (returned -1) count 0 -> 3",
+            ]
+        );
+        let host = with_hooks(base("6.18"), Err("no kprobes"), &[]);
+        let changes = diff(&old, &host);
+        let summaries: Vec<String> = changes.iter().map(Change::summary).collect();
+        assert_eq!(
+            summaries,
+            vec![
+                "hook point IPTABLE_NAT_DROP (f): counted (kprobe/kretprobe) -> unavailable (no kprobes)",
+                "hook point IPTABLE_RULE_DROP (f): counted (kprobe/kretprobe) -> unavailable (no kprobes)",
+            ]
+        );
+        assert!(unaccepted(&changes, &BTreeSet::new()).is_empty());
     }
 }

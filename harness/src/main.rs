@@ -430,7 +430,13 @@ fn run_one(s: &scenario::Scenario, root: &Path) -> (Verdict, Option<Report>) {
                     snap.display()
                 )),
             }
-            let verdict = if problems.is_empty() {
+            let skipped_hooks = report::skipped_hook_expectations(s, &report);
+            let verdict = if problems.is_empty() && !skipped_hooks.is_empty() {
+                Verdict::Skipped(format!(
+                    "hook-point expectations skipped, the rest held: {}",
+                    skipped_hooks.join("; ")
+                ))
+            } else if problems.is_empty() {
                 Verdict::Passed
             } else {
                 Verdict::Failed(problems)
