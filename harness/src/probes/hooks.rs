@@ -26,7 +26,7 @@ use crate::kernel::{self as kernel_info};
 use aya::maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, PerCpuHashMap};
 use aya::programs::{FEntry, FExit, KProbe};
 use aya::{Ebpf, EbpfLoader};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::process::Command;
@@ -418,17 +418,12 @@ impl HookFamily {
             .load(HOOK_OBJECT)
             .map_err(|e| format!("loading the hook-point object: {}", error_text(&e)))?;
 
-        let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
-        let known: BTreeSet<&str> = kallsyms
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(2))
-            .collect();
         let mut modules_loaded = Vec::new();
         let mut statuses = Vec::new();
+        let mut tracing_refused = false;
         for point in HookPoint::ALL {
-            let function = point.function();
-            if !known.contains(function) {
-                if let Some(module) = point.module() {
+            if let (false, Some(module)) = (in_vmlinux.contains(&point), point.module()) {
+                if !Path::new("/sys/module").join(module).exists() {
                     // Debian builds NAT and conntrack as modules that load on first use;
                     // load them now, or their functions cannot be probed.
                     let loaded = Command::new("modprobe")
@@ -446,6 +441,7 @@ impl HookFamily {
                 point,
                 in_vmlinux.contains(&point),
                 only,
+                &mut tracing_refused,
             ) {
                 Ok((attachment, fallback)) => (Ok(attachment), fallback),
                 Err(why) => (Err(why), None),
@@ -521,6 +517,7 @@ fn attach_point(
     point: HookPoint,
     in_vmlinux: bool,
     only: Option<Attachment>,
+    tracing_refused: &mut bool,
 ) -> Result<(Attachment, Option<String>), String> {
     let order: &[Attachment] = match only {
         Some(Attachment::Fexit) => &[Attachment::Fexit],
@@ -530,7 +527,12 @@ fn attach_point(
     let mut why = Vec::new();
     for &attachment in order {
         let result = match attachment {
-            Attachment::Fexit => attach_fexit(ebpf, btf, point, in_vmlinux),
+            // A kernel that refuses one tracing program refuses them all: one attempt
+            // (each costs a BTF lookup and a load) says it for every point.
+            Attachment::Fexit if *tracing_refused => Err(TRACING_REFUSED.to_owned()),
+            Attachment::Fexit => attach_fexit(ebpf, btf, point, in_vmlinux).inspect_err(|e| {
+                *tracing_refused = e == TRACING_REFUSED;
+            }),
             Attachment::Kprobe => attach_kprobe(ebpf, point),
         };
         match result {
@@ -623,6 +625,10 @@ fn kprobes_configured() -> bool {
         .any(|p| Path::new(p).exists())
 }
 
+/// A refused tracing program. The kernel does not say why; lockdown, a security module
+/// or a kernel built without BPF trampolines all end here.
+const TRACING_REFUSED: &str = "the kernel refused to load it (EPERM)";
+
 /// An attach error in one line.
 fn explain(e: &(dyn std::error::Error + 'static)) -> String {
     let text = error_text(e);
@@ -634,9 +640,7 @@ fn explain(e: &(dyn std::error::Error + 'static)) -> String {
         .unwrap_or(first)
         .to_owned();
     if super::errno_of(e) == Some(libc::EPERM) {
-        // The kernel does not say why; lockdown, a security module or a kernel built
-        // without BPF trampolines all end here.
-        "the kernel refused to load it (EPERM)".to_owned()
+        TRACING_REFUSED.to_owned()
     } else {
         first
     }
