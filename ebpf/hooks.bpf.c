@@ -150,10 +150,12 @@ static __always_inline int pop(__u32 hook, struct dropspec_hook_frame *out)
 {
 	__u64 key = context_key();
 	struct dropspec_hook_frames *frames = bpf_map_lookup_elem(&dropspec_hook_frames, &key);
-	if (!frames || frames->depth == 0) {
-		count_lost(DROPSPEC_HOOK_LOST_UNPAIRED);
+	/*
+	 * No open call: it began before the probe attached (the race at load time), or
+	 * the frames were reset below. Nothing to count, and nothing lost for a watcher.
+	 */
+	if (!frames || frames->depth == 0)
 		return 0;
-	}
 	__u32 depth = frames->depth - 1;
 	frames->depth = depth;
 	if (depth >= DROPSPEC_HOOK_DEPTH)

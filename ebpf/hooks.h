@@ -42,7 +42,7 @@ struct dropspec_hook_value {
  * nf_hook_slow sends a packet through nf_hook_slow again), so each context keeps a
  * small stack of them.
  */
-#define DROPSPEC_HOOK_DEPTH 4
+#define DROPSPEC_HOOK_DEPTH 8
 
 struct dropspec_hook_frame {
 	__u32 hook;
@@ -65,7 +65,8 @@ struct dropspec_hook_frames {
 
 /* Indexes of dropspec_hook_lost. */
 #define DROPSPEC_HOOK_LOST_KEYS 0     /* failures not counted: dropspec_hook_counts full */
-#define DROPSPEC_HOOK_LOST_UNPAIRED 1 /* an exit without its entry (a missed kretprobe) */
+#define DROPSPEC_HOOK_LOST_UNPAIRED 1 /* an exit that is not its context's last entry (a
+				       * kretprobe missed a return) */
 #define DROPSPEC_HOOK_LOST_DEEP 2     /* calls nested deeper than DROPSPEC_HOOK_DEPTH */
 #define DROPSPEC_HOOK_LOST_COUNTERS 3
 
