@@ -53,6 +53,9 @@ enum Command {
     Check { paths: Vec<PathBuf> },
     /// List the running kernel's drop reasons with their numbers.
     Reasons,
+    /// What this kernel lets dropspec watch: the drop probe's attachment, the auxiliary
+    /// tracepoints, and how each of Retina's hook points attaches or why it cannot (root).
+    Probes,
     /// Remove what killed runs left: named dropspec namespaces of dead processes, and
     /// global sysctls they had changed. `dropspec run` does this too before it starts.
     Cleanup,
@@ -125,6 +128,7 @@ fn main() -> ExitCode {
         } => diff_runs(&old, &new, markdown, accept.as_deref()),
         Command::Check { paths } => check(&paths),
         Command::Reasons => reasons(),
+        Command::Probes => probes_available(),
         Command::Cleanup => cleanup_leftovers(),
         Command::Bench(args) => bench::run(args),
         Command::Vm(args) => vm(args),
@@ -242,6 +246,40 @@ fn reasons() -> Result<ExitCode> {
     println!("drop reasons of kernel {}:", runner::kernel_release());
     for (number, name) in table.iter() {
         println!("{number:>5}  {name}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn probes_available() -> Result<ExitCode> {
+    let probe = probes::DropProbe::shared().context("loading the drop probe")?;
+    println!("kernel {}", runner::kernel_release());
+    println!(
+        "drops: {} (loaded in {:.0?})",
+        probe.mode(),
+        probe.load_time()
+    );
+    if let Some(why) = probe.fallback_reason() {
+        println!("  tp_btf passed over: {why}");
+    }
+    for (event, status) in probe.events_available() {
+        match status {
+            Ok(()) => println!("event {event}: counted"),
+            Err(why) => println!("event {event}: unavailable: {why}"),
+        }
+    }
+    let hooks = probes::hooks::HookFamily::shared();
+    for status in hooks.statuses() {
+        let point = format!("{} ({})", status.point, status.point.function());
+        match &status.attachment {
+            Ok(how) => println!("hook point {point}: {how}"),
+            Err(why) => println!("hook point {point}: unavailable: {why}"),
+        }
+        if let Some(why) = &status.fallback {
+            println!("  not fentry/fexit: {why}");
+        }
+    }
+    if !hooks.modules_loaded().is_empty() {
+        println!("loaded modules: {}", hooks.modules_loaded().join(", "));
     }
     Ok(ExitCode::SUCCESS)
 }
