@@ -5,6 +5,9 @@
 #   bash ci/vm-suite.sh 6.12.117+deb12           one kernel (anything --kernel takes)
 #   bash ci/vm-suite.sh 6.1.0-56 -- iptables/    a libtest filter: a subset of scenarios
 #   bash ci/vm-suite.sh --skip-unavailable       skip (loudly) a kernel Debian no longer has
+#   bash ci/vm-suite.sh --with-host              the host's kernel first, then every guest:
+#                                                the whole kernel matrix, each against its
+#                                                own baselines, with the time each took
 #
 # Debian drops superseded kernel ABIs (6.1.0-56 once 6.1.0-57 is out) from its mirrors
 # after a while; --skip-unavailable keeps .ci/run from failing on that alone, and says so.
@@ -19,10 +22,12 @@ cd "$(dirname "$0")/.."
 kernels=()
 filter=()
 skip_unavailable=false
+with_host=false
 while [ $# -gt 0 ]; do
   case "$1" in
     --) shift; filter=("$@"); break ;;
     --skip-unavailable) skip_unavailable=true; shift ;;
+    --with-host) with_host=true; shift ;;
     *) kernels+=("$1"); shift ;;
   esac
 done
@@ -58,6 +63,19 @@ available() {
 
 failed=()
 skipped=()
+times=()
+if $with_host; then
+  host="host ($(uname -r))"
+  echo "=== kernel $host"
+  started=$(date +%s)
+  if CI=true DROPSPEC_REQUIRE_PRIVILEGED=1 "$suite" "${filter[@]}"; then
+    echo "=== kernel $host: suite passed in $(( $(date +%s) - started ))s"
+  else
+    echo "=== kernel $host: suite FAILED after $(( $(date +%s) - started ))s"
+    failed+=("$host")
+  fi
+  times+=("$host $(( $(date +%s) - started ))s")
+fi
 for kernel in "${kernels[@]}"; do
   echo "=== kernel $kernel"
   if $skip_unavailable && ! available "$kernel"; then
@@ -74,7 +92,12 @@ for kernel in "${kernels[@]}"; do
     echo "=== kernel $kernel: suite FAILED after $(( $(date +%s) - started ))s"
     failed+=("$kernel")
   fi
+  times+=("$kernel $(( $(date +%s) - started ))s")
 done
+if [ ${#times[@]} -gt 0 ]; then
+  echo "vm-suite: time per kernel (a guest's includes its boot):"
+  printf '  %s\n' "${times[@]}"
+fi
 if [ ${#skipped[@]} -gt 0 ]; then
   echo "vm-suite: skipped ${skipped[*]} (package unavailable)" >&2
 fi

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use crate::report::{DropRow, Report};
+use crate::traffic::TrafficOutcome;
 
 /// One kernel's run of a suite, as `dropspec run --json` saves it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -46,8 +47,9 @@ pub enum Change {
         skipped_on: String,
         why: String,
     },
-    /// A reason that no longer exists on the new kernel was replaced by another, same
-    /// place and count.
+    /// The same drops (host, protocol, count) reported under another reason: the old
+    /// reason no longer exists on the new kernel, or the same function now gives a more
+    /// precise one (NOT_SPECIFIED → UDP_CSUM at udp_recvmsg).
     Renamed {
         scenario: String,
         host: String,
@@ -428,16 +430,19 @@ fn diff_reports(old: &Report, new: &Report, new_run: &SavedRun) -> Vec<Change> {
             added.push((key, value));
         }
     }
-    // A reason the new kernel does not have, replaced one for one by another at the
-    // same host and protocol with the same count, is a rename.
-    gone.retain(|(old_key, (_, packets))| {
-        let renamed_to = (!new_run.reasons.contains_key(&old_key.1))
-            .then(|| {
-                added.iter().position(|(new_key, (_, new_packets))| {
-                    new_key.0 == old_key.0 && new_key.2 == old_key.2 && new_packets == packets
-                })
-            })
-            .flatten();
+    // Drops that vanished under one reason and appeared under another at the same host
+    // and protocol with the same count are one change, not two, when the old reason is
+    // gone from the new kernel or the same function reports the new one.
+    gone.retain(|(old_key, (function, packets))| {
+        let reason_gone = !new_run.reasons.contains_key(&old_key.1);
+        let renamed_to = added
+            .iter()
+            .position(|(new_key, (new_function, new_packets))| {
+                new_key.0 == old_key.0
+                    && new_key.2 == old_key.2
+                    && new_packets == packets
+                    && (reason_gone || new_function == function)
+            });
         match renamed_to {
             Some(i) => {
                 let (new_key, _) = added.remove(i);
@@ -475,15 +480,42 @@ fn diff_reports(old: &Report, new: &Report, new_run: &SavedRun) -> Vec<Change> {
     }
     for (i, (x, y)) in old.traffic.iter().zip(&new.traffic).enumerate() {
         if x.outcome != y.outcome {
+            let (from, to) = outcome_difference(&x.outcome, &y.outcome);
             changes.push(Change::Traffic {
                 scenario: scenario.clone(),
                 entry: i + 1,
-                from: format!("{:?}", x.outcome),
-                to: format!("{:?}", y.outcome),
+                from,
+                to,
             });
         }
     }
     changes
+}
+
+/// The fields of two traffic outcomes that differ, as `delivered 4` and `delivered 3`:
+/// a whole outcome struct would bury the one number that changed.
+fn outcome_difference(old: &TrafficOutcome, new: &TrafficOutcome) -> (String, String) {
+    let fields = |o: &TrafficOutcome| {
+        [
+            ("sent", o.sent),
+            ("answered", o.answered),
+            ("delivered", o.delivered),
+            ("errors", o.errors),
+            ("connected", o.connected),
+            ("refused", o.refused),
+            ("timed_out", o.timed_out),
+            ("unreachable", o.unreachable),
+            ("blocked", o.blocked),
+        ]
+    };
+    let (mut from, mut to) = (Vec::new(), Vec::new());
+    for ((name, a), (_, b)) in fields(old).into_iter().zip(fields(new)) {
+        if a != b {
+            from.push(format!("{name} {a}"));
+            to.push(format!("{name} {b}"));
+        }
+    }
+    (from.join(", "), to.join(", "))
 }
 
 /// The diff as text or Markdown, with accepted changes marked.
@@ -640,6 +672,72 @@ mod tests {
                 "iptables/input_drop_icmp_nft: server: 2 OLD_NAME drop(s) now reported as NEW_NAME",
                 "iptables/input_drop_icmp_nft: server: new drop 1 TC_INGRESS at h (ipv4/icmp)",
             ]
+        );
+    }
+
+    #[test]
+    fn a_more_precise_reason_at_the_same_function_is_one_change() {
+        // 6.12 → 6.18: udp_recvmsg reports a checksum failed at read time as UDP_CSUM.
+        let reasons = |csum| [("NOT_SPECIFIED", 2), ("UDP_CSUM", csum), ("NO_SOCKET", 3)];
+        let old = run(
+            "6.12",
+            &reasons(6),
+            vec![drop_row("NOT_SPECIFIED", "udp_recvmsg", 3)],
+        );
+        let new = run(
+            "6.18",
+            &reasons(11),
+            vec![drop_row("UDP_CSUM", "udp_recvmsg", 3)],
+        );
+        let summaries: Vec<String> = diff(&old, &new).iter().map(Change::summary).collect();
+        assert_eq!(
+            summaries,
+            vec![
+                "reason UDP_CSUM renumbered 6 -> 11 (harmless: scenarios use names)",
+                "iptables/input_drop_icmp_nft: server: 3 NOT_SPECIFIED drop(s) now reported as UDP_CSUM",
+            ]
+        );
+
+        // Another function, and the old reason still exists: two changes, not a rename.
+        let old = run(
+            "a",
+            &reasons(6),
+            vec![drop_row("NOT_SPECIFIED", "icmp_rcv", 1)],
+        );
+        let new = run("b", &reasons(6), vec![drop_row("NO_SOCKET", "ping_rcv", 1)]);
+        let summaries: Vec<String> = diff(&old, &new).iter().map(Change::summary).collect();
+        assert_eq!(
+            summaries,
+            vec![
+                "iptables/input_drop_icmp_nft: server: drop gone: 1 NOT_SPECIFIED at icmp_rcv (ipv4/icmp)",
+                "iptables/input_drop_icmp_nft: server: new drop 1 NO_SOCKET at ping_rcv (ipv4/icmp)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_traffic_change_names_only_the_numbers_that_changed() {
+        let with_traffic = |delivered| {
+            let mut r = run("k", &[], vec![]);
+            r.reports[0].traffic = vec![crate::report::TrafficRow {
+                from: "client".into(),
+                to: "198.18.0.2:5000".into(),
+                protocol: crate::scenario::Protocol::Udp,
+                outcome: TrafficOutcome {
+                    sent: 10,
+                    delivered,
+                    ..Default::default()
+                },
+            }];
+            r
+        };
+        let summaries: Vec<String> = diff(&with_traffic(4), &with_traffic(3))
+            .iter()
+            .map(Change::summary)
+            .collect();
+        assert_eq!(
+            summaries,
+            vec!["iptables/input_drop_icmp_nft: traffic #1: delivered 4 -> delivered 3"]
         );
     }
 

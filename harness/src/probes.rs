@@ -512,9 +512,21 @@ impl DropProbe {
         })
     }
 
-    /// Drops counted so far for this slot, names resolved, summed over CPUs, merged per
-    /// (reason, function, l3, l4, stack) and sorted by those (hook before stack).
-    pub fn read(&self, slot: &WatchSlot) -> Result<Vec<DropCount>, ProbeError> {
+    /// Packets dropped so far in this slot, summed over every drop and CPU. Cheap: no
+    /// name is resolved, so the traffic phase can poll it every millisecond. (Resolving
+    /// names re-reads /proc/kallsyms after a module was loaded, which takes about two
+    /// seconds in a TCG guest: long enough for a pending TCP SYN to be retransmitted.)
+    pub fn packets(&self, slot: &WatchSlot) -> Result<u64, ProbeError> {
+        Ok(self
+            .raw_rows(slot)?
+            .iter()
+            .map(|(_, packets, _)| packets)
+            .sum())
+    }
+
+    /// This slot's counters as the kernel keeps them: (key, packets, bytes), summed over
+    /// CPUs, nothing resolved.
+    fn raw_rows(&self, slot: &WatchSlot) -> Result<Vec<(DropKey, u64, u64)>, ProbeError> {
         let mut rows = Vec::new();
         {
             let maps = self.lock_maps();
@@ -540,7 +552,13 @@ impl DropProbe {
                 });
             }
         }
+        Ok(rows)
+    }
 
+    /// Drops counted so far for this slot, names resolved, summed over CPUs, merged per
+    /// (reason, function, l3, l4, stack) and sorted by those (hook before stack).
+    pub fn read(&self, slot: &WatchSlot) -> Result<Vec<DropCount>, ProbeError> {
+        let rows = self.raw_rows(slot)?;
         let kallsyms = self.kallsyms().ok();
         // (reason, reason number, function, l3, l4, hook, stack) → (packets, bytes).
         // Keys that differ only in addresses (another call site in the same function,

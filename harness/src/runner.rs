@@ -407,9 +407,7 @@ fn tcp_flags_text(flags: u8) -> String {
 fn total_packets(probe: &DropProbe, slots: &[WatchSlot]) -> u64 {
     slots
         .iter()
-        .filter_map(|slot| probe.read(slot).ok())
-        .flatten()
-        .map(|d| d.packets)
+        .filter_map(|slot| probe.packets(slot).ok())
         .sum()
 }
 
