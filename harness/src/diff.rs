@@ -22,6 +22,10 @@ pub struct SavedRun {
     pub reports: Vec<Report>,
     /// Scenarios that could not run there, with why.
     pub skipped: BTreeMap<String, String>,
+    /// Auxiliary tracepoints (`tcp_send_reset`, …) and whether this kernel has them;
+    /// event counts are compared only where both kernels do.
+    #[serde(default)]
+    pub events_available: BTreeMap<String, bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -102,6 +106,15 @@ pub enum Change {
         function: String,
         from: String,
         to: String,
+    },
+    /// A kernel counter that speaks of drops (`conntrack.found`, `Udp.InErrors`) or an
+    /// auxiliary event (`tcp_send_reset reason=NO_SOCKET`) moved by another amount.
+    Evidence {
+        scenario: String,
+        host: String,
+        what: String,
+        from: u64,
+        to: u64,
     },
     /// Failed calls at a Retina hook point changed (appearing or vanishing: from or to 0).
     HookCount {
@@ -207,6 +220,13 @@ impl Change {
                 from,
                 to,
             } => format!("hook point {hook} ({function}): {from} -> {to}"),
+            Change::Evidence {
+                scenario,
+                host,
+                what,
+                from,
+                to,
+            } => format!("{scenario}: {host}: {what} {from} -> {to}"),
             Change::HookCount {
                 scenario,
                 host,
@@ -281,6 +301,7 @@ pub fn diff(old: &SavedRun, new: &SavedRun) -> Vec<Change> {
         match (old_reports.get(name), new_reports.get(name)) {
             (Some(a), Some(b)) => {
                 changes.extend(diff_reports(a, b, new));
+                changes.extend(diff_evidence(name, a, b, old, new));
                 changes.extend(diff_hooks(name, a, b));
             }
             (Some(_), None) => changes.push(absent(name, new)),
@@ -314,6 +335,53 @@ fn point_state(state: &Result<String, String>) -> String {
         Ok(how) => format!("counted ({how})"),
         Err(why) => format!("unavailable ({why})"),
     }
+}
+
+/// Counters and events that moved differently. An event one kernel lacks is left out
+/// (its absence says nothing about behaviour); so are the rule counters of the
+/// scenario's own rules, which repeat the drop counts.
+fn diff_evidence(
+    scenario: &str,
+    old: &Report,
+    new: &Report,
+    old_run: &SavedRun,
+    new_run: &SavedRun,
+) -> Vec<Change> {
+    let both_have = |event: &str| {
+        let name = event.split_whitespace().next().unwrap_or(event);
+        let has = |run: &SavedRun| run.events_available.get(name).copied().unwrap_or(false);
+        has(old_run) && has(new_run)
+    };
+    let tally = |r: &Report| {
+        let mut t: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for (host, counters) in &r.counters {
+            for (name, delta) in crate::report::kernel_drop_counters(counters) {
+                t.insert((host.clone(), format!("counter {name}")), delta);
+            }
+        }
+        for (host, event, count) in &r.events {
+            if both_have(event) {
+                *t.entry((host.clone(), format!("event {event}")))
+                    .or_default() += count;
+            }
+        }
+        t
+    };
+    let (a, b) = (tally(old), tally(new));
+    let keys: BTreeSet<&(String, String)> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter_map(|key| {
+            let from = a.get(key).copied().unwrap_or(0);
+            let to = b.get(key).copied().unwrap_or(0);
+            (from != to).then(|| Change::Evidence {
+                scenario: scenario.to_owned(),
+                host: key.0.clone(),
+                what: key.1.clone(),
+                from,
+                to,
+            })
+        })
+        .collect()
 }
 
 /// Hook-point failures that changed, for points both kernels could count.
@@ -619,6 +687,7 @@ mod tests {
                 timings: Timings::default(),
             }],
             skipped: BTreeMap::new(),
+            events_available: [("tcp_send_reset".to_owned(), true)].into(),
         }
     }
 
@@ -814,5 +883,30 @@ mod tests {
             ]
         );
         assert!(unaccepted(&changes, &BTreeSet::new()).is_empty());
+    }
+
+    #[test]
+    fn counters_and_events_that_moved_are_behaviour_changes() {
+        let mut old = run("6.1", &[], vec![]);
+        let mut new = run("6.18", &[], vec![]);
+        let mut counters = crate::counters::HostCounters::default();
+        counters.conntrack.insert("found".into(), 2);
+        counters.snmp.insert("Udp.InDatagrams".into(), 9); // traffic, not evidence
+        old.reports[0].counters = vec![("router".into(), counters)];
+        new.reports[0].events = vec![
+            ("server".into(), "tcp_send_reset reason=NO_SOCKET".into(), 3),
+            ("server".into(), "icmp_send type=3 code=3".into(), 1), // only one kernel has it
+        ];
+        new.events_available.insert("icmp_send".into(), true);
+        let changes = diff(&old, &new);
+        let summaries: Vec<String> = changes.iter().map(Change::summary).collect();
+        assert_eq!(
+            summaries,
+            vec![
+                "iptables/input_drop_icmp_nft: router: counter conntrack.found 2 -> 0",
+                "iptables/input_drop_icmp_nft: server: event tcp_send_reset reason=NO_SOCKET 0 -> 3",
+            ]
+        );
+        assert_eq!(unaccepted(&changes, &BTreeSet::new()).len(), 2);
     }
 }

@@ -340,11 +340,20 @@ fn save_run(path: &Path, results: &[Outcome], scenarios: &[scenario::Scenario]) 
     let skipped = scenarios
         .iter()
         .zip(results)
-        .filter_map(|(s, (verdict, _))| match verdict {
-            Verdict::Skipped(why) => Some((s.name.clone(), why.clone())),
+        .filter_map(|(s, (verdict, report))| match (verdict, report) {
+            // A scenario that ran with its hook expectations skipped has a report.
+            (Verdict::Skipped(why), None) => Some((s.name.clone(), why.clone())),
             _ => None,
         })
         .collect();
+    let events_available = match probes::DropProbe::shared() {
+        Ok(probe) => probe
+            .events_available()
+            .into_iter()
+            .map(|(event, status)| (event, status.is_ok()))
+            .collect(),
+        Err(_) => Default::default(),
+    };
     let saved = diff::SavedRun {
         kernel: runner::kernel_release(),
         probe: reports
@@ -353,6 +362,7 @@ fn save_run(path: &Path, results: &[Outcome], scenarios: &[scenario::Scenario]) 
         reasons,
         reports,
         skipped,
+        events_available,
     };
     let json = serde_json::to_string_pretty(&saved).context("encoding the run as JSON")?;
     std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))

@@ -355,6 +355,21 @@ impl Report {
 /// drop, discard or overflow. Plain traffic counters (InReceives, OutSegs…) move with
 /// every packet and say nothing a drop row does not.
 fn drop_counters(c: &crate::counters::HostCounters) -> impl Iterator<Item = String> + '_ {
+    let kernel = kernel_drop_counters(c).map(|(k, v)| format!("{k} +{v}"));
+    let rules = c.rules.iter().filter(|r| r.packets > 0).map(|r| {
+        format!(
+            "{} {} {}: {} +{} packets",
+            r.backend, r.table, r.chain, r.rule, r.packets
+        )
+    });
+    kernel.chain(rules)
+}
+
+/// The kernel's own drop-speaking counters (SNMP and conntrack, not the rules the
+/// scenario installed), by their expectation names (`Udp.InErrors`, `conntrack.found`).
+pub fn kernel_drop_counters(
+    c: &crate::counters::HostCounters,
+) -> impl Iterator<Item = (String, u64)> + '_ {
     const DROP_WORDS: &[&str] = &[
         "Err",
         "Drop",
@@ -373,18 +388,12 @@ fn drop_counters(c: &crate::counters::HostCounters) -> impl Iterator<Item = Stri
         .snmp
         .iter()
         .filter(|(k, _)| DROP_WORDS.iter().any(|w| k.contains(w)))
-        .map(|(k, v)| format!("{k} +{v}"));
+        .map(|(k, v)| (k.clone(), *v));
     let conntrack = c
         .conntrack
         .iter()
-        .map(|(k, v)| format!("conntrack.{k} +{v}"));
-    let rules = c.rules.iter().filter(|r| r.packets > 0).map(|r| {
-        format!(
-            "{} {} {}: {} +{} packets",
-            r.backend, r.table, r.chain, r.rule, r.packets
-        )
-    });
-    snmp.chain(conntrack).chain(rules)
+        .map(|(k, v)| (format!("conntrack.{k}"), *v));
+    snmp.chain(conntrack)
 }
 
 /// The delta of one counter by its expectation name: `Group.Field` or `conntrack.<stat>`.
