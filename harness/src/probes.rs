@@ -1275,9 +1275,9 @@ mod tests {
 
     const DROPS_H: &str = include_str!("../../ebpf/drops.h");
 
-    /// (field, offset, size) of a struct in drops.h, laid out by C's rules for these
+    /// (field, offset, size) of a struct in a probe header, laid out by C's rules for these
     /// fixed-size types (each aligned to its size, arrays to their element).
-    fn c_layout(header: &str, name: &str) -> Vec<(String, usize, usize)> {
+    pub(super) fn c_layout(header: &str, name: &str) -> Vec<(String, usize, usize)> {
         let start = header.find(&format!("struct {name} {{")).unwrap();
         let body = &header[start..];
         let body = &body[body.find('{').unwrap() + 1..body.find("};").unwrap()];
@@ -1291,7 +1291,7 @@ mod tests {
             let size: usize = match ty {
                 "__u8" => 1,
                 "__u16" => 2,
-                "__u32" => 4,
+                "__u32" | "__s32" => 4,
                 "__u64" => 8,
                 other => panic!("{name}: type {other} not handled"),
             };
@@ -1307,7 +1307,7 @@ mod tests {
     }
 
     /// A literal, or the value of a `#define NAME value` in the header.
-    fn c_number(header: &str, text: &str) -> usize {
+    pub(super) fn c_number(header: &str, text: &str) -> usize {
         text.parse().unwrap_or_else(|_| {
             let define = format!("#define {text} ");
             let line = header

@@ -651,6 +651,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rust_mirror_matches_hooks_h() {
+        use std::mem::offset_of;
+        let header = include_str!("../../../ebpf/hooks.h");
+        let field = |name: &str, offset, size| (name.to_owned(), offset, size);
+        assert_eq!(
+            crate::probes::tests::c_layout(header, "dropspec_hook_key"),
+            vec![
+                field("slot", offset_of!(HookKey, slot), 4),
+                field("hook", offset_of!(HookKey, hook), 4),
+                field("ret", offset_of!(HookKey, ret), 4),
+                field("l3proto", offset_of!(HookKey, l3proto), 2),
+                field("pad", offset_of!(HookKey, pad), 2),
+            ]
+        );
+        assert_eq!(
+            crate::probes::tests::c_layout(header, "dropspec_hook_value"),
+            vec![
+                field("count", offset_of!(HookValue, count), 8),
+                field("bytes", offset_of!(HookValue, bytes), 8),
+            ]
+        );
+        for (name, value) in [
+            ("DROPSPEC_HOOK_LOST_KEYS", LOST_KEYS),
+            ("DROPSPEC_HOOK_LOST_UNPAIRED", LOST_UNPAIRED),
+            ("DROPSPEC_HOOK_LOST_DEEP", LOST_DEEP),
+        ] {
+            assert_eq!(
+                crate::probes::tests::c_number(header, name),
+                value as usize,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
     fn retina_names_round_trip_and_ids_match_hooks_h() {
         let header = include_str!("../../../ebpf/hooks.h");
         for point in HookPoint::ALL {
