@@ -1931,6 +1931,32 @@ count = 4
     }
 
     #[test]
+    fn hook_expectations_take_retina_names_and_listener_options_take_tcp() {
+        let s = parse_text(&format!(
+            "{BASE}\n[[expect.hooks]]\nhost = \"server\"\nhook = \"TCP_ACCEPT_BASIC\"\nret = -11\ncount = 1\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            s.expect.hooks,
+            vec![HookExpect {
+                host: 1,
+                hook: "TCP_ACCEPT_BASIC".into(),
+                ret: Some(-11),
+                count: 1
+            }]
+        );
+        let e = error_of("\n[[expect.hooks]]\nhost = \"server\"\nhook = \"NAT_DROP\"\ncount = 1\n");
+        assert!(
+            e.starts_with("s.toml:13:8: unknown hook point `NAT_DROP`: Retina's names are IPTABLE_RULE_DROP, IPTABLE_NAT_DROP,"),
+            "{e}"
+        );
+        let e = error_of(
+            "\n[[traffic]]\nfrom = \"client\"\nto = \"server\"\nprotocol = \"udp\"\nport = 5000\naccept_until_empty = true\n",
+        );
+        assert_eq!(e, "s.toml:16:22: `accept_until_empty` applies to tcp only");
+    }
+
+    #[test]
     fn errors_name_file_line_and_column() {
         let e =
             error_of("\n[[traffic]]\nfrom = \"clinet\"\nto = \"server\"\nprotocol = \"icmp\"\n");

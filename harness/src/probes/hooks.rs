@@ -304,7 +304,7 @@ impl HookFamily {
             return Ok(Vec::new());
         };
         let maps = loaded.maps.lock().unwrap_or_else(|p| p.into_inner());
-        let lost = maps.lost_total()? - slot.lost_at_start;
+        let lost = maps.lost_total()?.saturating_sub(slot.lost_at_start);
         if lost > 0 {
             return Err(ProbeError::Map {
                 map: "dropspec_hook_lost",
