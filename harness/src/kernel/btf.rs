@@ -338,17 +338,33 @@ impl<'a> Btf<'a> {
     /// when this BTF does not describe it (no such function, or one a module defines:
     /// module functions live in /sys/kernel/btf/<module>).
     pub fn function_params(&self, name: &str) -> Result<Option<usize>, KernelError> {
-        let Some(func) = self.find(kind::FUNC, name)? else {
-            return Ok(None);
-        };
-        let proto = self.resolve(func.size_or_type)?;
-        if proto.kind != kind::FUNC_PROTO {
-            return Err(malformed(
-                "function",
-                format!("{name} has no prototype (kind {})", proto.kind),
-            ));
+        Ok(self.functions_params(&[name])?[0])
+    }
+
+    /// [`Btf::function_params`] of several functions in one pass over the types: each
+    /// pass visits every type, which takes seconds in a debug build under emulation.
+    pub fn functions_params(&self, names: &[&str]) -> Result<Vec<Option<usize>>, KernelError> {
+        let mut found = vec![None; names.len()];
+        for id in self.ids_of_kind(kind::FUNC) {
+            let at = self.offsets[id as usize - 1] as usize;
+            let name = self.string_at(u32_at(self.types, at).unwrap_or(0))?;
+            let Some(index) = names.iter().position(|n| *n == name) else {
+                continue;
+            };
+            if found[index].is_some() {
+                continue;
+            }
+            let func = self.type_by_id(id)?;
+            let proto = self.resolve(func.size_or_type)?;
+            if proto.kind != kind::FUNC_PROTO {
+                return Err(malformed(
+                    "function",
+                    format!("{name} has no prototype (kind {})", proto.kind),
+                ));
+            }
+            found[index] = Some(usize::from(proto.vlen));
         }
-        Ok(Some(usize::from(proto.vlen)))
+        Ok(found)
     }
 
     /// Byte offset of `member` in `struct name`, for a field the probe reads through a

@@ -389,8 +389,13 @@ impl HookFamily {
             .map_err(|e| e.to_string())?;
         let btf = Btf::parse(&btf_bytes).map_err(|e| e.to_string())?;
         // From 6.10 inet_csk_accept(sk, arg) carries its errno in arg->err.
-        let (err_in_arg, err_offset) = match btf.function_params("inet_csk_accept") {
-            Ok(Some(2)) => {
+        let functions = HookPoint::ALL.map(HookPoint::function);
+        let params = btf
+            .functions_params(&functions)
+            .map_err(|e| e.to_string())?;
+        let accept = functions.iter().position(|f| *f == "inet_csk_accept");
+        let (err_in_arg, err_offset) = match accept.and_then(|i| params[i]) {
+            Some(2) => {
                 let offset = btf
                     .member_offset("proto_accept_arg", "err")
                     .ok()
@@ -405,7 +410,8 @@ impl HookFamily {
         // aya 0.14 loads tracing programs against vmlinux BTF only.
         let in_vmlinux: Vec<HookPoint> = HookPoint::ALL
             .into_iter()
-            .filter(|p| matches!(btf.function_params(p.function()), Ok(Some(_))))
+            .zip(params)
+            .filter_map(|(point, params)| params.map(|_| point))
             .collect();
         drop(btf);
         let aya_btf = aya::Btf::parse(&btf_bytes, aya::Endianness::default())
