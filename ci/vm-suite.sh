@@ -84,11 +84,12 @@ for kernel in "${kernels[@]}"; do
     continue
   fi
   started=$(date +%s)
-  # The whole suite also runs the hook-point scenarios once more in the same guest, with
+  # The whole suite also runs the hook-point scenarios and their control (the filter `hook`)
+  # once more in the same guest, with
   # every point attached by kprobe/kretprobe: both attachments are held to the same counts.
   guest_command=("$suite" "${filter[@]}")
   if [ ${#filter[@]} -eq 0 ]; then
-    guest_command=(bash -c '"$0" && echo "=== hook points by kprobe" && DROPSPEC_HOOKS=kprobe "$0" hooks/' "$suite")
+    guest_command=(bash -c '"$0" && echo "=== hook points by kprobe" && DROPSPEC_HOOKS=kprobe "$0" hook' "$suite")
   fi
   if target/debug/dropspec vm --kernel "$kernel" --timeout "${DROPSPEC_VM_TIMEOUT:-900}" \
       --env CI=true --env DROPSPEC_REQUIRE_PRIVILEGED=1 --env DROPSPEC_REQUIRE_HOOKS=1 \
