@@ -84,9 +84,9 @@ for kernel in "${kernels[@]}"; do
     continue
   fi
   started=$(date +%s)
-  # The whole suite also runs the hook-point scenarios and their control (the filter `hook`)
-  # once more in the same guest, with
-  # every point attached by kprobe/kretprobe: both attachments are held to the same counts.
+  # The whole suite also runs the hook-point scenarios and their control (the filter
+  # `hook`) once more in the same guest, with every point attached by kprobe/kretprobe:
+  # both attachments are held to the same counts.
   guest_command=("$suite" "${filter[@]}")
   if [ ${#filter[@]} -eq 0 ]; then
     guest_command=(bash -c '"$0" && echo "=== hook points by kprobe" && DROPSPEC_HOOKS=kprobe "$0" hook' "$suite")
