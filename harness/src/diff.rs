@@ -367,19 +367,14 @@ fn diff_evidence(
         }
         t
     };
-    let (a, b) = (tally(old), tally(new));
-    let keys: BTreeSet<&(String, String)> = a.keys().chain(b.keys()).collect();
-    keys.into_iter()
-        .filter_map(|key| {
-            let from = a.get(key).copied().unwrap_or(0);
-            let to = b.get(key).copied().unwrap_or(0);
-            (from != to).then(|| Change::Evidence {
-                scenario: scenario.to_owned(),
-                host: key.0.clone(),
-                what: key.1.clone(),
-                from,
-                to,
-            })
+    moved(&tally(old), &tally(new))
+        .into_iter()
+        .map(|((host, what), from, to)| Change::Evidence {
+            scenario: scenario.to_owned(),
+            host,
+            what,
+            from,
+            to,
         })
         .collect()
 }
@@ -400,23 +395,28 @@ fn diff_hooks(scenario: &str, old: &Report, new: &Report) -> Vec<Change> {
         }
         t
     };
-    let (a, b) = (tally(old), tally(new));
-    let keys: BTreeSet<&(String, String, i32)> = a.keys().chain(b.keys()).collect();
+    moved(&tally(old), &tally(new))
+        .into_iter()
+        .filter(|((_, hook, _), _, _)| counted(old, hook) && counted(new, hook))
+        .map(|((host, hook, ret), from, to)| Change::HookCount {
+            scenario: scenario.to_owned(),
+            host,
+            hook,
+            ret,
+            from,
+            to,
+        })
+        .collect()
+}
+
+/// Every key whose count differs between `a` and `b` (absent counts as 0): (key, a, b).
+fn moved<K: Ord + Clone>(a: &BTreeMap<K, u64>, b: &BTreeMap<K, u64>) -> Vec<(K, u64, u64)> {
+    let keys: BTreeSet<&K> = a.keys().chain(b.keys()).collect();
     keys.into_iter()
-        .filter(|(_, hook, _)| counted(old, hook) && counted(new, hook))
         .filter_map(|key| {
-            let (from, to) = (
-                a.get(key).copied().unwrap_or(0),
-                b.get(key).copied().unwrap_or(0),
-            );
-            (from != to).then(|| Change::HookCount {
-                scenario: scenario.to_owned(),
-                host: key.0.clone(),
-                hook: key.1.clone(),
-                ret: key.2,
-                from,
-                to,
-            })
+            let from = a.get(key).copied().unwrap_or(0);
+            let to = b.get(key).copied().unwrap_or(0);
+            (from != to).then(|| (key.clone(), from, to))
         })
         .collect()
 }
