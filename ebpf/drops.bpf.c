@@ -20,6 +20,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
 
 #include "drops.h"
 
@@ -91,15 +92,6 @@ static __always_inline void count_lost(__u32 index)
 #define AF_NETLINK 16
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
-
-static __always_inline __u16 be16_to_host(__be16 v)
-{
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-	return __builtin_bswap16(v);
-#else
-	return v;
-#endif
-}
 
 /*
  * The namespace a drop belongs to. Measured on 6.18, in order of reliability: the
@@ -229,7 +221,7 @@ static __always_inline void count_drop(void *ctx, struct sk_buff *skb, __u64 loc
 	key.slot = *slot;
 	key.reason = reason;
 	key.location = location;
-	key.l3proto = be16_to_host(BPF_CORE_READ(skb, protocol));
+	key.l3proto = bpf_ntohs(BPF_CORE_READ(skb, protocol));
 	key.l4proto = l4_protocol(skb, &key.l3proto);
 	if (cfg_take_stacks) {
 		/* The key has no stack yet: it names the distinct drop. */

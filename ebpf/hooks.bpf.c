@@ -32,6 +32,7 @@ struct pt_regs {
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
 
 #include "hooks.h"
 
@@ -109,15 +110,6 @@ static __always_inline __u32 watched_slot(struct net *net)
 	return slot ? *slot : DROPSPEC_HOOK_UNWATCHED;
 }
 
-static __always_inline __u16 be16_to_host(__be16 v)
-{
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-	return __builtin_bswap16(v);
-#else
-	return v;
-#endif
-}
-
 static __always_inline void push(__u32 hook, struct net *net, struct sk_buff *skb, __u64 err_ptr)
 {
 	__u64 key = context_key();
@@ -140,7 +132,7 @@ static __always_inline void push(__u32 hook, struct net *net, struct sk_buff *sk
 	frame->hook = hook;
 	frame->slot = watched_slot(net);
 	frame->len = skb ? BPF_CORE_READ(skb, len) : 0;
-	frame->l3proto = skb ? be16_to_host(BPF_CORE_READ(skb, protocol)) : 0;
+	frame->l3proto = skb ? bpf_ntohs(BPF_CORE_READ(skb, protocol)) : 0;
 	frame->pad = 0;
 	frame->err_ptr = err_ptr;
 }
