@@ -11,6 +11,7 @@
 //! [`vm`] runs a command on another kernel, in a qemu guest; [`diff`] says what changed
 //! in drop behaviour between two kernels.
 
+pub mod baseline;
 pub mod classify;
 pub mod cleanup;
 pub mod counters;
@@ -20,10 +21,13 @@ pub mod faults;
 pub mod global_sysctls;
 pub mod kernel;
 pub mod packets;
+pub mod policy;
 pub mod probes;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod suggest;
 pub mod topology;
 pub mod traffic;
+pub mod verdict;
 pub mod vm;

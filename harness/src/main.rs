@@ -7,8 +7,11 @@ use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use dropspec::report::{self, Report};
-use dropspec::runner::{self, RunError};
+use dropspec::baseline::Baselines;
+use dropspec::policy::{BaselineMode, Policy};
+use dropspec::report::Report;
+use dropspec::runner;
+use dropspec::verdict::{self, Verdict};
 use dropspec::{cleanup, diff, probes, scenario};
 
 mod bench;
@@ -30,8 +33,13 @@ enum Command {
         #[arg(long)]
         timings: bool,
         /// Scenarios run at once (default: one per core).
-        #[arg(long, short)]
-        jobs: Option<usize>,
+        #[arg(long, short, value_parser = clap::value_parser!(u16).range(1..=256))]
+        jobs: Option<u16>,
+        /// Write each report as its baseline (insta's `.snap` format, so `cargo insta
+        /// review` works on them) where the inline expectations held; the same as
+        /// INSTA_UPDATE=always. A scenario whose expectations failed is never recorded.
+        #[arg(long)]
+        record: bool,
         /// Also save the whole run (kernel, its reason table, every report) as JSON, for
         /// `dropspec diff` against another kernel.
         #[arg(long, value_name = "FILE")]
@@ -119,7 +127,8 @@ fn main() -> ExitCode {
             timings,
             jobs,
             json,
-        } => run(&paths, timings, jobs, json.as_deref()),
+            record,
+        } => run(&paths, timings, jobs, json.as_deref(), record),
         Command::Diff {
             old,
             new,
@@ -284,12 +293,6 @@ fn probes_available() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-enum Verdict {
-    Passed,
-    Failed(Vec<String>),
-    Skipped(String),
-}
-
 /// A scenario's verdict, with its report when it ran.
 type Outcome = (Verdict, Option<Report>);
 
@@ -371,11 +374,29 @@ fn save_run(path: &Path, results: &[Outcome], scenarios: &[scenario::Scenario]) 
 fn run(
     paths: &[PathBuf],
     timings: bool,
-    jobs: Option<usize>,
+    jobs: Option<u16>,
     json: Option<&Path>,
+    record: bool,
 ) -> Result<ExitCode> {
+    let mut policy = Policy::current()?.clone();
+    if record {
+        if policy.baseline == BaselineMode::RecordKernel {
+            bail!("--record and DROPSPEC_BASELINE=record ask for two kinds of recording at once: use one");
+        }
+        policy.baseline = BaselineMode::Record;
+    }
     let root = project_root()?;
     let files = scenario_files(paths, &root)?;
+    if files.is_empty() {
+        bail!(
+            "no scenario files in {}: nothing would be tested",
+            if paths.is_empty() {
+                "scenarios/".to_owned()
+            } else {
+                format!("{paths:?}")
+            }
+        );
+    }
     let scenarios = match load_all(&files, &root) {
         Ok(s) => s,
         Err(errors) => {
@@ -394,9 +415,11 @@ fn run(
             eprintln!("restored global sysctl {change}");
         }
     }
-    let jobs = jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
+    let jobs = jobs.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        usize::from,
+    );
+    let baselines = Baselines::in_project(&root);
 
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Outcome>>> =
@@ -408,12 +431,12 @@ fn run(
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(s) = scenarios.get(i) else { break };
-                let (verdict, report) = run_one(s, &root);
+                let judgement = verdict::judge(s, runner::run(s), &baselines, &policy);
                 {
                     let _guard = output.lock().unwrap();
-                    print_result(s, &verdict, report.as_ref(), timings);
+                    print_result(s, &judgement, timings);
                 }
-                results.lock().unwrap()[i] = Some((verdict, report));
+                results.lock().unwrap()[i] = Some((judgement.verdict, judgement.report));
             });
         }
     });
@@ -461,52 +484,23 @@ fn run(
     })
 }
 
-fn run_one(s: &scenario::Scenario, root: &Path) -> (Verdict, Option<Report>) {
-    match runner::run(s) {
-        Ok(report) => {
-            let mut problems: Vec<String> =
-                report::check(s, &report).into_iter().map(|m| m.0).collect();
-            let snap = report::baseline_path(root, &s.name, &report.kernel);
-            match report::read_snapshot(&snap) {
-                Ok(saved) if saved.trim_end() == report.render_snapshot().trim_end() => {}
-                Ok(_) => problems.push(format!(
-                    "differs from {} (cargo test shows the diff)",
-                    snap.display()
-                )),
-                Err(_) => problems.push(format!(
-                    "no snapshot at {}: record it with INSTA_UPDATE=always cargo test",
-                    snap.display()
-                )),
-            }
-            let skipped_hooks = report::skipped_hook_expectations(s, &report);
-            let verdict = if problems.is_empty() && !skipped_hooks.is_empty() {
-                Verdict::Skipped(format!(
-                    "hook-point expectations skipped, the rest held: {}",
-                    skipped_hooks.join("; ")
-                ))
-            } else if problems.is_empty() {
-                Verdict::Passed
-            } else {
-                Verdict::Failed(problems)
-            };
-            (verdict, Some(report))
-        }
-        Err(RunError::Unavailable(why)) => (Verdict::Skipped(why), None),
-        Err(e) => (Verdict::Failed(vec![format!("{e:#}")]), None),
-    }
-}
-
-fn print_result(s: &scenario::Scenario, verdict: &Verdict, report: Option<&Report>, timings: bool) {
-    if let Some(report) = report {
+fn print_result(s: &scenario::Scenario, judgement: &verdict::Judgement, timings: bool) {
+    if let Some(report) = &judgement.report {
         print!("{}", report.render(timings));
     }
-    match verdict {
+    for note in &judgement.notes {
+        println!("note: {note}");
+    }
+    match &judgement.verdict {
         Verdict::Passed => println!("ok: {}\n", s.name),
         Verdict::Skipped(why) => println!("skipped: {} ({why})\n", s.name),
         Verdict::Failed(problems) => {
             println!("FAILED: {} ({})", s.name, s.path.display());
             for p in problems {
                 println!("  - {p}");
+            }
+            if let Some(diff) = &judgement.diff {
+                println!("{diff}");
             }
             println!();
         }

@@ -446,33 +446,6 @@ fn write_table(out: &mut String, rows: &[[String; 7]]) {
     }
 }
 
-/// Where a kernel's own baselines live: `snapshots/kernels/<uname -r>/`.
-pub fn kernel_snapshot_dir(root: &std::path::Path, kernel: &str) -> std::path::PathBuf {
-    root.join("snapshots").join("kernels").join(kernel)
-}
-
-/// The baseline a scenario's report is held against on `kernel`: that kernel's own
-/// snapshot where it has one (it really behaves differently), else the shared one.
-pub fn baseline_path(root: &std::path::Path, scenario: &str, kernel: &str) -> std::path::PathBuf {
-    let file = format!("{}.snap", crate::scenario::snapshot_name(scenario));
-    let own = kernel_snapshot_dir(root, kernel).join(&file);
-    if own.exists() {
-        own
-    } else {
-        root.join("snapshots").join(file)
-    }
-}
-
-/// The content of an insta `.snap` file: everything after its metadata header.
-pub fn read_snapshot(path: &std::path::Path) -> std::io::Result<String> {
-    let text = std::fs::read_to_string(path)?;
-    let body = text
-        .strip_prefix("---\n")
-        .and_then(|rest| rest.split_once("\n---\n"))
-        .map_or(text.as_str(), |(_, body)| body);
-    Ok(body.to_owned())
-}
-
 /// One way a run differed from the scenario's expectations.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mismatch(pub String);
