@@ -16,6 +16,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::counters::HostCounters;
+use crate::report::DropRow;
+
 /// What the kernel told us about one host over the scenario, besides the drops.
 #[derive(Debug, Clone, Default)]
 pub struct Evidence {
@@ -246,6 +249,57 @@ pub fn is_nat_rule(rule: &str) -> bool {
     }) || words
         .iter()
         .any(|w| matches!(*w, "snat" | "dnat" | "masquerade" | "redirect"))
+}
+
+/// One host's causes from its drop rows and its counters: what moved (`delta`) and
+/// what it has at the end (`total`, for its NAT rules).
+pub fn classify_host(
+    host: &str,
+    drops: &[&DropRow],
+    delta: &HostCounters,
+    total: &HostCounters,
+) -> Vec<Cause> {
+    {
+        let host_drops: Vec<Drop<'_>> = drops
+            .iter()
+            .map(|d| Drop {
+                reason: &d.reason,
+                function: &d.function,
+                protocol: &d.protocol,
+                packets: d.packets,
+            })
+            .collect();
+        let mut evidence = Evidence {
+            conntrack_drops: delta.conntrack.get("drop").copied().unwrap_or(0),
+            conntrack_insert_failed: delta.conntrack.get("insert_failed").copied().unwrap_or(0),
+            udp_csum_errors: ["Udp.InCsumErrors", "Udp6.InCsumErrors"]
+                .iter()
+                .filter_map(|k| delta.snmp.get(*k))
+                .sum(),
+            has_nat_rules: total.rules.iter().any(|r| is_nat_rule(&r.rule)),
+            ..Evidence::default()
+        };
+        for rule in delta.rules.iter().filter(|r| is_dropping_rule(&r.rule)) {
+            let name = format!(
+                "{} {} {}: {}",
+                rule.backend, rule.table, rule.chain, rule.rule
+            );
+            *evidence.rule_drops.entry(name).or_default() += rule.packets;
+        }
+        for (key, value) in &delta.snmp {
+            if let Some(icmp_type) = key.strip_prefix("IcmpMsg.OutType") {
+                evidence
+                    .icmp_sent
+                    .insert(format!("type={icmp_type}"), *value);
+            }
+        }
+        if let Some(overflows) = delta.snmp.get("TcpExt.ListenOverflows") {
+            evidence
+                .silent_drops
+                .insert("TcpExt.ListenOverflows".to_owned(), *overflows);
+        }
+        classify(host, &host_drops, &evidence)
+    }
 }
 
 #[cfg(test)]

@@ -31,3 +31,4 @@ pub mod topology;
 pub mod traffic;
 pub mod verdict;
 pub mod vm;
+pub mod watchers;

@@ -260,35 +260,11 @@ fn reasons() -> Result<ExitCode> {
 }
 
 fn probes_available() -> Result<ExitCode> {
-    let probe = probes::DropProbe::shared().context("loading the drop probe")?;
     println!("kernel {}", runner::kernel_release());
-    println!(
-        "drops: {} (loaded in {:.0?})",
-        probe.mode(),
-        probe.load_time()
-    );
-    if let Some(why) = probe.fallback_reason() {
-        println!("  tp_btf passed over: {why}");
-    }
-    for (event, status) in probe.events_available() {
-        match status {
-            Ok(()) => println!("event {event}: counted"),
-            Err(why) => println!("event {event}: unavailable: {why}"),
+    for watcher in dropspec::watchers::REGISTRY {
+        for line in watcher.describe() {
+            println!("{line}");
         }
-    }
-    let hooks = probes::hooks::HookFamily::shared();
-    for status in hooks.statuses() {
-        let point = format!("{} ({})", status.point, status.point.function());
-        match &status.attachment {
-            Ok(how) => println!("hook point {point}: {how}"),
-            Err(why) => println!("hook point {point}: unavailable: {why}"),
-        }
-        if let Some(why) = &status.fallback {
-            println!("  not fentry/fexit: {why}");
-        }
-    }
-    if !hooks.modules_loaded().is_empty() {
-        println!("loaded modules: {}", hooks.modules_loaded().join(", "));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -208,6 +208,54 @@ impl Timings {
 }
 
 impl Report {
+    /// The report of one run: what the watchers saw, and what came of each traffic and
+    /// `[[packets]]` entry.
+    pub fn new(
+        scenario: &Scenario,
+        kernel: String,
+        seen: crate::watchers::Observations,
+        traffic: Vec<TrafficOutcome>,
+        packets: Vec<PacketOutcome>,
+        global_sysctls: Vec<(String, String, String)>,
+        timings: Timings,
+    ) -> Report {
+        let traffic = scenario
+            .traffic
+            .iter()
+            .zip(traffic)
+            .map(|(spec, outcome)| TrafficRow {
+                from: scenario.hosts[spec.from].name.clone(),
+                to: match spec.protocol {
+                    Protocol::Icmp => spec.destination.to_string(),
+                    _ => format!("{}:{}", spec.destination, spec.port),
+                },
+                protocol: spec.protocol,
+                outcome,
+            })
+            .collect();
+        let packets = scenario
+            .packets
+            .iter()
+            .zip(packets)
+            .map(|(spec, outcome)| packet_row(scenario, spec, outcome))
+            .collect();
+        Report {
+            scenario: scenario.name.clone(),
+            description: scenario.description.clone(),
+            kernel,
+            causes: seen.causes(),
+            probe: seen.probe,
+            drops: seen.drops,
+            traffic,
+            events: seen.events,
+            counters: seen.counters,
+            global_sysctls,
+            packets,
+            hooks: seen.hooks,
+            timings,
+        }
+    }
+
     /// The stable text kept under `snapshots/`.
     pub fn render_snapshot(&self) -> String {
         let mut out = String::new();
@@ -652,6 +700,68 @@ fn traffic_fields(e: &TrafficExpect, o: &TrafficOutcome) -> [(&'static str, Opti
         ("unreachable", e.unreachable, o.unreachable),
         ("blocked", e.blocked, o.blocked),
     ]
+}
+
+fn packet_row(
+    scenario: &Scenario,
+    spec: &crate::scenario::PacketEntry,
+    outcome: PacketOutcome,
+) -> PacketRow {
+    use crate::scenario::PacketProtocol;
+    let to = match spec.protocol {
+        PacketProtocol::Udp | PacketProtocol::Tcp => {
+            std::net::SocketAddr::new(spec.destination, spec.port).to_string()
+        }
+        _ => spec.destination.to_string(),
+    };
+    let mut what = spec.protocol.name(spec.destination.is_ipv6());
+    if spec.protocol == PacketProtocol::Tcp {
+        what.push(' ');
+        what.push_str(&tcp_flags_text(spec.tcp_flags));
+    }
+    what.push_str(&format!(" x{}, payload {}", outcome.sent, spec.payload));
+    if spec.ttl != 64 {
+        what.push_str(&format!(", ttl {}", spec.ttl));
+    }
+    if spec.corrupt != crate::packets::Corruption::None {
+        what.push_str(&format!(", corrupt {}", spec.corrupt.as_str()));
+    }
+    if matches!(spec.protocol, PacketProtocol::Udp | PacketProtocol::Tcp) {
+        what.push_str(&format!(", receiver {}", spec.receiver.as_str()));
+    }
+    PacketRow {
+        from: scenario.hosts[spec.from].name.clone(),
+        to,
+        what,
+        protocol: spec.protocol,
+        receiver: spec.receiver,
+        outcome,
+    }
+}
+
+/// TCP flags as tcpdump prints them: `S`, `PA`, `R`.
+fn tcp_flags_text(flags: u8) -> String {
+    use crate::packets::*;
+    let names = [
+        (TCP_FIN, 'F'),
+        (TCP_SYN, 'S'),
+        (TCP_RST, 'R'),
+        (TCP_PSH, 'P'),
+        (TCP_ACK, 'A'),
+        (TCP_URG, 'U'),
+        (TCP_ECE, 'E'),
+        (TCP_CWR, 'C'),
+    ];
+    let text: String = names
+        .iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|(_, c)| *c)
+        .collect();
+    if text.is_empty() {
+        "none".into()
+    } else {
+        text
+    }
 }
 
 #[cfg(test)]

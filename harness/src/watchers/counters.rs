@@ -1,0 +1,79 @@
+//! The kernel's own counters, per host: SNMP and netstat (`/proc/net/*`), conntrack's
+//! statistics, and the packet counts of the host's firewall rules. Read before the
+//! traffic and after it; the report keeps what moved.
+
+use super::{Observations, WatchError, Watcher, Watching};
+use crate::counters::{self, HostCounters, RuleSource};
+use crate::scenario::Scenario;
+use crate::topology::Netns;
+
+pub struct Counters;
+
+const NAME: &str = "counters";
+
+impl Watcher for Counters {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn prepare(&self) -> Result<(), WatchError> {
+        Ok(())
+    }
+
+    fn start<'a>(
+        &'a self,
+        scenario: &'a Scenario,
+        hosts: &'a [Netns],
+    ) -> Result<Box<dyn Watching + 'a>, WatchError> {
+        // Which rule tables to read is the faults' business: each fault kind says which
+        // of its counters are evidence.
+        let sources: Vec<Vec<RuleSource>> = (0..scenario.hosts.len())
+            .map(|host| counters::rule_sources(scenario, host))
+            .collect();
+        let watch = Watch {
+            scenario,
+            hosts,
+            before: Vec::new(),
+            sources,
+        };
+        let before = counters::read_hosts(&watch.counted()).map_err(error)?;
+        Ok(Box::new(Watch { before, ..watch }))
+    }
+
+    fn describe(&self) -> Vec<String> {
+        vec!["counters: /proc/net/{snmp,netstat,snmp6}, conntrack statistics, iptables and nft rule counters, per namespace".into()]
+    }
+}
+
+fn error(e: counters::CountersError) -> WatchError {
+    WatchError::from_source(NAME, e.is_unavailable(), e)
+}
+
+struct Watch<'a> {
+    scenario: &'a Scenario,
+    hosts: &'a [Netns],
+    before: Vec<HostCounters>,
+    sources: Vec<Vec<RuleSource>>,
+}
+
+impl Watch<'_> {
+    fn counted(&self) -> Vec<(&Netns, &[RuleSource])> {
+        self.hosts
+            .iter()
+            .zip(&self.sources)
+            .map(|(netns, sources)| (netns, sources.as_slice()))
+            .collect()
+    }
+}
+
+impl Watching for Watch<'_> {
+    fn finish(self: Box<Self>, into: &mut Observations) -> Result<(), WatchError> {
+        let after = counters::read_hosts(&self.counted()).map_err(error)?;
+        for ((host, before), after) in self.scenario.hosts.iter().zip(&self.before).zip(after) {
+            into.counters
+                .push((host.name.clone(), counters::delta(before, &after)));
+            into.counter_totals.push((host.name.clone(), after));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,125 @@
+//! Watchers: every source of evidence about what the kernel did with a scenario's
+//! packets, behind one small trait, listed in one registry.
+//!
+//! A watcher is loaded once per process (the probes are shared by parallel scenarios),
+//! says whether it can run on this kernel and why not ([`Watcher::prepare`]), starts
+//! watching a scenario's namespaces after they are built ([`Watcher::start`]), and at
+//! the end puts what it saw into the run's [`Observations`] and lets go of its
+//! namespaces ([`Watching::finish`], and `Drop` on any early return). The runner loops
+//! over [`REGISTRY`]; it knows no watcher by name.
+//!
+//! Adding one: a module here (its loader and any C beside it as `ebpf/<name>.bpf.c`),
+//! an entry in `REGISTRY`, and a field in `Observations` if its rows are new
+//! (docs/ARCHITECTURE.md, "Adding a watcher").
+
+use crate::classify;
+use crate::counters::HostCounters;
+use crate::report::{DropRow, HookReport};
+use crate::scenario::Scenario;
+use crate::topology::Netns;
+
+mod counters;
+mod drops;
+mod hooks;
+
+pub use drops::stable_function_name;
+
+/// Every watcher, in the order they start (and so the order their set-up cost falls in).
+pub static REGISTRY: &[&dyn Watcher] = &[&drops::Drops, &hooks::HookPoints, &counters::Counters];
+
+/// A source of evidence.
+pub trait Watcher: Sync {
+    /// Short name, as in `dropspec probes` and error messages: `drops`, `hooks`, …
+    fn name(&self) -> &'static str;
+
+    /// Loads it (once per process) before anything is built. An error means no scenario
+    /// can run here ([`WatchError::Unavailable`]: a skip, with why) or a bug. A watcher
+    /// that can watch only part of what it covers (hook points the kernel refuses)
+    /// returns Ok and reports the rest in its rows.
+    fn prepare(&self) -> Result<(), WatchError>;
+
+    /// Starts watching the scenario's hosts (`hosts[i]` is `scenario.hosts[i]`). Called
+    /// after set-up, so only what the traffic causes is counted.
+    fn start<'a>(
+        &'a self,
+        scenario: &'a Scenario,
+        hosts: &'a [Netns],
+    ) -> Result<Box<dyn Watching + 'a>, WatchError>;
+
+    /// What it can watch on this kernel, one line per part, for `dropspec probes`.
+    fn describe(&self) -> Vec<String>;
+}
+
+/// A watcher watching one scenario's namespaces. Dropping it stops watching.
+pub trait Watching {
+    /// A number that grows with every drop seen so far, if this watcher counts drops:
+    /// the runner knows the kernel is done with the traffic when it stops growing.
+    fn progress(&self) -> Option<u64> {
+        None
+    }
+
+    /// Reads everything seen into `into`, then stops watching.
+    fn finish(self: Box<Self>, into: &mut Observations) -> Result<(), WatchError>;
+}
+
+/// What the watchers saw over one scenario, per host name.
+#[derive(Debug, Default)]
+pub struct Observations {
+    /// Which attachment of the drop probe counted the drops.
+    pub probe: String,
+    pub drops: Vec<DropRow>,
+    /// Auxiliary tracepoints that fired: (host, event, count).
+    pub events: Vec<(String, String, u64)>,
+    /// The kernel's own counters that moved: (host, delta).
+    pub counters: Vec<(String, HostCounters)>,
+    /// The same counters' values at the end, per host (which rules a host has).
+    pub counter_totals: Vec<(String, HostCounters)>,
+    pub hooks: HookReport,
+}
+
+impl Observations {
+    /// Which mechanism dropped the packets, per host, from the drops and the counters.
+    pub fn causes(&self) -> Vec<classify::Cause> {
+        self.counters
+            .iter()
+            .zip(&self.counter_totals)
+            .flat_map(|((host, delta), (_, total))| {
+                let drops: Vec<&DropRow> = self.drops.iter().filter(|d| &d.host == host).collect();
+                classify::classify_host(host, &drops, delta, total)
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    /// This machine cannot run the watcher (privileges, kernel feature, tool): a skip.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{watcher}: {message}")]
+    Failed {
+        watcher: &'static str,
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+impl WatchError {
+    /// A failure of `watcher`, or a skip when `unavailable` says the machine lacks
+    /// something rather than dropspec having a bug.
+    pub fn from_source<E>(watcher: &'static str, unavailable: bool, e: E) -> WatchError
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        if unavailable {
+            WatchError::Unavailable(e.to_string())
+        } else {
+            WatchError::Failed {
+                watcher,
+                message: e.to_string(),
+                source: Some(Box::new(e)),
+            }
+        }
+    }
+}
