@@ -60,6 +60,8 @@ pub struct Policy {
     pub hooks: HooksRequest,
     /// `DROPSPEC_KERNEL_CACHE`: where `dropspec vm` keeps kernel packages.
     pub kernel_cache: Option<PathBuf>,
+    /// `DROPSPEC_VM_KERNEL`: set by `dropspec vm` in its guests, the kernel package.
+    pub vm_kernel: Option<String>,
     /// Whether this runs in CI (`CI` set to anything but `false`/`0`/empty): no
     /// `.snap.new` files are left for review there.
     pub ci: bool,
@@ -75,6 +77,7 @@ impl Default for Policy {
             stacks: true,
             hooks: HooksRequest::Auto,
             kernel_cache: None,
+            vm_kernel: None,
             ci: false,
         }
     }
@@ -255,6 +258,7 @@ impl Policy {
             stacks,
             hooks,
             kernel_cache: get("DROPSPEC_KERNEL_CACHE").map(PathBuf::from),
+            vm_kernel: get("DROPSPEC_VM_KERNEL").map(str::to_owned),
             ci,
         })
     }

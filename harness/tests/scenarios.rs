@@ -5,11 +5,12 @@
 //! `dropspec run` calls) onto libtest: passed, failed with its reasons, or ignored with
 //! why. Skips, baselines, `since_kernel` and the `DROPSPEC_*` policy are decided there.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use dropspec::baseline::Baselines;
-use dropspec::policy::Policy;
+use dropspec::policy::{BaselineMode, Policy};
 use dropspec::runner;
 use dropspec::scenario;
 use dropspec::verdict::{self, Verdict};
@@ -77,7 +78,86 @@ fn main() {
         "interrupt/sigkill_restored_by_next_run",
         || interrupted_run_restores_global_sysctl(Signal::Kill),
     ));
-    libtest_mimic::run(&args, trials).exit();
+    let whole_suite = args.filter.is_none() && args.skip.is_empty() && !args.list;
+    let conclusion = libtest_mimic::run(&args, trials);
+    // Both front ends must reach the same verdict: run the suite again through
+    // `dropspec run` and compare, scenario by scenario. Not in guests, which run this
+    // same binary (so they agree with it by construction) and where it would double the
+    // suite's time under TCG; not while recording, which changes the baselines between.
+    if whole_suite
+        && policy.vm_kernel.is_none()
+        && matches!(
+            policy.baseline,
+            BaselineMode::Check | BaselineMode::CheckOnly
+        )
+    {
+        if let Err(disagreements) = cli_agrees(&root) {
+            eprintln!("dropspec run and cargo test disagree:\n{disagreements}");
+            std::process::exit(101);
+        }
+    }
+    conclusion.exit();
+}
+
+/// Each trial's verdict, by scenario name: "passed", "failed" or "skipped".
+static VERDICTS: Mutex<BTreeMap<String, &'static str>> = Mutex::new(BTreeMap::new());
+
+fn verdict_word(verdict: &Verdict) -> &'static str {
+    match verdict {
+        Verdict::Passed => "passed",
+        Verdict::Failed(_) => "failed",
+        Verdict::Skipped(_) => "skipped",
+    }
+}
+
+/// Runs `dropspec run` on the whole suite and compares its verdicts with the trials'.
+fn cli_agrees(root: &Path) -> Result<(), String> {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dropspec"))
+        .args(["run", "--jobs", "2"])
+        .current_dir(root)
+        .output()
+        .map_err(|e| format!("starting dropspec run: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut cli = BTreeMap::new();
+    for line in stdout.lines() {
+        for (prefix, word) in [
+            ("ok: ", "passed"),
+            ("skipped: ", "skipped"),
+            ("FAILED: ", "failed"),
+        ] {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                let name = rest.split(' ').next().unwrap_or(rest);
+                cli.insert(name.to_owned(), word);
+            }
+        }
+    }
+    let trials = VERDICTS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut problems = Vec::new();
+    for (name, word) in trials.iter() {
+        match cli.get(name) {
+            Some(cli_word) if cli_word == word => {}
+            Some(cli_word) => problems.push(format!(
+                "  {name}: cargo test {word}, dropspec run {cli_word}"
+            )),
+            None => problems.push(format!(
+                "  {name}: cargo test {word}, dropspec run gave no verdict"
+            )),
+        }
+    }
+    if problems.is_empty() {
+        eprintln!(
+            "verdicts: dropspec run agrees with cargo test on all {} scenarios",
+            trials.len()
+        );
+        Ok(())
+    } else {
+        Err(format!(
+            "{}\n(dropspec run said:)\n{}{}",
+            problems.join("\n"),
+            stdout,
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
 }
 
 /// One scenario as a trial: run it, and let the library's one verdict decide.
@@ -94,6 +174,10 @@ fn run_trial(root: &Path, path: &Path, policy: &Policy) -> Result<Completion, Fa
     for note in &judgement.notes {
         eprintln!("{}: {note}", scenario.name);
     }
+    VERDICTS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(scenario.name.clone(), verdict_word(&judgement.verdict));
     match judgement.verdict {
         Verdict::Passed => Ok(Completion::Completed),
         Verdict::Skipped(why) => Ok(Completion::ignored_with(why)),

@@ -145,10 +145,13 @@ impl GuestKernel {
 /// `$XDG_CACHE_HOME/dropspec/kernels`, `~/.cache/dropspec/kernels`, else
 /// `/var/cache/dropspec/kernels`.
 pub fn default_cache_dir() -> PathBuf {
-    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
-    if let Some(dir) = var("DROPSPEC_KERNEL_CACHE") {
-        return PathBuf::from(dir);
+    if let Some(dir) = crate::policy::Policy::current()
+        .ok()
+        .and_then(|p| p.kernel_cache.clone())
+    {
+        return dir;
     }
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
     if let Some(dir) = var("XDG_CACHE_HOME") {
         return Path::new(&dir).join("dropspec/kernels");
     }
