@@ -9,7 +9,8 @@
 //! [`classify`] uses them to say which mechanism dropped the packets.
 //! [`kernel`] reads what the running kernel says about itself (BTF, tracefs, kallsyms);
 //! [`vm`] runs a command on another kernel, in a qemu guest; [`diff`] says what changed
-//! in drop behaviour between two kernels.
+//! in drop behaviour between two kernels. [`vocab`] holds the names the model and the
+//! runtime share (hook points, corruptions, causes), so the model imports no runtime code.
 
 pub mod classify;
 pub mod cleanup;
@@ -27,3 +28,4 @@ pub mod scenario;
 pub mod topology;
 pub mod traffic;
 pub mod vm;
+pub mod vocab;

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::packets::{Corruption, TCP_ACK, TCP_PSH, TCP_SYN};
+use crate::vocab::{Corruption, HookPoint, TCP_ACK, TCP_PSH, TCP_SYN};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -345,7 +345,7 @@ pub struct PacketEntry {
     pub payload: usize,
     /// IPv4 TTL or IPv6 hop limit.
     pub ttl: u8,
-    /// TCP flag bits (`packets::TCP_*`).
+    /// TCP flag bits (`vocab::TCP_*`).
     pub tcp_flags: u8,
     pub corrupt: Corruption,
     pub receiver: Receiver,
@@ -529,13 +529,13 @@ impl Validator<'_> {
         };
         let mut global_sysctls = BTreeMap::new();
         for (key, value) in raw.global_sysctls {
-            if !crate::global_sysctls::ALLOWED.contains(&key.get_ref().as_str()) {
+            if !crate::vocab::GLOBAL_SYSCTLS.contains(&key.get_ref().as_str()) {
                 return Err(self.at.error(
                     key.span(),
                     format!(
                         "`{}` cannot be set as a global sysctl (supported: {}); per-namespace sysctls go in `[hosts.NAME] sysctls`",
                         key.get_ref(),
-                        crate::global_sysctls::ALLOWED.join(", ")
+                        crate::vocab::GLOBAL_SYSCTLS.join(", ")
                     ),
                 ));
             }
@@ -1069,13 +1069,13 @@ impl Validator<'_> {
         let mut causes = Vec::new();
         for c in spec.causes {
             let host = self.host_ref(&c.host)?;
-            if !crate::classify::CAUSES.contains(&c.cause.get_ref().as_str()) {
+            if !crate::vocab::CAUSES.contains(&c.cause.get_ref().as_str()) {
                 return Err(self.at.error(
                     c.cause.span(),
                     format!(
                         "unknown cause `{}` (causes: {})",
                         c.cause.get_ref(),
-                        crate::classify::CAUSES.join(", ")
+                        crate::vocab::CAUSES.join(", ")
                     ),
                 ));
             }
@@ -1106,11 +1106,8 @@ impl Validator<'_> {
         let mut hooks = Vec::new();
         for h in spec.hooks {
             let host = self.host_ref(&h.host)?;
-            if crate::probes::hooks::HookPoint::from_retina_name(h.hook.get_ref()).is_none() {
-                let names: Vec<&str> = crate::probes::hooks::HookPoint::ALL
-                    .iter()
-                    .map(|p| p.retina_name())
-                    .collect();
+            if HookPoint::from_retina_name(h.hook.get_ref()).is_none() {
+                let names: Vec<&str> = HookPoint::ALL.iter().map(|p| p.retina_name()).collect();
                 return Err(self.at.error(
                     h.hook.span(),
                     format!(
@@ -1502,14 +1499,14 @@ impl Validator<'_> {
         let mut flags = 0;
         for c in text.get_ref().chars() {
             flags |= match c.to_ascii_uppercase() {
-                'F' => crate::packets::TCP_FIN,
+                'F' => crate::vocab::TCP_FIN,
                 'S' => TCP_SYN,
-                'R' => crate::packets::TCP_RST,
+                'R' => crate::vocab::TCP_RST,
                 'P' => TCP_PSH,
                 'A' => TCP_ACK,
-                'U' => crate::packets::TCP_URG,
-                'E' => crate::packets::TCP_ECE,
-                'C' => crate::packets::TCP_CWR,
+                'U' => crate::vocab::TCP_URG,
+                'E' => crate::vocab::TCP_ECE,
+                'C' => crate::vocab::TCP_CWR,
                 _ => {
                     return Err(self.at.error(
                         text.span(),
@@ -2115,7 +2112,7 @@ b = { host = "server", addr = "198.18.0.2/24", addr6 = "2001:db8::2/64" }
         assert_eq!(s.packets[1].tcp_flags, TCP_PSH | TCP_ACK);
         assert_eq!(
             s.packets[2].tcp_flags,
-            crate::packets::TCP_FIN | crate::packets::TCP_RST | TCP_ACK
+            crate::vocab::TCP_FIN | crate::vocab::TCP_RST | TCP_ACK
         );
         assert!(packets_error(
             "protocol = \"tcp\"\nport = 80\nreceiver = \"none\"\ntcp_flags = \"SX\"\n"
