@@ -20,6 +20,7 @@ pub mod diff;
 pub mod faults;
 pub mod global_sysctls;
 pub mod kernel;
+pub mod netns;
 pub mod packets;
 pub mod probes;
 pub mod report;
