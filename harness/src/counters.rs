@@ -54,16 +54,16 @@
 //! reads four small files and parses them: about 0.3 ms. Each rule tool is a process
 //! that costs 1–2 ms (`iptables-legacy-save` ~1.2 ms, `iptables-nft-save` ~1.7 ms, `nft`
 //! ~2 ms on the 2-core machine of `examples/counters_smoke.rs`), so a host without
-//! faults starts none ([`rule_sources`] names only the tools for the kinds of fault the
-//! scenario put on that host), and [`read_hosts`] runs the tools of all hosts side by
+//! faults starts none ([`crate::faults::rule_sources`] names only the tools for the kinds
+//! of fault the scenario put on that host), and [`read_hosts`] runs the tools of all hosts side by
 //! side while it reads `/proc`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::process::{Child, ExitStatus, Output, Stdio};
 
-use crate::scenario::{FaultKind, HostId, IptablesBackend, Scenario};
 use crate::topology::{Netns, TopologyError};
+use crate::vocab::IptablesBackend;
 
 /// Everything counted for one host at one moment, or — from [`delta`] — what changed
 /// between two moments.
@@ -239,24 +239,10 @@ fn spawn_hint(e: &io::Error) -> &'static str {
     }
 }
 
-/// The tools to ask for the rule counters of `host`: one per kind of fault the scenario
-/// puts on it, in the order the faults first use them. Empty when the host has no rules,
-/// so [`read_host`] starts no process for it.
-pub fn rule_sources(scenario: &Scenario, host: HostId) -> Vec<RuleSource> {
-    let mut sources = Vec::new();
-    for fault in scenario.faults.iter().filter(|f| f.host == host) {
-        let source = match &fault.kind {
-            FaultKind::Iptables { backend, .. } => RuleSource::Iptables(*backend),
-            FaultKind::Nft { .. } => RuleSource::Nft,
-            // tc filters have no per-rule counters the tools print in a stable form.
-            FaultKind::Tc { .. } | FaultKind::TcDrop { .. } => continue,
-        };
-        if !sources.contains(&source) {
-            sources.push(source);
-        }
-    }
-    sources
-}
+/// Which rule counters to read for a host is the faults' decision
+/// ([`crate::faults::rule_sources`]); re-exported here for callers that still ask
+/// `counters` for it, so this module never looks at fault kinds.
+pub use crate::faults::rule_sources;
 
 /// Where the files are read from, and what they are called in messages.
 const SNMP: (&str, &str) = ("/proc/thread-self/net/snmp", "/proc/net/snmp");
@@ -1622,42 +1608,7 @@ mod tests {
     }
 
     #[test]
-    fn rule_sources_follow_the_hosts_faults() {
-        let text = r#"
-description = "x"
-[hosts.a]
-[hosts.b]
-[hosts.c]
-[[links]]
-a = { host = "a", addr = "198.18.0.1/24" }
-b = { host = "b", addr = "198.18.0.2/24" }
-[[faults]]
-host = "b"
-nft = "table inet t { }"
-[[faults]]
-host = "b"
-iptables = "*filter\nCOMMIT\n"
-[[faults]]
-host = "b"
-backend = "legacy"
-iptables = "*filter\nCOMMIT\n"
-[[faults]]
-host = "b"
-nft = "table inet u { }"
-"#;
-        let scenario =
-            crate::scenario::parse(text, Path::new("x.toml"), "x", Path::new("fixtures")).unwrap();
-        let id = |name: &str| scenario.hosts.iter().position(|h| h.name == name).unwrap();
-        assert_eq!(rule_sources(&scenario, id("a")), vec![]);
-        assert_eq!(
-            rule_sources(&scenario, id("b")),
-            vec![
-                RuleSource::Nft,
-                RuleSource::Iptables(IptablesBackend::Nft),
-                RuleSource::Iptables(IptablesBackend::Legacy)
-            ]
-        );
-        assert_eq!(rule_sources(&scenario, id("c")), vec![]);
+    fn rule_sources_name_their_backend() {
         assert_eq!(
             RuleSource::Iptables(IptablesBackend::Legacy).backend(),
             "iptables-legacy"

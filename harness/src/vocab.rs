@@ -1,5 +1,5 @@
 //! Names the scenario model and the runtime both use: hook points, corruptions, TCP flag
-//! bits, cause names and the global sysctls a scenario may change.
+//! bits, iptables backends, cause names and the global sysctls a scenario may change.
 //!
 //! This is a leaf: it imports nothing from the crate, so the model (`scenario`) can
 //! validate a file against these names without pulling in probes, sockets or namespaces,
@@ -112,6 +112,22 @@ impl Corruption {
             "dst_mac" => Corruption::DstMac,
             _ => return None,
         })
+    }
+}
+
+/// Which iptables a fault's rules are loaded with, and its counters read back with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IptablesBackend {
+    Nft,
+    Legacy,
+}
+
+impl IptablesBackend {
+    pub fn restore_command(self) -> &'static str {
+        match self {
+            IptablesBackend::Nft => "iptables-nft-restore",
+            IptablesBackend::Legacy => "iptables-legacy-restore",
+        }
     }
 }
 

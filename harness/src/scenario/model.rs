@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use crate::vocab::Corruption;
+pub use crate::vocab::IptablesBackend;
 
 /// A scenario that passed validation. Hosts are referred to by index into `hosts`.
 #[derive(Debug, Clone)]
@@ -102,21 +103,6 @@ pub enum FaultKind {
     Tc { commands: String, origin: String },
     /// dropspec's own tc BPF classifier, which drops every IPv4 packet on `dev`.
     TcDrop { dev: String, ingress: bool },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IptablesBackend {
-    Nft,
-    Legacy,
-}
-
-impl IptablesBackend {
-    pub fn restore_command(self) -> &'static str {
-        match self {
-            IptablesBackend::Nft => "iptables-nft-restore",
-            IptablesBackend::Legacy => "iptables-legacy-restore",
-        }
-    }
 }
 
 #[derive(
