@@ -20,6 +20,8 @@ pub mod diff;
 pub mod faults;
 pub mod global_sysctls;
 pub mod kernel;
+#[cfg(test)]
+mod layers;
 pub mod netns;
 pub mod packets;
 pub mod probes;

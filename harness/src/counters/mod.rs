@@ -46,7 +46,7 @@
 //! `/proc/net` is a link to `/proc/self/net`, and `/proc/self` is the *process*: the
 //! files under it show the network namespace of the process's main thread, whatever
 //! namespace the reading thread has entered. So a thread that entered a host with
-//! [`Netns::run`] must read `/proc/thread-self/net/…` to see that host's counters.
+//! [`Netns::run`](crate::netns::Netns::run) must read `/proc/thread-self/net/…` to see that host's counters.
 //!
 //! ## Cost
 //!

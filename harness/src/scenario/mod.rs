@@ -13,7 +13,7 @@
 //! | `discover.rs` | finding scenario files, and their names and snapshot names   |
 //!
 //! The model imports nothing from the runtime (probes, sockets, namespaces); the names it
-//! shares with it live in [`crate::vocab`]. A test below keeps that true.
+//! shares with it live in [`crate::vocab`]. A test in `layers.rs` keeps that true.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -73,78 +73,4 @@ pub fn parse(
         host_ids: BTreeMap::new(),
     }
     .validate(raw)
-}
-
-#[cfg(test)]
-mod tests {
-    use std::path::Path;
-
-    /// Every module below `crate` that a source file names, with its line number.
-    fn crate_paths(source: &str) -> Vec<(usize, String)> {
-        let mut found = Vec::new();
-        for (n, line) in source.lines().enumerate() {
-            let mut rest = line;
-            while let Some(at) = rest.find("crate::") {
-                rest = &rest[at + "crate::".len()..];
-                let name: String = rest
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                if !name.is_empty() {
-                    found.push((n + 1, name));
-                }
-            }
-        }
-        found
-    }
-
-    /// The layering rule of issue 9: parsing and validating a scenario needs no probe,
-    /// socket or namespace code, so the model can be read (and tested) anywhere. The
-    /// model may name itself and the shared vocabulary, nothing else in the crate; a
-    /// name it shares with the runtime belongs in `vocab.rs`. `vocab.rs` is a leaf.
-    #[test]
-    fn the_model_imports_nothing_from_the_runtime() {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        let mut files = vec![(src.join("vocab.rs"), &[][..])];
-        for entry in std::fs::read_dir(src.join("scenario")).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "rs") {
-                files.push((path, &["scenario", "vocab"][..]));
-            }
-        }
-        assert!(files.len() > 2, "no sources found under {}", src.display());
-        let mut wrong = Vec::new();
-        for (path, allowed) in &files {
-            let source = std::fs::read_to_string(path).unwrap();
-            for (line, name) in crate_paths(&source) {
-                if !allowed.contains(&name.as_str()) {
-                    wrong.push(format!("{}:{line}: crate::{name}", path.display()));
-                }
-            }
-        }
-        assert!(
-            wrong.is_empty(),
-            "the scenario model (and vocab.rs) must not import runtime modules; move the \
-             shared name into vocab.rs instead:\n{}",
-            wrong.join("\n")
-        );
-    }
-
-    #[test]
-    fn crate_paths_are_found_anywhere_on_a_line() {
-        assert_eq!(
-            crate_paths(concat!(
-                "use crate",
-                "::vocab::X;\n",
-                "let a = crate",
-                "::probes::Y + crate",
-                "::x;"
-            )),
-            vec![
-                (1, "vocab".to_owned()),
-                (2, "probes".to_owned()),
-                (2, "x".to_owned())
-            ]
-        );
-    }
 }
