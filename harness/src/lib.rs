@@ -1,9 +1,10 @@
 //! dropspec: regression tests for Linux packet-drop behaviour.
 //!
 //! A run flows one way: [`scenario`] (TOML → validated model) → [`topology`] (namespaces,
-//! veths, addresses, routes) → [`faults`] (firewall rules) → [`probes`] (eBPF drop
-//! counters, attached once per process) → [`traffic`] → [`report`] → assertions, with
-//! [`runner`] driving the steps and [`cleanup`] making sure nothing outlives a run.
+//! each a [`netns`] handle, veths, addresses, routes) → [`faults`] (firewall rules) →
+//! [`probes`] (eBPF drop counters, attached once per process) → [`traffic`] → [`report`]
+//! → assertions, with [`runner`] driving the steps and [`cleanup`] making sure nothing
+//! outlives a run.
 //! [`global_sysctls`] changes machine-wide settings a scenario needs, and always puts them back.
 //! [`counters`] reads the kernel's own SNMP, conntrack and rule counters per host, and
 //! [`classify`] uses them to say which mechanism dropped the packets.
