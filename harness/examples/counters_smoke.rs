@@ -51,7 +51,7 @@ fn main() -> Result<()> {
     faults::apply(&scenario, &topology)?;
     let hosts = topology.hosts();
     let sources: Vec<Vec<RuleSource>> = (0..hosts.len())
-        .map(|host| counters::rule_sources(&scenario, host))
+        .map(|host| dropspec::faults::rule_sources(&scenario, host))
         .collect();
 
     let pairs: Vec<(&Netns, &[RuleSource])> = hosts

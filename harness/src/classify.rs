@@ -39,27 +39,7 @@ pub struct Evidence {
     pub silent_drops: BTreeMap<String, u64>,
 }
 
-/// Every cause the classifier can name; expectations are checked against this list.
-pub const CAUSES: &[&str] = &[
-    "rule",
-    "conntrack_full",
-    "conntrack_clash",
-    "nat",
-    "checksum",
-    "no_socket",
-    "routing",
-    "rp_filter",
-    "neighbour",
-    "ttl_expired",
-    "too_big",
-    "socket_buffer",
-    "listen_overflow",
-    "header",
-    "tc",
-    "netfilter_unexplained",
-    "silent",
-    "other",
-];
+pub use crate::vocab::CAUSES;
 
 /// One cause with how many packets it accounts for.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]

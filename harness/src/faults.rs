@@ -6,7 +6,8 @@
 //! in that host, never in the machine's own firewall. The rules reach the tool on stdin
 //! from an in-memory file, and what the tool says on failure is kept for the error.
 
-use crate::scenario::{Fault, FaultKind, IptablesBackend, Scenario};
+use crate::counters::RuleSource;
+use crate::scenario::{Fault, FaultKind, HostId, IptablesBackend, Scenario};
 use crate::topology::Topology;
 use nix::sys::memfd::{memfd_create, MFdFlags};
 use std::fs::File;
@@ -100,6 +101,25 @@ pub fn apply(scenario: &Scenario, topology: &Topology) -> Result<(), FaultError>
         apply_fault(fault, topology)?;
     }
     Ok(())
+}
+
+/// The counters that evidence this host's faults: the tools to ask for rule counters, one
+/// per kind of fault the scenario puts on the host, in the order the faults first use them. Empty when the host has no rules,
+/// so [`read_host`](crate::counters::read_host) starts no process for it.
+pub fn rule_sources(scenario: &Scenario, host: HostId) -> Vec<RuleSource> {
+    let mut sources = Vec::new();
+    for fault in scenario.faults.iter().filter(|f| f.host == host) {
+        let source = match &fault.kind {
+            FaultKind::Iptables { backend, .. } => RuleSource::Iptables(*backend),
+            FaultKind::Nft { .. } => RuleSource::Nft,
+            // tc filters have no per-rule counters the tools print in a stable form.
+            FaultKind::Tc { .. } | FaultKind::TcDrop { .. } => continue,
+        };
+        if !sources.contains(&source) {
+            sources.push(source);
+        }
+    }
+    sources
 }
 
 /// dropspec's tc classifier that drops everything (ebpf/tc_drop.bpf.c).
@@ -269,6 +289,7 @@ fn failed_line(message: &str) -> Option<usize> {
 mod tests {
     use super::*;
     use std::os::unix::process::ExitStatusExt;
+    use std::path::Path;
 
     #[test]
     fn failed_line_reads_both_iptables_backends() {
@@ -322,5 +343,44 @@ mod tests {
         );
         assert!(text.contains("line 2 failed"), "{text}");
         assert!(text.contains("--test"), "{text}");
+    }
+
+    #[test]
+    fn rule_sources_follow_the_hosts_faults() {
+        let text = r#"
+description = "x"
+[hosts.a]
+[hosts.b]
+[hosts.c]
+[[links]]
+a = { host = "a", addr = "198.18.0.1/24" }
+b = { host = "b", addr = "198.18.0.2/24" }
+[[faults]]
+host = "b"
+nft = "table inet t { }"
+[[faults]]
+host = "b"
+iptables = "*filter\nCOMMIT\n"
+[[faults]]
+host = "b"
+backend = "legacy"
+iptables = "*filter\nCOMMIT\n"
+[[faults]]
+host = "b"
+nft = "table inet u { }"
+"#;
+        let scenario =
+            crate::scenario::parse(text, Path::new("x.toml"), "x", Path::new("fixtures")).unwrap();
+        let id = |name: &str| scenario.hosts.iter().position(|h| h.name == name).unwrap();
+        assert_eq!(rule_sources(&scenario, id("a")), vec![]);
+        assert_eq!(
+            rule_sources(&scenario, id("b")),
+            vec![
+                RuleSource::Nft,
+                RuleSource::Iptables(IptablesBackend::Nft),
+                RuleSource::Iptables(IptablesBackend::Legacy)
+            ]
+        );
+        assert_eq!(rule_sources(&scenario, id("c")), vec![]);
     }
 }

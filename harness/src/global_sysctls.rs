@@ -19,8 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-/// The global-only sysctls a scenario may change.
-pub const ALLOWED: &[&str] = &["net.netfilter.nf_conntrack_max"];
+pub use crate::vocab::GLOBAL_SYSCTLS as ALLOWED;
 
 const LOCK_FILE: &str = "/run/dropspec.lock";
 const RECORD_DIR: &str = "/run/dropspec";

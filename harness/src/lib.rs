@@ -1,15 +1,18 @@
 //! dropspec: regression tests for Linux packet-drop behaviour.
 //!
 //! A run flows one way: [`scenario`] (TOML → validated model) → [`topology`] (namespaces,
-//! veths, addresses, routes) → [`faults`] (firewall rules) → [`probes`] (eBPF drop
-//! counters, attached once per process) → [`traffic`] → [`report`] → assertions, with
-//! [`runner`] driving the steps and [`cleanup`] making sure nothing outlives a run.
+//! each a [`netns`] handle, veths, addresses, routes) → [`faults`] → [`watchers`] started
+//! (the eBPF probes in [`probes`], attached once per process, and the kernel's counters)
+//! → [`traffic`] → watchers' rows → [`report`] → [`verdict`] (with [`baseline`] and the
+//! run's [`policy`]), with [`runner`] driving the steps and [`cleanup`] making sure
+//! nothing outlives a run. docs/ARCHITECTURE.md is the map.
 //! [`global_sysctls`] changes machine-wide settings a scenario needs, and always puts them back.
 //! [`counters`] reads the kernel's own SNMP, conntrack and rule counters per host, and
 //! [`classify`] uses them to say which mechanism dropped the packets.
 //! [`kernel`] reads what the running kernel says about itself (BTF, tracefs, kallsyms);
 //! [`vm`] runs a command on another kernel, in a qemu guest; [`diff`] says what changed
-//! in drop behaviour between two kernels.
+//! in drop behaviour between two kernels. [`vocab`] holds the names the model and the
+//! runtime share (hook points, corruptions, causes), so the model imports no runtime code.
 
 pub mod baseline;
 pub mod classify;
@@ -20,6 +23,9 @@ pub mod diff;
 pub mod faults;
 pub mod global_sysctls;
 pub mod kernel;
+#[cfg(test)]
+mod layers;
+pub mod netns;
 pub mod packets;
 pub mod policy;
 pub mod probes;
@@ -31,4 +37,5 @@ pub mod topology;
 pub mod traffic;
 pub mod verdict;
 pub mod vm;
+pub mod vocab;
 pub mod watchers;

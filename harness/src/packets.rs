@@ -36,61 +36,9 @@ pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 pub const PROTO_ICMPV6: u8 = 58;
 
-/// TCP flag bits, in header order.
-pub const TCP_FIN: u8 = 0x01;
-pub const TCP_SYN: u8 = 0x02;
-pub const TCP_RST: u8 = 0x04;
-pub const TCP_PSH: u8 = 0x08;
-pub const TCP_ACK: u8 = 0x10;
-pub const TCP_URG: u8 = 0x20;
-pub const TCP_ECE: u8 = 0x40;
-pub const TCP_CWR: u8 = 0x80;
-
-/// What is wrong with a frame on purpose. Everything else about it stays correct.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Corruption {
-    None,
-    /// The IPv4 header checksum is wrong (IPv6 has none).
-    IpChecksum,
-    /// The TCP, UDP, ICMP or ICMPv6 checksum is wrong.
-    Checksum,
-    /// The IPv4 header length field says 4 words (16 bytes), below the minimum of 5.
-    Ihl,
-    /// The IP version nibble disagrees with the EtherType (6 in an IPv4 header, 4 in an
-    /// IPv6 one).
-    Version,
-    /// The frame ends [`TRUNCATED_BY`] bytes before the length its IP header announces.
-    Truncated,
-    /// The Ethernet destination is [`WRONG_MAC`], a unicast address of no host.
-    DstMac,
-}
-
-impl Corruption {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Corruption::None => "none",
-            Corruption::IpChecksum => "ip_checksum",
-            Corruption::Checksum => "checksum",
-            Corruption::Ihl => "ihl",
-            Corruption::Version => "version",
-            Corruption::Truncated => "truncated",
-            Corruption::DstMac => "dst_mac",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Corruption> {
-        Some(match text {
-            "none" => Corruption::None,
-            "ip_checksum" => Corruption::IpChecksum,
-            "checksum" => Corruption::Checksum,
-            "ihl" => Corruption::Ihl,
-            "version" => Corruption::Version,
-            "truncated" => Corruption::Truncated,
-            "dst_mac" => Corruption::DstMac,
-            _ => return None,
-        })
-    }
-}
+pub use crate::vocab::{
+    Corruption, TCP_ACK, TCP_CWR, TCP_ECE, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG,
+};
 
 /// What follows the IP header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

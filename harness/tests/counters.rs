@@ -96,7 +96,7 @@ fn changes(toml: &str) -> Result<(HostCounters, HostCounters), Outcome> {
     let topology = Topology::build(&scenario).map_err(|e| unavailable_or(e.is_unavailable(), e))?;
     faults::apply(&scenario, &topology).map_err(|e| unavailable_or(e.is_unavailable(), e))?;
     let sources: Vec<Vec<RuleSource>> = (0..scenario.hosts.len())
-        .map(|host| counters::rule_sources(&scenario, host))
+        .map(|host| dropspec::faults::rule_sources(&scenario, host))
         .collect();
     let hosts: Vec<(&Netns, &[RuleSource])> = topology
         .hosts()

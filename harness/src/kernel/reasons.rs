@@ -9,7 +9,6 @@
 use super::btf::{kind, Btf};
 use super::tracefs::{self, TracepointFormat};
 use super::KernelError;
-use crate::probes::ProbeError;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -36,7 +35,8 @@ const SUBSYS_SHIFT: u32 = 16;
 impl ReasonTable {
     /// BTF first (complete, includes NOT_DROPPED_YET and CONSUMED); the tracefs format
     /// file when the kernel has no BTF.
-    pub fn from_running_kernel() -> Result<Self, ProbeError> {
+    /// Errors are the kernel layer's own; `ProbeError` wraps them (`From`).
+    pub fn from_running_kernel() -> Result<Self, KernelError> {
         let btf_error = match super::read_file(Path::new(super::VMLINUX_BTF)) {
             Ok(bytes) => match Self::from_btf(&bytes) {
                 Ok(table) => return Ok(table),
@@ -45,14 +45,11 @@ impl ReasonTable {
             Err(e) => e,
         };
         if !btf_error.is_unavailable() {
-            return Err(btf_error.into());
+            return Err(btf_error);
         }
         let root = tracefs::tracefs_root()?;
         let format = TracepointFormat::read(&root, "skb", "kfree_skb")?;
-        Ok(Self::from_format(
-            &format,
-            root.join("events/skb/kfree_skb/format"),
-        )?)
+        Self::from_format(&format, root.join("events/skb/kfree_skb/format"))
     }
 
     pub fn from_btf(bytes: &[u8]) -> Result<Self, KernelError> {

@@ -33,57 +33,25 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 
+pub use crate::vocab::HookPoint;
+
 /// The compiled probe (harness/build.rs builds it from ebpf/hooks.bpf.c).
 static HOOK_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/hooks.bpf.o"));
 
 /// Environment variable that picks how hook points attach: `fexit`, `kprobe` or `off`.
 pub const HOOKS_ENV: &str = "DROPSPEC_HOOKS";
 
-/// `DROPSPEC_HOOK_*` in ebpf/hooks.h, in that order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum HookPoint {
-    NfHookSlow,
-    NfNatInetFn,
-    NfConntrackConfirm,
-    TcpV4Connect,
-    InetCskAccept,
+/// What only the probe needs to know of a hook point: its id in ebpf/hooks.h, the module
+/// that defines its function, and its programs. The names both sides use are in
+/// [`crate::vocab::HookPoint`].
+trait HookPointExt: Sized {
+    fn id(self) -> u32;
+    fn from_id(id: u32) -> Option<Self>;
+    fn module(self) -> Option<&'static str>;
+    fn programs(self, attachment: Attachment) -> (String, String);
 }
 
-impl HookPoint {
-    pub const ALL: [HookPoint; 5] = [
-        HookPoint::NfHookSlow,
-        HookPoint::NfNatInetFn,
-        HookPoint::NfConntrackConfirm,
-        HookPoint::TcpV4Connect,
-        HookPoint::InetCskAccept,
-    ];
-
-    /// The kernel function watched.
-    pub fn function(self) -> &'static str {
-        match self {
-            HookPoint::NfHookSlow => "nf_hook_slow",
-            HookPoint::NfNatInetFn => "nf_nat_inet_fn",
-            HookPoint::NfConntrackConfirm => "__nf_conntrack_confirm",
-            HookPoint::TcpV4Connect => "tcp_v4_connect",
-            HookPoint::InetCskAccept => "inet_csk_accept",
-        }
-    }
-
-    /// What Retina calls a counted failure of this function.
-    pub fn retina_name(self) -> &'static str {
-        match self {
-            HookPoint::NfHookSlow => "IPTABLE_RULE_DROP",
-            HookPoint::NfNatInetFn => "IPTABLE_NAT_DROP",
-            HookPoint::NfConntrackConfirm => "CONNTRACK_ADD_DROP",
-            HookPoint::TcpV4Connect => "TCP_CONNECT_BASIC",
-            HookPoint::InetCskAccept => "TCP_ACCEPT_BASIC",
-        }
-    }
-
-    pub fn from_retina_name(name: &str) -> Option<HookPoint> {
-        HookPoint::ALL.into_iter().find(|p| p.retina_name() == name)
-    }
-
+impl HookPointExt for HookPoint {
     fn id(self) -> u32 {
         self as u32 + 1
     }
@@ -114,12 +82,6 @@ impl HookPoint {
                 format!("dropspec_kretprobe_{stem}"),
             ),
         }
-    }
-}
-
-impl fmt::Display for HookPoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.retina_name())
     }
 }
 

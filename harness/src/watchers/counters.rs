@@ -28,7 +28,7 @@ impl Watcher for Counters {
         // Which rule tables to read is the faults' business: each fault kind says which
         // of its counters are evidence.
         let sources: Vec<Vec<RuleSource>> = (0..scenario.hosts.len())
-            .map(|host| counters::rule_sources(scenario, host))
+            .map(|host| crate::faults::rule_sources(scenario, host))
             .collect();
         let watch = Watch {
             scenario,

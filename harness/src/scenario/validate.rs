@@ -1,17 +1,16 @@
-//! The scenario file: TOML text → a validated [`Scenario`].
-//!
-//! Parsing happens in two passes. `serde` turns the text into `raw::*` structs that keep
-//! the byte span of every value a person may get wrong; `validate` then checks what serde
-//! cannot (host references, address ranges, port presence) and builds the model the rest
-//! of the harness uses. Every error names the file, line and column, and says what to do.
+//! The second pass: checks what serde cannot (host references, address ranges, port
+//! presence, exactly one rule source per fault) and builds the [`Scenario`] model from
+//! the `raw` structs, with every error pointing at the file, line and column.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-
-use crate::packets::{Corruption, TCP_ACK, TCP_PSH, TCP_SYN};
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use super::model::*;
+use super::raw::{self, Spanned};
+use super::ScenarioError;
+use crate::vocab::{Corruption, HookPoint, TCP_ACK, TCP_PSH, TCP_SYN};
 
 /// Upper bound on packets one traffic entry may send: traffic loops are bounded by design.
 pub const MAX_COUNT: u32 = 10_000;
@@ -20,414 +19,14 @@ pub const MAX_TIMEOUT_MS: u64 = 5_000;
 /// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
 const MAX_IFNAME: usize = 15;
 
-/// A scenario that passed validation. Hosts are referred to by index into `hosts`.
-#[derive(Debug, Clone)]
-pub struct Scenario {
-    /// Path relative to the scenarios root, without `.toml`: `iptables/input_drop_icmp`.
-    pub name: String,
-    pub path: PathBuf,
-    pub description: String,
-    pub hosts: Vec<Host>,
-    pub links: Vec<Link>,
-    pub faults: Vec<Fault>,
-    pub traffic: Vec<Traffic>,
-    /// Crafted packets (`[[packets]]`), sent after `traffic`.
-    pub packets: Vec<PacketEntry>,
-    pub expect: Expectations,
-    /// Extra time to keep watching after traffic, for drops the kernel makes late
-    /// (neighbour resolution failure, for example). Zero for almost every scenario.
-    pub settle_min_ms: u64,
-    /// Machine-wide sysctls set for the traffic only (see `global_sysctls`).
-    pub global_sysctls: BTreeMap<String, String>,
-}
-
-pub type HostId = usize;
-
-#[derive(Debug, Clone)]
-pub struct Host {
-    pub name: String,
-    /// Sets net.ipv4.ip_forward=1 and conf.all.forwarding=1 in this host.
-    pub forwarding: bool,
-    /// Per-namespace sysctls, applied after links exist: `net.ipv4.conf.all.rp_filter` → `1`.
-    pub sysctls: BTreeMap<String, String>,
-    pub routes: Vec<Route>,
-    /// Extra addresses on the host's loopback, e.g. a source that routing does not expect.
-    pub addresses: Vec<Cidr>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
-    /// `None` is the default route.
-    pub destination: Option<Cidr>,
-    pub via: Option<Ipv4Addr>,
-    /// Interface name in this host; needed when there is no gateway.
-    pub dev: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    pub addr: Ipv4Addr,
-    pub prefix: u8,
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-/// A veth pair: one end in each host.
-#[derive(Debug, Clone)]
-pub struct Link {
-    pub ends: [Endpoint; 2],
-    pub mtu: Option<u32>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Endpoint {
-    pub host: HostId,
-    /// Interface name inside the host's namespace.
-    pub ifname: String,
-    pub addr: Cidr,
-    /// IPv6 is off everywhere except on links whose ends both declare `addr6`.
-    pub addr6: Option<Cidr6>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Fault {
-    pub host: HostId,
-    pub kind: FaultKind,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FaultKind {
-    /// `iptables-restore` input, loaded with the chosen backend.
-    Iptables {
-        backend: IptablesBackend,
-        rules: String,
-        /// Where the rules came from, for error messages: the scenario or a fixture file.
-        origin: String,
-    },
-    /// `nft -f` input.
-    Nft { ruleset: String, origin: String },
-    /// `tc -batch` input: qdiscs and filters, e.g. an ingress filter with `action drop`.
-    Tc { commands: String, origin: String },
-    /// dropspec's own tc BPF classifier, which drops every IPv4 packet on `dev`.
-    TcDrop { dev: String, ingress: bool },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IptablesBackend {
-    Nft,
-    Legacy,
-}
-
-impl IptablesBackend {
-    pub fn restore_command(self) -> &'static str {
-        match self {
-            IptablesBackend::Nft => "iptables-nft-restore",
-            IptablesBackend::Legacy => "iptables-legacy-restore",
-        }
-    }
-}
-
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    Icmp,
-    Udp,
-    Tcp,
-}
-
-impl Protocol {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Icmp => "icmp",
-            Protocol::Udp => "udp",
-            Protocol::Tcp => "tcp",
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Traffic {
-    pub from: HostId,
-    /// The host that owns `destination`, when it is one of ours (for the listening socket).
-    pub to_host: Option<HostId>,
-    pub destination: Ipv4Addr,
-    pub protocol: Protocol,
-    /// Destination port for UDP and TCP.
-    pub port: u16,
-    pub count: u32,
-    /// UDP/TCP: whether a socket listens on `port` at the destination.
-    pub listen: bool,
-    /// Payload bytes per packet (ICMP and UDP).
-    pub payload: usize,
-    /// How long each attempt waits for its answer.
-    pub timeout_ms: u64,
-    /// Source address to bind to (one of the sender's addresses, or any with `ip_freebind`).
-    pub source: Option<Ipv4Addr>,
-    /// IP TTL of the sent packets.
-    pub ttl: Option<u8>,
-    /// Set DF and refuse to fragment (IP_PMTUDISC_DO).
-    pub dont_fragment: bool,
-    pub listener: Listener,
-    pub expect: TrafficExpect,
-}
-
-/// How the listening socket at the destination behaves (UDP and TCP traffic).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listener {
-    /// Reads datagrams / accepts connections while the traffic runs. When false, the
-    /// socket just sits there (its queue fills); what it holds is counted afterwards.
-    pub reads: bool,
-    /// SO_RCVBUF of the listening socket, in bytes (the kernel doubles it).
-    pub rcvbuf: Option<u32>,
-    /// listen() backlog for TCP.
-    pub backlog: u32,
-    /// TCP: keep established connections open until all traffic has been sent, so later
-    /// entries meet them (conntrack entries, for example).
-    pub hold: bool,
-    /// TCP: after the traffic, call accept(2) until it fails with EAGAIN, as a
-    /// non-blocking server does when woken. Otherwise the listener only accepts what is
-    /// ready, and never makes a failing call (which Retina counts as TCP_ACCEPT_BASIC).
-    pub accept_until_empty: bool,
-}
-
-/// Expected outcomes of one traffic entry; `None` means "not asserted".
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TrafficExpect {
-    /// ICMP echo replies received.
-    pub answered: Option<u32>,
-    /// UDP datagrams read by the listening socket.
-    pub delivered: Option<u32>,
-    /// ICMP errors that came back to the sender (UDP and ICMP).
-    pub errors: Option<u32>,
-    /// TCP attempt outcomes.
-    pub connected: Option<u32>,
-    pub refused: Option<u32>,
-    pub timed_out: Option<u32>,
-    pub unreachable: Option<u32>,
-    /// ICMP/UDP sends refused by the sender's own kernel.
-    pub blocked: Option<u32>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Expectations {
-    pub drops: Vec<DropExpect>,
-    /// Packets attributed to a cause (see `classify`), per host.
-    pub causes: Vec<CauseExpect>,
-    /// Deltas of the kernel's own counters, per host.
-    pub counters: Vec<CounterExpect>,
-    /// Failed calls at Retina's hook points, per host (see `probes::hooks`).
-    pub hooks: Vec<HookExpect>,
-    /// A drop that no expectation matches fails the scenario (default true).
-    pub no_other_drops: bool,
-    /// The inline expectations describe kernels from this (major, minor) on; older
-    /// kernels are held to their own baseline snapshot only.
-    pub since_kernel: Option<(u32, u32)>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CauseExpect {
-    pub host: HostId,
-    pub cause: String,
-    pub count: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HookExpect {
-    pub host: HostId,
-    /// Retina's name: `IPTABLE_RULE_DROP`, `IPTABLE_NAT_DROP`, `CONNTRACK_ADD_DROP`,
-    /// `TCP_CONNECT_BASIC` or `TCP_ACCEPT_BASIC`.
-    pub hook: String,
-    /// Only calls that returned this (a negative errno, or 0 for NF_DROP).
-    pub ret: Option<i32>,
-    pub count: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CounterExpect {
-    pub host: HostId,
-    /// `Group.Field` for SNMP counters (`TcpExt.ListenOverflows`), `conntrack.<stat>`.
-    pub counter: String,
-    pub delta: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DropExpect {
-    pub host: HostId,
-    pub reason: String,
-    pub function: Option<String>,
-    pub count: u64,
-}
-
-/// An IPv6 address with prefix, from 2001:db8::/32.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr6 {
-    pub addr: Ipv6Addr,
-    pub prefix: u8,
-}
-
-impl fmt::Display for Cidr6 {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-/// What follows the IP header of a crafted packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum PacketProtocol {
-    Udp,
-    Tcp,
-    /// ICMP echo request over IPv4, ICMPv6 echo request over IPv6.
-    Echo,
-    /// Any other protocol number: the payload follows the IP header directly.
-    Other(u8),
-}
-
-impl PacketProtocol {
-    /// `udp`, `tcp`, `icmp`, `icmpv6` or the number.
-    pub fn name(self, ipv6: bool) -> String {
-        match self {
-            PacketProtocol::Udp => "udp".into(),
-            PacketProtocol::Tcp => "tcp".into(),
-            PacketProtocol::Echo if ipv6 => "icmpv6".into(),
-            PacketProtocol::Echo => "icmp".into(),
-            PacketProtocol::Other(n) => format!("protocol {n}"),
-        }
-    }
-}
-
-/// The application at the destination of crafted UDP or TCP packets. It decides where
-/// the kernel drops a datagram with a bad checksum, so a scenario always names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Receiver {
-    /// A socket that reads everything with recv(2), never poll(2) or FIONREAD first. For
-    /// TCP, one end of an established connection (made with TCP_REPAIR, so no
-    /// handshake crosses the wire, with the sender's end in the sender's host).
-    Reads,
-    /// The same socket, never read.
-    NeverReads,
-    /// Nothing listens on the port.
-    Nobody,
-}
-
-impl Receiver {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Receiver::Reads => "reads",
-            Receiver::NeverReads => "never_reads",
-            Receiver::Nobody => "none",
-        }
-    }
-}
-
-/// One `[[packets]]` entry: `count` crafted frames from one host to a host it shares a
-/// link with, sent as raw Ethernet frames on the sender's end of that link.
-#[derive(Debug, Clone)]
-pub struct PacketEntry {
-    pub from: HostId,
-    pub to: HostId,
-    /// The sender's and the destination's interfaces on the link they share.
-    pub interface: String,
-    pub peer_interface: String,
-    pub source: IpAddr,
-    pub destination: IpAddr,
-    pub protocol: PacketProtocol,
-    pub source_port: u16,
-    /// Destination port (UDP and TCP; 0 otherwise).
-    pub port: u16,
-    pub count: u32,
-    /// Bytes after the transport header.
-    pub payload: usize,
-    /// IPv4 TTL or IPv6 hop limit.
-    pub ttl: u8,
-    /// TCP flag bits (`packets::TCP_*`).
-    pub tcp_flags: u8,
-    pub corrupt: Corruption,
-    pub receiver: Receiver,
-    pub timeout_ms: u64,
-    pub expect: PacketExpect,
-}
-
-/// Expected outcomes of one `[[packets]]` entry; `None` means "not asserted".
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PacketExpect {
-    /// UDP datagrams, or TCP segments' worth of bytes, read by the receiver.
-    pub delivered: Option<u32>,
-    /// Echo replies that came back.
-    pub answered: Option<u32>,
-    /// ICMP or ICMPv6 errors that came back.
-    pub errors: Option<u32>,
-    /// TCP resets that came back.
-    pub resets: Option<u32>,
-}
-
-/// A problem in a scenario file, with where it is and what to do about it.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{}:{line}:{column}: {message}", path.display())]
-pub struct ScenarioError {
-    pub path: PathBuf,
-    pub line: usize,
-    pub column: usize,
-    pub message: String,
-}
-
-/// Reads and validates one scenario file. `root` is the scenarios directory, used to
-/// derive the scenario's name; `fixtures` is where `*_file` references are resolved.
-pub fn load(path: &Path, root: &Path, fixtures: &Path) -> Result<Scenario, ScenarioError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
-        path: path.to_owned(),
-        line: 0,
-        column: 0,
-        message: format!("cannot read the scenario file: {e}"),
-    })?;
-    let name = scenario_name(path, root);
-    parse(&text, path, &name, fixtures)
-}
-
-/// `scenarios/iptables/input.toml` → `iptables/input`.
-pub fn scenario_name(path: &Path, root: &Path) -> String {
-    let relative = path.strip_prefix(root).unwrap_or(path);
-    let mut name = relative.with_extension("").to_string_lossy().into_owned();
-    if std::path::MAIN_SEPARATOR != '/' {
-        name = name.replace(std::path::MAIN_SEPARATOR, "/");
-    }
-    name
-}
-
-/// Parses scenario text; `path` is only used in error messages and fixture lookup.
-pub fn parse(
-    text: &str,
-    path: &Path,
-    name: &str,
-    fixtures: &Path,
-) -> Result<Scenario, ScenarioError> {
-    let at = Locator { path, text };
-    let raw: raw::ScenarioFile = toml::from_str(text).map_err(|e| {
-        let span = e.span().unwrap_or(0..0);
-        at.error(span, e.message().to_string())
-    })?;
-    Validator {
-        at,
-        fixtures,
-        name,
-        host_ids: BTreeMap::new(),
-    }
-    .validate(raw)
-}
-
 /// Turns byte spans into `file:line:column` errors.
-struct Locator<'a> {
-    path: &'a Path,
-    text: &'a str,
+pub(super) struct Locator<'a> {
+    pub(super) path: &'a Path,
+    pub(super) text: &'a str,
 }
 
 impl Locator<'_> {
-    fn error(&self, span: Range<usize>, message: impl Into<String>) -> ScenarioError {
+    pub(super) fn error(&self, span: Range<usize>, message: impl Into<String>) -> ScenarioError {
         let before = &self.text[..span.start.min(self.text.len())];
         let line = before.matches('\n').count() + 1;
         let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
@@ -440,17 +39,15 @@ impl Locator<'_> {
     }
 }
 
-struct Validator<'a> {
-    at: Locator<'a>,
-    fixtures: &'a Path,
-    name: &'a str,
-    host_ids: BTreeMap<String, HostId>,
+pub(super) struct Validator<'a> {
+    pub(super) at: Locator<'a>,
+    pub(super) fixtures: &'a Path,
+    pub(super) name: &'a str,
+    pub(super) host_ids: BTreeMap<String, HostId>,
 }
 
-type Spanned<T> = toml::Spanned<T>;
-
 impl Validator<'_> {
-    fn validate(mut self, raw: raw::ScenarioFile) -> Result<Scenario, ScenarioError> {
+    pub(super) fn validate(mut self, raw: raw::ScenarioFile) -> Result<Scenario, ScenarioError> {
         if raw.hosts.is_empty() {
             return Err(self.at.error(
                 0..0,
@@ -529,13 +126,13 @@ impl Validator<'_> {
         };
         let mut global_sysctls = BTreeMap::new();
         for (key, value) in raw.global_sysctls {
-            if !crate::global_sysctls::ALLOWED.contains(&key.get_ref().as_str()) {
+            if !crate::vocab::GLOBAL_SYSCTLS.contains(&key.get_ref().as_str()) {
                 return Err(self.at.error(
                     key.span(),
                     format!(
                         "`{}` cannot be set as a global sysctl (supported: {}); per-namespace sysctls go in `[hosts.NAME] sysctls`",
                         key.get_ref(),
-                        crate::global_sysctls::ALLOWED.join(", ")
+                        crate::vocab::GLOBAL_SYSCTLS.join(", ")
                     ),
                 ));
             }
@@ -1069,13 +666,13 @@ impl Validator<'_> {
         let mut causes = Vec::new();
         for c in spec.causes {
             let host = self.host_ref(&c.host)?;
-            if !crate::classify::CAUSES.contains(&c.cause.get_ref().as_str()) {
+            if !crate::vocab::CAUSES.contains(&c.cause.get_ref().as_str()) {
                 return Err(self.at.error(
                     c.cause.span(),
                     format!(
                         "unknown cause `{}` (causes: {})",
                         c.cause.get_ref(),
-                        crate::classify::CAUSES.join(", ")
+                        crate::vocab::CAUSES.join(", ")
                     ),
                 ));
             }
@@ -1106,11 +703,8 @@ impl Validator<'_> {
         let mut hooks = Vec::new();
         for h in spec.hooks {
             let host = self.host_ref(&h.host)?;
-            if crate::probes::hooks::HookPoint::from_retina_name(h.hook.get_ref()).is_none() {
-                let names: Vec<&str> = crate::probes::hooks::HookPoint::ALL
-                    .iter()
-                    .map(|p| p.retina_name())
-                    .collect();
+            if HookPoint::from_retina_name(h.hook.get_ref()).is_none() {
+                let names: Vec<&str> = HookPoint::ALL.iter().map(|p| p.retina_name()).collect();
                 return Err(self.at.error(
                     h.hook.span(),
                     format!(
@@ -1502,14 +1096,14 @@ impl Validator<'_> {
         let mut flags = 0;
         for c in text.get_ref().chars() {
             flags |= match c.to_ascii_uppercase() {
-                'F' => crate::packets::TCP_FIN,
+                'F' => crate::vocab::TCP_FIN,
                 'S' => TCP_SYN,
-                'R' => crate::packets::TCP_RST,
+                'R' => crate::vocab::TCP_RST,
                 'P' => TCP_PSH,
                 'A' => TCP_ACK,
-                'U' => crate::packets::TCP_URG,
-                'E' => crate::packets::TCP_ECE,
-                'C' => crate::packets::TCP_CWR,
+                'U' => crate::vocab::TCP_URG,
+                'E' => crate::vocab::TCP_ECE,
+                'C' => crate::vocab::TCP_CWR,
                 _ => {
                     return Err(self.at.error(
                         text.span(),
@@ -1619,247 +1213,10 @@ pub fn is_test_address(addr: IpAddr) -> bool {
     }
 }
 
-/// What serde reads; kept apart so the validated model carries no spans.
-mod raw {
-    use super::Spanned;
-    use serde::Deserialize;
-    use std::collections::BTreeMap;
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct ScenarioFile {
-        pub description: String,
-        #[serde(default)]
-        pub hosts: BTreeMap<Spanned<String>, Host>,
-        #[serde(default)]
-        pub links: Vec<Link>,
-        #[serde(default)]
-        pub faults: Vec<Fault>,
-        #[serde(default)]
-        pub traffic: Vec<Traffic>,
-        #[serde(default)]
-        pub packets: Vec<Packets>,
-        #[serde(default)]
-        pub expect: Expect,
-        pub settle_ms: Option<Spanned<u64>>,
-        #[serde(default)]
-        pub global_sysctls: BTreeMap<Spanned<String>, Spanned<SysctlValue>>,
-    }
-
-    #[derive(Deserialize, Default)]
-    #[serde(deny_unknown_fields)]
-    pub struct Host {
-        #[serde(default)]
-        pub forwarding: bool,
-        #[serde(default)]
-        pub sysctls: BTreeMap<Spanned<String>, SysctlValue>,
-        #[serde(default)]
-        pub routes: Vec<Route>,
-        #[serde(default)]
-        pub addresses: Vec<Spanned<String>>,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    pub enum SysctlValue {
-        Int(i64),
-        Text(String),
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Route {
-        pub to: Spanned<String>,
-        pub via: Option<Spanned<String>>,
-        pub dev: Option<String>,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Link {
-        pub a: Endpoint,
-        pub b: Endpoint,
-        pub mtu: Option<Spanned<u32>>,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Endpoint {
-        pub host: Spanned<String>,
-        pub addr: Spanned<String>,
-        pub addr6: Option<Spanned<String>>,
-        pub name: Option<Spanned<String>>,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Fault {
-        pub host: Spanned<String>,
-        pub iptables: Option<String>,
-        pub iptables_file: Option<Spanned<String>>,
-        pub backend: Option<Spanned<String>>,
-        pub nft: Option<String>,
-        pub nft_file: Option<Spanned<String>>,
-        pub tc: Option<String>,
-        pub tc_drop: Option<Spanned<TcDrop>>,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct TcDrop {
-        pub dev: String,
-        pub direction: Option<String>,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Traffic {
-        pub from: Spanned<String>,
-        pub to: Spanned<String>,
-        pub protocol: Spanned<String>,
-        pub port: Option<Spanned<u16>>,
-        pub count: Option<Spanned<u32>>,
-        pub listen: Option<bool>,
-        pub payload: Option<usize>,
-        pub timeout_ms: Option<Spanned<u64>>,
-        pub source: Option<Spanned<String>>,
-        pub ttl: Option<Spanned<u8>>,
-        pub dont_fragment: Option<bool>,
-        pub receiver: Option<Spanned<String>>,
-        pub rcvbuf: Option<u32>,
-        pub backlog: Option<Spanned<u32>>,
-        pub hold: Option<Spanned<bool>>,
-        pub accept_until_empty: Option<Spanned<bool>>,
-        pub expect: Option<Spanned<TrafficExpect>>,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct TrafficExpect {
-        pub answered: Option<u32>,
-        pub delivered: Option<u32>,
-        pub errors: Option<u32>,
-        pub connected: Option<u32>,
-        pub refused: Option<u32>,
-        pub timed_out: Option<u32>,
-        pub unreachable: Option<u32>,
-        pub blocked: Option<u32>,
-    }
-
-    #[derive(Deserialize, Default)]
-    #[serde(deny_unknown_fields)]
-    pub struct Expect {
-        #[serde(default)]
-        pub drops: Vec<DropExpect>,
-        #[serde(default)]
-        pub allow_other_drops: bool,
-        pub since_kernel: Option<Spanned<String>>,
-        #[serde(default)]
-        pub causes: Vec<CauseExpect>,
-        #[serde(default)]
-        pub counters: Vec<CounterExpect>,
-        #[serde(default)]
-        pub hooks: Vec<HookExpect>,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct HookExpect {
-        pub host: Spanned<String>,
-        pub hook: Spanned<String>,
-        pub ret: Option<i32>,
-        pub count: u64,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct CauseExpect {
-        pub host: Spanned<String>,
-        pub cause: Spanned<String>,
-        pub count: u64,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct CounterExpect {
-        pub host: Spanned<String>,
-        pub counter: Spanned<String>,
-        pub delta: u64,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct DropExpect {
-        pub host: Spanned<String>,
-        pub reason: Spanned<String>,
-        pub function: Option<String>,
-        pub count: u64,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Packets {
-        pub from: Spanned<String>,
-        pub to: Spanned<String>,
-        pub ip: Option<Spanned<u32>>,
-        pub source: Option<Spanned<String>>,
-        pub destination: Option<Spanned<String>>,
-        pub protocol: Spanned<ProtocolField>,
-        pub port: Option<Spanned<u16>>,
-        pub source_port: Option<Spanned<u16>>,
-        pub count: Option<Spanned<u32>>,
-        pub payload: Option<Spanned<usize>>,
-        pub ttl: Option<Spanned<u32>>,
-        pub tcp_flags: Option<Spanned<String>>,
-        pub corrupt: Option<Spanned<String>>,
-        pub receiver: Option<Spanned<String>>,
-        pub timeout_ms: Option<Spanned<u64>>,
-        pub expect: Option<Spanned<PacketExpect>>,
-    }
-
-    /// `protocol = "udp"` or `protocol = 253`.
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    pub enum ProtocolField {
-        Name(String),
-        Number(i64),
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct PacketExpect {
-        pub delivered: Option<u32>,
-        pub answered: Option<u32>,
-        pub errors: Option<u32>,
-        pub resets: Option<u32>,
-    }
-}
-
-/// Every `*.toml` below `root`, sorted, so trials are listed in a stable order.
-pub fn discover(root: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut found = Vec::new();
-    let mut pending = vec![root.to_owned()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let path = entry?.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path.extension().is_some_and(|e| e == "toml") {
-                found.push(path);
-            }
-        }
-    }
-    found.sort();
-    Ok(found)
-}
-
-/// The snapshot file stem for a scenario: `iptables/input` → `iptables__input`.
-pub fn snapshot_name(scenario_name: &str) -> String {
-    scenario_name.replace('/', "__")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scenario::parse;
 
     const BASE: &str = r#"
 description = "two hosts"
@@ -2115,7 +1472,7 @@ b = { host = "server", addr = "198.18.0.2/24", addr6 = "2001:db8::2/64" }
         assert_eq!(s.packets[1].tcp_flags, TCP_PSH | TCP_ACK);
         assert_eq!(
             s.packets[2].tcp_flags,
-            crate::packets::TCP_FIN | crate::packets::TCP_RST | TCP_ACK
+            crate::vocab::TCP_FIN | crate::vocab::TCP_RST | TCP_ACK
         );
         assert!(packets_error(
             "protocol = \"tcp\"\nport = 80\nreceiver = \"none\"\ntcp_flags = \"SX\"\n"
@@ -2198,13 +1555,7 @@ b = { host = "server", addr = "198.18.0.2/24", addr6 = "2001:db8::2/64" }
     }
 
     #[test]
-    fn names_and_test_ranges() {
-        let root = Path::new("/p/scenarios");
-        assert_eq!(
-            scenario_name(Path::new("/p/scenarios/iptables/input.toml"), root),
-            "iptables/input"
-        );
-        assert_eq!(snapshot_name("iptables/input"), "iptables__input");
+    fn test_ranges() {
         assert!(is_test_address("198.19.255.1".parse().unwrap()));
         assert!(!is_test_address("198.20.0.1".parse().unwrap()));
         assert!(is_test_address("2001:db8::1".parse().unwrap()));

@@ -8,10 +8,8 @@
 //! it. Dropping a [`Topology`] does the same thing earlier. (The kernel destroys
 //! namespaces asynchronously, in a workqueue; nothing waits for it.)
 //!
-//! A namespace belongs to a *thread*, not to the process, so code that enters one runs
-//! on a thread made for that purpose and never on a shared async worker:
-//! [`Netns::run`] makes such a thread, and [`Netns::command`] enters the namespace in
-//! the child process between fork and exec.
+//! A namespace belongs to a *thread*, not to the process: [`Netns`] (in `netns.rs`)
+//! is the handle, and runs code in a namespace only on a thread made for it.
 //!
 //! [`Topology::build`] uses one thread for the whole scenario. That thread creates the
 //! namespaces one after another, and while it stands in each one it writes the sysctls
@@ -34,16 +32,19 @@ use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::OpenOptions;
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::Command;
+use std::os::fd::{AsRawFd, BorrowedFd};
 
-use nix::sched::{setns, unshare, CloneFlags};
+pub(crate) mod error;
+mod sysctl;
+
+pub use crate::netns::Netns;
+pub use error::TopologyError;
+
+use crate::netns::on_new_thread;
+use sysctl::sysctl_path;
 
 /// Sysctls every host gets before its first link exists, in this order.
 ///
@@ -66,325 +67,6 @@ const FORWARDING_SYSCTLS: &[(&str, &str)] = &[
 
 /// `lo` has index 1 in every new network namespace.
 const LOOPBACK_INDEX: u32 = 1;
-
-/// Something that went wrong while building a topology, naming the host and what was
-/// being done to it. The OS or netlink error is the [`source`](std::error::Error::source).
-#[derive(Debug, thiserror::Error)]
-pub enum TopologyError {
-    #[error(
-        "host `{host}`: cannot create a network namespace{}",
-        namespace_hint(source)
-    )]
-    CreateNamespace {
-        host: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error(
-        "host `{host}`: cannot open its namespace file /proc/thread-self/ns/net{}",
-        privilege_hint(source)
-    )]
-    OpenNamespace {
-        host: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error(
-        "host `{host}`: cannot enter its network namespace (setns){}",
-        privilege_hint(source)
-    )]
-    EnterNamespace {
-        host: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error(
-        "host `{host}`: cannot open a netlink socket in its namespace{}",
-        privilege_hint(source)
-    )]
-    NetlinkSocket {
-        host: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("host `{host}`: {action} failed{}", netlink_hint(source))]
-    Netlink {
-        host: String,
-        /// What was asked of the kernel: "creating veth `eth0` …", "adding route …".
-        action: String,
-        /// Boxed to keep this error small enough to wrap and return cheaply.
-        #[source]
-        source: Box<rtnetlink::Error>,
-    },
-    #[error(
-        "host `{host}`: cannot set sysctl {key} = {value:?} ({}){}",
-        sysctl_file(key),
-        sysctl_hint(source)
-    )]
-    Sysctl {
-        host: String,
-        key: String,
-        value: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error(
-        "host `{host}`: sysctl key `{key}` does not name a file under /proc/sys: \
-         use dotted names like net.ipv4.conf.eth0.rp_filter (interface names with dots are not supported)"
-    )]
-    SysctlKey { host: String, key: String },
-    #[error("host `{host}`: a route goes through `{ifname}`, but no link gives the host an interface of that name")]
-    UnknownInterface { host: String, ifname: String },
-    /// `doing` says whose thread it was: "host `client`", "building scenario `x`".
-    #[error("{doing}: cannot start a thread (is the process out of threads or memory?)")]
-    Thread {
-        doing: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{doing}: the code running on its thread panicked: {message}")]
-    Panicked { doing: String, message: String },
-    #[error(
-        "cannot start the event loop that drives netlink (is the process out of file descriptors?)"
-    )]
-    Runtime {
-        #[source]
-        source: io::Error,
-    },
-    #[error("host `{host}`: IPv6 address {addr} was added but never became local (waited {waited_ms} ms for its local route)")]
-    Ipv6AddressNotReady {
-        host: String,
-        addr: String,
-        waited_ms: u64,
-    },
-}
-
-impl TopologyError {
-    /// True when this machine or process cannot build topologies at all (no root, no
-    /// network namespaces or veth in the kernel, a read-only /proc/sys), as opposed to a
-    /// mistake in the scenario. Tests report this as a visible skip, never as a pass.
-    pub fn is_unavailable(&self) -> bool {
-        let privilege = |errno: Option<i32>| matches!(errno, Some(libc::EPERM | libc::EACCES));
-        match self {
-            // EINVAL: the kernel was built without CONFIG_NET_NS.
-            TopologyError::CreateNamespace { source, .. } => matches!(
-                source.raw_os_error(),
-                Some(libc::EPERM | libc::EACCES | libc::EINVAL | libc::ENOSYS)
-            ),
-            TopologyError::OpenNamespace { source, .. }
-            | TopologyError::EnterNamespace { source, .. }
-            | TopologyError::NetlinkSocket { source, .. } => privilege(source.raw_os_error()),
-            // EOPNOTSUPP: no veth driver in this kernel.
-            TopologyError::Netlink { source, .. } => matches!(
-                netlink_errno(source),
-                Some(libc::EPERM | libc::EACCES | libc::EOPNOTSUPP)
-            ),
-            TopologyError::Sysctl { source, .. } => matches!(
-                source.raw_os_error(),
-                Some(libc::EPERM | libc::EACCES | libc::EROFS)
-            ),
-            TopologyError::SysctlKey { .. }
-            | TopologyError::UnknownInterface { .. }
-            | TopologyError::Thread { .. }
-            | TopologyError::Panicked { .. }
-            | TopologyError::Runtime { .. }
-            | TopologyError::Ipv6AddressNotReady { .. } => false,
-        }
-    }
-}
-
-fn namespace_hint(e: &io::Error) -> &'static str {
-    match e.raw_os_error() {
-        Some(libc::EPERM | libc::EACCES) => {
-            "; creating network namespaces needs root (CAP_SYS_ADMIN): run dropspec as root"
-        }
-        Some(libc::EINVAL | libc::ENOSYS) => {
-            "; this kernel has no network namespaces (CONFIG_NET_NS)"
-        }
-        Some(libc::ENOSPC) => {
-            "; the limit on network namespaces is reached: raise user.max_net_namespaces"
-        }
-        _ => "",
-    }
-}
-
-fn privilege_hint(e: &io::Error) -> &'static str {
-    match e.raw_os_error() {
-        Some(libc::EPERM | libc::EACCES) => {
-            "; entering network namespaces needs root (CAP_SYS_ADMIN): run dropspec as root"
-        }
-        Some(libc::EMFILE | libc::ENFILE) => {
-            "; the process is out of file descriptors: raise `ulimit -n`"
-        }
-        _ => "",
-    }
-}
-
-fn sysctl_file(key: &str) -> String {
-    sysctl_path(key).map_or_else(|| "no such file".to_owned(), |p| p.display().to_string())
-}
-
-fn netlink_hint(e: &rtnetlink::Error) -> &'static str {
-    match netlink_errno(e) {
-        Some(libc::EPERM | libc::EACCES) => {
-            "; changing network interfaces needs root (CAP_NET_ADMIN): run dropspec as root"
-        }
-        Some(libc::EEXIST) => {
-            "; it already exists: look for a duplicate interface, address or route in the scenario"
-        }
-        Some(libc::ENETUNREACH) => {
-            "; the gateway is on none of this host's subnets: `via` must lie inside one of its link addresses"
-        }
-        Some(libc::EOPNOTSUPP) => {
-            "; the kernel does not support this (veth pairs need CONFIG_VETH)"
-        }
-        Some(libc::EINVAL | libc::ERANGE) => {
-            "; the kernel rejected a value: check the mtu, addresses and prefixes in the scenario"
-        }
-        _ => "",
-    }
-}
-
-fn sysctl_hint(e: &io::Error) -> &'static str {
-    match e.raw_os_error() {
-        Some(libc::ENOENT) => {
-            "; no such sysctl: check the key, and that any interface it names belongs to this host"
-        }
-        Some(libc::EINVAL) => "; the kernel rejected the value",
-        Some(libc::EPERM | libc::EACCES | libc::EROFS) => {
-            "; /proc/sys is not writable: run dropspec as root, outside a read-only container"
-        }
-        _ => "",
-    }
-}
-
-/// The positive errno of a netlink NACK, if that is what the error is.
-fn netlink_errno(e: &rtnetlink::Error) -> Option<i32> {
-    match e {
-        rtnetlink::Error::NetlinkError(message) if message.raw_code() != 0 => {
-            Some(message.raw_code().abs())
-        }
-        _ => None,
-    }
-}
-
-/// One anonymous network namespace, alive as long as this value holds its fd.
-#[derive(Debug)]
-pub struct Netns {
-    fd: OwnedFd,
-    inode: u64,
-    label: String,
-}
-
-impl Netns {
-    /// Creates a namespace on a short-lived thread of its own; `label` names it in errors.
-    pub fn create(label: &str) -> Result<Netns, TopologyError> {
-        on_new_thread(&format!("host `{label}`"), label, || {
-            Netns::unshare_here(label)
-        })?
-    }
-
-    /// Moves the calling thread into a new namespace and returns that namespace.
-    /// Only for threads made for the purpose: the thread stays in the new namespace.
-    fn unshare_here(label: &str) -> Result<Netns, TopologyError> {
-        unshare(CloneFlags::CLONE_NEWNET).map_err(|e| TopologyError::CreateNamespace {
-            host: label.to_owned(),
-            source: e.into(),
-        })?;
-        let open_error = |source| TopologyError::OpenNamespace {
-            host: label.to_owned(),
-            source,
-        };
-        let file = File::open("/proc/thread-self/ns/net").map_err(open_error)?;
-        let inode = file.metadata().map_err(open_error)?.ino();
-        Ok(Netns {
-            fd: file.into(),
-            inode,
-            label: label.to_owned(),
-        })
-    }
-
-    /// The namespace's inode number, as the kernel (and so the eBPF probe) identifies it.
-    pub fn inode(&self) -> u64 {
-        self.inode
-    }
-
-    /// The host name this namespace stands for.
-    pub fn label(&self) -> &str {
-        &self.label
-    }
-
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-
-    /// Moves the calling thread into this namespace. Only for threads made for it.
-    fn enter_here(&self) -> Result<(), TopologyError> {
-        setns(&self.fd, CloneFlags::CLONE_NEWNET).map_err(|e| TopologyError::EnterNamespace {
-            host: self.label.clone(),
-            source: e.into(),
-        })
-    }
-
-    /// Runs `f` on a new thread that has entered this namespace, and waits for it.
-    /// A panic in `f` comes back as [`TopologyError::Panicked`].
-    pub fn run<T: Send, F: FnOnce() -> T + Send>(&self, f: F) -> Result<T, TopologyError> {
-        on_new_thread(&format!("host `{}`", self.label), &self.label, || {
-            self.enter_here()?;
-            Ok(f())
-        })?
-    }
-
-    /// A command that enters this namespace before it executes, so whatever it changes
-    /// (firewall rules, routes) is this host's and never the machine's. If entering
-    /// fails, spawning the command fails with that error.
-    pub fn command(&self, program: &str) -> Command {
-        let mut command = Command::new(program);
-        // The command owns a duplicate of the fd, so it stays valid even if the command
-        // is spawned after this Netns is dropped.
-        let fd = self
-            .fd
-            .try_clone()
-            .map_err(|e| e.raw_os_error().unwrap_or(libc::EBADF));
-        // SAFETY: the closure runs in the forked child before exec. It only calls
-        // setns(2), a plain system call, and builds an io::Error from an errno, which
-        // does not allocate; nothing in it takes a lock another thread could hold.
-        unsafe {
-            command.pre_exec(move || match &fd {
-                Ok(fd) => setns(fd, CloneFlags::CLONE_NEWNET).map_err(io::Error::from),
-                Err(errno) => Err(io::Error::from_raw_os_error(*errno)),
-            });
-        }
-        command
-    }
-}
-
-/// Runs `f` on a fresh thread named after `name` and waits for it, turning a panic
-/// into an error; `doing` introduces any error.
-fn on_new_thread<T: Send, F: FnOnce() -> T + Send>(
-    doing: &str,
-    name: &str,
-    f: F,
-) -> Result<T, TopologyError> {
-    std::thread::scope(|scope| {
-        let thread = std::thread::Builder::new()
-            // Linux keeps 15 bytes of a thread name; std truncates the rest.
-            .name(format!("netns {name}"))
-            .spawn_scoped(scope, f)
-            .map_err(|source| TopologyError::Thread {
-                doing: doing.to_owned(),
-                source,
-            })?;
-        thread.join().map_err(|panic| TopologyError::Panicked {
-            doing: doing.to_owned(),
-            message: panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "(no message)".to_owned()),
-        })
-    })
-}
 
 /// The namespaces of one scenario, indexed like `Scenario::hosts`. Dropping it closes
 /// the namespace fds, and the kernel removes everything in them.
@@ -961,24 +643,6 @@ async fn add_permanent_neighbour(
         .await
 }
 
-/// `net.ipv4.conf.eth0.rp_filter` → `/proc/sys/net/ipv4/conf/eth0/rp_filter`.
-///
-/// Every dot separates path components, so interface names containing dots (VLANs such
-/// as `eth0.10`) cannot be addressed. A key that would not stay a plain path under
-/// /proc/sys (an empty component, `/`, NUL) is refused.
-fn sysctl_path(key: &str) -> Option<PathBuf> {
-    let parts: Vec<&str> = key.split('.').collect();
-    if parts
-        .iter()
-        .any(|p| p.is_empty() || p.contains(['/', '\0']))
-    {
-        return None;
-    }
-    let mut path = PathBuf::from("/proc/sys");
-    path.extend(parts);
-    Some(path)
-}
-
 /// Writes one sysctl of the namespace the calling thread stands in.
 fn write_sysctl(host: &str, key: &str, value: &str) -> Result<(), TopologyError> {
     let path = sysctl_path(key).ok_or_else(|| TopologyError::SysctlKey {
@@ -1001,37 +665,6 @@ fn write_sysctl(host: &str, key: &str, value: &str) -> Result<(), TopologyError>
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sysctl_keys_become_paths_under_proc_sys() {
-        assert_eq!(
-            sysctl_path("net.ipv4.conf.all.rp_filter"),
-            Some(PathBuf::from("/proc/sys/net/ipv4/conf/all/rp_filter"))
-        );
-        assert_eq!(
-            sysctl_path("net.ipv4.conf.eth-0_a.rp_filter"),
-            Some(PathBuf::from("/proc/sys/net/ipv4/conf/eth-0_a/rp_filter"))
-        );
-        assert_eq!(
-            sysctl_path("net.ipv4.ping_group_range"),
-            Some(PathBuf::from("/proc/sys/net/ipv4/ping_group_range"))
-        );
-    }
-
-    #[test]
-    fn sysctl_keys_that_would_leave_their_directory_are_refused() {
-        for key in [
-            "net..ipv4",
-            "net.ipv4.",
-            ".net",
-            "net.ipv4/../../kernel.x",
-            "net.ipv4.conf.a/b.rp_filter",
-            "net.\0",
-            "",
-        ] {
-            assert_eq!(sysctl_path(key), None, "{key:?}");
-        }
-    }
 
     #[test]
     fn interfaces_are_numbered_per_host_from_two_in_link_order() {
@@ -1088,39 +721,5 @@ mod tests {
             dev: Some("eth1".to_owned()),
         };
         assert_eq!(describe(&route), "198.18.1.0/24 dev eth1");
-    }
-
-    #[test]
-    fn errors_stay_small_enough_to_wrap() {
-        // Callers wrap TopologyError in their own errors; clippy's result_large_err
-        // fires at 128 bytes.
-        assert!(std::mem::size_of::<TopologyError>() <= 88);
-    }
-
-    #[test]
-    fn missing_privileges_make_errors_unavailable() {
-        let eperm = || io::Error::from_raw_os_error(libc::EPERM);
-        let error = TopologyError::CreateNamespace {
-            host: "client".to_owned(),
-            source: eperm(),
-        };
-        assert!(error.is_unavailable());
-        assert!(
-            error.to_string().contains("needs root (CAP_SYS_ADMIN)"),
-            "{error}"
-        );
-        let error = TopologyError::Sysctl {
-            host: "client".to_owned(),
-            key: "net.ipv4.conf.eth9.rp_filter".to_owned(),
-            value: "1".to_owned(),
-            source: io::Error::from_raw_os_error(libc::ENOENT),
-        };
-        assert!(!error.is_unavailable());
-        let text = error.to_string();
-        assert!(text.contains("no such sysctl"), "{text}");
-        assert!(
-            text.contains("/proc/sys/net/ipv4/conf/eth9/rp_filter"),
-            "{text}"
-        );
     }
 }

@@ -1,0 +1,139 @@
+//! One anonymous network namespace, and running code inside it.
+//!
+//! A namespace belongs to a *thread*, not to the process, so code that enters one runs
+//! on a thread made for that purpose and never on a shared async worker:
+//! [`Netns::run`] makes such a thread, and [`Netns::command`] enters the namespace in
+//! the child process between fork and exec.
+//!
+//! The errors are [`TopologyError`]s: every caller (topology, traffic, packets, counters)
+//! already wraps that type. It lives in `topology/error.rs`, which imports nothing but
+//! `topology/sysctl.rs`, so no import cycle runs through here.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use nix::sched::{setns, unshare, CloneFlags};
+
+use crate::topology::error::TopologyError;
+
+/// One anonymous network namespace, alive as long as this value holds its fd.
+#[derive(Debug)]
+pub struct Netns {
+    fd: OwnedFd,
+    inode: u64,
+    label: String,
+}
+
+impl Netns {
+    /// Creates a namespace on a short-lived thread of its own; `label` names it in errors.
+    pub fn create(label: &str) -> Result<Netns, TopologyError> {
+        on_new_thread(&format!("host `{label}`"), label, || {
+            Netns::unshare_here(label)
+        })?
+    }
+
+    /// Moves the calling thread into a new namespace and returns that namespace.
+    /// Only for threads made for the purpose: the thread stays in the new namespace.
+    pub(crate) fn unshare_here(label: &str) -> Result<Netns, TopologyError> {
+        unshare(CloneFlags::CLONE_NEWNET).map_err(|e| TopologyError::CreateNamespace {
+            host: label.to_owned(),
+            source: e.into(),
+        })?;
+        let open_error = |source| TopologyError::OpenNamespace {
+            host: label.to_owned(),
+            source,
+        };
+        let file = File::open("/proc/thread-self/ns/net").map_err(open_error)?;
+        let inode = file.metadata().map_err(open_error)?.ino();
+        Ok(Netns {
+            fd: file.into(),
+            inode,
+            label: label.to_owned(),
+        })
+    }
+
+    /// The namespace's inode number, as the kernel (and so the eBPF probe) identifies it.
+    pub fn inode(&self) -> u64 {
+        self.inode
+    }
+
+    /// The host name this namespace stands for.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Moves the calling thread into this namespace. Only for threads made for it.
+    pub(crate) fn enter_here(&self) -> Result<(), TopologyError> {
+        setns(&self.fd, CloneFlags::CLONE_NEWNET).map_err(|e| TopologyError::EnterNamespace {
+            host: self.label.clone(),
+            source: e.into(),
+        })
+    }
+
+    /// Runs `f` on a new thread that has entered this namespace, and waits for it.
+    /// A panic in `f` comes back as [`TopologyError::Panicked`].
+    pub fn run<T: Send, F: FnOnce() -> T + Send>(&self, f: F) -> Result<T, TopologyError> {
+        on_new_thread(&format!("host `{}`", self.label), &self.label, || {
+            self.enter_here()?;
+            Ok(f())
+        })?
+    }
+
+    /// A command that enters this namespace before it executes, so whatever it changes
+    /// (firewall rules, routes) is this host's and never the machine's. If entering
+    /// fails, spawning the command fails with that error.
+    pub fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(program);
+        // The command owns a duplicate of the fd, so it stays valid even if the command
+        // is spawned after this Netns is dropped.
+        let fd = self
+            .fd
+            .try_clone()
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EBADF));
+        // SAFETY: the closure runs in the forked child before exec. It only calls
+        // setns(2), a plain system call, and builds an io::Error from an errno, which
+        // does not allocate; nothing in it takes a lock another thread could hold.
+        unsafe {
+            command.pre_exec(move || match &fd {
+                Ok(fd) => setns(fd, CloneFlags::CLONE_NEWNET).map_err(io::Error::from),
+                Err(errno) => Err(io::Error::from_raw_os_error(*errno)),
+            });
+        }
+        command
+    }
+}
+
+/// Runs `f` on a fresh thread named after `name` and waits for it, turning a panic
+/// into an error; `doing` introduces any error.
+pub(crate) fn on_new_thread<T: Send, F: FnOnce() -> T + Send>(
+    doing: &str,
+    name: &str,
+    f: F,
+) -> Result<T, TopologyError> {
+    std::thread::scope(|scope| {
+        let thread = std::thread::Builder::new()
+            // Linux keeps 15 bytes of a thread name; std truncates the rest.
+            .name(format!("netns {name}"))
+            .spawn_scoped(scope, f)
+            .map_err(|source| TopologyError::Thread {
+                doing: doing.to_owned(),
+                source,
+            })?;
+        thread.join().map_err(|panic| TopologyError::Panicked {
+            doing: doing.to_owned(),
+            message: panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".to_owned()),
+        })
+    })
+}

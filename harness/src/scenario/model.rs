@@ -1,0 +1,341 @@
+//! The validated scenario: what the rest of the harness reads. It carries no spans and
+//! no serde; hosts are referred to by index ([`HostId`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+
+use crate::vocab::Corruption;
+pub use crate::vocab::IptablesBackend;
+
+/// A scenario that passed validation. Hosts are referred to by index into `hosts`.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Path relative to the scenarios root, without `.toml`: `iptables/input_drop_icmp`.
+    pub name: String,
+    pub path: PathBuf,
+    pub description: String,
+    pub hosts: Vec<Host>,
+    pub links: Vec<Link>,
+    pub faults: Vec<Fault>,
+    pub traffic: Vec<Traffic>,
+    /// Crafted packets (`[[packets]]`), sent after `traffic`.
+    pub packets: Vec<PacketEntry>,
+    pub expect: Expectations,
+    /// Extra time to keep watching after traffic, for drops the kernel makes late
+    /// (neighbour resolution failure, for example). Zero for almost every scenario.
+    pub settle_min_ms: u64,
+    /// Machine-wide sysctls set for the traffic only (see `global_sysctls`).
+    pub global_sysctls: BTreeMap<String, String>,
+}
+
+pub type HostId = usize;
+
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub name: String,
+    /// Sets net.ipv4.ip_forward=1 and conf.all.forwarding=1 in this host.
+    pub forwarding: bool,
+    /// Per-namespace sysctls, applied after links exist: `net.ipv4.conf.all.rp_filter` → `1`.
+    pub sysctls: BTreeMap<String, String>,
+    pub routes: Vec<Route>,
+    /// Extra addresses on the host's loopback, e.g. a source that routing does not expect.
+    pub addresses: Vec<Cidr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// `None` is the default route.
+    pub destination: Option<Cidr>,
+    pub via: Option<Ipv4Addr>,
+    /// Interface name in this host; needed when there is no gateway.
+    pub dev: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// A veth pair: one end in each host.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub ends: [Endpoint; 2],
+    pub mtu: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub host: HostId,
+    /// Interface name inside the host's namespace.
+    pub ifname: String,
+    pub addr: Cidr,
+    /// IPv6 is off everywhere except on links whose ends both declare `addr6`.
+    pub addr6: Option<Cidr6>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub host: HostId,
+    pub kind: FaultKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultKind {
+    /// `iptables-restore` input, loaded with the chosen backend.
+    Iptables {
+        backend: IptablesBackend,
+        rules: String,
+        /// Where the rules came from, for error messages: the scenario or a fixture file.
+        origin: String,
+    },
+    /// `nft -f` input.
+    Nft { ruleset: String, origin: String },
+    /// `tc -batch` input: qdiscs and filters, e.g. an ingress filter with `action drop`.
+    Tc { commands: String, origin: String },
+    /// dropspec's own tc BPF classifier, which drops every IPv4 packet on `dev`.
+    TcDrop { dev: String, ingress: bool },
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Icmp,
+    Udp,
+    Tcp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Icmp => "icmp",
+            Protocol::Udp => "udp",
+            Protocol::Tcp => "tcp",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Traffic {
+    pub from: HostId,
+    /// The host that owns `destination`, when it is one of ours (for the listening socket).
+    pub to_host: Option<HostId>,
+    pub destination: Ipv4Addr,
+    pub protocol: Protocol,
+    /// Destination port for UDP and TCP.
+    pub port: u16,
+    pub count: u32,
+    /// UDP/TCP: whether a socket listens on `port` at the destination.
+    pub listen: bool,
+    /// Payload bytes per packet (ICMP and UDP).
+    pub payload: usize,
+    /// How long each attempt waits for its answer.
+    pub timeout_ms: u64,
+    /// Source address to bind to (one of the sender's addresses, or any with `ip_freebind`).
+    pub source: Option<Ipv4Addr>,
+    /// IP TTL of the sent packets.
+    pub ttl: Option<u8>,
+    /// Set DF and refuse to fragment (IP_PMTUDISC_DO).
+    pub dont_fragment: bool,
+    pub listener: Listener,
+    pub expect: TrafficExpect,
+}
+
+/// How the listening socket at the destination behaves (UDP and TCP traffic).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// Reads datagrams / accepts connections while the traffic runs. When false, the
+    /// socket just sits there (its queue fills); what it holds is counted afterwards.
+    pub reads: bool,
+    /// SO_RCVBUF of the listening socket, in bytes (the kernel doubles it).
+    pub rcvbuf: Option<u32>,
+    /// listen() backlog for TCP.
+    pub backlog: u32,
+    /// TCP: keep established connections open until all traffic has been sent, so later
+    /// entries meet them (conntrack entries, for example).
+    pub hold: bool,
+    /// TCP: after the traffic, call accept(2) until it fails with EAGAIN, as a
+    /// non-blocking server does when woken. Otherwise the listener only accepts what is
+    /// ready, and never makes a failing call (which Retina counts as TCP_ACCEPT_BASIC).
+    pub accept_until_empty: bool,
+}
+
+/// Expected outcomes of one traffic entry; `None` means "not asserted".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrafficExpect {
+    /// ICMP echo replies received.
+    pub answered: Option<u32>,
+    /// UDP datagrams read by the listening socket.
+    pub delivered: Option<u32>,
+    /// ICMP errors that came back to the sender (UDP and ICMP).
+    pub errors: Option<u32>,
+    /// TCP attempt outcomes.
+    pub connected: Option<u32>,
+    pub refused: Option<u32>,
+    pub timed_out: Option<u32>,
+    pub unreachable: Option<u32>,
+    /// ICMP/UDP sends refused by the sender's own kernel.
+    pub blocked: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Expectations {
+    pub drops: Vec<DropExpect>,
+    /// Packets attributed to a cause (see `classify`), per host.
+    pub causes: Vec<CauseExpect>,
+    /// Deltas of the kernel's own counters, per host.
+    pub counters: Vec<CounterExpect>,
+    /// Failed calls at Retina's hook points, per host (see `probes::hooks`).
+    pub hooks: Vec<HookExpect>,
+    /// A drop that no expectation matches fails the scenario (default true).
+    pub no_other_drops: bool,
+    /// The inline expectations describe kernels from this (major, minor) on; older
+    /// kernels are held to their own baseline snapshot only.
+    pub since_kernel: Option<(u32, u32)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CauseExpect {
+    pub host: HostId,
+    pub cause: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookExpect {
+    pub host: HostId,
+    /// Retina's name: `IPTABLE_RULE_DROP`, `IPTABLE_NAT_DROP`, `CONNTRACK_ADD_DROP`,
+    /// `TCP_CONNECT_BASIC` or `TCP_ACCEPT_BASIC`.
+    pub hook: String,
+    /// Only calls that returned this (a negative errno, or 0 for NF_DROP).
+    pub ret: Option<i32>,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterExpect {
+    pub host: HostId,
+    /// `Group.Field` for SNMP counters (`TcpExt.ListenOverflows`), `conntrack.<stat>`.
+    pub counter: String,
+    pub delta: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DropExpect {
+    pub host: HostId,
+    pub reason: String,
+    pub function: Option<String>,
+    pub count: u64,
+}
+
+/// An IPv6 address with prefix, from 2001:db8::/32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr6 {
+    pub addr: Ipv6Addr,
+    pub prefix: u8,
+}
+
+impl fmt::Display for Cidr6 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// What follows the IP header of a crafted packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum PacketProtocol {
+    Udp,
+    Tcp,
+    /// ICMP echo request over IPv4, ICMPv6 echo request over IPv6.
+    Echo,
+    /// Any other protocol number: the payload follows the IP header directly.
+    Other(u8),
+}
+
+impl PacketProtocol {
+    /// `udp`, `tcp`, `icmp`, `icmpv6` or the number.
+    pub fn name(self, ipv6: bool) -> String {
+        match self {
+            PacketProtocol::Udp => "udp".into(),
+            PacketProtocol::Tcp => "tcp".into(),
+            PacketProtocol::Echo if ipv6 => "icmpv6".into(),
+            PacketProtocol::Echo => "icmp".into(),
+            PacketProtocol::Other(n) => format!("protocol {n}"),
+        }
+    }
+}
+
+/// The application at the destination of crafted UDP or TCP packets. It decides where
+/// the kernel drops a datagram with a bad checksum, so a scenario always names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Receiver {
+    /// A socket that reads everything with recv(2), never poll(2) or FIONREAD first. For
+    /// TCP, one end of an established connection (made with TCP_REPAIR, so no
+    /// handshake crosses the wire, with the sender's end in the sender's host).
+    Reads,
+    /// The same socket, never read.
+    NeverReads,
+    /// Nothing listens on the port.
+    Nobody,
+}
+
+impl Receiver {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Receiver::Reads => "reads",
+            Receiver::NeverReads => "never_reads",
+            Receiver::Nobody => "none",
+        }
+    }
+}
+
+/// One `[[packets]]` entry: `count` crafted frames from one host to a host it shares a
+/// link with, sent as raw Ethernet frames on the sender's end of that link.
+#[derive(Debug, Clone)]
+pub struct PacketEntry {
+    pub from: HostId,
+    pub to: HostId,
+    /// The sender's and the destination's interfaces on the link they share.
+    pub interface: String,
+    pub peer_interface: String,
+    pub source: IpAddr,
+    pub destination: IpAddr,
+    pub protocol: PacketProtocol,
+    pub source_port: u16,
+    /// Destination port (UDP and TCP; 0 otherwise).
+    pub port: u16,
+    pub count: u32,
+    /// Bytes after the transport header.
+    pub payload: usize,
+    /// IPv4 TTL or IPv6 hop limit.
+    pub ttl: u8,
+    /// TCP flag bits (`vocab::TCP_*`).
+    pub tcp_flags: u8,
+    pub corrupt: Corruption,
+    pub receiver: Receiver,
+    pub timeout_ms: u64,
+    pub expect: PacketExpect,
+}
+
+/// Expected outcomes of one `[[packets]]` entry; `None` means "not asserted".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PacketExpect {
+    /// UDP datagrams, or TCP segments' worth of bytes, read by the receiver.
+    pub delivered: Option<u32>,
+    /// Echo replies that came back.
+    pub answered: Option<u32>,
+    /// ICMP or ICMPv6 errors that came back.
+    pub errors: Option<u32>,
+    /// TCP resets that came back.
+    pub resets: Option<u32>,
+}
