@@ -307,7 +307,7 @@ impl HookFamily {
         let lost = maps.lost_total()?.saturating_sub(slot.lost_at_start);
         if lost > 0 {
             return Err(ProbeError::Map {
-                map: "dropspec_hook_lost",
+                map: "dropspec_lost (hooks.bpf.c)",
                 op: "reading the hook-point counters",
                 detail: format!(
                     "{lost} calls could not be counted while slot {} was watched (map full, \
@@ -471,9 +471,9 @@ impl HookFamily {
                 .ok_or_else(|| format!("map {name} missing from ebpf/hooks.bpf.c"))
         };
         let (netns, hooks, lost) = (
-            take("dropspec_hook_netns")?,
+            take("dropspec_netns")?,
             take("dropspec_hook_counts")?,
-            take("dropspec_hook_lost")?,
+            take("dropspec_lost")?,
         );
         let maps = HookMaps {
             netns: BpfHashMap::try_from(netns).map_err(|e| error_text(&e))?,
