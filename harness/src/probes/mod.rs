@@ -1273,7 +1273,7 @@ mod tests {
     use crate::kernel::reasons::tests::{fixture_btf, fixture_format, fixture_kernels};
     use std::mem::offset_of;
 
-    const DROPS_H: &str = include_str!("../../ebpf/drops.h");
+    const DROPS_H: &str = include_str!("../../../ebpf/drops.h");
 
     /// (field, offset, size) of a struct in a probe header, laid out by C's rules for these
     /// fixed-size types (each aligned to its size, arrays to their element).
@@ -1388,7 +1388,7 @@ mod tests {
 
     #[test]
     fn max_netns_matches_slots_bpf_h() {
-        let header = include_str!("../../ebpf/slots.bpf.h");
+        let header = include_str!("../../../ebpf/slots.bpf.h");
         assert_eq!(c_number(header, "DROPSPEC_MAX_NETNS"), MAX_NETNS as usize);
     }
 
