@@ -223,9 +223,96 @@ mod tests {
     use super::*;
     use crate::probes::abi::tests::c_number;
 
+    const SLOTS_BPF_H: &str = include_str!("../../../ebpf/slots.bpf.h");
+    /// Every file a probe object is built from, except slots.bpf.h.
+    const PROBES: [(&str, &str); 3] = [
+        ("drops.bpf.c", include_str!("../../../ebpf/drops.bpf.c")),
+        ("events.bpf.h", include_str!("../../../ebpf/events.bpf.h")),
+        ("hooks.bpf.c", include_str!("../../../ebpf/hooks.bpf.c")),
+    ];
+
+    /// C source without its comments, so that prose about the code is not mistaken for it.
+    fn code(source: &str) -> String {
+        let mut code = String::new();
+        let mut rest = source;
+        while let Some(start) = rest.find(['/']) {
+            code.push_str(&rest[..start]);
+            let tail = &rest[start..];
+            if let Some(comment) = tail.strip_prefix("/*") {
+                rest = comment.split_once("*/").map_or("", |(_, after)| after);
+            } else if tail.starts_with("//") {
+                rest = tail.split_once('\n').map_or("", |(_, after)| after);
+            } else {
+                code.push('/');
+                rest = &tail[1..];
+            }
+        }
+        code.push_str(rest);
+        code
+    }
+
     #[test]
     fn max_netns_matches_slots_bpf_h() {
-        let header = include_str!("../../../ebpf/slots.bpf.h");
-        assert_eq!(c_number(header, "DROPSPEC_MAX_NETNS"), MAX_NETNS as usize);
+        assert_eq!(
+            c_number(SLOTS_BPF_H, "DROPSPEC_MAX_NETNS"),
+            MAX_NETNS as usize
+        );
+    }
+
+    /// The hook probe attributes a packet to a namespace exactly as the drop probe does,
+    /// UDP's dev_scratch fall-through included, because neither has code of its own for
+    /// it: every read that leads from a packet or socket to a namespace, the watched
+    /// namespace map, the lost counters and the per-CPU add are in slots.bpf.h only.
+    /// (That the shared attribution gets a UDP socket-queue drop right is shown by the
+    /// checksum/udp_*_long scenarios, UDP_CSUM in udp_recvmsg, on kernels from 6.15.)
+    #[test]
+    fn probes_attribute_namespaces_only_through_slots_bpf_h() {
+        let shared = code(SLOTS_BPF_H);
+        // What attribution and slot lookup are made of (a device's, a socket's and a
+        // task's namespace, a namespace's inode, the map of watched ones), the lost
+        // counters, and the per-CPU add's race with another CPU (EEXIST).
+        let primitives = [
+            "nd_net",
+            "skc_net",
+            "nsproxy",
+            "bpf_get_current_task",
+            "ns.inum",
+            "dropspec_netns",
+            "dropspec_lost",
+            "EEXIST",
+            "BPF_MAP_TYPE_PERCPU_ARRAY",
+        ];
+        for primitive in primitives {
+            assert!(shared.contains(primitive), "slots.bpf.h lacks {primitive}");
+            for (file, source) in PROBES {
+                assert!(
+                    !code(source).contains(primitive),
+                    "{file} uses {primitive} itself: take it from slots.bpf.h"
+                );
+            }
+        }
+        for (file, source) in [PROBES[0], PROBES[2]] {
+            assert!(
+                code(source).contains("#include \"slots.bpf.h\""),
+                "{file} does not include slots.bpf.h"
+            );
+        }
+        // Both probes ask the same function about packets: the drop probe for the
+        // dropped skb, the hook probe for the skb __nf_conntrack_confirm is given.
+        for (file, source) in PROBES {
+            assert!(
+                code(source).contains("netns_of_skb("),
+                "{file} does not attribute its packets with netns_of_skb"
+            );
+        }
+        // The fall-through itself: a device whose namespace reads as NULL (UDP's
+        // dev_scratch) is passed over for the sockets and the task.
+        let body = &shared[shared.find("netns_of_skb(struct sk_buff").unwrap()..];
+        let body = &body[..body.find("\n}").unwrap()];
+        let after_device = &body[body.find("nd_net.net").unwrap()..];
+        assert!(
+            after_device.contains("if (net)") && after_device.contains("rx_sk"),
+            "netns_of_skb no longer falls through when the device yields no namespace"
+        );
     }
 }
