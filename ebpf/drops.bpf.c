@@ -12,6 +12,9 @@
  * Nothing kernel-assigned is compiled in: reason numbers and tracepoint offsets come in
  * as rodata set by the loader, struct offsets are CO-RE relocations.
  *
+ * Which namespace a drop belongs to, and whether anyone watches it, is slots.bpf.h's
+ * part, shared with the hook probe; this file adds the drop's key and its stack.
+ *
  * events.bpf.h adds counters for a few tracepoints that explain drops (ICMP errors
  * sent, TCP resets, bad checksums, UDP queueing failures), attached one by one.
  */
@@ -23,6 +26,7 @@
 #include <bpf/bpf_endian.h>
 
 #include "drops.h"
+#include "slots.bpf.h"
 
 /* GPL-compatible: bpf_probe_read_kernel and bpf_get_current_task are GPL-only helpers. */
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
@@ -41,14 +45,6 @@ const volatile __u32 cfg_tp_reason = DROPSPEC_ABSENT;
 const volatile __u32 cfg_tp_rx_sk = DROPSPEC_ABSENT; /* absent before ~6.12 */
 /* 0 leaves stacks out (DROPSPEC_STACKS=off), to measure what they cost. */
 const volatile __u32 cfg_take_stacks = 1;
-
-/* Watched namespaces: netns inode number -> slot id. Drops elsewhere are not counted. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, DROPSPEC_MAX_NETNS);
-	__type(key, __u32);
-	__type(value, __u32);
-} dropspec_netns SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
@@ -69,57 +65,10 @@ struct {
 	__type(value, __u32);
 } dropspec_stacks SEC(".maps");
 
-/* Drops of watched namespaces that could not be counted because dropspec_drops was full. */
-/*
- * Things not counted, or counted without detail, indexed by DROPSPEC_LOST_*: drops and
- * events whose map was full, drops whose stack could not be taken.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, DROPSPEC_LOST_COUNTERS);
-	__type(key, __u32);
-	__type(value, __u64);
-} dropspec_lost SEC(".maps");
-
-static __always_inline void count_lost(__u32 index)
-{
-	__u64 *lost = bpf_map_lookup_elem(&dropspec_lost, &index);
-	if (lost)
-		*lost += 1;
-}
-
 #define AF_UNIX 1
 #define AF_NETLINK 16
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
-
-/*
- * The namespace a drop belongs to. Measured on 6.18, in order of reliability: the
- * device the skb is on, the receiving socket, the skb's own socket, and last the task
- * that happens to run (wrong in softirq, right for most local output).
- */
-static __always_inline struct net *drop_netns(struct sk_buff *skb, struct sock *sk,
-					      struct sock *rx_sk)
-{
-	struct net_device *dev = BPF_CORE_READ(skb, dev);
-	if (dev) {
-		/*
-		 * While an skb waits in a UDP socket's queue, skb->dev holds UDP's
-		 * dev_scratch (truesize and flags, not a pointer): the read fails and
-		 * yields NULL. Such drops (UDP_CSUM in udp_recvmsg or
-		 * __first_packet_length) happen in the reading task: fall through.
-		 */
-		struct net *net = BPF_CORE_READ(dev, nd_net.net);
-		if (net)
-			return net;
-	}
-	if (rx_sk)
-		return BPF_CORE_READ(rx_sk, __sk_common.skc_net.net);
-	if (sk)
-		return BPF_CORE_READ(sk, __sk_common.skc_net.net);
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	return BPF_CORE_READ(task, nsproxy, net_ns);
-}
 
 /* IPv4 protocol or IPv6 next header, 0 when the network header is unset or unexpected. */
 static __always_inline __u8 l4_protocol(struct sk_buff *skb, __u16 *l3)
@@ -197,11 +146,7 @@ static __always_inline void count_drop(void *ctx, struct sk_buff *skb, __u64 loc
 		return;
 
 	struct sock *sk = BPF_CORE_READ(skb, sk);
-	struct net *net = drop_netns(skb, sk, rx_sk);
-	if (!net)
-		return;
-	__u32 inum = BPF_CORE_READ(net, ns.inum);
-	__u32 *slot = bpf_map_lookup_elem(&dropspec_netns, &inum);
+	__u32 *slot = watched_slot(netns_of_skb(skb, sk, rx_sk));
 	if (!slot)
 		return;
 	/*
@@ -242,24 +187,13 @@ static __always_inline void count_drop(void *ctx, struct sk_buff *skb, __u64 loc
 	}
 	__u32 len = BPF_CORE_READ(skb, len);
 
-	struct dropspec_drop_value *value = bpf_map_lookup_elem(&dropspec_drops, &key);
-	if (!value) {
-		struct dropspec_drop_value first = { .packets = 1, .bytes = len };
-		long err = bpf_map_update_elem(&dropspec_drops, &key, &first, BPF_NOEXIST);
-		if (err == 0)
-			return;
-		/* Another CPU created the key first: add to ours below. */
-		if (err == -EEXIST)
-			value = bpf_map_lookup_elem(&dropspec_drops, &key);
-		if (!value) {
-			count_lost(DROPSPEC_LOST_DROPS);
-			return;
-		}
+	struct dropspec_drop_value first = { .packets = 1, .bytes = len };
+	struct dropspec_drop_value *value =
+		percpu_value(&dropspec_drops, &key, &first, DROPSPEC_LOST_DROPS);
+	if (value) {
+		value->packets += 1;
+		value->bytes += len;
 	}
-	/* Per-CPU value, and the kernel does not nest one tracing program on a CPU:
-	 * plain adds cannot race. */
-	value->packets += 1;
-	value->bytes += len;
 }
 
 SEC("tp_btf/kfree_skb")

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
- * The ABI between the drop probe (drops.bpf.c) and user space (harness/src/probes.rs,
+ * The ABI between the drop probe (drops.bpf.c) and user space (harness/src/probes/abi.rs,
  * which mirrors every struct here as #[repr(C)] with the same size assertions and a
- * unit test that compares the two field by field).
+ * unit test that compares the two field by field). The watched-namespace map's ABI
+ * (DROPSPEC_MAX_NETNS) is in slots.bpf.h, shared with the hook probe.
  *
- * Change a struct here and in probes.rs together. Padding is spelled out so both
+ * Change a struct here and in abi.rs together. Padding is spelled out so both
  * sides agree byte for byte and the probe can zero it (hash keys compare all bytes).
  */
 #ifndef DROPSPEC_DROPS_H
@@ -66,7 +67,6 @@ struct dropspec_event_key {
 
 #define DROPSPEC_MAX_DROP_KEYS 16384
 #define DROPSPEC_MAX_EVENT_KEYS 4096
-#define DROPSPEC_MAX_NETNS 1024
 /* Stands for "the running kernel has no such reason / field" in the rodata settings. */
 #define DROPSPEC_ABSENT 0xffffffffu
 

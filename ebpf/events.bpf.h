@@ -6,10 +6,11 @@
  * could not queue it (udp:udp_fail_queue_rcv_skb). Counted per watched namespace in
  * dropspec_events, per CPU, like the drops; nothing is sent to user space per event.
  *
- * Part of drops.bpf.c (included at its end): it shares dropspec_netns, dropspec_lost
- * and drop_netns(). Each event has a tp_btf program per argument list the kernel has
- * used, and a classic tracepoint program reading fields at offsets from the tracefs
- * format file; user space loads the one that fits, or none, and says why.
+ * Part of drops.bpf.c (included at its end): it counts into the drop probe's slots and
+ * lost counters (slots.bpf.h) and shares its tp_field(). Each event has a tp_btf
+ * program per argument list the kernel has used, and a classic tracepoint program
+ * reading fields at offsets from the tracefs format file; user space loads the one
+ * that fits, or none, and says why.
  */
 #ifndef DROPSPEC_EVENTS_BPF_H
 #define DROPSPEC_EVENTS_BPF_H
@@ -32,10 +33,7 @@ struct {
 
 static __always_inline void count_event(struct net *net, __u32 event, __u32 arg0, __u32 arg1)
 {
-	if (!net)
-		return;
-	__u32 inum = BPF_CORE_READ(net, ns.inum);
-	__u32 *slot = bpf_map_lookup_elem(&dropspec_netns, &inum);
+	__u32 *slot = watched_slot(net);
 	if (!slot)
 		return;
 	struct dropspec_event_key key = {
@@ -44,20 +42,10 @@ static __always_inline void count_event(struct net *net, __u32 event, __u32 arg0
 		.arg0 = arg0,
 		.arg1 = arg1,
 	};
-	__u64 *count = bpf_map_lookup_elem(&dropspec_events, &key);
-	if (!count) {
-		__u64 one = 1;
-		long err = bpf_map_update_elem(&dropspec_events, &key, &one, BPF_NOEXIST);
-		if (err == 0)
-			return;
-		if (err == -EEXIST)
-			count = bpf_map_lookup_elem(&dropspec_events, &key);
-		if (!count) {
-			count_lost(DROPSPEC_LOST_EVENTS);
-			return;
-		}
-	}
-	*count += 1;
+	__u64 one = 1;
+	__u64 *count = percpu_value(&dropspec_events, &key, &one, DROPSPEC_LOST_EVENTS);
+	if (count)
+		*count += 1;
 }
 
 /*
@@ -68,9 +56,9 @@ static __always_inline void count_event(struct net *net, __u32 event, __u32 arg0
 static __always_inline struct net *event_netns(struct sk_buff *skb, struct sock *sk)
 {
 	if (skb)
-		return drop_netns(skb, BPF_CORE_READ(skb, sk), sk);
+		return netns_of_skb(skb, BPF_CORE_READ(skb, sk), sk);
 	if (sk)
-		return BPF_CORE_READ(sk, __sk_common.skc_net.net);
+		return netns_of_sock(sk);
 	return 0;
 }
 
@@ -152,8 +140,7 @@ SEC("tp_btf/udp_fail_queue_rcv_skb")
 int BPF_PROG(dropspec_udp_fail_queue_btf, int rc, struct sock *sk)
 {
 	if (sk)
-		count_event(BPF_CORE_READ(sk, __sk_common.skc_net.net),
-			    DROPSPEC_EVENT_UDP_FAIL_QUEUE, rc, 0);
+		count_event(netns_of_sock(sk), DROPSPEC_EVENT_UDP_FAIL_QUEUE, rc, 0);
 	return 0;
 }
 

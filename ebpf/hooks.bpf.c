@@ -11,6 +11,10 @@
  * loads one pair per function, whichever the running kernel accepts. The entry records
  * the namespace, length and protocol while the skb still exists; the exit decides
  * whether the call failed and counts it. Aggregated per CPU in the kernel; no events.
+ *
+ * The watched namespaces, the namespace attribution, the per-CPU add and the lost
+ * counters are slots.bpf.h's, the same code the drop probe runs; this file adds the
+ * call frames and the hook counters.
  */
 #include "kernel_types.h"
 
@@ -35,6 +39,9 @@ struct pt_regs {
 #include <bpf/bpf_endian.h>
 
 #include "hooks.h"
+/* slots.bpf.h sizes its dropspec_lost by this name. */
+#define DROPSPEC_LOST_COUNTERS DROPSPEC_HOOK_LOST_COUNTERS
+#include "slots.bpf.h"
 
 /* GPL-compatible: bpf_probe_read_kernel and bpf_get_current_task are GPL-only helpers. */
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
@@ -48,14 +55,6 @@ const volatile __u32 cfg_accept_err_in_arg = 0;
 const volatile __u32 cfg_accept_err_offset = 0;
 
 #define NF_DROP 0
-
-/* Watched namespaces: netns inode number -> slot id. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __u32);
-	__type(value, __u32);
-} dropspec_hook_netns SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
@@ -76,20 +75,6 @@ struct {
 	__type(value, struct dropspec_hook_frames);
 } dropspec_hook_frames SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, DROPSPEC_HOOK_LOST_COUNTERS);
-	__type(key, __u32);
-	__type(value, __u64);
-} dropspec_hook_lost SEC(".maps");
-
-static __always_inline void count_lost(__u32 index)
-{
-	__u64 *lost = bpf_map_lookup_elem(&dropspec_hook_lost, &index);
-	if (lost)
-		*lost += 1;
-}
-
 /*
  * Calls nest strictly within one context: a thread (softirqs that interrupt it run to
  * completion before it resumes), or, for the idle tasks that all have pid 0, a CPU.
@@ -101,13 +86,6 @@ static __always_inline __u64 context_key(void)
 	if (tid == 0)
 		return (1ULL << 63) | bpf_get_smp_processor_id();
 	return tid;
-}
-
-static __always_inline __u32 watched_slot(struct net *net)
-{
-	__u32 inum = BPF_CORE_READ(net, ns.inum);
-	__u32 *slot = bpf_map_lookup_elem(&dropspec_hook_netns, &inum);
-	return slot ? *slot : DROPSPEC_HOOK_UNWATCHED;
 }
 
 static __always_inline void push(__u32 hook, struct net *net, struct sk_buff *skb, __u64 err_ptr)
@@ -130,7 +108,8 @@ static __always_inline void push(__u32 hook, struct net *net, struct sk_buff *sk
 	}
 	struct dropspec_hook_frame *frame = &frames->frame[depth];
 	frame->hook = hook;
-	frame->slot = watched_slot(net);
+	__u32 *slot = watched_slot(net);
+	frame->slot = slot ? *slot : DROPSPEC_HOOK_UNWATCHED;
 	frame->len = skb ? BPF_CORE_READ(skb, len) : 0;
 	frame->l3proto = skb ? bpf_ntohs(BPF_CORE_READ(skb, protocol)) : 0;
 	frame->pad = 0;
@@ -171,43 +150,16 @@ static __always_inline void count(struct dropspec_hook_frame *frame, __s32 ret)
 		.ret = ret,
 		.l3proto = frame->l3proto,
 	};
-	struct dropspec_hook_value *value = bpf_map_lookup_elem(&dropspec_hook_counts, &key);
+	struct dropspec_hook_value first = { .count = 1, .bytes = frame->len };
+	struct dropspec_hook_value *value =
+		percpu_value(&dropspec_hook_counts, &key, &first, DROPSPEC_HOOK_LOST_KEYS);
 	if (value) {
 		value->count += 1;
 		value->bytes += frame->len;
-		return;
-	}
-	struct dropspec_hook_value first = { .count = 1, .bytes = frame->len };
-	if (bpf_map_update_elem(&dropspec_hook_counts, &key, &first, BPF_NOEXIST) == -EEXIST) {
-		value = bpf_map_lookup_elem(&dropspec_hook_counts, &key);
-		if (value) {
-			value->count += 1;
-			value->bytes += frame->len;
-		}
-	} else if (!bpf_map_lookup_elem(&dropspec_hook_counts, &key)) {
-		count_lost(DROPSPEC_HOOK_LOST_KEYS);
 	}
 }
 
 /* ---- what each function's entry records and its exit counts ---------------------- */
-
-/* The namespace of an skb with no hook state: its device's, else its socket's, else the task's. */
-static __always_inline struct net *skb_netns(struct sk_buff *skb)
-{
-	struct net_device *dev = BPF_CORE_READ(skb, dev);
-	if (dev)
-		return BPF_CORE_READ(dev, nd_net.net);
-	struct sock *sk = BPF_CORE_READ(skb, sk);
-	if (sk)
-		return BPF_CORE_READ(sk, __sk_common.skc_net.net);
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	return BPF_CORE_READ(task, nsproxy, net_ns);
-}
-
-static __always_inline struct net *sock_netns(struct sock *sk)
-{
-	return BPF_CORE_READ(sk, __sk_common.skc_net.net);
-}
 
 static __always_inline void enter_nf_hook_slow(struct sk_buff *skb, struct nf_hook_state *state)
 {
@@ -237,7 +189,9 @@ static __always_inline void exit_nf_nat_inet_fn(__s64 ret)
 
 static __always_inline void enter_nf_conntrack_confirm(struct sk_buff *skb)
 {
-	push(DROPSPEC_HOOK_NF_CONNTRACK_CONFIRM, skb_netns(skb), skb, 0);
+	/* Attributed as the drop probe attributes a dropped skb (slots.bpf.h). */
+	struct net *net = netns_of_skb(skb, BPF_CORE_READ(skb, sk), 0);
+	push(DROPSPEC_HOOK_NF_CONNTRACK_CONFIRM, net, skb, 0);
 }
 
 static __always_inline void exit_nf_conntrack_confirm(__s64 ret)
@@ -249,7 +203,7 @@ static __always_inline void exit_nf_conntrack_confirm(__s64 ret)
 
 static __always_inline void enter_tcp_v4_connect(struct sock *sk)
 {
-	push(DROPSPEC_HOOK_TCP_V4_CONNECT, sock_netns(sk), 0, 0);
+	push(DROPSPEC_HOOK_TCP_V4_CONNECT, netns_of_sock(sk), 0, 0);
 }
 
 static __always_inline void exit_tcp_v4_connect(__s64 ret)
@@ -262,7 +216,7 @@ static __always_inline void exit_tcp_v4_connect(__s64 ret)
 static __always_inline void enter_inet_csk_accept(struct sock *sk, __u64 second, __u64 third)
 {
 	__u64 err_ptr = cfg_accept_err_in_arg ? second + cfg_accept_err_offset : third;
-	push(DROPSPEC_HOOK_INET_CSK_ACCEPT, sock_netns(sk), 0, err_ptr);
+	push(DROPSPEC_HOOK_INET_CSK_ACCEPT, netns_of_sock(sk), 0, err_ptr);
 }
 
 static __always_inline void exit_inet_csk_accept(__s64 ret)

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * The ABI between the hook-point probe (hooks.bpf.c) and user space
- * (harness/src/hooks.rs, which mirrors these structs as #[repr(C)] and checks the sizes).
+ * (harness/src/probes/abi.rs, which mirrors these structs as #[repr(C)] and checks the
+ * sizes and offsets).
  */
 #ifndef DROPSPEC_HOOKS_H
 #define DROPSPEC_HOOKS_H
@@ -23,7 +24,7 @@
 
 /* Key of dropspec_hook_counts: one row per (watch slot, hook, return value, L3). */
 struct dropspec_hook_key {
-	__u32 slot;    /* slot id from dropspec_hook_netns */
+	__u32 slot;    /* slot id from dropspec_netns (slots.bpf.h) */
 	__u32 hook;    /* DROPSPEC_HOOK_* */
 	__s32 ret;     /* the failure: nf_hook_slow's errno, NF_DROP (0), connect's or accept's errno */
 	__u16 l3proto; /* skb->protocol in host order; 0 for the socket calls */
@@ -63,7 +64,7 @@ struct dropspec_hook_frames {
 #define DROPSPEC_HOOK_MAX_KEYS 4096
 #define DROPSPEC_HOOK_MAX_CONTEXTS 8192
 
-/* Indexes of dropspec_hook_lost. */
+/* Indexes of hooks.bpf.c's dropspec_lost (slots.bpf.h). */
 #define DROPSPEC_HOOK_LOST_KEYS 0     /* failures not counted: dropspec_hook_counts full */
 #define DROPSPEC_HOOK_LOST_UNPAIRED 1 /* an exit that is not its context's last entry (a
 				       * kretprobe missed a return) */

@@ -1,6 +1,7 @@
 //! Compiles the eBPF probes in `ebpf/*.bpf.c` with clang into `$OUT_DIR/<name>.bpf.o`,
-//! where `probes.rs` embeds them. eBPF is written in C because the Rust eBPF toolchain
-//! (bpf-linker) is not available on our machines; aya loads the objects either way.
+//! where `probes/drops.rs` and `probes/hooks.rs` embed them. eBPF is written in C
+//! because the Rust eBPF toolchain (bpf-linker) is not available on our machines; aya
+//! loads the objects either way.
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};

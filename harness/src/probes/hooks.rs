@@ -20,18 +20,20 @@
 //! `DROPSPEC_HOOKS` picks the attachment: `fexit`, `kprobe`, `off`, or unset for
 //! fexit first.
 
-use super::{error_text, l3_name, ProbeError};
+use super::abi::{HookKey, HookValue, HOOK_LOST_COUNTERS};
+use super::names::l3_name;
+use super::slots::{LostCounters, Slot, SlotOwner, SlotTable};
+use super::{error_text, ProbeError};
 use crate::kernel::btf::Btf;
 use crate::kernel::{self as kernel_info};
-use aya::maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, PerCpuHashMap};
+use aya::maps::{MapData, PerCpuHashMap};
 use aya::programs::{FEntry, FExit, KProbe};
 use aya::{Ebpf, EbpfLoader};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 pub use crate::vocab::HookPoint;
 
@@ -124,38 +126,6 @@ pub struct HookCount {
     pub bytes: u64,
 }
 
-/// `struct dropspec_hook_key` (ebpf/hooks.h).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-struct HookKey {
-    slot: u32,
-    hook: u32,
-    ret: i32,
-    l3proto: u16,
-    pad: u16,
-}
-
-/// `struct dropspec_hook_value` (ebpf/hooks.h), one per CPU.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct HookValue {
-    count: u64,
-    bytes: u64,
-}
-
-const _: () = assert!(std::mem::size_of::<HookKey>() == 16);
-const _: () = assert!(std::mem::size_of::<HookValue>() == 16);
-
-// SAFETY: plain-old-data, `#[repr(C)]`, no implicit padding, every bit pattern valid.
-unsafe impl aya::Pod for HookKey {}
-// SAFETY: as above.
-unsafe impl aya::Pod for HookValue {}
-
-/// DROPSPEC_HOOK_LOST_* in ebpf/hooks.h.
-const LOST_KEYS: u32 = 0;
-const LOST_UNPAIRED: u32 = 1;
-const LOST_DEEP: u32 = 2;
-
 /// The hook-point family: which points are counted, and the loaded probe if any is.
 pub struct HookFamily {
     statuses: Vec<HookStatus>,
@@ -166,41 +136,44 @@ pub struct HookFamily {
 
 struct Loaded {
     maps: Mutex<HookMaps>,
-    next_slot: AtomicU32,
     _ebpf: Mutex<Ebpf>,
 }
 
 struct HookMaps {
-    netns: BpfHashMap<MapData, u32, u32>,
+    slots: SlotTable,
     hooks: PerCpuHashMap<MapData, HookKey, HookValue>,
-    lost: PerCpuArray<MapData, u64>,
-    active: BTreeMap<u32, u32>,
+    lost: LostCounters,
+}
+
+impl Loaded {
+    fn lock_maps(&self) -> MutexGuard<'_, HookMaps> {
+        // As the drop probe does: a panic elsewhere leaves the maps usable.
+        self.maps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl SlotOwner for Loaded {
+    fn release(&self, id: u32) -> Result<(), ProbeError> {
+        let mut maps = self.lock_maps();
+        let maps = &mut *maps;
+        maps.slots.remove(id)?;
+        maps.slots
+            .sweep(&mut maps.hooks, "dropspec_hook_counts", |key| key.slot)
+    }
 }
 
 /// One namespace watched by the hook-point family; dropping it stops the counting.
+#[derive(Debug)]
 pub struct HookSlot {
-    family: &'static HookFamily,
-    id: u32,
+    slot: Slot<Loaded>,
     lost_at_start: u64,
 }
 
-impl Drop for HookSlot {
-    fn drop(&mut self) {
-        if let Some(loaded) = &self.family.loaded {
-            let mut maps = loaded.maps.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(inum) = maps.active.remove(&self.id) {
-                let _ = maps.netns.remove(&inum);
-            }
-            let stale: Vec<HookKey> = maps
-                .hooks
-                .keys()
-                .filter_map(Result::ok)
-                .filter(|key| !maps.active.contains_key(&key.slot))
-                .collect();
-            for key in stale {
-                let _ = maps.hooks.remove(&key);
-            }
-        }
+impl HookSlot {
+    /// Stops counting and deletes the slot's counters, saying whether that worked
+    /// (dropping the slot does the same and reports a failure on stderr).
+    pub fn release(self) -> Result<(), ProbeError> {
+        self.slot.release()
     }
 }
 
@@ -239,23 +212,17 @@ impl HookFamily {
         &self.modules_loaded
     }
 
-    /// Starts counting in a namespace; None when no hook point is attached.
+    /// Starts counting in a namespace; None when no hook point is attached. Like
+    /// [`super::DropProbe::watch`], refuses a namespace it already watches.
     pub fn watch(&'static self, netns_inode: u64) -> Result<Option<HookSlot>, ProbeError> {
         let Some(loaded) = &self.loaded else {
             return Ok(None);
         };
-        let inum = u32::try_from(netns_inode)
-            .map_err(|_| ProbeError::BadNetnsInode { inode: netns_inode })?;
-        let mut maps = loaded.maps.lock().unwrap_or_else(|p| p.into_inner());
-        let lost_at_start = maps.lost_total()?;
-        let id = loaded.next_slot.fetch_add(1, Ordering::Relaxed);
-        maps.netns
-            .insert(inum, id, 0)
-            .map_err(|e| map_error("adding a namespace", &e))?;
-        maps.active.insert(id, inum);
+        let mut maps = loaded.lock_maps();
+        let lost_at_start = maps.lost.total()?;
+        let id = maps.slots.add(netns_inode)?;
         Ok(Some(HookSlot {
-            family: self,
-            id,
+            slot: Slot::new(loaded, id, netns_inode),
             lost_at_start,
         }))
     }
@@ -265,24 +232,28 @@ impl HookFamily {
         let Some(loaded) = &self.loaded else {
             return Ok(Vec::new());
         };
-        let maps = loaded.maps.lock().unwrap_or_else(|p| p.into_inner());
-        let lost = maps.lost_total()?.saturating_sub(slot.lost_at_start);
+        let maps = loaded.lock_maps();
+        let lost = maps.lost.total()?.saturating_sub(slot.lost_at_start);
         if lost > 0 {
             return Err(ProbeError::Map {
-                map: "dropspec_hook_lost",
+                map: "dropspec_lost (hooks.bpf.c)",
                 op: "reading the hook-point counters",
                 detail: format!(
                     "{lost} calls could not be counted while slot {} was watched (map full, \
                      a kretprobe missed a return, or calls nested too deep), so the counts \
                      are incomplete: run fewer scenarios at once",
-                    slot.id
+                    slot.slot.id()
                 ),
             });
         }
         let mut rows: BTreeMap<(HookPoint, i32, &'static str), (u64, u64)> = BTreeMap::new();
         for entry in maps.hooks.iter() {
-            let (key, values) = entry.map_err(|e| map_error("reading", &e))?;
-            if key.slot != slot.id {
+            let (key, values) = entry.map_err(|e| ProbeError::Map {
+                map: "dropspec_hook_counts",
+                op: "reading",
+                detail: error_text(&e),
+            })?;
+            if key.slot != slot.slot.id() {
                 continue;
             }
             let Some(point) = HookPoint::from_id(key.hook) else {
@@ -433,47 +404,25 @@ impl HookFamily {
                 .ok_or_else(|| format!("map {name} missing from ebpf/hooks.bpf.c"))
         };
         let (netns, hooks, lost) = (
-            take("dropspec_hook_netns")?,
+            take("dropspec_netns")?,
             take("dropspec_hook_counts")?,
-            take("dropspec_hook_lost")?,
+            take("dropspec_lost")?,
         );
         let maps = HookMaps {
-            netns: BpfHashMap::try_from(netns).map_err(|e| error_text(&e))?,
+            slots: SlotTable::new(netns, "dropspec_netns (hooks.bpf.c)")
+                .map_err(|e| e.to_string())?,
             hooks: PerCpuHashMap::try_from(hooks).map_err(|e| error_text(&e))?,
-            lost: PerCpuArray::try_from(lost).map_err(|e| error_text(&e))?,
-            active: BTreeMap::new(),
+            lost: LostCounters::new(lost, "dropspec_lost (hooks.bpf.c)", HOOK_LOST_COUNTERS)
+                .map_err(|e| e.to_string())?,
         };
         Ok(HookFamily {
             statuses,
             modules_loaded,
             loaded: Some(Loaded {
                 maps: Mutex::new(maps),
-                next_slot: AtomicU32::new(1),
                 _ebpf: Mutex::new(ebpf),
             }),
         })
-    }
-}
-
-impl HookMaps {
-    fn lost_total(&self) -> Result<u64, ProbeError> {
-        let mut total = 0;
-        for index in [LOST_KEYS, LOST_UNPAIRED, LOST_DEEP] {
-            let per_cpu = self
-                .lost
-                .get(&index, 0)
-                .map_err(|e| map_error("reading", &e))?;
-            total += per_cpu.iter().sum::<u64>();
-        }
-        Ok(total)
-    }
-}
-
-fn map_error(op: &'static str, e: &MapError) -> ProbeError {
-    ProbeError::Map {
-        map: "dropspec_hook_counts",
-        op,
-        detail: error_text(e),
     }
 }
 
@@ -617,41 +566,6 @@ fn explain(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rust_mirror_matches_hooks_h() {
-        use std::mem::offset_of;
-        let header = include_str!("../../../ebpf/hooks.h");
-        let field = |name: &str, offset, size| (name.to_owned(), offset, size);
-        assert_eq!(
-            crate::probes::tests::c_layout(header, "dropspec_hook_key"),
-            vec![
-                field("slot", offset_of!(HookKey, slot), 4),
-                field("hook", offset_of!(HookKey, hook), 4),
-                field("ret", offset_of!(HookKey, ret), 4),
-                field("l3proto", offset_of!(HookKey, l3proto), 2),
-                field("pad", offset_of!(HookKey, pad), 2),
-            ]
-        );
-        assert_eq!(
-            crate::probes::tests::c_layout(header, "dropspec_hook_value"),
-            vec![
-                field("count", offset_of!(HookValue, count), 8),
-                field("bytes", offset_of!(HookValue, bytes), 8),
-            ]
-        );
-        for (name, value) in [
-            ("DROPSPEC_HOOK_LOST_KEYS", LOST_KEYS),
-            ("DROPSPEC_HOOK_LOST_UNPAIRED", LOST_UNPAIRED),
-            ("DROPSPEC_HOOK_LOST_DEEP", LOST_DEEP),
-        ] {
-            assert_eq!(
-                crate::probes::tests::c_number(header, name),
-                value as usize,
-                "{name}"
-            );
-        }
-    }
 
     #[test]
     fn retina_names_round_trip_and_ids_match_hooks_h() {

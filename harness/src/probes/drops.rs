@@ -1,62 +1,35 @@
-//! The eBPF drop probe: loaded and attached once per process, shared by every scenario.
+//! The drop probe (`ebpf/drops.bpf.c`): loaded and attached once per process, shared by
+//! every scenario.
 //!
-//! `ebpf/drops.bpf.c` counts every `kfree_skb` drop whose network namespace is being
-//! watched, in a per-CPU hash keyed by (slot, reason, call site, L3, L4, the first
-//! kernel stack frames from the call site on). A scenario
-//! asks [`DropProbe::watch`] for a slot on its namespace, runs traffic, and reads the
-//! counts with [`DropProbe::read`]; dropping the [`WatchSlot`] stops counting and frees
-//! the slot's keys. Reason and function names are resolved here, in user space, from
-//! what the running kernel says (BTF, kallsyms), never from numbers compiled in. Each
-//! [`DropCount`] carries its stack as function names and the hook it shows
-//! (`ip_local_deliver` for an INPUT drop: see [`crate::kernel::stacks`]).
-//!
-//! Next to the drops, a few tracepoints that explain them are counted per slot the same
-//! way (ICMP errors sent, TCP resets, TCP checksum failures, UDP enqueue failures):
-//! [`DropProbe::read_events`], and [`DropProbe::events_available`] for the ones this
-//! kernel lacks.
-//!
-//! Before loading, [`DropProbe::shared`] checks what the probe needs (privileges, BTF,
-//! drop reasons, the tracepoint) and says what is missing in words a person can act on;
-//! [`ProbeError::is_unavailable`] tells a missing prerequisite (skip the test) from a bug.
-//!
-//! ```no_run
-//! # fn scenario(netns_inode: u64) -> Result<(), dropspec::probes::ProbeError> {
-//! use dropspec::probes::DropProbe;
-//! let probe = DropProbe::shared()?; // loads on first use, ~100 ms
-//! let slot = probe.watch(netns_inode)?; // fstat(nsfd).st_ino
-//! // ... send traffic in that namespace ...
-//! for drop in slot.read()? {
-//!     println!("{} x {} in {} ({}/{})", drop.packets, drop.reason, drop.function, drop.l3, drop.l4);
-//! }
-//! # Ok(()) }
-//! ```
-//!
-//! What is not counted: frees that are not drops (NOT_DROPPED_YET, CONSUMED), drops in
-//! namespaces nobody watches, and netlink / unix-socket messages (local IPC whose queue
-//! purges arrive asynchronously after the harness's own `ip`/`nft` commands exit).
-//! `cargo run --example probe_smoke` (as root) checks all of this on a live kernel.
+//! It counts every `kfree_skb` drop whose network namespace is being watched, in a
+//! per-CPU hash keyed by (slot, reason, call site, L3, L4, the first kernel stack frames
+//! from the call site on), and the auxiliary tracepoints of `events.rs` the same way.
+//! Which namespace a drop belongs to and the watch slots are `slots.rs`'s, shared with
+//! the hook-point probe. Reason and function names are resolved here, in user space,
+//! from what the running kernel says (BTF, kallsyms), never from numbers compiled in.
 
+use super::abi::{
+    DropKey, DropValue, EventKey, ABSENT, LOST_COUNTERS, LOST_DROPS, LOST_EVENTS, LOST_STACKS,
+    STACK_FROM_CALLER, STACK_NONE, STACK_SKIPPED, STACK_UNTRIMMED,
+};
+use super::events::{self, ClassicPlan, EventCount, EventSpec};
+use super::names::{l3_name, l4_name, KallsymsCache};
+use super::slots::{LostCounters, Slot, SlotOwner, SlotTable};
+use super::{
+    check_privileges, errno_of, error_text, map_error_text, Kallsyms, ProbeError, ReasonTable,
+};
 use crate::kernel::btf::Btf;
 use crate::kernel::stacks;
 use crate::kernel::tracefs::{self, TracepointFormat};
 use crate::kernel::{self as kernel_info, KernelError};
-use aya::maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, PerCpuHashMap};
+use aya::maps::{MapData, MapError, PerCpuHashMap};
 use aya::programs::{BtfTracePoint, ProgramError, TracePoint};
 use aya::{Ebpf, EbpfError, EbpfLoader};
-use events::{ClassicPlan, EventSpec};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once, OnceLock};
 use std::time::{Duration, Instant};
-
-pub use crate::kernel::kallsyms::Kallsyms;
-pub use crate::kernel::reasons::{ReasonSource, ReasonTable};
-pub use events::EventCount;
-
-mod events;
-pub mod hooks;
 
 /// The compiled probe (harness/build.rs builds it from ebpf/drops.bpf.c).
 static PROBE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/drops.bpf.o"));
@@ -70,76 +43,6 @@ pub const STACKS_ENV: &str = "DROPSPEC_STACKS";
 
 const TRACEPOINT_CATEGORY: &str = "skb";
 const TRACEPOINT: &str = "kfree_skb";
-
-// ---- ABI with ebpf/drops.h ---------------------------------------------------------
-
-/// `struct dropspec_drop_key` (ebpf/drops.h).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-struct DropKey {
-    slot: u32,
-    reason: u32,
-    location: u64,
-    l3proto: u16,
-    l4proto: u8,
-    stack_status: u8,
-    pad: [u8; 4],
-    stack: [u64; STACK_DEPTH],
-}
-
-/// `struct dropspec_drop_value` (ebpf/drops.h), one per CPU.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct DropValue {
-    packets: u64,
-    bytes: u64,
-}
-
-/// `struct dropspec_event_key` (ebpf/drops.h); the value is a per-CPU u64.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-struct EventKey {
-    slot: u32,
-    event: u32,
-    arg0: u32,
-    arg1: u32,
-}
-
-const _: () = assert!(std::mem::size_of::<DropKey>() == 88);
-const _: () = assert!(std::mem::size_of::<DropValue>() == 16);
-const _: () = assert!(std::mem::size_of::<EventKey>() == 16);
-
-// SAFETY: plain-old-data, `#[repr(C)]`, no implicit padding (it is spelled out), and
-// every bit pattern is a valid value.
-unsafe impl aya::Pod for DropKey {}
-// SAFETY: as above.
-unsafe impl aya::Pod for DropValue {}
-// SAFETY: as above.
-unsafe impl aya::Pod for EventKey {}
-
-/// DROPSPEC_MAX_DROP_KEYS, DROPSPEC_MAX_EVENT_KEYS, DROPSPEC_MAX_NETNS, DROPSPEC_ABSENT,
-/// DROPSPEC_STACK_DEPTH in ebpf/drops.h.
-const MAX_DROP_KEYS: u32 = 16384;
-const MAX_EVENT_KEYS: u32 = 4096;
-const MAX_NETNS: u32 = 1024;
-const ABSENT: u32 = u32::MAX;
-const STACK_DEPTH: usize = 8;
-const _: () = assert!(STACK_DEPTH == stacks::MAX_FRAMES);
-
-/// DROPSPEC_STACK_* (how DropKey::stack was filled).
-const STACK_FROM_CALLER: u8 = 0;
-const STACK_UNTRIMMED: u8 = 1;
-const STACK_NONE: u8 = 2;
-/// Enough stacks of this distinct drop were taken already (DROPSPEC_STACK_SAMPLES).
-const STACK_SKIPPED: u8 = 3;
-
-/// DROPSPEC_LOST_* (indexes of dropspec_lost).
-const LOST_DROPS: u32 = 0;
-const LOST_EVENTS: u32 = 1;
-const LOST_STACKS: u32 = 2;
-const LOST_COUNTERS: u32 = 3;
-
-// ---- Public types ------------------------------------------------------------------
 
 /// How the probe is attached to skb:kfree_skb.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -173,113 +76,6 @@ impl ProbeMode {
         }
     }
 }
-
-/// Why the probe could not be loaded or read. Messages say what failed and what to do;
-/// they carry their cause inline because they are printed verbatim as skip reasons.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ProbeError {
-    #[error(transparent)]
-    Kernel(#[from] KernelError),
-    #[error(
-        "loading BPF programs needs root (CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN); \
-         this process lacks {missing}: run as root"
-    )]
-    NotPrivileged { missing: String },
-    #[error(
-        "{PROBE_ENV}={value:?} is not a probe mode: use `tp_btf` or `tracepoint`, or unset \
-         it to try tp_btf first"
-    )]
-    BadModeRequest { value: String },
-    #[error("{STACKS_ENV}={value:?} is neither `on` nor `off`: unset it to take stacks")]
-    BadStacksRequest { value: String },
-    #[error("{mode} cannot be used on this kernel: {detail}")]
-    Unsupported { mode: ProbeMode, detail: String },
-    #[error("{what} ({mode}) failed: {detail}{}", errno_hint(*errno))]
-    Bpf {
-        mode: ProbeMode,
-        what: String,
-        detail: String,
-        errno: Option<i32>,
-    },
-    #[error("no drop probe could be attached.\n  {btf}\n  {classic}")]
-    NoMode {
-        btf: Box<ProbeError>,
-        classic: Box<ProbeError>,
-    },
-    #[error(
-        "{inode} is not a network namespace inode the probe can key on (the kernel's are \
-         32-bit): pass fstat(nsfd).st_ino of /proc/<pid>/ns/net"
-    )]
-    BadNetnsInode { inode: u64 },
-    #[error(
-        "network namespace {inode} is already watched (slot {slot}): drop that WatchSlot \
-         before watching the namespace again"
-    )]
-    AlreadyWatched { inode: u64, slot: u32 },
-    #[error("{op} on BPF map {map} failed: {detail}")]
-    Map {
-        map: &'static str,
-        op: &'static str,
-        detail: String,
-    },
-    #[error(
-        "{lost} drops in watched namespaces were not counted because dropspec_drops was \
-         full ({MAX_DROP_KEYS} keys) while slot {slot} was watched, so its counts are \
-         incomplete: run fewer scenarios at once"
-    )]
-    Lost { slot: u32, lost: u64 },
-    #[error(
-        "{lost} auxiliary events (ICMP errors, resets, ...) in watched namespaces were not \
-         counted because dropspec_events was full ({MAX_EVENT_KEYS} keys) while slot {slot} \
-         was watched, so its event counts are incomplete: run fewer scenarios at once"
-    )]
-    EventsLost { slot: u32, lost: u64 },
-}
-
-fn errno_hint(errno: Option<i32>) -> &'static str {
-    match errno {
-        Some(libc::EPERM | libc::EACCES) => {
-            " (the kernel refused although this process has CAP_BPF: check kernel lockdown \
-             in /sys/kernel/security/lockdown, seccomp, or an LSM policy)"
-        }
-        Some(libc::ENOENT) => " (the kernel does not have this tracepoint or attach target)",
-        Some(libc::EOPNOTSUPP | libc::ENOSYS | 524 /* ENOTSUPP */) => {
-            " (the kernel does not support this program type)"
-        }
-        _ => "",
-    }
-}
-
-impl ProbeError {
-    /// True when the cause is missing privileges or a missing kernel feature: tests that
-    /// need the probe are then skipped, with this message. False for bugs to fix.
-    pub fn is_unavailable(&self) -> bool {
-        match self {
-            ProbeError::Kernel(e) => e.is_unavailable(),
-            ProbeError::NotPrivileged { .. } | ProbeError::Unsupported { .. } => true,
-            ProbeError::Bpf { errno, .. } => matches!(
-                errno,
-                Some(
-                    libc::EPERM
-                        | libc::EACCES
-                        | libc::ENOENT
-                        | libc::EOPNOTSUPP
-                        | libc::ENOSYS
-                        | 524
-                )
-            ),
-            ProbeError::NoMode { btf, classic } => btf.is_unavailable() && classic.is_unavailable(),
-            ProbeError::BadModeRequest { .. }
-            | ProbeError::BadStacksRequest { .. }
-            | ProbeError::BadNetnsInode { .. }
-            | ProbeError::AlreadyWatched { .. }
-            | ProbeError::Map { .. }
-            | ProbeError::Lost { .. }
-            | ProbeError::EventsLost { .. } => false,
-        }
-    }
-}
-
 /// Drops counted for one slot, merged per (reason, function, l3, l4, stack).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DropCount {
@@ -339,26 +135,22 @@ pub struct DropProbe {
     events: Vec<(String, Result<&'static str, String>)>,
     /// `enum sk_rst_reason` names, for tcp_send_reset.
     reset_reasons: HashMap<u32, String>,
-    kallsyms: Mutex<Option<SymbolCache>>,
-    next_slot: AtomicU32,
+    kallsyms: KallsymsCache,
     /// Owns the programs and their links: dropping it would detach the probe.
     _ebpf: Mutex<Ebpf>,
 }
 
 struct Maps {
-    netns: BpfHashMap<MapData, u32, u32>,
+    slots: SlotTable,
     drops: PerCpuHashMap<MapData, DropKey, DropValue>,
     events: PerCpuHashMap<MapData, EventKey, u64>,
-    lost: PerCpuArray<MapData, u64>,
-    /// Live slots: slot id → netns inum.
-    active: BTreeMap<u32, u32>,
+    lost: LostCounters,
 }
 
 /// Counting drops in one namespace; stops (and frees the slot's counters) on drop.
+#[derive(Debug)]
 pub struct WatchSlot {
-    probe: &'static DropProbe,
-    id: u32,
-    netns_inode: u64,
+    slot: Slot<DropProbe>,
     lost_at_start: u64,
     events_lost_at_start: u64,
 }
@@ -366,40 +158,39 @@ pub struct WatchSlot {
 impl WatchSlot {
     /// Slot id, unique within this process.
     pub fn id(&self) -> u32 {
-        self.id
+        self.slot.id()
     }
 
     pub fn netns_inode(&self) -> u64 {
-        self.netns_inode
+        self.slot.netns_inode()
     }
 
     /// Same as [`DropProbe::read`] on this slot.
     pub fn read(&self) -> Result<Vec<DropCount>, ProbeError> {
-        self.probe.read(self)
+        self.slot.owner().read(self)
     }
 
     /// Same as [`DropProbe::read_events`] on this slot.
     pub fn read_events(&self) -> Result<Vec<EventCount>, ProbeError> {
-        self.probe.read_events(self)
+        self.slot.owner().read_events(self)
+    }
+
+    /// Stops counting and deletes the slot's counters, saying whether that worked
+    /// (dropping the slot does the same and reports a failure on stderr).
+    pub fn release(self) -> Result<(), ProbeError> {
+        self.slot.release()
     }
 }
 
-impl fmt::Debug for WatchSlot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WatchSlot")
-            .field("id", &self.id)
-            .field("netns_inode", &self.netns_inode)
-            .finish()
-    }
-}
-
-impl Drop for WatchSlot {
-    fn drop(&mut self) {
-        if let Err(e) = self.probe.unwatch(self.id) {
-            // Nothing to return to from a destructor; the leftover keys are swept by the
-            // next slot that is dropped.
-            eprintln!("dropspec: while releasing watch slot {}: {e}", self.id);
-        }
+impl SlotOwner for DropProbe {
+    fn release(&self, id: u32) -> Result<(), ProbeError> {
+        let mut maps = self.lock_maps();
+        let maps = &mut *maps;
+        maps.slots.remove(id)?;
+        maps.slots
+            .sweep(&mut maps.drops, "dropspec_drops", |key| key.slot)?;
+        maps.slots
+            .sweep(&mut maps.events, "dropspec_events", |key| key.slot)
     }
 }
 
@@ -456,57 +247,19 @@ impl DropProbe {
     /// 6.1, 6.12) nf_tables is loaded by a scenario's first rule, after the first read, and
     /// its drops would otherwise be named after whatever symbol precedes it.
     pub fn kallsyms(&self) -> Result<Arc<Kallsyms>, ProbeError> {
-        let modules = loaded_modules();
-        let mut cache = self
-            .kallsyms
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(cached) = cache.as_ref().filter(|c| c.modules == modules) {
-            return cached.symbols.clone();
-        }
-        let symbols = Kallsyms::from_proc()
-            .map(Arc::new)
-            .map_err(ProbeError::from);
-        *cache = Some(SymbolCache {
-            modules,
-            symbols: symbols.clone(),
-        });
-        symbols
+        self.kallsyms.get()
     }
 
     /// Starts counting drops in this namespace (netns inode = fstat(nsfd).st_ino). Each
     /// call gets a fresh slot id, so namespace inode reuse never mixes counts. Dropping
     /// the [`WatchSlot`] stops counting and deletes the slot's counters.
     pub fn watch(&'static self, netns_inode: u64) -> Result<WatchSlot, ProbeError> {
-        let inum = u32::try_from(netns_inode)
-            .map_err(|_| ProbeError::BadNetnsInode { inode: netns_inode })?;
         let mut maps = self.lock_maps();
-        if let Some((&slot, _)) = maps.active.iter().find(|(_, &n)| n == inum) {
-            return Err(ProbeError::AlreadyWatched {
-                inode: netns_inode,
-                slot,
-            });
-        }
-        let lost_at_start = maps.lost(LOST_DROPS)?;
-        let events_lost_at_start = maps.lost(LOST_EVENTS)?;
-        let id = self.next_slot.fetch_add(1, Ordering::Relaxed);
-        maps.netns.insert(inum, id, 0).map_err(|e| {
-            let detail = if maps.active.len() >= MAX_NETNS as usize {
-                format!("{MAX_NETNS} namespaces are watched already: drop WatchSlots when done")
-            } else {
-                map_error_text(&e)
-            };
-            ProbeError::Map {
-                map: "dropspec_netns",
-                op: "adding a namespace",
-                detail,
-            }
-        })?;
-        maps.active.insert(id, inum);
+        let lost_at_start = maps.lost.get(LOST_DROPS)?;
+        let events_lost_at_start = maps.lost.get(LOST_EVENTS)?;
+        let id = maps.slots.add(netns_inode)?;
         Ok(WatchSlot {
-            probe: self,
-            id,
-            netns_inode,
+            slot: Slot::new(self, id, netns_inode),
             lost_at_start,
             events_lost_at_start,
         })
@@ -536,7 +289,7 @@ impl DropProbe {
                     op: "reading counters",
                     detail: map_error_text(&e),
                 })?;
-                if key.slot != slot.id {
+                if key.slot != slot.id() {
                     continue;
                 }
                 let (packets, bytes) = per_cpu
@@ -544,10 +297,10 @@ impl DropProbe {
                     .fold((0, 0), |(p, b), v| (p + v.packets, b + v.bytes));
                 rows.push((key, packets, bytes));
             }
-            let lost = maps.lost(LOST_DROPS)?;
+            let lost = maps.lost.get(LOST_DROPS)?;
             if lost > slot.lost_at_start {
                 return Err(ProbeError::Lost {
-                    slot: slot.id,
+                    slot: slot.id(),
                     lost: lost - slot.lost_at_start,
                 });
             }
@@ -627,16 +380,16 @@ impl DropProbe {
                 op: "reading counters",
                 detail: map_error_text(&e),
             })?;
-            if key.slot != slot.id {
+            if key.slot != slot.id() {
                 continue;
             }
             let name = events::event_name(key.event, key.arg0, key.arg1, &self.reset_reasons);
             *counts.entry(name).or_default() += per_cpu.iter().sum::<u64>();
         }
-        let lost = maps.lost(LOST_EVENTS)?;
+        let lost = maps.lost.get(LOST_EVENTS)?;
         if lost > slot.events_lost_at_start {
             return Err(ProbeError::EventsLost {
-                slot: slot.id,
+                slot: slot.id(),
                 lost: lost - slot.events_lost_at_start,
             });
         }
@@ -671,12 +424,12 @@ impl DropProbe {
     pub fn stats(&self) -> Result<ProbeStats, ProbeError> {
         let maps = self.lock_maps();
         Ok(ProbeStats {
-            watched: maps.active.len(),
+            watched: maps.slots.len(),
             keys: maps.drops.keys().filter(Result::is_ok).count(),
-            lost: maps.lost(LOST_DROPS)?,
+            lost: maps.lost.get(LOST_DROPS)?,
             event_keys: maps.events.keys().filter(Result::is_ok).count(),
-            events_lost: maps.lost(LOST_EVENTS)?,
-            stacks_missing: maps.lost(LOST_STACKS)?,
+            events_lost: maps.lost.get(LOST_EVENTS)?,
+            stacks_missing: maps.lost.get(LOST_STACKS)?,
         })
     }
 
@@ -686,61 +439,6 @@ impl DropProbe {
         self.maps
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn unwatch(&self, id: u32) -> Result<(), ProbeError> {
-        let mut maps = self.lock_maps();
-        if let Some(inum) = maps.active.remove(&id) {
-            match maps.netns.remove(&inum) {
-                Ok(()) | Err(MapError::KeyNotFound | MapError::ElementNotFound) => {}
-                Err(e) => {
-                    return Err(ProbeError::Map {
-                        map: "dropspec_netns",
-                        op: "removing a namespace",
-                        detail: map_error_text(&e),
-                    })
-                }
-            }
-        }
-        // Delete this slot's keys, and any a probe still running on another CPU added
-        // for an earlier, already released slot.
-        let stale: Vec<DropKey> = maps
-            .drops
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|key| !maps.active.contains_key(&key.slot))
-            .collect();
-        for key in stale {
-            match maps.drops.remove(&key) {
-                Ok(()) | Err(MapError::KeyNotFound | MapError::ElementNotFound) => {}
-                Err(e) => {
-                    return Err(ProbeError::Map {
-                        map: "dropspec_drops",
-                        op: "deleting a released slot's counters",
-                        detail: map_error_text(&e),
-                    })
-                }
-            }
-        }
-        let stale: Vec<EventKey> = maps
-            .events
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|key| !maps.active.contains_key(&key.slot))
-            .collect();
-        for key in stale {
-            match maps.events.remove(&key) {
-                Ok(()) | Err(MapError::KeyNotFound | MapError::ElementNotFound) => {}
-                Err(e) => {
-                    return Err(ProbeError::Map {
-                        map: "dropspec_events",
-                        op: "deleting a released slot's counters",
-                        detail: map_error_text(&e),
-                    })
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Checks prerequisites, then loads and attaches in `requested` mode or, if None,
@@ -813,8 +511,7 @@ impl DropProbe {
             maps: Mutex::new(maps),
             events,
             reset_reasons,
-            kallsyms: Mutex::new(None),
-            next_slot: AtomicU32::new(1),
+            kallsyms: KallsymsCache::default(),
             _ebpf: Mutex::new(ebpf),
         })
     }
@@ -826,7 +523,7 @@ impl Maps {
             ebpf.take_map(name).ok_or_else(|| ProbeError::Bpf {
                 mode,
                 what: format!("finding map {name} in the probe object"),
-                detail: "not there: ebpf/drops.bpf.c and probes.rs disagree".into(),
+                detail: "not there: ebpf/drops.bpf.c and probes/drops.rs disagree".into(),
                 errno: None,
             })
         };
@@ -844,48 +541,12 @@ impl Maps {
             }
         };
         Ok(Maps {
-            netns: BpfHashMap::try_from(netns).map_err(wrong_type("dropspec_netns"))?,
+            slots: SlotTable::new(netns, "dropspec_netns (drops.bpf.c)")?,
             drops: PerCpuHashMap::try_from(drops).map_err(wrong_type("dropspec_drops"))?,
             events: PerCpuHashMap::try_from(events).map_err(wrong_type("dropspec_events"))?,
-            lost: PerCpuArray::try_from(lost).map_err(wrong_type("dropspec_lost"))?,
-            active: BTreeMap::new(),
+            lost: LostCounters::new(lost, "dropspec_lost (drops.bpf.c)", LOST_COUNTERS)?,
         })
     }
-
-    /// The total over CPUs of one DROPSPEC_LOST_* counter.
-    fn lost(&self, index: u32) -> Result<u64, ProbeError> {
-        debug_assert!(index < LOST_COUNTERS);
-        let per_cpu = self.lost.get(&index, 0).map_err(|e| ProbeError::Map {
-            map: "dropspec_lost",
-            op: "reading",
-            detail: map_error_text(&e),
-        })?;
-        Ok(per_cpu.iter().sum())
-    }
-}
-
-/// Kernel symbols and the modules that were loaded when they were read.
-struct SymbolCache {
-    modules: Vec<(String, String)>,
-    symbols: Result<Arc<Kallsyms>, ProbeError>,
-}
-
-/// (name, load address) of every loaded module, from /proc/modules; empty on a kernel
-/// without modules. Reference counts are left out: they change with every rule.
-fn loaded_modules() -> Vec<(String, String)> {
-    module_list(&std::fs::read_to_string("/proc/modules").unwrap_or_default())
-}
-
-fn module_list(text: &str) -> Vec<(String, String)> {
-    let mut modules: Vec<(String, String)> = text
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            Some((fields.first()?.to_string(), fields.get(5)?.to_string()))
-        })
-        .collect();
-    modules.sort();
-    modules
 }
 
 /// What the loader needs to know about the running kernel, read before loading.
@@ -1159,233 +820,10 @@ fn attach_event(
     }
 }
 
-/// CAP_BPF + CAP_PERFMON (5.8 on), or CAP_SYS_ADMIN, in the effective set. Checked
-/// before loading so the message names the missing capability instead of "EPERM".
-fn check_privileges() -> Result<(), ProbeError> {
-    const CAP_SYS_ADMIN: u32 = 21;
-    const CAP_PERFMON: u32 = 38;
-    const CAP_BPF: u32 = 39;
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let Some(effective) = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-    else {
-        return Ok(()); // cannot tell: let the kernel decide
-    };
-    let has = |cap: u32| effective & (1 << cap) != 0;
-    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
-        return Ok(());
-    }
-    let missing: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]
-        .into_iter()
-        .filter(|&(cap, _)| !has(cap))
-        .map(|(_, name)| name)
-        .collect();
-    Err(ProbeError::NotPrivileged {
-        missing: missing.join(" and "),
-    })
-}
-
-/// An error and its causes on one line; a verifier log is cut to its last lines.
-fn error_text(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    const KEEP: usize = 40;
-    let lines: Vec<&str> = text.lines().collect();
-    if lines.len() > KEEP {
-        let tail = lines[lines.len() - KEEP..].join("\n");
-        text = format!(
-            "{}\n  [... {} lines of verifier log cut ...]\n{tail}",
-            lines[0],
-            lines.len() - KEEP - 1
-        );
-    }
-    text
-}
-
-fn errno_of(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
-    let mut source = Some(e);
-    while let Some(err) = source {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            return io.raw_os_error();
-        }
-        source = err.source();
-    }
-    None
-}
-
-fn map_error_text(e: &MapError) -> String {
-    error_text(e)
-}
-
-/// `&'static str` for protocol numbers without a name: at most 65,536 + 256 distinct
-/// strings, so leaking each once is bounded.
-fn intern(text: String) -> &'static str {
-    static INTERNED: OnceLock<Mutex<HashMap<String, &'static str>>> = OnceLock::new();
-    let mut table = INTERNED
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(&s) = table.get(&text) {
-        return s;
-    }
-    let leaked: &'static str = Box::leak(text.clone().into_boxed_str());
-    table.insert(text, leaked);
-    leaked
-}
-
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_ARP: u16 = 0x0806;
-
-fn l3_name(ethertype: u16) -> &'static str {
-    match ethertype {
-        ETH_P_IP => "ipv4",
-        ETH_P_IPV6 => "ipv6",
-        ETH_P_ARP => "arp",
-        other => intern(format!("0x{other:04x}")),
-    }
-}
-
-fn l4_name(ethertype: u16, protocol: u8) -> &'static str {
-    match (ethertype, protocol) {
-        (_, 0) => "",
-        (ETH_P_IP, 1) => "icmp",
-        (ETH_P_IPV6, 58) => "icmpv6",
-        (ETH_P_IP | ETH_P_IPV6, 6) => "tcp",
-        (ETH_P_IP | ETH_P_IPV6, 17) => "udp",
-        (_, other) => intern(other.to_string()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::kernel::reasons::tests::{fixture_btf, fixture_format, fixture_kernels};
-    use std::mem::offset_of;
-
-    const DROPS_H: &str = include_str!("../../ebpf/drops.h");
-
-    /// (field, offset, size) of a struct in a probe header, laid out by C's rules for these
-    /// fixed-size types (each aligned to its size, arrays to their element).
-    pub(super) fn c_layout(header: &str, name: &str) -> Vec<(String, usize, usize)> {
-        let start = header.find(&format!("struct {name} {{")).unwrap();
-        let body = &header[start..];
-        let body = &body[body.find('{').unwrap() + 1..body.find("};").unwrap()];
-        let mut fields = Vec::new();
-        let mut offset = 0usize;
-        for decl in body
-            .lines()
-            .filter_map(|l| l.split("/*").next()?.trim().strip_suffix(';'))
-        {
-            let (ty, field) = decl.split_once(' ').unwrap();
-            let size: usize = match ty {
-                "__u8" => 1,
-                "__u16" => 2,
-                "__u32" | "__s32" => 4,
-                "__u64" => 8,
-                other => panic!("{name}: type {other} not handled"),
-            };
-            let (field, count) = match field.split_once('[') {
-                Some((f, n)) => (f, c_number(header, n.trim_end_matches(']'))),
-                None => (field, 1),
-            };
-            offset = offset.next_multiple_of(size);
-            fields.push((field.trim().to_owned(), offset, size * count));
-            offset += size * count;
-        }
-        fields
-    }
-
-    /// A literal, or the value of a `#define NAME value` in the header.
-    pub(super) fn c_number(header: &str, text: &str) -> usize {
-        text.parse().unwrap_or_else(|_| {
-            let define = format!("#define {text} ");
-            let line = header
-                .lines()
-                .find_map(|l| l.strip_prefix(&define))
-                .unwrap_or_else(|| panic!("no #define {text}"));
-            line.split_whitespace().next().unwrap().parse().unwrap()
-        })
-    }
-
-    #[test]
-    fn rust_mirror_matches_drops_h() {
-        let key = vec![
-            ("slot".to_owned(), offset_of!(DropKey, slot), 4),
-            ("reason".to_owned(), offset_of!(DropKey, reason), 4),
-            ("location".to_owned(), offset_of!(DropKey, location), 8),
-            ("l3proto".to_owned(), offset_of!(DropKey, l3proto), 2),
-            ("l4proto".to_owned(), offset_of!(DropKey, l4proto), 1),
-            (
-                "stack_status".to_owned(),
-                offset_of!(DropKey, stack_status),
-                1,
-            ),
-            ("pad".to_owned(), offset_of!(DropKey, pad), 4),
-            (
-                "stack".to_owned(),
-                offset_of!(DropKey, stack),
-                8 * STACK_DEPTH,
-            ),
-        ];
-        assert_eq!(c_layout(DROPS_H, "dropspec_drop_key"), key);
-        let value = vec![
-            ("packets".to_owned(), offset_of!(DropValue, packets), 8),
-            ("bytes".to_owned(), offset_of!(DropValue, bytes), 8),
-        ];
-        assert_eq!(c_layout(DROPS_H, "dropspec_drop_value"), value);
-        let event = vec![
-            ("slot".to_owned(), offset_of!(EventKey, slot), 4),
-            ("event".to_owned(), offset_of!(EventKey, event), 4),
-            ("arg0".to_owned(), offset_of!(EventKey, arg0), 4),
-            ("arg1".to_owned(), offset_of!(EventKey, arg1), 4),
-        ];
-        assert_eq!(c_layout(DROPS_H, "dropspec_event_key"), event);
-        for (name, value) in [
-            ("DROPSPEC_MAX_DROP_KEYS", MAX_DROP_KEYS.to_string()),
-            ("DROPSPEC_MAX_EVENT_KEYS", MAX_EVENT_KEYS.to_string()),
-            ("DROPSPEC_MAX_NETNS", MAX_NETNS.to_string()),
-            ("DROPSPEC_ABSENT", format!("{ABSENT:#x}u")),
-            ("DROPSPEC_STACK_DEPTH", STACK_DEPTH.to_string()),
-            ("DROPSPEC_STACK_FROM_CALLER", STACK_FROM_CALLER.to_string()),
-            ("DROPSPEC_STACK_UNTRIMMED", STACK_UNTRIMMED.to_string()),
-            ("DROPSPEC_STACK_NONE", STACK_NONE.to_string()),
-            ("DROPSPEC_LOST_DROPS", LOST_DROPS.to_string()),
-            ("DROPSPEC_LOST_EVENTS", LOST_EVENTS.to_string()),
-            ("DROPSPEC_LOST_STACKS", LOST_STACKS.to_string()),
-            ("DROPSPEC_LOST_COUNTERS", LOST_COUNTERS.to_string()),
-            ("DROPSPEC_EVENT_ICMP_SEND", events::ICMP_SEND.to_string()),
-            (
-                "DROPSPEC_EVENT_TCP_SEND_RESET",
-                events::TCP_SEND_RESET.to_string(),
-            ),
-            (
-                "DROPSPEC_EVENT_TCP_BAD_CSUM",
-                events::TCP_BAD_CSUM.to_string(),
-            ),
-            (
-                "DROPSPEC_EVENT_UDP_FAIL_QUEUE",
-                events::UDP_FAIL_QUEUE.to_string(),
-            ),
-        ] {
-            let define = format!("#define {name} ");
-            let found = DROPS_H
-                .lines()
-                .find_map(|l| l.strip_prefix(&define))
-                .and_then(|rest| rest.split_whitespace().next());
-            assert_eq!(found, Some(value.as_str()), "{name}");
-        }
-    }
 
     #[test]
     fn record_offsets_come_from_the_format_file() {
@@ -1465,66 +903,5 @@ mod tests {
         assert!(err
             .to_string()
             .contains("dropspec_events was full (4096 keys)"));
-    }
-
-    #[test]
-    fn module_list_ignores_reference_counts() {
-        let before = "nf_tables 266240 0 - Live 0xffffffffc03e0000\nveth 36864 0 - Live 0xffffffffc0300000\n";
-        let in_use = "veth 36864 0 - Live 0xffffffffc0300000\nnf_tables 266240 4 nft_chain,[permanent] Live 0xffffffffc03e0000\n";
-        assert_eq!(module_list(before), module_list(in_use));
-        let reloaded = "nf_tables 266240 0 - Live 0xffffffffc0500000\nveth 36864 0 - Live 0xffffffffc0300000\n";
-        assert_ne!(module_list(before), module_list(reloaded));
-        assert_ne!(
-            module_list(before),
-            module_list("veth 36864 0 - Live 0xffffffffc0300000\n")
-        );
-        assert!(module_list("").is_empty());
-    }
-
-    #[test]
-    fn protocol_names() {
-        assert_eq!(l3_name(0x0800), "ipv4");
-        assert_eq!(l3_name(0x86dd), "ipv6");
-        assert_eq!(l3_name(0x0806), "arp");
-        assert_eq!(l3_name(0x88cc), "0x88cc");
-        assert_eq!(l3_name(0), "0x0000");
-        assert_eq!(l4_name(0x0800, 1), "icmp");
-        assert_eq!(l4_name(0x0800, 17), "udp");
-        assert_eq!(l4_name(0x86dd, 6), "tcp");
-        assert_eq!(l4_name(0x86dd, 58), "icmpv6");
-        assert_eq!(l4_name(0x0800, 0), "");
-        assert_eq!(l4_name(0x0800, 132), "132");
-        assert!(std::ptr::eq(l4_name(0x0800, 132), l4_name(0x0800, 132)));
-    }
-
-    #[test]
-    fn mode_names_and_unavailability() {
-        assert_eq!(ProbeMode::BtfTracepoint.to_string(), "tp_btf/kfree_skb");
-        assert_eq!(
-            ProbeMode::ClassicTracepoint.to_string(),
-            "tracepoint/skb/kfree_skb"
-        );
-        let perm = ProbeError::NotPrivileged {
-            missing: "CAP_BPF".into(),
-        };
-        assert!(perm.is_unavailable());
-        assert!(perm.to_string().contains("run as root"));
-        let verifier = ProbeError::Bpf {
-            mode: ProbeMode::BtfTracepoint,
-            what: "loading program dropspec_tpbtf".into(),
-            detail: "invalid mem access".into(),
-            errno: Some(libc::EINVAL),
-        };
-        assert!(!verifier.is_unavailable());
-        let both = ProbeError::NoMode {
-            btf: Box::new(verifier),
-            classic: Box::new(perm.clone()),
-        };
-        assert!(!both.is_unavailable());
-        let both = ProbeError::NoMode {
-            btf: Box::new(perm.clone()),
-            classic: Box::new(perm),
-        };
-        assert!(both.is_unavailable());
     }
 }

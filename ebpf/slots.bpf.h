@@ -1,0 +1,123 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
+/*
+ * What every dropspec probe needs to count per watch slot, written once:
+ *   dropspec_netns   the watched namespaces (netns inode -> slot id), filled by
+ *                    harness/src/probes/slots.rs
+ *   dropspec_lost    per-CPU counters of what the probe could not count
+ *   netns_of_skb()   the namespace a packet belongs to, netns_of_sock() a socket's
+ *   watched_slot()   the slot watching a namespace, if any
+ *   percpu_value()   the per-CPU value to add to, creating the key on first use
+ *
+ * Each probe (drops.bpf.c, hooks.bpf.c) includes this once and adds only its own part:
+ * its own counter maps, keys and programs. Every object gets its own instances of these
+ * maps: the drop probe and the hook probe watch slots independently.
+ *
+ * The including probe defines DROPSPEC_LOST_COUNTERS first: how many lost counters its
+ * ABI header indexes.
+ */
+#ifndef DROPSPEC_SLOTS_BPF_H
+#define DROPSPEC_SLOTS_BPF_H
+
+#include "kernel_types.h"
+
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+
+#ifndef DROPSPEC_LOST_COUNTERS
+#error "define DROPSPEC_LOST_COUNTERS (the probe's number of lost counters) before slots.bpf.h"
+#endif
+
+/* Namespaces watched at once, per probe (MAX_NETNS in harness/src/probes/slots.rs). */
+#define DROPSPEC_MAX_NETNS 1024
+
+/* Watched namespaces: netns inode number -> slot id. Nothing elsewhere is counted. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DROPSPEC_MAX_NETNS);
+	__type(key, __u32);
+	__type(value, __u32);
+} dropspec_netns SEC(".maps");
+
+/* Things not counted, or counted without detail, indexed by the probe's LOST_* defines. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DROPSPEC_LOST_COUNTERS);
+	__type(key, __u32);
+	__type(value, __u64);
+} dropspec_lost SEC(".maps");
+
+static __always_inline void count_lost(__u32 index)
+{
+	__u64 *lost = bpf_map_lookup_elem(&dropspec_lost, &index);
+	if (lost)
+		*lost += 1;
+}
+
+/*
+ * The per-CPU value of `key` in `map` for the caller to add to. NULL when there is
+ * nothing left to add: `first` (the value after one add) became the key's value, or
+ * the map is full, which is counted in dropspec_lost[lost_index]. The caller's adds
+ * need no atomics: the value is this CPU's, and the kernel does not nest one tracing
+ * program on a CPU.
+ */
+static __always_inline void *percpu_value(void *map, const void *key, const void *first,
+					  __u32 lost_index)
+{
+	void *value = bpf_map_lookup_elem(map, key);
+	if (value)
+		return value;
+	long err = bpf_map_update_elem(map, key, first, BPF_NOEXIST);
+	if (err == 0)
+		return 0;
+	/* Another CPU created the key between our lookup and update: add to ours. */
+	if (err == -EEXIST)
+		value = bpf_map_lookup_elem(map, key);
+	if (!value)
+		count_lost(lost_index);
+	return value;
+}
+
+static __always_inline struct net *netns_of_sock(struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_net.net);
+}
+
+/*
+ * The namespace a packet belongs to. Measured on 6.18, in order of reliability: the
+ * device the skb is on, the receiving socket (kfree_skb's rx_sk, 6.12 on), the skb's
+ * own socket (`sk`, skb->sk read by the caller, which often needs it anyway), and last
+ * the task that happens to run (wrong in softirq, right for most local output).
+ */
+static __always_inline struct net *netns_of_skb(struct sk_buff *skb, struct sock *sk,
+						struct sock *rx_sk)
+{
+	struct net_device *dev = BPF_CORE_READ(skb, dev);
+	if (dev) {
+		/*
+		 * While an skb waits in a UDP socket's queue, skb->dev holds UDP's
+		 * dev_scratch (truesize and flags, not a pointer): the read fails and
+		 * yields NULL. Such drops (UDP_CSUM in udp_recvmsg or
+		 * __first_packet_length) happen in the reading task: fall through.
+		 */
+		struct net *net = BPF_CORE_READ(dev, nd_net.net);
+		if (net)
+			return net;
+	}
+	if (rx_sk)
+		return netns_of_sock(rx_sk);
+	if (sk)
+		return netns_of_sock(sk);
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	return BPF_CORE_READ(task, nsproxy, net_ns);
+}
+
+/* The slot watching `net`, or NULL when nobody watches it (or `net` is unknown). */
+static __always_inline __u32 *watched_slot(struct net *net)
+{
+	if (!net)
+		return 0;
+	__u32 inum = BPF_CORE_READ(net, ns.inum);
+	return bpf_map_lookup_elem(&dropspec_netns, &inum);
+}
+
+#endif /* DROPSPEC_SLOTS_BPF_H */
