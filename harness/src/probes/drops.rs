@@ -22,6 +22,7 @@ use crate::kernel::btf::Btf;
 use crate::kernel::stacks;
 use crate::kernel::tracefs::{self, TracepointFormat};
 use crate::kernel::{self as kernel_info, KernelError};
+use crate::policy::{Policy, ProbeRequest};
 use aya::maps::{MapData, MapError, PerCpuHashMap};
 use aya::programs::{BtfTracePoint, ProgramError, TracePoint};
 use aya::{Ebpf, EbpfError, EbpfLoader};
@@ -62,18 +63,21 @@ impl fmt::Display for ProbeMode {
     }
 }
 
+/// The run's policy (every `DROPSPEC_*` variable, parsed in `crate::policy`).
+fn policy() -> Result<&'static Policy, ProbeError> {
+    Policy::current().map_err(|e| ProbeError::BadPolicy {
+        message: e.to_string(),
+    })
+}
+
 impl ProbeMode {
-    /// The mode forced by `DROPSPEC_PROBE`, if any.
+    /// The mode forced by `DROPSPEC_PROBE` (read by the run's policy), if any.
     pub fn from_env() -> Result<Option<ProbeMode>, ProbeError> {
-        match std::env::var(PROBE_ENV) {
-            Err(_) => Ok(None),
-            Ok(value) => match value.trim() {
-                "" => Ok(None),
-                "tp_btf" | "tp_btf/kfree_skb" => Ok(Some(ProbeMode::BtfTracepoint)),
-                "tracepoint" | "tracepoint/skb/kfree_skb" => Ok(Some(ProbeMode::ClassicTracepoint)),
-                _ => Err(ProbeError::BadModeRequest { value }),
-            },
-        }
+        Ok(match policy()?.probe {
+            ProbeRequest::Auto => None,
+            ProbeRequest::BtfTracepoint => Some(ProbeMode::BtfTracepoint),
+            ProbeRequest::ClassicTracepoint => Some(ProbeMode::ClassicTracepoint),
+        })
     }
 }
 /// Drops counted for one slot, merged per (reason, function, l3, l4, stack).
@@ -451,15 +455,7 @@ impl DropProbe {
         let btf_bytes = kernel_info::read_file(Path::new(kernel_info::VMLINUX_BTF))?;
         let btf = Btf::parse(&btf_bytes)?;
         let reasons = ReasonTable::from_parsed_btf(&btf)?;
-        let take_stacks = match std::env::var(STACKS_ENV).as_deref().map(str::trim) {
-            Err(_) | Ok("" | "on") => true,
-            Ok("off") => false,
-            Ok(other) => {
-                return Err(ProbeError::BadStacksRequest {
-                    value: other.to_owned(),
-                })
-            }
-        };
+        let take_stacks = policy()?.stacks;
         let kernel = KernelFacts {
             take_stacks,
             tracepoint_args: btf.tracepoint_args(TRACEPOINT)?,

@@ -26,6 +26,7 @@ use super::slots::{LostCounters, Slot, SlotOwner, SlotTable};
 use super::{error_text, ProbeError};
 use crate::kernel::btf::Btf;
 use crate::kernel::{self as kernel_info};
+use crate::policy::HooksRequest;
 use aya::maps::{MapData, PerCpuHashMap};
 use aya::programs::{FEntry, FExit, KProbe};
 use aya::{Ebpf, EbpfLoader};
@@ -283,17 +284,17 @@ impl HookFamily {
     }
 
     fn load() -> HookFamily {
-        let requested = std::env::var(HOOKS_ENV).unwrap_or_default();
-        let requested = requested.trim();
+        // A bad value never gets here: every front end refuses it before running.
+        let requested = match crate::policy::Policy::current() {
+            Ok(policy) => policy.hooks,
+            Err(e) => return HookFamily::none_attached(e.to_string()),
+        };
         let only = match requested {
-            "" => None,
-            "fexit" => Some(Attachment::Fexit),
-            "kprobe" => Some(Attachment::Kprobe),
-            "off" => return HookFamily::none_attached(format!("turned off ({HOOKS_ENV}=off)")),
-            other => {
-                return HookFamily::none_attached(format!(
-                    "{HOOKS_ENV}={other:?} is not `fexit`, `kprobe` or `off`"
-                ))
+            HooksRequest::Auto => None,
+            HooksRequest::Fexit => Some(Attachment::Fexit),
+            HooksRequest::Kprobe => Some(Attachment::Kprobe),
+            HooksRequest::Off => {
+                return HookFamily::none_attached(format!("turned off ({HOOKS_ENV}=off)"))
             }
         };
         match HookFamily::try_load(only) {

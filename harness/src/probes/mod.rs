@@ -69,13 +69,9 @@ pub enum ProbeError {
          this process lacks {missing}: run as root"
     )]
     NotPrivileged { missing: String },
-    #[error(
-        "{PROBE_ENV}={value:?} is not a probe mode: use `tp_btf` or `tracepoint`, or unset \
-         it to try tp_btf first"
-    )]
-    BadModeRequest { value: String },
-    #[error("{STACKS_ENV}={value:?} is neither `on` nor `off`: unset it to take stacks")]
-    BadStacksRequest { value: String },
+    /// A `DROPSPEC_*` variable (DROPSPEC_PROBE, DROPSPEC_STACKS) has a value it does not take.
+    #[error("{message}")]
+    BadPolicy { message: String },
     #[error("{mode} cannot be used on this kernel: {detail}")]
     Unsupported { mode: ProbeMode, detail: String },
     #[error("{what} ({mode}) failed: {detail}{}", errno_hint(*errno))]
@@ -153,8 +149,7 @@ impl ProbeError {
                 )
             ),
             ProbeError::NoMode { btf, classic } => btf.is_unavailable() && classic.is_unavailable(),
-            ProbeError::BadModeRequest { .. }
-            | ProbeError::BadStacksRequest { .. }
+            ProbeError::BadPolicy { .. }
             | ProbeError::BadNetnsInode { .. }
             | ProbeError::AlreadyWatched { .. }
             | ProbeError::Map { .. }
