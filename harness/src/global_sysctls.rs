@@ -302,15 +302,17 @@ pub struct Change {
 impl Drop for Change {
     fn drop(&mut self) {
         let restore = IN_FORCE.swap(std::ptr::null_mut(), Ordering::SeqCst);
-        // If we cannot write it, the guardian tries once more when it is dropped below.
-        if std::fs::write(sysctl_path(&self.key), &self.original).is_ok() {
-            self.guardian.dismiss();
-        }
         if !restore.is_null() {
             // SAFETY: the pointer came from Box::into_raw in `apply` and was swapped out,
             // so nobody else can free it; the signal handler only reads it while in force.
-            let restore = unsafe { Box::from_raw(restore) };
-            let _ = std::fs::remove_file(Path::new(restore.record.to_str().unwrap_or("")));
+            drop(unsafe { Box::from_raw(restore) });
+        }
+        // The value, then the record, then the guardian's dismissal: killed anywhere in
+        // between, the guardian sees end-of-file and finishes, so no record outlives a
+        // restored value. If we cannot write, the guardian tries once more when dropped.
+        if std::fs::write(sysctl_path(&self.key), &self.original).is_ok() {
+            let _ = std::fs::remove_file(record_path());
+            self.guardian.dismiss();
         }
     }
 }
@@ -345,15 +347,10 @@ pub fn apply(key: &str, value: &str, our_namespaces: &[u64]) -> Result<Change, G
         check_conntrack_headroom(key, limit, our_namespaces)?;
     }
 
-    // The record goes to disk before the change, so even SIGKILL leaves a way back.
+    // The guardian first, then the record: killed between the two, we leave a guardian
+    // that rewrites the unchanged value and no record; killed later, the guardian restores
+    // the value and removes the record, which only outlives it if it is killed too.
     let record = record_path();
-    let owner = Owner::current().encode();
-    std::fs::create_dir_all(RECORD_DIR)
-        .and_then(|()| std::fs::write(&record, format!("{OWNER_LINE}{owner}\n{key}={original}\n")))
-        .map_err(|source| GlobalSysctlError::Record {
-            path: record.clone(),
-            source,
-        })?;
     let sysctl = CString::new(path.to_string_lossy().as_bytes()).expect("no NUL in a path");
     let record_c = CString::new(record.to_string_lossy().as_bytes()).expect("no NUL in a path");
     let guardian = Guardian::spawn(
@@ -362,13 +359,17 @@ pub fn apply(key: &str, value: &str, our_namespaces: &[u64]) -> Result<Change, G
         &record_c,
         EXCLUSIVE_FD.load(Ordering::SeqCst),
     )
-    .map_err(|source| {
-        let _ = std::fs::remove_file(&record);
-        GlobalSysctlError::Guardian {
-            key: key.to_owned(),
-            source,
-        }
+    .map_err(|source| GlobalSysctlError::Guardian {
+        key: key.to_owned(),
+        source,
     })?;
+    let owner = Owner::current().encode();
+    std::fs::create_dir_all(RECORD_DIR)
+        .and_then(|()| std::fs::write(&record, format!("{OWNER_LINE}{owner}\n{key}={original}\n")))
+        .map_err(|source| GlobalSysctlError::Record {
+            path: record.clone(),
+            source,
+        })?;
     let restore = Box::new(Restore {
         path: sysctl,
         original: original.clone().into_bytes(),
@@ -450,11 +451,16 @@ fn conntrack_count_in(ns_path: &Path) -> Option<u64> {
 }
 
 /// Puts back global sysctls that a killed dropspec process (and its guardian) left
-/// changed. Only while nobody holds the dropspec lock: a holder is alive and may be
-/// changing a value right now (or is a guardian restoring one), and it reaps these
-/// records itself before its next change. So this never waits, and may be called from
-/// any thread or process at any time.
+/// changed. Only under the exclusive lock: taken here if nobody holds it, or already held
+/// by this process. Another holder is alive and may be changing a value right now (or is
+/// a guardian restoring one), and it reaps these records itself before its next change.
+/// So this never waits, and may be called from any thread or process at any time.
 pub fn restore_stale_records() -> Vec<String> {
+    // A record of a live owner is skipped anyway, so while any thread of ours holds the
+    // lock, the records left are those of dead owners whose guardians are done.
+    if EXCLUSIVE_FD.load(Ordering::SeqCst) != -1 {
+        return restore_records_of_dead_owners();
+    }
     match flock(libc::LOCK_EX | libc::LOCK_NB) {
         Ok(_unlocked_on_return) => restore_records_of_dead_owners(),
         Err(_) => Vec::new(),
@@ -525,14 +531,15 @@ extern "C" fn restore_and_reraise(signal: libc::c_int) {
             let r = &*restore;
             let fd = libc::open(r.path.as_ptr(), libc::O_WRONLY);
             if fd >= 0 {
+                // In the order `Change::drop` follows, for the same reason.
                 if libc::write(fd, r.original.as_ptr().cast(), r.original.len())
                     == r.original.len() as isize
                 {
+                    libc::unlink(r.record.as_ptr());
                     guardian::dismiss(r.guardian);
                 }
                 libc::close(fd);
             }
-            libc::unlink(r.record.as_ptr());
         }
     }
     // SAFETY: raise(3) is async-signal-safe.
