@@ -11,8 +11,8 @@
 //! trials never write a sysctl themselves; a value left lowered is a failure to report,
 //! and the next dropspec entry point restores it from its record.
 //!
-//! `cargo test --test interrupt -- --ignored` runs the stress trial too: SIGKILL at random
-//! moments of the scenario, 20 times alone and 20 times with the process group.
+//! `cargo test --test interrupt -- --ignored` runs the stress trial (~15 s): SIGKILL at
+//! random moments of the scenario, 20 times alone and 20 times with the process group.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -227,48 +227,81 @@ impl Moments {
     }
 }
 
-/// SIGKILL of the run (alone, then with its process group) at a moment drawn uniformly
-/// from a whole run of the unmodified scenario, [`STRESS_KILLS`] times each; every time
-/// the value must be back within a second. Prints how many kills hit the lowered value.
+/// SIGKILL of the run (alone, then with its process group), [`STRESS_KILLS`] times each;
+/// every time the value must be back within a second. The lowered window is a small part
+/// of a run, so half the moments are drawn from the whole run (probe loading, set-up,
+/// restore, teardown) and half from the lowered window, counted from when the value drops.
 fn sigkill_at_random_moments() -> Result<(), String> {
     let file = workspace().join("scenarios/conntrack/table_full.toml");
-    // How long a whole run takes here, under the same lock, so the moments cover it all
-    // (probe loading, set-up, the lowered window, restore, teardown).
-    let whole_run = {
+    // How long a whole run and its lowered window take here, under the same lock.
+    let (whole_run, lowered_for) = {
         let (lock, original) = hold_lock()?;
         let started = Instant::now();
-        let child = start_run(&lock, &file)?;
+        let mut child = start_run(&lock, &file)?;
+        let (mut lowered_from, mut lowered_until) = (None, None);
+        while child.try_wait().map_err(|e| e.to_string())?.is_none() {
+            let lowered = read_conntrack_max()? != original;
+            match (lowered, lowered_from) {
+                (true, None) => lowered_from = Some(started.elapsed()),
+                (false, Some(_)) if lowered_until.is_none() => {
+                    lowered_until = Some(started.elapsed())
+                }
+                _ => {}
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let whole_run = started.elapsed();
         let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        let (Some(from), Some(until)) = (lowered_from, lowered_until) else {
+            return Err("the uninterrupted run never lowered the value".into());
+        };
         if !out.status.success() || read_conntrack_max()? != original {
             return Err(format!(
                 "the uninterrupted run failed or left the value changed:\n{}",
                 String::from_utf8_lossy(&out.stdout)
             ));
         }
-        started.elapsed()
+        (whole_run, until - from)
     };
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64)
         | 1;
-    eprintln!("stress: a whole run takes {whole_run:.0?}; kill moments from seed {seed}");
+    eprintln!(
+        "stress: a whole run takes {whole_run:.0?}, the value is lowered for {lowered_for:.0?}; kill moments from seed {seed}"
+    );
     let mut moments = Moments(seed);
     let mut failures = Vec::new();
     for signal in [Signal::Kill, Signal::KillGroup] {
         let (mut lowered_at_kill, mut slowest) = (0, Duration::ZERO);
         for i in 0..STRESS_KILLS {
             let (lock, original) = hold_lock()?;
-            let at = moments.below(whole_run);
+            let in_window = i % 2 == 1;
+            let at = moments.below(if in_window { lowered_for } else { whole_run });
             let mut child = start_run(&lock, &file)?;
+            if in_window {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while read_conntrack_max()? == original && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
             std::thread::sleep(at);
             let lowered = read_conntrack_max()? != original;
             let killed = Instant::now();
             send(&child, signal);
             let pid = child.id();
             child.wait().map_err(|e| e.to_string())?;
+            let moment = format!(
+                "{at:.0?} after {}",
+                if in_window {
+                    "the value dropped"
+                } else {
+                    "the start"
+                }
+            );
             match restored_within_bound(&original, killed, pid) {
                 Ok(took) => slowest = slowest.max(took),
-                Err(e) => failures.push(format!("{signal:?} #{i} at {at:.0?}: {e}")),
+                Err(e) => failures.push(format!("{signal:?} #{i} {moment}: {e}")),
             }
             lowered_at_kill += usize::from(lowered);
             drop(lock);
@@ -276,7 +309,7 @@ fn sigkill_at_random_moments() -> Result<(), String> {
             drop(child);
         }
         eprintln!(
-            "stress: {signal:?} {STRESS_KILLS} times, {lowered_at_kill} while lowered; value back within {slowest:.1?} at worst"
+            "stress: {signal:?} {STRESS_KILLS} times, {lowered_at_kill} while the value was lowered; back within {slowest:.1?} at worst"
         );
     }
     if failures.is_empty() {
