@@ -481,12 +481,7 @@ fn restore_records_of_dead_owners() -> Vec<String> {
         let Ok(text) = std::fs::read_to_string(entry.path()) else {
             continue;
         };
-        let owner_alive = match text.lines().next().and_then(|l| l.strip_prefix(OWNER_LINE)) {
-            Some(owner) => Owner::decode(owner).is_some_and(|o| o.alive()),
-            // Written before records named their owner's start time: the pid is all
-            // there is to go by.
-            None => Path::new("/proc").join(pid).exists(),
-        };
+        let owner_alive = record_owner_alive(&text, pid);
         if owner_alive {
             continue;
         }
@@ -500,6 +495,20 @@ fn restore_records_of_dead_owners() -> Vec<String> {
         let _ = std::fs::remove_file(entry.path());
     }
     restored
+}
+
+/// Whether the process that wrote a record (`global-sysctls-<pid>`) still runs.
+fn record_owner_alive(record: &str, pid: &str) -> bool {
+    match record
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix(OWNER_LINE))
+    {
+        Some(owner) => Owner::decode(owner).is_some_and(|o| o.alive()),
+        // Written before records named their owner's start time: the pid is all there
+        // is to go by.
+        None => Path::new("/proc").join(pid).exists(),
+    }
 }
 
 fn install_signal_handlers() {
@@ -545,5 +554,34 @@ extern "C" fn restore_and_reraise(signal: libc::c_int) {
     // SAFETY: raise(3) is async-signal-safe.
     unsafe {
         libc::raise(signal);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_whose_pid_was_reused_is_not_taken_for_its_owners() {
+        let me = Owner::current();
+        let pid = me.pid.to_string();
+        let record =
+            |owner: Owner| format!("{OWNER_LINE}{}\n{}=262144\n", owner.encode(), ALLOWED[0]);
+        assert!(record_owner_alive(&record(me), &pid));
+        // Our pid, but another process's start time: its owner died and the pid is ours now.
+        let earlier = Owner {
+            start_time: me.start_time.saturating_sub(1),
+            ..me
+        };
+        assert!(!record_owner_alive(&record(earlier), &pid));
+        // A record without an owner line has only its file name's pid to go by.
+        assert!(record_owner_alive(
+            &format!("{}=262144\n", ALLOWED[0]),
+            &pid
+        ));
+        assert!(!record_owner_alive(
+            &format!("{}=262144\n", ALLOWED[0]),
+            "0"
+        ));
     }
 }

@@ -236,3 +236,52 @@ unsafe fn close_range(first: libc::c_uint, last: libc::c_uint) {
         libc::close(fd as RawFd);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CString;
+
+    /// A guardian over a plain file (no root needed) instead of a sysctl.
+    fn guarded_file(name: &str) -> (crate::cleanup::TempDir, CString, CString) {
+        let dir = crate::cleanup::TempDir::new(&format!("guardian-{name}")).unwrap();
+        let value = dir.path().join("value");
+        let record = dir.path().join("record");
+        std::fs::write(&value, "4").unwrap();
+        std::fs::write(&record, "owner=…").unwrap();
+        let c = |p: &std::path::Path| CString::new(p.to_str().unwrap()).unwrap();
+        let (value, record) = (c(&value), c(&record));
+        (dir, value, record)
+    }
+
+    #[test]
+    fn a_guardian_left_without_a_word_restores_and_removes_the_record() {
+        let (dir, value, record) = guarded_file("restores");
+        let guardian = Guardian::spawn(&value, b"262144", &record, -1).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("value")).unwrap(),
+            "4"
+        );
+        // Dropping without dismissing is what the kernel does to a killed harness's
+        // socket; Drop waits for the guardian to exit.
+        drop(guardian);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("value")).unwrap(),
+            "262144"
+        );
+        assert!(!dir.path().join("record").exists());
+    }
+
+    #[test]
+    fn a_dismissed_guardian_writes_nothing() {
+        let (dir, value, record) = guarded_file("dismissed");
+        let guardian = Guardian::spawn(&value, b"262144", &record, -1).unwrap();
+        guardian.dismiss();
+        drop(guardian);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("value")).unwrap(),
+            "4"
+        );
+        assert!(dir.path().join("record").exists());
+    }
+}
