@@ -469,6 +469,11 @@ pub fn restore_stale_records() -> Vec<String> {
 
 /// Must be called under the exclusive lock.
 fn restore_records_of_dead_owners() -> Vec<String> {
+    // Threads of one process share its exclusive lock: without this, a reaping thread
+    // could read a record, and write its value after the thread holding the lock had
+    // restored the same record and lowered the value for its own scenario.
+    static READING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = READING.lock().unwrap_or_else(|e| e.into_inner());
     let mut restored = Vec::new();
     let Ok(entries) = std::fs::read_dir(RECORD_DIR) else {
         return restored;
