@@ -64,8 +64,9 @@ enum Command {
     /// What this kernel lets dropspec watch: the drop probe's attachment, the auxiliary
     /// tracepoints, and how each of Retina's hook points attaches or why it cannot (root).
     Probes,
-    /// Remove what killed runs left: named dropspec namespaces of dead processes, and
-    /// global sysctls they had changed. `dropspec run` does this too before it starts.
+    /// Remove what killed runs left: named dropspec namespaces and temporary files of dead
+    /// processes, and global sysctls they (and their guardians) left changed. Every other
+    /// entry point (`run`, `bench`, `cargo test`) does this too before it starts.
     Cleanup,
     /// Measure dropspec against the shell + bpftrace way, the kernel-only floor and
     /// bpftrace's probe; prints the figures of BENCHMARKS.md (as root, ~3-4 minutes).
@@ -236,14 +237,11 @@ fn cleanup_leftovers() -> Result<ExitCode> {
     if let Some(why) = runner::unavailable_reason() {
         bail!("{why}");
     }
-    let reaped = cleanup::reap_leftovers().context("removing what earlier runs left")?;
-    for name in &reaped.namespaces {
-        println!("removed namespace {name}");
+    let reaped = cleanup::reap_before_run().context("removing what earlier runs left")?;
+    for line in reaped.lines() {
+        println!("{line}");
     }
-    for change in &reaped.global_sysctls {
-        println!("restored global sysctl {change}");
-    }
-    if reaped.namespaces.is_empty() && reaped.global_sysctls.is_empty() {
+    if reaped.is_empty() {
         println!("nothing left by earlier runs");
     }
     Ok(ExitCode::SUCCESS)
@@ -382,14 +380,11 @@ fn run(
             bail!("{} scenario file(s) invalid: nothing was run", errors.len());
         }
     };
-    if runner::unavailable_reason().is_none() {
-        let reaped = cleanup::reap_leftovers().context("removing what an earlier run left")?;
-        for name in reaped.namespaces {
-            eprintln!("removed namespace {name} left by an earlier run");
-        }
-        for change in reaped.global_sysctls {
-            eprintln!("restored global sysctl {change}");
-        }
+    for line in cleanup::reap_before_run()
+        .context("removing what an earlier run left")?
+        .lines()
+    {
+        eprintln!("{line}");
     }
     let jobs = jobs.map_or_else(
         || std::thread::available_parallelism().map_or(1, |n| n.get()),

@@ -156,7 +156,9 @@ const VARS: &[Var] = &[
 ];
 
 /// Internal markers set by dropspec for its own child processes, not by people.
-const INTERNAL_PREFIXES: &[&str] = &["DROPSPEC_GUARDIAN", "DROPSPEC_INTERNAL_"];
+/// `DROPSPEC_LOCK_FD` hands the cross-process lock to a child (`global_sysctls`), which
+/// checks it itself: it names a descriptor of this process, not a setting.
+const INTERNAL_PREFIXES: &[&str] = &["DROPSPEC_LOCK_FD", "DROPSPEC_INTERNAL_"];
 
 impl Policy {
     /// The policy of this process, read from its environment once.
@@ -338,7 +340,7 @@ mod tests {
             "{e}"
         );
         // dropspec's own markers for its children are not people's variables.
-        assert!(policy(&[("DROPSPEC_GUARDIAN", "3")]).is_ok());
+        assert!(policy(&[("DROPSPEC_LOCK_FD", "3")]).is_ok());
     }
 
     #[test]

@@ -67,7 +67,9 @@ impl From<String> for Outcome {
 }
 
 fn run(case: impl FnOnce() -> Result<(), Outcome>) -> Result<Completion, Failed> {
-    let require = std::env::var("DROPSPEC_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1");
+    let require = dropspec::policy::Policy::current()
+        .map_err(|e| e.to_string())?
+        .require_privileged;
     let outcome = match runner::unavailable_reason() {
         Some(why) => Err(Outcome::Unavailable(why)),
         None => case(),

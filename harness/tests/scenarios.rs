@@ -44,14 +44,11 @@ fn main() {
         );
         std::process::exit(2);
     }
-    if runner::unavailable_reason().is_none() {
-        let reaped =
-            dropspec::cleanup::reap_leftovers().expect("removing what an earlier run left");
-        for name in reaped.namespaces {
-            eprintln!("removed namespace {name} left by an earlier run");
-        }
-        for change in reaped.global_sysctls {
-            eprintln!("restored global sysctl {change}");
+    match dropspec::cleanup::reap_before_run() {
+        Ok(reaped) => reaped.lines().iter().for_each(|line| eprintln!("{line}")),
+        Err(e) => {
+            eprintln!("dropspec: removing what an earlier run left: {e}");
+            std::process::exit(2);
         }
     }
     let names: Vec<String> = paths
@@ -70,14 +67,6 @@ fn main() {
     trials.push(Trial::test("snapshots/all_referenced", move || {
         unreferenced_snapshots(&workspace().join("snapshots"), &names)
     }));
-    trials.push(Trial::ignorable_test(
-        "interrupt/ctrl_c_restores_global_sysctl",
-        || interrupted_run_restores_global_sysctl(Signal::Interrupt),
-    ));
-    trials.push(Trial::ignorable_test(
-        "interrupt/sigkill_restored_by_next_run",
-        || interrupted_run_restores_global_sysctl(Signal::Kill),
-    ));
     let whole_suite = args.filter.is_none() && args.skip.is_empty() && !args.list;
     let conclusion = libtest_mimic::run(&args, trials);
     // Both front ends must reach the same verdict: run the suite again through
@@ -244,114 +233,5 @@ fn unreferenced_in(dir: &Path, scenario_names: &[String]) -> Result<(), Failed> 
             stray.join(", ")
         )
         .into())
-    }
-}
-
-enum Signal {
-    Interrupt,
-    Kill,
-}
-
-const CONNTRACK_MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
-
-fn read_conntrack_max() -> Result<String, Failed> {
-    std::fs::read_to_string(CONNTRACK_MAX)
-        .map(|s| s.trim().to_owned())
-        .map_err(|e| format!("reading {CONNTRACK_MAX}: {e}").into())
-}
-
-/// Starts `dropspec run` on the conntrack overflow scenario with a long settle window,
-/// interrupts it while nf_conntrack_max is lowered, and checks the original value is back:
-/// at once for Ctrl-C (the signal handler), after `dropspec cleanup` for SIGKILL.
-fn interrupted_run_restores_global_sysctl(signal: Signal) -> Result<Completion, Failed> {
-    if let Some(why) = runner::unavailable_reason() {
-        return if Policy::current().is_ok_and(|p| p.require_privileged) {
-            Err(why.into())
-        } else {
-            Ok(Completion::ignored_with(why))
-        };
-    }
-    let root = workspace();
-    let scenario = std::fs::read_to_string(root.join("scenarios/conntrack/table_full.toml"))
-        .map_err(|e| e.to_string())?;
-    let kind = match signal {
-        Signal::Interrupt => "ctrl_c",
-        Signal::Kill => "sigkill",
-    };
-    let dir = std::env::temp_dir().join(format!("dropspec-{}-{kind}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let file = dir.join("table_full.toml");
-    // A long settle window keeps the lowered value in force while we interrupt.
-    std::fs::write(&file, format!("settle_ms = 3000\n{scenario}")).map_err(|e| e.to_string())?;
-
-    // No scenario of this process may run while another process changes global values.
-    let _alone = dropspec::global_sysctls::exclusive_in_process();
-    // Read under the cross-process lock: another dropspec process (a benchmark, say) may
-    // have the value changed right now, and that is not the machine's original.
-    let original = dropspec::global_sysctls::read_settled("net.netfilter.nf_conntrack_max")
-        .map_err(|e| e.to_string())?;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dropspec"))
-        .args(["run".as_ref(), file.as_os_str()])
-        .current_dir(&root)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("starting dropspec: {e}"))?;
-    // A bound, not a speed target: in a TCG guest the child's first seconds go to loading
-    // both probe families (10 s was once not enough on 6.12).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while read_conntrack_max()? == original {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let output = child.wait_with_output().map_err(|e| e.to_string())?;
-            return Err(format!(
-                "dropspec never lowered nf_conntrack_max within 60 s; it printed:\n{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            )
-            .into());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
-    let lowered = read_conntrack_max()?;
-    let sig = match signal {
-        Signal::Interrupt => libc::SIGINT,
-        Signal::Kill => libc::SIGKILL,
-    };
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as libc::pid_t, sig) };
-    let status = child.wait().map_err(|e| e.to_string())?;
-    let after_signal = read_conntrack_max()?;
-    let _ = std::fs::remove_dir_all(&dir);
-    match signal {
-        Signal::Interrupt if after_signal != original => Err(format!(
-            "after Ctrl-C ({status}) nf_conntrack_max is {after_signal}, expected the original {original}"
-        )
-        .into()),
-        Signal::Interrupt => Ok(Completion::Completed),
-        Signal::Kill => {
-            if after_signal != lowered {
-                return Err(format!(
-                    "after SIGKILL nf_conntrack_max is {after_signal}: expected it still lowered to {lowered}, so this test shows the next run restoring it"
-                )
-                .into());
-            }
-            let cleanup = std::process::Command::new(env!("CARGO_BIN_EXE_dropspec"))
-                .arg("cleanup")
-                .output()
-                .map_err(|e| format!("running dropspec cleanup: {e}"))?;
-            let restored = read_conntrack_max()?;
-            if restored == original {
-                Ok(Completion::Completed)
-            } else {
-                // Put it back by hand so the rest of the machine is not left broken.
-                let _ = std::fs::write(CONNTRACK_MAX, &original);
-                Err(format!(
-                    "dropspec cleanup left nf_conntrack_max at {restored}, expected {original}; it said: {}",
-                    String::from_utf8_lossy(&cleanup.stdout)
-                )
-                .into())
-            }
-        }
     }
 }

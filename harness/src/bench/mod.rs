@@ -134,15 +134,6 @@ impl Settings {
     }
 }
 
-/// Removes the bench's scratch directory however the bench ends (short of SIGKILL).
-struct WorkDir(PathBuf);
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn progress(message: &str) {
     eprintln!("bench: {message}");
 }
@@ -172,11 +163,18 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let settings = Settings::new(&args);
     let wants = |part: Part| args.only.is_empty() || args.only.contains(&part);
     let exe = std::env::current_exe().context("finding this program's path")?;
+    for line in dropspec::cleanup::reap_before_run()
+        .context("removing what earlier runs left")?
+        .lines()
+    {
+        progress(&format!("{line} (left by an earlier run)"));
+    }
     for name in shell::reap_own_leftovers()? {
         progress(&format!("removed namespace {name} left by a killed bench"));
     }
-    let work = WorkDir(std::env::temp_dir().join(format!("dropspec-bench-{}", std::process::id())));
-    std::fs::create_dir_all(&work.0).with_context(|| format!("creating {}", work.0.display()))?;
+    // `dropspec-<pid>-bench`: removed when the bench ends, reaped if it is killed.
+    let work =
+        dropspec::cleanup::TempDir::new("bench").context("creating the bench's work directory")?;
 
     // Scenarios are loaded (and validated) before anything is measured.
     let (chosen, missing) = choose_scenarios(&args.scenarios, &root)?;
@@ -197,13 +195,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
         emit(filter_section(&exe, &settings)?);
     }
     if wants(Part::Profile) {
-        emit(profile_section(&exe, &settings, &work.0)?);
+        emit(profile_section(&exe, &settings, work.path())?);
     }
     if wants(Part::Scenarios) {
-        emit(scenario_section(&chosen, &missing, &settings, &work.0)?);
+        emit(scenario_section(&chosen, &missing, &settings, work.path())?);
     }
     if wants(Part::Scaling) {
-        emit(scaling_section(&root, &settings, &work.0)?);
+        emit(scaling_section(&root, &settings, work.path())?);
     }
     if wants(Part::Memory) {
         emit(memory_section(&exe, &root)?);
