@@ -147,6 +147,12 @@ const VARS: &[Var] = &[
         allowed: "a directory",
         what: "where dropspec vm keeps kernel packages",
     },
+    // Read by ci/vm-suite.sh, not by the binaries: listed so a guest passing it on is fine.
+    Var {
+        name: "DROPSPEC_VM_TIMEOUT",
+        allowed: "seconds",
+        what: "how long ci/vm-suite.sh gives each guest",
+    },
     // Set by `dropspec vm` inside a guest: the kernel package it booted.
     Var {
         name: "DROPSPEC_VM_KERNEL",
