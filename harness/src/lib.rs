@@ -24,6 +24,7 @@ pub mod probes;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+mod sockopt;
 pub mod topology;
 pub mod traffic;
 pub mod vm;
