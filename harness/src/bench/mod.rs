@@ -365,7 +365,7 @@ fn flood_section(exe: &Path, settings: &Settings) -> Result<String> {
                 settings.flood_reps,
                 modes[m].name()
             ));
-            results[m].extend(flood::spawn_worker(exe, modes[m], settings.packets, 1, 1)?);
+            results[m].extend(spawn_worker_with_retry(exe, modes[m], settings.packets)?);
         }
     }
     let wall = |rs: &[flood::FloodResult]| -> Vec<f64> { rs.iter().map(|r| r.pps()).collect() };
@@ -407,13 +407,22 @@ fn flood_section(exe: &Path, settings: &Settings) -> Result<String> {
             flood::Mode::Bpftrace => {
                 let extra: Vec<String> = rs
                     .iter()
-                    .map(|r| {
-                        let b = r.bpftrace.unwrap_or(0);
-                        format!("{:+}", b as i64 - r.rule as i64)
+                    .map(|r| match r.bpftrace {
+                        Some(b) => format!("{:+}", b as i64 - r.rule as i64),
+                        None => "no count".to_owned(),
                     })
                     .collect();
+                let killed = rs.iter().filter(|r| r.bpftrace_killed).count();
+                let killed = if killed == 0 {
+                    String::new()
+                } else {
+                    format!(
+                        " ({killed} of {} bpftrace runs did not exit after SIGINT and were killed; their counts are what they printed)",
+                        rs.len()
+                    )
+                };
                 format!(
-                    "NETFILTER_DROP machine-wide minus rule counter: {}",
+                    "NETFILTER_DROP machine-wide minus rule counter: {}{killed}",
                     extra.join(", ")
                 )
             }
@@ -463,6 +472,28 @@ fn flood_section(exe: &Path, settings: &Settings) -> Result<String> {
         verdict(miscounts == 0),
     ));
     Ok(s)
+}
+
+/// One flood worker, run a second time if the first fails: a worker that failed (a
+/// compared tool that would not attach in time, say) measured nothing, so running it
+/// again biases nothing, and one slow tool should not cost the whole bench.
+fn spawn_worker_with_retry(
+    exe: &Path,
+    mode: flood::Mode,
+    packets: u64,
+) -> Result<Vec<flood::FloodResult>> {
+    flood::spawn_worker(exe, mode, packets, 1, 1).or_else(|first| {
+        progress(&format!(
+            "flood: the {} worker failed, running it again: {first:#}",
+            mode.name()
+        ));
+        flood::spawn_worker(exe, mode, packets, 1, 1).with_context(|| {
+            format!(
+                "the {} flood worker failed twice; first: {first:#}",
+                mode.name()
+            )
+        })
+    })
 }
 
 fn profile_section(exe: &Path, settings: &Settings, work: &Path) -> Result<String> {
