@@ -43,8 +43,14 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    self as sock, sockopt, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType,
+    SockaddrStorage,
+};
 
 use crate::packets::{self, FrameSpec, PacketError, PacketSocket, Reply, Transport};
 use crate::scenario::{HostId, PacketEntry, PacketProtocol, Receiver, Scenario};
@@ -266,13 +272,9 @@ fn run_one(
     if let Application::Tcp { receiver, sender } = &application {
         for socket in [receiver, sender] {
             // In repair mode close(2) sends nothing: no FIN, no RST.
-            crate::traffic::set_int_option(
-                socket.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_REPAIR,
-                1,
-            )
-            .map_err(socket_error("closing the repaired connection"))?;
+            sock::setsockopt(socket, sockopt::TcpRepair, &1)
+                .map_err(io::Error::from)
+                .map_err(socket_error("closing the repaired connection"))?;
         }
     }
     if let (Application::Udp(socket), Receiver::NeverReads) = (application, entry.receiver) {
@@ -359,100 +361,51 @@ fn read_all(fd: RawFd) -> io::Result<(u32, usize)> {
     let mut buf = [0u8; 65536];
     let (mut messages, mut bytes) = (0, 0);
     loop {
-        // SAFETY: buf is valid for its length.
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            return match err.raw_os_error() {
-                Some(libc::EAGAIN) => Ok((messages, bytes)),
-                _ => Err(err),
-            };
-        }
+        let n = match sock::recv(fd, &mut buf, MsgFlags::MSG_DONTWAIT) {
+            Ok(n) => n,
+            Err(Errno::EAGAIN) => return Ok((messages, bytes)),
+            Err(e) => return Err(e.into()),
+        };
         if n == 0 && messages > 0 {
             // End of a TCP stream (never expected: the sender never sends FIN).
             return Ok((messages, bytes));
         }
         messages += 1;
-        bytes += n as usize;
+        bytes += n;
     }
 }
 
-fn family(addr: &SocketAddr) -> libc::c_int {
+fn family(addr: &SocketAddr) -> AddressFamily {
     match addr {
-        SocketAddr::V4(_) => libc::AF_INET,
-        SocketAddr::V6(_) => libc::AF_INET6,
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
     }
 }
 
 fn new_socket(
-    domain: libc::c_int,
-    kind: libc::c_int,
-    protocol: libc::c_int,
+    domain: AddressFamily,
+    kind: SockType,
+    protocol: SockProtocol,
 ) -> io::Result<OwnedFd> {
-    // SAFETY: plain socket(2); the descriptor is owned by the OwnedFd below.
-    let fd = unsafe {
-        libc::socket(
-            domain,
-            kind | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            protocol,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd was just returned by socket(2) and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok(sock::socket(
+        domain,
+        kind,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        protocol,
+    )?)
 }
 
-/// A `sockaddr_in` or `sockaddr_in6` for `addr`, with its length.
-fn socket_address(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let len = match addr {
-        SocketAddr::V4(v4) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: v4.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from(*v4.ip()).to_be(),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_storage is large and aligned enough for any sockaddr.
-            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
-            std::mem::size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(v6) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: v6.port().to_be(),
-                sin6_flowinfo: 0,
-                sin6_addr: libc::in6_addr {
-                    s6_addr: v6.ip().octets(),
-                },
-                sin6_scope_id: 0,
-            };
-            // SAFETY: as above.
-            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
-            std::mem::size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (storage, len as libc::socklen_t)
-}
-
-fn bind(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
-    let (storage, len) = socket_address(addr);
-    // SAFETY: storage holds a valid sockaddr of length len.
-    if unsafe { libc::bind(fd, (&storage as *const libc::sockaddr_storage).cast(), len) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+fn bind(socket: &OwnedFd, addr: SocketAddr) -> io::Result<()> {
+    Ok(sock::bind(
+        socket.as_raw_fd(),
+        &SockaddrStorage::from(addr),
+    )?)
 }
 
 /// The destination application's UDP socket, bound to the destination address and port.
 fn udp_socket(at: SocketAddr) -> io::Result<OwnedFd> {
-    let socket = new_socket(family(&at), libc::SOCK_DGRAM, libc::IPPROTO_UDP)?;
-    bind(socket.as_raw_fd(), at)?;
+    let socket = new_socket(family(&at), SockType::Datagram, SockProtocol::Udp)?;
+    bind(&socket, at)?;
     Ok(socket)
 }
 
@@ -461,11 +414,11 @@ fn udp_socket(at: SocketAddr) -> io::Result<OwnedFd> {
 fn ping_socket(address: IpAddr) -> io::Result<OwnedFd> {
     let at = SocketAddr::new(address, ECHO_ID);
     let protocol = match address {
-        IpAddr::V4(_) => libc::IPPROTO_ICMP,
-        IpAddr::V6(_) => libc::IPPROTO_ICMPV6,
+        IpAddr::V4(_) => SockProtocol::Icmp,
+        IpAddr::V6(_) => SockProtocol::IcmpV6,
     };
-    let socket = new_socket(family(&at), libc::SOCK_DGRAM, protocol)?;
-    bind(socket.as_raw_fd(), at)?;
+    let socket = new_socket(family(&at), SockType::Datagram, protocol)?;
+    bind(&socket, at)?;
     Ok(socket)
 }
 
@@ -480,6 +433,9 @@ const TCP_REPAIR_OFF_NO_WP: libc::c_int = -1;
 /// with `send_seq` and `recv_seq` as the next sequence numbers each way. `unacked` is
 /// put in the send queue as already sent, so the peer's acknowledgements of it are
 /// accepted. Leaving repair mode without a window probe means nothing is sent.
+///
+/// nix wraps `TCP_REPAIR` itself but not the queue options nor the -1 mode, which go
+/// through [`crate::sockopt`].
 fn repaired_connection(
     local: SocketAddr,
     peer: SocketAddr,
@@ -487,62 +443,54 @@ fn repaired_connection(
     recv_seq: u32,
     unacked: &[u8],
 ) -> io::Result<OwnedFd> {
-    let socket = new_socket(family(&local), libc::SOCK_STREAM, libc::IPPROTO_TCP)?;
-    let fd = socket.as_raw_fd();
-    crate::traffic::set_int_option(fd, libc::IPPROTO_TCP, libc::TCP_REPAIR, 1)?;
-    crate::traffic::set_int_option(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
-    bind(fd, local)?;
-    crate::traffic::set_int_option(
-        fd,
+    use crate::sockopt::set_int;
+    let socket = new_socket(family(&local), SockType::Stream, SockProtocol::Tcp)?;
+    sock::setsockopt(&socket, sockopt::TcpRepair, &1)?;
+    sock::setsockopt(&socket, sockopt::ReuseAddr, &true)?;
+    bind(&socket, local)?;
+    set_int(
+        &socket,
         libc::IPPROTO_TCP,
         libc::TCP_REPAIR_QUEUE,
         TCP_SEND_QUEUE,
     )?;
-    crate::traffic::set_int_option(
-        fd,
+    set_int(
+        &socket,
         libc::IPPROTO_TCP,
         libc::TCP_QUEUE_SEQ,
         send_seq as libc::c_int,
     )?;
-    crate::traffic::set_int_option(
-        fd,
+    set_int(
+        &socket,
         libc::IPPROTO_TCP,
         libc::TCP_REPAIR_QUEUE,
         TCP_RECV_QUEUE,
     )?;
-    crate::traffic::set_int_option(
-        fd,
+    set_int(
+        &socket,
         libc::IPPROTO_TCP,
         libc::TCP_QUEUE_SEQ,
         recv_seq as libc::c_int,
     )?;
-    let (storage, len) = socket_address(peer);
-    // SAFETY: storage holds a valid sockaddr of length len. In repair mode connect(2)
-    // moves the socket to ESTABLISHED at once and sends nothing.
-    if unsafe { libc::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // In repair mode connect(2) moves the socket to ESTABLISHED at once and sends nothing.
+    sock::connect(socket.as_raw_fd(), &SockaddrStorage::from(peer))?;
     if !unacked.is_empty() {
-        crate::traffic::set_int_option(
-            fd,
+        set_int(
+            &socket,
             libc::IPPROTO_TCP,
             libc::TCP_REPAIR_QUEUE,
             TCP_SEND_QUEUE,
         )?;
-        // SAFETY: unacked is valid for its length.
-        let n = unsafe { libc::send(fd, unacked.as_ptr().cast(), unacked.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if n as usize != unacked.len() {
+        let n = sock::send(socket.as_raw_fd(), unacked, MsgFlags::empty())?;
+        if n != unacked.len() {
             return Err(io::Error::other(format!(
                 "the repaired send queue took {n} of {} bytes",
                 unacked.len()
             )));
         }
     }
-    crate::traffic::set_int_option(
-        fd,
+    set_int(
+        &socket,
         libc::IPPROTO_TCP,
         libc::TCP_REPAIR,
         TCP_REPAIR_OFF_NO_WP,

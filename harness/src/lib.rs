@@ -32,6 +32,7 @@ pub mod probes;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+mod sockopt;
 pub mod suggest;
 pub mod topology;
 pub mod traffic;

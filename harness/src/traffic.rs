@@ -12,10 +12,18 @@
 //! socket is closed long before the first SYN retransmission (1 s), so each attempt
 //! puts exactly one SYN on the wire.
 
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::net::SocketAddrV4;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{
+    self as sock, sockopt, AddressFamily, ControlMessageOwned, MsgFlags, Shutdown, SockFlag,
+    SockProtocol, SockType, SockaddrIn,
+};
+use socket2::SockRef;
 
 use crate::scenario::{Protocol, Scenario, Traffic};
 use crate::topology::{Netns, Topology, TopologyError};
@@ -70,7 +78,7 @@ impl<F: FnMut() -> u64> Activity for F {
 
 /// How long the scenario's namespaces must stay unchanged before an outcome is final.
 pub const QUIET_WINDOW: Duration = Duration::from_millis(10);
-const POLL_INTERVAL_MS: i32 = 1;
+const POLL_INTERVAL: Duration = Duration::from_millis(1);
 
 /// TCP connections still open: the clients' ends and the ends the listener accepted.
 #[derive(Default)]
@@ -129,7 +137,7 @@ fn run_one(
         }
         Protocol::Udp => {
             let socket = in_netns(sender, index, || {
-                open_datagram(libc::IPPROTO_UDP).and_then(|s| prepare_sender(s, traffic))
+                open_datagram(SockProtocol::Udp).and_then(|s| prepare_sender(s, traffic))
             })?
             .map_err(sock_err("opening a UDP socket"))?;
             datagrams(&socket, listener.as_ref(), traffic, activity)
@@ -140,7 +148,7 @@ fn run_one(
             let sockets = in_netns(sender, index, || {
                 (0..count)
                     .map(|_| {
-                        socket(libc::SOCK_STREAM, libc::IPPROTO_TCP)
+                        socket(SockType::Stream, SockProtocol::Tcp)
                             .and_then(|s| prepare_sender(s, traffic))
                     })
                     .collect::<io::Result<Vec<_>>>()
@@ -195,7 +203,7 @@ pub(crate) fn await_outcome(
         if now.duration_since(start) >= timeout {
             return Ok(());
         }
-        std::thread::sleep(Duration::from_millis(POLL_INTERVAL_MS as u64));
+        std::thread::sleep(POLL_INTERVAL);
     }
 }
 
@@ -211,15 +219,15 @@ fn echo(
         let mut packet = vec![0u8; 8 + traffic.payload];
         packet[0] = 8;
         packet[6..8].copy_from_slice(&(seq as u16).to_be_bytes());
-        if send_to(socket.as_raw_fd(), &packet, destination)? == Sent::Blocked {
+        if send_to(socket, &packet, destination)? == Sent::Blocked {
             outcome.blocked += 1;
         }
         outcome.sent += 1;
     }
     let count = traffic.count;
     await_outcome(Duration::from_millis(traffic.timeout_ms), activity, || {
-        outcome.answered += drain(socket.as_raw_fd(), |reply| reply.first() == Some(&0))?;
-        outcome.errors += drain_errors(socket.as_raw_fd())?;
+        outcome.answered += drain(socket, |reply| reply.first() == Some(&0))?;
+        outcome.errors += drain_errors(socket)?;
         let answers = u64::from(outcome.answered + outcome.errors + outcome.blocked);
         Ok((answers, answers >= u64::from(count)))
     })?;
@@ -236,7 +244,7 @@ fn datagrams(
     let destination = SocketAddrV4::new(traffic.destination, traffic.port);
     let payload = vec![0x5au8; traffic.payload];
     for _ in 0..traffic.count {
-        if send_to(socket.as_raw_fd(), &payload, destination)? == Sent::Blocked {
+        if send_to(socket, &payload, destination)? == Sent::Blocked {
             outcome.blocked += 1;
         }
         outcome.sent += 1;
@@ -244,16 +252,16 @@ fn datagrams(
     let count = traffic.count;
     await_outcome(Duration::from_millis(traffic.timeout_ms), activity, || {
         if let (Some(listener), true) = (listener, traffic.listener.reads) {
-            outcome.delivered += drain(listener.as_raw_fd(), |_| true)?;
+            outcome.delivered += drain(listener, |_| true)?;
         }
-        outcome.errors += drain_errors(socket.as_raw_fd())?;
+        outcome.errors += drain_errors(socket)?;
         let answers = u64::from(outcome.delivered + outcome.errors + outcome.blocked);
         Ok((answers, answers >= u64::from(count)))
     })?;
     // A receiver that never reads is emptied only now, so its queue filled up during
     // the traffic; what it held counts as delivered, and closing it purges nothing.
     if let (Some(listener), false) = (listener, traffic.listener.reads) {
-        outcome.delivered += drain(listener.as_raw_fd(), |_| true)?;
+        outcome.delivered += drain(listener, |_| true)?;
     }
     Ok(outcome)
 }
@@ -276,7 +284,7 @@ fn connects(
     let destination = SocketAddrV4::new(traffic.destination, traffic.port);
     let mut attempts = vec![Attempt::Pending; sockets.len()];
     for (socket, attempt) in sockets.iter().zip(&mut attempts) {
-        if let Some(settled) = start_connect(socket.as_raw_fd(), destination)? {
+        if let Some(settled) = start_connect(socket, destination)? {
             *attempt = settled;
         }
     }
@@ -284,11 +292,11 @@ fn connects(
     await_outcome(Duration::from_millis(traffic.timeout_ms), activity, || {
         for (socket, attempt) in sockets.iter().zip(&mut attempts) {
             if *attempt == Attempt::Pending {
-                *attempt = poll_connect(socket.as_raw_fd())?;
+                *attempt = poll_connect(socket)?;
             }
         }
         if let (Some(listener), true) = (listener, traffic.listener.reads) {
-            accepted.extend(accept_ready(listener.as_raw_fd())?);
+            accepted.extend(accept_ready(listener)?);
         }
         let settled = attempts.iter().filter(|a| **a != Attempt::Pending).count();
         Ok((settled as u64, settled == attempts.len()))
@@ -296,9 +304,9 @@ fn connects(
     // Accept what completed its handshake before closing, so closing the listener does
     // not reset connections the kernel had already established.
     if let Some(listener) = listener {
-        accepted.extend(accept_ready(listener.as_raw_fd())?);
+        accepted.extend(accept_ready(listener)?);
         if traffic.listener.accept_until_empty {
-            accepted.extend(accept_until_eagain(listener.as_raw_fd())?);
+            accepted.extend(accept_until_eagain(listener)?);
         }
     }
     let mut outcome = TrafficOutcome {
@@ -332,10 +340,8 @@ fn close_connections(connections: OpenConnections) {
     let OpenConnections { clients, accepted } = connections;
     let connected: Vec<OwnedFd> = clients
         .into_iter()
-        .filter(|c| {
-            // SAFETY: shutdown(2) on a socket we own; unconnected ones fail with ENOTCONN.
-            unsafe { libc::shutdown(c.as_raw_fd(), libc::SHUT_WR) == 0 }
-        })
+        // Unconnected ones fail with ENOTCONN.
+        .filter(|c| sock::shutdown(c.as_raw_fd(), Shutdown::Write).is_ok())
         .collect();
     read_to_end_of_stream(&accepted);
     drop(accepted);
@@ -348,152 +354,84 @@ fn read_to_end_of_stream(sockets: &[OwnedFd]) {
     let mut open: Vec<&OwnedFd> = sockets.iter().collect();
     let mut buf = [0u8; 512];
     while !open.is_empty() && Instant::now() < deadline {
-        open.retain(|conn| {
-            // SAFETY: buf is valid for its length.
-            let n = unsafe {
-                libc::recv(
-                    conn.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            n > 0 || (n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN))
-        });
+        open.retain(
+            |conn| match sock::recv(conn.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+                Ok(n) => n > 0,
+                Err(e) => e == Errno::EAGAIN,
+            },
+        );
         if !open.is_empty() {
-            std::thread::sleep(Duration::from_millis(POLL_INTERVAL_MS as u64));
+            std::thread::sleep(POLL_INTERVAL);
         }
     }
 }
 
-fn socket(kind: libc::c_int, protocol: libc::c_int) -> io::Result<OwnedFd> {
-    // SAFETY: plain socket(2); the returned descriptor is owned by the OwnedFd.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_INET,
-            kind | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            protocol,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd was just returned by socket(2) and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// setsockopt(2) with an int value.
-pub(crate) fn set_int_option(
-    fd: RawFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: value outlives the call; the length matches its type.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+fn socket(kind: SockType, protocol: SockProtocol) -> io::Result<OwnedFd> {
+    Ok(sock::socket(
+        AddressFamily::Inet,
+        kind,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        protocol,
+    )?)
 }
 
 /// An unprivileged ICMP "ping socket": the kernel hands it the replies, so a reply is
 /// not also reported as a NO_SOCKET drop as it is with a raw socket.
 fn open_ping_socket() -> io::Result<OwnedFd> {
-    let socket = socket(libc::SOCK_DGRAM, libc::IPPROTO_ICMP)?;
-    set_int_option(socket.as_raw_fd(), libc::SOL_IP, libc::IP_RECVERR, 1)?;
+    let socket = socket(SockType::Datagram, SockProtocol::Icmp)?;
+    sock::setsockopt(&socket, sockopt::Ipv4RecvErr, &true)?;
     Ok(socket)
 }
 
 /// A datagram socket that collects ICMP errors in its error queue.
-fn open_datagram(protocol: libc::c_int) -> io::Result<OwnedFd> {
-    let socket = socket(libc::SOCK_DGRAM, protocol)?;
-    set_int_option(socket.as_raw_fd(), libc::SOL_IP, libc::IP_RECVERR, 1)?;
+fn open_datagram(protocol: SockProtocol) -> io::Result<OwnedFd> {
+    let socket = socket(SockType::Datagram, protocol)?;
+    sock::setsockopt(&socket, sockopt::Ipv4RecvErr, &true)?;
     Ok(socket)
 }
 
 fn open_listener(traffic: &Traffic) -> io::Result<OwnedFd> {
     let protocol = traffic.protocol;
     let socket = match protocol {
-        Protocol::Tcp => socket(libc::SOCK_STREAM, libc::IPPROTO_TCP)?,
-        _ => socket(libc::SOCK_DGRAM, libc::IPPROTO_UDP)?,
+        Protocol::Tcp => socket(SockType::Stream, SockProtocol::Tcp)?,
+        _ => socket(SockType::Datagram, SockProtocol::Udp)?,
     };
-    set_int_option(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    sock::setsockopt(&socket, sockopt::ReuseAddr, &true)?;
     if let Some(bytes) = traffic.listener.rcvbuf {
-        let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-        set_int_option(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, bytes)?;
+        let bytes = bytes.min(libc::c_int::MAX as u32) as usize;
+        sock::setsockopt(&socket, sockopt::RcvBuf, &bytes)?;
     }
-    let sa = sockaddr(SocketAddrV4::new(traffic.destination, traffic.port));
-    // SAFETY: sa is a valid sockaddr_in for the length given.
-    let rc = unsafe {
-        libc::bind(
-            socket.as_raw_fd(),
-            (&sa as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let at = SockaddrIn::from(SocketAddrV4::new(traffic.destination, traffic.port));
+    sock::bind(socket.as_raw_fd(), &at)?;
     if protocol == Protocol::Tcp {
+        // socket2, not nix: nix refuses a backlog above SOMAXCONN, which the kernel
+        // accepts and clamps to the namespace's net.core.somaxconn.
         let backlog = libc::c_int::try_from(traffic.listener.backlog).unwrap_or(libc::c_int::MAX);
-        // SAFETY: listen(2) on a socket we own.
-        if unsafe { libc::listen(socket.as_raw_fd(), backlog) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        SockRef::from(&socket).listen(backlog)?;
     }
     Ok(socket)
 }
 
 /// Applies the entry's sender options: source address, TTL, don't-fragment.
 fn prepare_sender(socket: OwnedFd, traffic: &Traffic) -> io::Result<OwnedFd> {
-    let fd = socket.as_raw_fd();
     if let Some(ttl) = traffic.ttl {
-        set_int_option(fd, libc::SOL_IP, libc::IP_TTL, libc::c_int::from(ttl))?;
+        sock::setsockopt(&socket, sockopt::Ipv4Ttl, &libc::c_int::from(ttl))?;
     }
     if traffic.dont_fragment {
-        set_int_option(
-            fd,
+        crate::sockopt::set_int(
+            &socket,
             libc::SOL_IP,
             libc::IP_MTU_DISCOVER,
             libc::IP_PMTUDISC_DO,
         )?;
     }
     if let Some(source) = traffic.source {
-        let sa = sockaddr(SocketAddrV4::new(source, 0));
-        // SAFETY: sa is a valid sockaddr_in for the length given.
-        let rc = unsafe {
-            libc::bind(
-                fd,
-                (&sa as *const libc::sockaddr_in).cast(),
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        sock::bind(
+            socket.as_raw_fd(),
+            &SockaddrIn::from(SocketAddrV4::new(source, 0)),
+        )?;
     }
     Ok(socket)
-}
-
-fn sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: addr.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*addr.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -502,91 +440,48 @@ enum Sent {
     Blocked,
 }
 
-fn send_to(fd: RawFd, bytes: &[u8], to: SocketAddrV4) -> io::Result<Sent> {
-    let sa = sockaddr(to);
-    let send = || {
-        // SAFETY: buffer and address are valid for the lengths given.
-        let rc = unsafe {
-            libc::sendto(
-                fd,
-                bytes.as_ptr().cast(),
-                bytes.len(),
-                0,
-                (&sa as *const libc::sockaddr_in).cast(),
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        };
-        if rc >= 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    };
+fn send_to(socket: &OwnedFd, bytes: &[u8], to: SocketAddrV4) -> io::Result<Sent> {
+    let to = SockaddrIn::from(to);
+    let send = || sock::sendto(socket.as_raw_fd(), bytes, &to, MsgFlags::empty());
     // An ICMP error for an earlier packet is also reported by failing the next send
     // (sk_err), and that send is then not made. The error itself is counted from the
     // error queue; reading SO_ERROR first clears it, so a failure below is this send's
     // own. Resending after a local refusal would put a second packet into the kernel and
     // change the counts, so only ECONNREFUSED — never a local refusal, only an ICMP error
     // that raced in between the two calls — is retried.
-    pending_error(fd)?;
+    pending_error(socket)?;
     match send() {
-        Ok(()) => Ok(Sent::OnTheWire),
-        Err(e) => match e.raw_os_error() {
-            // An OUTPUT rule (EPERM), no route, an unreachable NAT target, larger than the
-            // known path MTU with DF set, or a qdisc/tc egress drop (ENOBUFS): the sender's
-            // own kernel refused it.
-            Some(
-                libc::EPERM
-                | libc::ENETUNREACH
-                | libc::EHOSTUNREACH
-                | libc::EMSGSIZE
-                | libc::ENOBUFS,
-            ) => Ok(Sent::Blocked),
-            Some(libc::ECONNREFUSED) => send().map(|()| Sent::OnTheWire),
-            _ => Err(e),
-        },
+        Ok(_) => Ok(Sent::OnTheWire),
+        // An OUTPUT rule (EPERM), no route, an unreachable NAT target, larger than the
+        // known path MTU with DF set, or a qdisc/tc egress drop (ENOBUFS): the sender's
+        // own kernel refused it.
+        Err(Errno::EPERM | Errno::ENETUNREACH | Errno::EHOSTUNREACH | Errno::EMSGSIZE)
+        | Err(Errno::ENOBUFS) => Ok(Sent::Blocked),
+        Err(Errno::ECONNREFUSED) => Ok(send().map(|_| Sent::OnTheWire)?),
+        Err(e) => Err(e.into()),
     }
 }
 
 /// Reads and clears a socket's pending error (SO_ERROR).
-fn pending_error(fd: RawFd) -> io::Result<i32> {
-    let mut code: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: code and len are valid out-parameters.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ERROR,
-            (&mut code as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(code)
-    }
+fn pending_error(socket: &OwnedFd) -> io::Result<i32> {
+    Ok(sock::getsockopt(socket, sockopt::SocketError)?)
 }
 
 /// Reads every queued datagram; returns how many matched `keep`.
-fn drain(fd: RawFd, keep: impl Fn(&[u8]) -> bool) -> io::Result<u32> {
+fn drain(socket: &OwnedFd, keep: impl Fn(&[u8]) -> bool) -> io::Result<u32> {
     let mut buf = [0u8; 2048];
     let mut kept = 0;
     loop {
-        // SAFETY: buf is valid for its length.
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            return match err.raw_os_error() {
-                Some(libc::EAGAIN) => Ok(kept),
-                // The error is also queued in the error queue, where drain_errors counts it.
-                Some(libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH) => Ok(kept),
-                _ => Err(err),
-            };
-        }
-        if keep(&buf[..n as usize]) {
-            kept += 1;
+        match sock::recv(socket.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+            Ok(n) => {
+                if keep(&buf[..n]) {
+                    kept += 1;
+                }
+            }
+            Err(Errno::EAGAIN) => return Ok(kept),
+            // The error is also queued in the error queue, where drain_errors counts it.
+            Err(Errno::ECONNREFUSED | Errno::EHOSTUNREACH | Errno::ENETUNREACH) => return Ok(kept),
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -594,31 +489,29 @@ fn drain(fd: RawFd, keep: impl Fn(&[u8]) -> bool) -> io::Result<u32> {
 /// Counts the ICMP errors queued on a socket with IP_RECVERR. The queue also holds the
 /// kernel's local errors (EMSGSIZE when DF meets a known path MTU, for example); those
 /// are sends that never left and are counted as `blocked`, not here.
-fn drain_errors(fd: RawFd) -> io::Result<u32> {
+fn drain_errors(socket: &OwnedFd) -> io::Result<u32> {
     let mut count = 0;
     let mut buf = [0u8; 2048];
-    let mut control = [0u8; 512];
+    // Room for the one control message IP_RECVERR queues: the error and the address of
+    // the host that reported it.
+    let mut control = nix::cmsg_space!(libc::sock_extended_err, libc::sockaddr_in);
     loop {
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let message = match sock::recvmsg::<SockaddrIn>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut control),
+            MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT,
+        ) {
+            Ok(message) => message,
+            Err(Errno::EAGAIN) => return Ok(count),
+            Err(e) => return Err(e.into()),
         };
-        // SAFETY: msghdr fields point at live buffers of the stated lengths.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = control.len();
-        // SAFETY: msg is fully initialised above.
-        let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            return match err.raw_os_error() {
-                Some(libc::EAGAIN) => Ok(count),
-                _ => Err(err),
-            };
-        }
-        if error_origin(&msg) == Some(SO_EE_ORIGIN_ICMP) {
+        let origin = message.cmsgs()?.find_map(|cmsg| match cmsg {
+            ControlMessageOwned::Ipv4RecvErr(err, _) => Some(err.ee_origin),
+            _ => None,
+        });
+        if origin == Some(SO_EE_ORIGIN_ICMP) {
             count += 1;
         }
     }
@@ -627,40 +520,11 @@ fn drain_errors(fd: RawFd) -> io::Result<u32> {
 /// `SO_EE_ORIGIN_ICMP` from linux/errqueue.h (not exported by the libc crate).
 const SO_EE_ORIGIN_ICMP: u8 = 2;
 
-/// The `ee_origin` of the IP_RECVERR control message in `msg`.
-fn error_origin(msg: &libc::msghdr) -> Option<u8> {
-    // SAFETY: msg was filled by recvmsg; the CMSG macros stay within msg_controllen.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_IP && (*cmsg).cmsg_type == libc::IP_RECVERR {
-                let err = libc::CMSG_DATA(cmsg) as *const libc::sock_extended_err;
-                return Some(std::ptr::read_unaligned(err).ee_origin);
-            }
-            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
-        }
-    }
-    None
-}
-
-fn start_connect(fd: RawFd, to: SocketAddrV4) -> io::Result<Option<Attempt>> {
-    let sa = sockaddr(to);
-    // SAFETY: sa is a valid sockaddr_in.
-    let rc = unsafe {
-        libc::connect(
-            fd,
-            (&sa as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        return Ok(Some(Attempt::Connected));
-    }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::EINPROGRESS) => Ok(None),
-        Some(code) => Ok(Some(attempt_from_errno(code).ok_or(err)?)),
-        None => Err(err),
+fn start_connect(socket: &OwnedFd, to: SocketAddrV4) -> io::Result<Option<Attempt>> {
+    match sock::connect(socket.as_raw_fd(), &SockaddrIn::from(to)) {
+        Ok(()) => Ok(Some(Attempt::Connected)),
+        Err(Errno::EINPROGRESS) => Ok(None),
+        Err(e) => Ok(Some(attempt_from_errno(e as i32).ok_or(e)?)),
     }
 }
 
@@ -676,76 +540,60 @@ fn attempt_from_errno(code: i32) -> Option<Attempt> {
     }
 }
 
-fn poll_connect(fd: RawFd) -> io::Result<Attempt> {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLOUT,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, zero timeout.
-    if unsafe { libc::poll(&mut pfd, 1, 0) } < 0 {
-        return Err(io::Error::last_os_error());
+/// Whether `events` are ready on `socket` now (poll(2) without waiting).
+fn ready_now(socket: &OwnedFd, events: PollFlags) -> io::Result<bool> {
+    let mut fds = [PollFd::new(socket.as_fd(), events)];
+    if poll(&mut fds, PollTimeout::ZERO)? == 0 {
+        return Ok(false);
     }
-    if pfd.revents == 0 {
+    // Unknown bits (None) can only be ones the kernel added, never the ones asked for.
+    Ok(fds[0].revents().is_some_and(|r| r.intersects(events)))
+}
+
+fn poll_connect(socket: &OwnedFd) -> io::Result<Attempt> {
+    let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLOUT)];
+    poll(&mut fds, PollTimeout::ZERO)?;
+    // Any event — POLLOUT, or POLLERR/POLLHUP of a failed attempt — settles it.
+    if fds[0].any() == Some(false) {
         return Ok(Attempt::Pending);
     }
-    let code = pending_error(fd)?;
+    let code = pending_error(socket)?;
     attempt_from_errno(code).ok_or_else(|| io::Error::from_raw_os_error(code))
 }
 
 /// Accepts the connections waiting on a listener, and makes no failing accept(2): the
 /// kernel's inet_csk_accept failures are something scenarios count (TCP_ACCEPT_BASIC),
 /// so the harness's own polling must not add any.
-fn accept_ready(fd: RawFd) -> io::Result<Vec<OwnedFd>> {
+fn accept_ready(listener: &OwnedFd) -> io::Result<Vec<OwnedFd>> {
     let mut accepted = Vec::new();
-    loop {
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: poll(2) on one valid pollfd, without waiting.
-        let ready = unsafe { libc::poll(&mut pfd, 1, 0) };
-        if ready < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if ready == 0 || pfd.revents & libc::POLLIN == 0 {
-            return Ok(accepted);
-        }
-        match accept_one(fd)? {
+    while ready_now(listener, PollFlags::POLLIN)? {
+        match accept_one(listener)? {
             Some(conn) => accepted.push(conn),
-            None => return Ok(accepted),
+            None => break,
         }
     }
+    Ok(accepted)
 }
 
 /// Accepts until accept(2) fails with EAGAIN, as a non-blocking server does.
-fn accept_until_eagain(fd: RawFd) -> io::Result<Vec<OwnedFd>> {
+fn accept_until_eagain(listener: &OwnedFd) -> io::Result<Vec<OwnedFd>> {
     let mut accepted = Vec::new();
-    while let Some(conn) = accept_one(fd)? {
+    while let Some(conn) = accept_one(listener)? {
         accepted.push(conn);
     }
     Ok(accepted)
 }
 
-/// One non-blocking accept(2); None when nothing was waiting (EAGAIN).
-fn accept_one(fd: RawFd) -> io::Result<Option<OwnedFd>> {
-    // SAFETY: accept4 with null address out-parameters.
-    let conn = unsafe {
-        libc::accept4(
-            fd,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-        )
-    };
-    if conn < 0 {
-        let err = io::Error::last_os_error();
-        return match err.raw_os_error() {
-            Some(libc::EAGAIN) => Ok(None),
-            _ => Err(err),
-        };
+/// One non-blocking accept(2); None when nothing was waiting (EAGAIN). socket2, not nix:
+/// its accept returns an owned socket (nix's a bare descriptor number).
+fn accept_one(listener: &OwnedFd) -> io::Result<Option<OwnedFd>> {
+    match SockRef::from(listener).accept() {
+        Ok((conn, _peer)) => {
+            // Like the other ends: reads and closes must never wait.
+            conn.set_nonblocking(true)?;
+            Ok(Some(conn.into()))
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
     }
-    // SAFETY: conn was just returned by accept4 and is owned by nobody else.
-    Ok(Some(unsafe { OwnedFd::from_raw_fd(conn) }))
 }

@@ -11,7 +11,7 @@
 
 use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,7 +19,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use dropspec::scenario::{FaultKind, Protocol, Scenario};
 use futures::TryStreamExt;
+use nix::errno::Errno;
 use nix::sched::{setns, unshare, CloneFlags};
+use nix::sys::socket::{
+    self as sock, AddressFamily, Backlog, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn,
+};
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
 use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
@@ -208,14 +212,14 @@ fn run_here(scenario: &Scenario) -> Result<FloorTimes> {
         let to = SocketAddrV4::new(traffic.destination, traffic.port);
         match traffic.protocol {
             Protocol::Icmp => {
-                let socket = socket(libc::SOCK_RAW, libc::IPPROTO_ICMP)?;
+                let socket = socket(SockType::Raw, SockFlag::empty(), SockProtocol::Icmp)?;
                 for seq in 1..=traffic.count {
                     send_to(&socket, &echo_request(seq as u16, traffic.payload), to)?;
                 }
                 sockets.push(socket);
             }
             Protocol::Udp => {
-                let socket = socket(libc::SOCK_DGRAM, libc::IPPROTO_UDP)?;
+                let socket = socket(SockType::Datagram, SockFlag::empty(), SockProtocol::Udp)?;
                 let payload = vec![0u8; traffic.payload];
                 for _ in 0..traffic.count {
                     send_to(&socket, &payload, to)?;
@@ -225,7 +229,7 @@ fn run_here(scenario: &Scenario) -> Result<FloorTimes> {
             Protocol::Tcp => {
                 for _ in 0..traffic.count {
                     let socket =
-                        socket(libc::SOCK_STREAM | libc::SOCK_NONBLOCK, libc::IPPROTO_TCP)?;
+                        socket(SockType::Stream, SockFlag::SOCK_NONBLOCK, SockProtocol::Tcp)?;
                     connect_nonblocking(&socket, to)?;
                     sockets.push(socket);
                 }
@@ -288,98 +292,57 @@ fn load_rules(netns: &OwnedFd, tool: &str, args: &[&str], text: &str) -> Result<
     Ok(())
 }
 
-fn socket(kind: libc::c_int, protocol: libc::c_int) -> Result<OwnedFd> {
-    // SAFETY: plain socket(2); the fd is owned at once.
-    let fd = unsafe { libc::socket(libc::AF_INET, kind | libc::SOCK_CLOEXEC, protocol) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error()).context("socket(2)");
-    }
-    // SAFETY: fd is a fresh descriptor nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn sockaddr(to: SocketAddrV4) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: to.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*to.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    }
+fn socket(kind: SockType, flags: SockFlag, protocol: SockProtocol) -> Result<OwnedFd> {
+    sock::socket(
+        AddressFamily::Inet,
+        kind,
+        flags | SockFlag::SOCK_CLOEXEC,
+        protocol,
+    )
+    .context("socket(2)")
 }
 
 /// One `sendto`; an error the kernel reports for the packet itself (EPERM from an
 /// OUTPUT rule, an unreachable network) still means the packet was handled.
 fn send_to(socket: &OwnedFd, bytes: &[u8], to: SocketAddrV4) -> Result<()> {
-    let addr = sockaddr(to);
-    // SAFETY: buffer and address are valid for the call.
-    let n = unsafe {
-        libc::sendto(
-            socket.as_raw_fd(),
-            bytes.as_ptr().cast(),
-            bytes.len(),
-            0,
-            (&addr as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
-    if n < 0 {
-        let e = std::io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EPERM | libc::ENETUNREACH | libc::EHOSTUNREACH | libc::ECONNREFUSED) => {}
-            _ => return Err(e).context("sendto(2)"),
-        }
+    match sock::sendto(
+        socket.as_raw_fd(),
+        bytes,
+        &SockaddrIn::from(to),
+        MsgFlags::empty(),
+    ) {
+        Ok(_) | Err(Errno::EPERM | Errno::ENETUNREACH | Errno::EHOSTUNREACH) => Ok(()),
+        Err(Errno::ECONNREFUSED) => Ok(()),
+        Err(e) => Err(e).context("sendto(2)"),
     }
-    Ok(())
 }
 
 fn connect_nonblocking(socket: &OwnedFd, to: SocketAddrV4) -> Result<()> {
-    let addr = sockaddr(to);
-    // SAFETY: address valid for the call.
-    let rc = unsafe {
-        libc::connect(
-            socket.as_raw_fd(),
-            (&addr as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        let e = std::io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(
-                libc::EINPROGRESS
-                | libc::ECONNREFUSED
-                | libc::EPERM
-                | libc::ENETUNREACH
-                | libc::EHOSTUNREACH,
-            ) => {}
-            _ => return Err(e).context("connect(2)"),
-        }
+    match sock::connect(socket.as_raw_fd(), &SockaddrIn::from(to)) {
+        Ok(())
+        | Err(
+            Errno::EINPROGRESS
+            | Errno::ECONNREFUSED
+            | Errno::EPERM
+            | Errno::ENETUNREACH
+            | Errno::EHOSTUNREACH,
+        ) => Ok(()),
+        Err(e) => Err(e).context("connect(2)"),
     }
-    Ok(())
 }
 
 fn listener(protocol: Protocol, addr: Ipv4Addr, port: u16) -> Result<OwnedFd> {
     let socket = match protocol {
-        Protocol::Tcp => socket(libc::SOCK_STREAM, libc::IPPROTO_TCP)?,
-        _ => socket(libc::SOCK_DGRAM, libc::IPPROTO_UDP)?,
+        Protocol::Tcp => socket(SockType::Stream, SockFlag::empty(), SockProtocol::Tcp)?,
+        _ => socket(SockType::Datagram, SockFlag::empty(), SockProtocol::Udp)?,
     };
-    let sa = sockaddr(SocketAddrV4::new(addr, port));
-    // SAFETY: address valid for the call.
-    let rc = unsafe {
-        libc::bind(
-            socket.as_raw_fd(),
-            (&sa as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error()).context("bind(2)");
-    }
-    // SAFETY: plain listen(2) on our socket.
-    if protocol == Protocol::Tcp && unsafe { libc::listen(socket.as_raw_fd(), 128) } < 0 {
-        return Err(std::io::Error::last_os_error()).context("listen(2)");
+    sock::bind(
+        socket.as_raw_fd(),
+        &SockaddrIn::from(SocketAddrV4::new(addr, port)),
+    )
+    .context("bind(2)")?;
+    if protocol == Protocol::Tcp {
+        sock::listen(&socket, Backlog::new(128)?).context("listen(2)")?;
     }
     Ok(socket)
 }
