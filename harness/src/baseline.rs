@@ -128,6 +128,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn insta_accepts_what_is_written() {
+        let dir = std::env::temp_dir().join(format!("dropspec-{}-insta-test", std::process::id()));
+        let content = "scenario: a/b\ndrops:\n  server  NETFILTER_DROP  nft_do_chain  3 packets\n";
+        write_snapshot(&dir.join("a__b.snap"), "a \"quoted\" description", content).unwrap();
+        let mut settings = insta::Settings::clone_current();
+        settings.set_snapshot_path(&dir);
+        settings.set_prepend_module_to_snapshot(false);
+        settings.set_omit_expression(true);
+        // insta compares only the content: a match means it read our header and body.
+        settings.bind(|| insta::assert_snapshot!("a__b", content.trim_end()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn written_snapshots_read_back_and_compare() {
         let dir =
             std::env::temp_dir().join(format!("dropspec-{}-baseline-test", std::process::id()));
