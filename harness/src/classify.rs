@@ -17,7 +17,6 @@
 use std::collections::BTreeMap;
 
 use crate::counters::HostCounters;
-use crate::report::DropRow;
 
 /// What the kernel told us about one host over the scenario, besides the drops.
 #[derive(Debug, Clone, Default)]
@@ -235,20 +234,11 @@ pub fn is_nat_rule(rule: &str) -> bool {
 /// what it has at the end (`total`, for its NAT rules).
 pub fn classify_host(
     host: &str,
-    drops: &[&DropRow],
+    host_drops: &[Drop<'_>],
     delta: &HostCounters,
     total: &HostCounters,
 ) -> Vec<Cause> {
     {
-        let host_drops: Vec<Drop<'_>> = drops
-            .iter()
-            .map(|d| Drop {
-                reason: &d.reason,
-                function: &d.function,
-                protocol: &d.protocol,
-                packets: d.packets,
-            })
-            .collect();
         let mut evidence = Evidence {
             conntrack_drops: delta.conntrack.get("drop").copied().unwrap_or(0),
             conntrack_insert_failed: delta.conntrack.get("insert_failed").copied().unwrap_or(0),
@@ -278,7 +268,7 @@ pub fn classify_host(
                 .silent_drops
                 .insert("TcpExt.ListenOverflows".to_owned(), *overflows);
         }
-        classify(host, &host_drops, &evidence)
+        classify(host, host_drops, &evidence)
     }
 }
 

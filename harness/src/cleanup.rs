@@ -16,6 +16,8 @@ use std::io;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+pub use crate::owner::{start_time, Owner};
+
 pub const PREFIX: &str = "dropspec";
 
 /// What [`reap_before_run`] removed, for the run's log.
@@ -65,58 +67,6 @@ fn owner(name: &str) -> Option<i32> {
 
 fn process_alive(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// A process named robustly: a pid alone may have been reused by the time someone reads
-/// it back, a pid with its start time (clock ticks after boot, which never repeat for one
-/// boot) may not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Owner {
-    pub pid: i32,
-    pub start_time: u64,
-}
-
-impl Owner {
-    pub fn current() -> Owner {
-        let pid = std::process::id() as i32;
-        Owner {
-            pid,
-            // /proc/self is always readable; 0 would only make us look dead to others,
-            // which is the safe way to be wrong about a process that is running.
-            start_time: start_time(pid).unwrap_or(0),
-        }
-    }
-
-    /// Whether this very process still runs (not another one given the same pid).
-    pub fn alive(&self) -> bool {
-        start_time(self.pid) == Some(self.start_time)
-    }
-
-    /// `<pid>:<start time>`, as records store it.
-    pub fn encode(&self) -> String {
-        format!("{}:{}", self.pid, self.start_time)
-    }
-
-    pub fn decode(text: &str) -> Option<Owner> {
-        let (pid, start) = text.trim().split_once(':')?;
-        Some(Owner {
-            pid: pid.parse().ok()?,
-            start_time: start.parse().ok()?,
-        })
-    }
-}
-
-/// Field 22 of /proc/PID/stat, `starttime`. The command name (field 2) may hold spaces
-/// and parentheses, so fields are counted after its last `)`.
-pub fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_start_time(&stat)
-}
-
-fn parse_start_time(stat: &str) -> Option<u64> {
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    // Field 3 (state) is the first after the name, so field 22 is the 20th.
-    after_name.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// When the process with this pid started, on the wall clock (to second precision).
@@ -262,8 +212,8 @@ mod tests {
     #[test]
     fn start_time_is_field_22_even_after_a_name_with_parentheses() {
         let stat = "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 100 18446744073709551615";
-        assert_eq!(parse_start_time(stat), Some(987654));
-        assert_eq!(parse_start_time("4242 (cut"), None);
+        assert_eq!(crate::owner::parse_start_time(stat), Some(987654));
+        assert_eq!(crate::owner::parse_start_time("4242 (cut"), None);
     }
 
     #[test]

@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
 use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::cleanup::Owner;
+use crate::owner::Owner;
 use guardian::Guardian;
 
 pub use crate::vocab::GLOBAL_SYSCTLS as ALLOWED;

@@ -20,7 +20,7 @@ const RULES: &[(&str, &[&str])] = &[
     // The kernel layer has its own errors; probes wrap them.
     ("kernel", &["kernel"]),
     // The namespace handle reports its errors as the topology's (a leaf, above).
-    ("netns.rs", &["topology"]),
+    ("topology/netns.rs", &["topology"]),
     // The counters read what they are told to read; which fault needs which counter is
     // the faults' decision, so they never name faults or the scenario.
     ("counters", &["counters", "netns", "topology", "vocab"]),
@@ -123,5 +123,68 @@ fn crate_paths_are_found_anywhere_on_a_line() {
             (2, "probes".to_owned()),
             (2, "x".to_owned())
         ]
+    );
+}
+
+/// The crate's top-level modules (a file or a folder under src/), with the modules each
+/// names outside its tests. `netns` is the topology's (re-exported at the root).
+fn module_graph() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut graph = std::collections::BTreeMap::new();
+    for path in sources(&src) {
+        let relative = path.strip_prefix(&src).unwrap();
+        let top = relative
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy()
+            .trim_end_matches(".rs")
+            .to_owned();
+        if ["main", "lib", "layers"].contains(&top.as_str()) {
+            continue;
+        }
+        let source = std::fs::read_to_string(&path).unwrap();
+        // Tests may reach anywhere (fixtures of another module, say).
+        let code = source.split("#[cfg(test)]").next().unwrap();
+        let names: &mut std::collections::BTreeSet<String> = graph.entry(top.clone()).or_default();
+        for (_, name) in crate_paths(code) {
+            let name = if name == "netns" {
+                "topology".into()
+            } else {
+                name
+            };
+            if name != top {
+                names.insert(name);
+            }
+        }
+    }
+    graph
+}
+
+#[test]
+fn no_two_modules_name_each_other_even_through_others() {
+    let graph = module_graph();
+    let mut cycles = Vec::new();
+    // Depth-first from every module; a path that comes back to its start is a cycle.
+    for start in graph.keys() {
+        let mut stack = vec![(start.clone(), vec![start.clone()])];
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some((at, path)) = stack.pop() {
+            for next in graph.get(&at).into_iter().flatten() {
+                if next == start {
+                    cycles.push(format!("{} -> {start}", path.join(" -> ")));
+                } else if seen.insert(next.clone()) {
+                    let mut longer = path.clone();
+                    longer.push(next.clone());
+                    stack.push((next.clone(), longer));
+                }
+            }
+        }
+    }
+    assert!(
+        cycles.is_empty(),
+        "import cycles between modules (data flows one way; see docs/ARCHITECTURE.md):\n{}",
+        cycles.join("\n")
     );
 }

@@ -25,7 +25,7 @@ pub mod global_sysctls;
 pub mod kernel;
 #[cfg(test)]
 mod layers;
-pub mod netns;
+pub mod owner;
 pub mod packets;
 pub mod policy;
 pub mod probes;
@@ -35,6 +35,9 @@ pub mod scenario;
 mod sockopt;
 pub mod suggest;
 pub mod topology;
+/// The namespace handle lives beside the topology that builds namespaces (it reports its
+/// errors as the topology's); it is named here too, as every runtime step uses it.
+pub use topology::netns;
 pub mod traffic;
 pub mod verdict;
 pub mod vm;

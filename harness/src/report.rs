@@ -191,6 +191,46 @@ impl PacketRow {
     }
 }
 
+/// What the watchers saw over one scenario, per host name: each watcher fills its part
+/// (each in its module under `watchers/`), and [`Report::new`] makes the report of it.
+#[derive(Debug, Default)]
+pub struct Observations {
+    /// Which attachment of the drop probe counted the drops.
+    pub probe: String,
+    pub drops: Vec<DropRow>,
+    /// Auxiliary tracepoints that fired: (host, event, count).
+    pub events: Vec<(String, String, u64)>,
+    /// The kernel's own counters that moved: (host, delta).
+    pub counters: Vec<(String, crate::counters::HostCounters)>,
+    /// The same counters' values at the end, per host (which rules a host has).
+    pub counter_totals: Vec<(String, crate::counters::HostCounters)>,
+    pub hooks: HookReport,
+}
+
+impl Observations {
+    /// Which mechanism dropped the packets, per host, from the drops and the counters.
+    pub fn causes(&self) -> Vec<crate::classify::Cause> {
+        self.counters
+            .iter()
+            .zip(&self.counter_totals)
+            .flat_map(|((host, delta), (_, total))| {
+                let drops: Vec<crate::classify::Drop<'_>> = self
+                    .drops
+                    .iter()
+                    .filter(|d| &d.host == host)
+                    .map(|d| crate::classify::Drop {
+                        reason: &d.reason,
+                        function: &d.function,
+                        protocol: &d.protocol,
+                        packets: d.packets,
+                    })
+                    .collect();
+                crate::classify::classify_host(host, &drops, delta, total)
+            })
+            .collect()
+    }
+}
+
 /// Where a scenario's time went, phase by phase.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Timings {
@@ -213,7 +253,7 @@ impl Report {
     pub fn new(
         scenario: &Scenario,
         kernel: String,
-        seen: crate::watchers::Observations,
+        seen: Observations,
         traffic: Vec<TrafficOutcome>,
         packets: Vec<PacketOutcome>,
         global_sysctls: Vec<(String, String, String)>,

@@ -40,10 +40,12 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 pub(crate) mod error;
 mod sysctl;
 
-pub use crate::netns::Netns;
-pub use error::TopologyError;
+pub mod netns;
 
-use crate::netns::on_new_thread;
+pub use error::TopologyError;
+pub use netns::Netns;
+
+use netns::on_new_thread;
 use sysctl::sysctl_path;
 
 /// Sysctls every host gets before its first link exists, in this order.

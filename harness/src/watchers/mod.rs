@@ -12,9 +12,7 @@
 //! an entry in `REGISTRY`, and a field in `Observations` if its rows are new
 //! (docs/ARCHITECTURE.md, "Adding a watcher").
 
-use crate::classify;
-use crate::counters::HostCounters;
-use crate::report::{DropRow, HookReport};
+pub use crate::report::Observations;
 use crate::scenario::Scenario;
 use crate::topology::Netns;
 
@@ -60,35 +58,6 @@ pub trait Watching {
 
     /// Reads everything seen into `into`, then stops watching.
     fn finish(self: Box<Self>, into: &mut Observations) -> Result<(), WatchError>;
-}
-
-/// What the watchers saw over one scenario, per host name.
-#[derive(Debug, Default)]
-pub struct Observations {
-    /// Which attachment of the drop probe counted the drops.
-    pub probe: String,
-    pub drops: Vec<DropRow>,
-    /// Auxiliary tracepoints that fired: (host, event, count).
-    pub events: Vec<(String, String, u64)>,
-    /// The kernel's own counters that moved: (host, delta).
-    pub counters: Vec<(String, HostCounters)>,
-    /// The same counters' values at the end, per host (which rules a host has).
-    pub counter_totals: Vec<(String, HostCounters)>,
-    pub hooks: HookReport,
-}
-
-impl Observations {
-    /// Which mechanism dropped the packets, per host, from the drops and the counters.
-    pub fn causes(&self) -> Vec<classify::Cause> {
-        self.counters
-            .iter()
-            .zip(&self.counter_totals)
-            .flat_map(|((host, delta), (_, total))| {
-                let drops: Vec<&DropRow> = self.drops.iter().filter(|d| &d.host == host).collect();
-                classify::classify_host(host, &drops, delta, total)
-            })
-            .collect()
-    }
 }
 
 #[derive(Debug, thiserror::Error)]

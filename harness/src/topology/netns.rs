@@ -18,7 +18,7 @@ use std::process::Command;
 
 use nix::sched::{setns, unshare, CloneFlags};
 
-use crate::topology::error::TopologyError;
+use super::error::TopologyError;
 
 /// One anonymous network namespace, alive as long as this value holds its fd.
 #[derive(Debug)]
