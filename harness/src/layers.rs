@@ -11,8 +11,11 @@ use std::path::Path;
 
 /// (file or folder under harness/src, modules under `crate` it may name).
 const RULES: &[(&str, &[&str])] = &[
-    // The model: itself and the shared names, nothing of the runtime.
-    ("scenario", &["scenario", "vocab"]),
+    // The model: itself, the shared names and the name suggester (a leaf), nothing of
+    // the runtime.
+    ("scenario", &["scenario", "suggest", "vocab"]),
+    // Builds the model's `KnownNames` from what the kernel layer reads.
+    ("names.rs", &["kernel", "scenario"]),
     // Leaves.
     ("vocab.rs", &[]),
     ("topology/error.rs", &[]),

@@ -1,15 +1,15 @@
 //! Names the kernel knows, for checking a scenario's expectations before anything runs:
 //! the running kernel's drop reasons (BTF, else tracefs) and function names (kallsyms,
-//! readable without root even when the addresses are hidden; else BTF FUNC records),
+//! readable without root even when the addresses are hidden),
 //! and the drop reasons of every kernel saved in `fixtures/kernel/`.
 //!
 //! The saved kernels' reasons are a committed text table, `known_reasons.txt`, so the
 //! binary needs neither the gzipped BTF blobs nor a decompressor; a unit test rebuilds
 //! the table from the blobs and fails when it is stale (`DROPSPEC_BLESS=1` rewrites it).
 
-use super::btf::{kind, Btf};
 use super::kallsyms::{Kallsyms, PROC_KALLSYMS};
 use super::reasons::ReasonTable;
+use super::stacks::base_name;
 use super::KernelError;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -36,29 +36,16 @@ pub fn running_reasons() -> Result<BTreeSet<String>, KernelError> {
     Ok(table.iter().map(|(_, name)| name.to_owned()).collect())
 }
 
-/// The running kernel's function names: kallsyms text symbols (names are listed even to
-/// unprivileged users, with zero addresses), else the FUNC records of its BTF.
+/// The running kernel's function names, from kallsyms (names are listed even to
+/// unprivileged users, with zero addresses). Clone suffixes are dropped, as drop
+/// reports drop them. BTF is no substitute: pahole leaves out functions the compiler
+/// cloned (`ip_rcv_finish_core.isra.0` on 6.1 and 6.12), which drops are reported in.
 pub fn running_functions() -> Result<BTreeSet<String>, KernelError> {
-    match super::read_file(Path::new(PROC_KALLSYMS)) {
-        Ok(bytes) => {
-            let kallsyms = Kallsyms::parse(&String::from_utf8_lossy(&bytes));
-            if !kallsyms.is_empty() {
-                return Ok(kallsyms.names().map(str::to_owned).collect());
-            }
-        }
-        Err(e) if !e.is_unavailable() => return Err(e),
-        Err(_) => {}
-    }
-    let bytes = super::read_file(Path::new(super::VMLINUX_BTF))?;
-    btf_functions(&bytes)
-}
-
-/// The FUNC names of one BTF blob.
-pub fn btf_functions(bytes: &[u8]) -> Result<BTreeSet<String>, KernelError> {
-    let btf = Btf::parse(bytes)?;
-    btf.ids_of_kind(kind::FUNC)
-        .map(|id| btf.type_by_id(id).map(|t| t.name.to_owned()))
-        .collect()
+    let bytes = super::read_file(Path::new(PROC_KALLSYMS))?;
+    let kallsyms = Kallsyms::parse(&String::from_utf8_lossy(&bytes));
+    // Drops are reported under the source function's name, without the compiler's
+    // clone suffix (`__netif_receive_skb_core.constprop.0`).
+    Ok(kallsyms.names().map(|n| base_name(n).to_owned()).collect())
 }
 
 /// The table text for `known_reasons.txt` from (release, BTF bytes) of saved kernels.
@@ -110,13 +97,5 @@ mod tests {
         let reasons = bundled_reasons();
         assert_eq!(reasons["NETFILTER_DROP"].len(), kernels.len());
         assert!(reasons.len() > 100, "{}", reasons.len());
-    }
-
-    #[test]
-    fn btf_function_names_include_the_netfilter_hook() {
-        let dir = &fixture_kernels()[0];
-        let functions = btf_functions(&fixture_btf(dir)).unwrap();
-        assert!(functions.contains("nf_hook_slow"));
-        assert!(!functions.contains("nft_do_chian"));
     }
 }

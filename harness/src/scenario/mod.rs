@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 mod discover;
 mod model;
+pub mod names;
 mod raw;
 mod validate;
 
@@ -71,6 +72,7 @@ pub fn parse(
         fixtures,
         name,
         host_ids: BTreeMap::new(),
+        kernel_names: Vec::new(),
     }
     .validate(raw)
 }

@@ -174,7 +174,7 @@ pub struct CounterExpect {
 pub struct DropExpect {
     pub host: Spanned<String>,
     pub reason: Spanned<String>,
-    pub function: Option<String>,
+    pub function: Option<Spanned<String>>,
     pub count: u64,
 }
 #[derive(Deserialize)]

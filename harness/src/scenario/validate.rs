@@ -26,10 +26,23 @@ pub(super) struct Locator<'a> {
 }
 
 impl Locator<'_> {
-    pub(super) fn error(&self, span: Range<usize>, message: impl Into<String>) -> ScenarioError {
-        let before = &self.text[..span.start.min(self.text.len())];
+    /// 1-based line and column of a byte offset.
+    pub(super) fn position(&self, offset: usize) -> (usize, usize) {
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let before = &self.text[..offset];
         let line = before.matches('\n').count() + 1;
-        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        let column = before[before.rfind('\n').map_or(0, |i| i + 1)..]
+            .chars()
+            .count()
+            + 1;
+        (line, column)
+    }
+
+    pub(super) fn error(&self, span: Range<usize>, message: impl Into<String>) -> ScenarioError {
+        let (line, column) = self.position(span.start);
         ScenarioError {
             path: self.path.to_owned(),
             line,
@@ -44,6 +57,7 @@ pub(super) struct Validator<'a> {
     pub(super) fixtures: &'a Path,
     pub(super) name: &'a str,
     pub(super) host_ids: BTreeMap<String, HostId>,
+    pub(super) kernel_names: Vec<KernelName>,
 }
 
 impl Validator<'_> {
@@ -114,6 +128,7 @@ impl Validator<'_> {
             .map(|p| self.packet(p, &links))
             .collect::<Result<_, _>>()?;
         let expect = self.expectations(raw.expect)?;
+        let kernel_names = std::mem::take(&mut self.kernel_names);
         let settle_min_ms = match raw.settle_ms {
             Some(ms) if *ms.get_ref() > MAX_TIMEOUT_MS => {
                 return Err(self.at.error(
@@ -159,6 +174,7 @@ impl Validator<'_> {
             packets,
             expect,
             settle_min_ms,
+            kernel_names,
         })
     }
 
@@ -639,7 +655,7 @@ impl Validator<'_> {
         })
     }
 
-    fn expectations(&self, spec: raw::Expect) -> Result<Expectations, ScenarioError> {
+    fn expectations(&mut self, spec: raw::Expect) -> Result<Expectations, ScenarioError> {
         let mut drops = Vec::new();
         for d in spec.drops {
             let host = self.host_ref(&d.host)?;
@@ -656,10 +672,14 @@ impl Validator<'_> {
                     ),
                 ));
             }
+            self.note_kernel_name(KernelNameKind::Reason, &d.reason);
+            if let Some(function) = &d.function {
+                self.note_kernel_name(KernelNameKind::Function, function);
+            }
             drops.push(DropExpect {
                 host,
                 reason: d.reason.into_inner(),
-                function: d.function,
+                function: d.function.map(Spanned::into_inner),
                 count: d.count,
             });
         }
@@ -670,8 +690,9 @@ impl Validator<'_> {
                 return Err(self.at.error(
                     c.cause.span(),
                     format!(
-                        "unknown cause `{}` (causes: {})",
+                        "unknown cause `{}`{} (causes: {})",
                         c.cause.get_ref(),
+                        did_you_mean(c.cause.get_ref(), crate::vocab::CAUSES),
                         crate::vocab::CAUSES.join(", ")
                     ),
                 ));
@@ -708,8 +729,9 @@ impl Validator<'_> {
                 return Err(self.at.error(
                     h.hook.span(),
                     format!(
-                        "unknown hook point `{}`: Retina's names are {}",
+                        "unknown hook point `{}`{}: Retina's names are {}",
                         h.hook.get_ref(),
+                        did_you_mean(h.hook.get_ref(), &names),
                         names.join(", ")
                     ),
                 ));
@@ -741,6 +763,16 @@ impl Validator<'_> {
             no_other_drops: !spec.allow_other_drops,
             since_kernel,
         })
+    }
+
+    fn note_kernel_name(&mut self, kind: KernelNameKind, name: &Spanned<String>) {
+        let (line, column) = self.at.position(name.span().start);
+        self.kernel_names.push(KernelName {
+            kind,
+            name: name.get_ref().clone(),
+            line,
+            column,
+        });
     }
 
     fn host_ref(&self, name: &Spanned<String>) -> Result<HostId, ScenarioError> {
@@ -1186,6 +1218,12 @@ impl Validator<'_> {
         self.check_range(IpAddr::V6(addr), text.span())?;
         Ok(Cidr6 { addr, prefix })
     }
+}
+
+/// ` (did you mean `X`?)` when a known name is close to `word`.
+fn did_you_mean(word: &str, known: &[&str]) -> String {
+    crate::suggest::closest(word, known)
+        .map_or(String::new(), |c| format!(" (did you mean `{c}`?)"))
 }
 
 /// The source port of crafted UDP and TCP packets unless the entry gives one.

@@ -1,0 +1,83 @@
+//! Fills the model's [`KnownNames`] from this machine: the running kernel's drop reasons
+//! and function names, and the saved kernels' reasons. Used by `dropspec check`,
+//! `dropspec run` and the tests before a scenario runs; see `scenario::names` for the
+//! rule applied to names that only some kernels have.
+
+use crate::kernel::known;
+use crate::scenario::names::{self, KnownNames};
+use crate::scenario::{Scenario, ScenarioError};
+
+/// What this machine's kernel and the bundled tables know. Needs no root: BTF and the
+/// names in /proc/kallsyms are world-readable. What cannot be read is left `None`, and
+/// the check falls back as `scenario::names` documents.
+pub fn on_this_machine() -> KnownNames {
+    KnownNames {
+        release: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .ok()
+            .map(|r| r.trim().to_owned()),
+        reasons: known::running_reasons().ok(),
+        functions: known::running_functions().ok(),
+        bundled_reasons: known::bundled_reasons(),
+    }
+}
+
+/// [`names::check`] against [`on_this_machine`], read once per process.
+pub fn check(scenario: &Scenario) -> Vec<ScenarioError> {
+    static KNOWN: std::sync::OnceLock<KnownNames> = std::sync::OnceLock::new();
+    names::check(scenario, KNOWN.get_or_init(on_this_machine))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// `cargo test` runs the shipped scenarios through `scenario::load`; this makes sure
+    /// every name they use is one this kernel (or, under `since_kernel`, a saved one) has.
+    #[test]
+    fn every_shipped_scenario_names_only_known_reasons_and_functions() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let scenarios = root.join("scenarios");
+        let mut problems = Vec::new();
+        for file in crate::scenario::discover(&scenarios).unwrap() {
+            let scenario =
+                crate::scenario::load(&file, &scenarios, &root.join("fixtures")).unwrap();
+            problems.extend(check(&scenario).iter().map(ToString::to_string));
+        }
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
+    /// The guests' kernels, from their saved BTF: every shipped scenario's reasons must
+    /// pass the check there too (the 6.1 and 6.12 guests run the same suite).
+    #[test]
+    fn every_shipped_scenario_names_only_reasons_each_saved_kernel_has() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let scenarios = root.join("scenarios");
+        let loaded: Vec<Scenario> = crate::scenario::discover(&scenarios)
+            .unwrap()
+            .iter()
+            .map(|f| crate::scenario::load(f, &scenarios, &root.join("fixtures")).unwrap())
+            .collect();
+        let mut problems = Vec::new();
+        for dir in crate::kernel::reasons::tests::fixture_kernels() {
+            let btf = crate::kernel::reasons::tests::fixture_btf(&dir);
+            let table = crate::kernel::reasons::ReasonTable::from_btf(&btf).unwrap();
+            let saved = KnownNames {
+                release: Some(dir.file_name().unwrap().to_string_lossy().into_owned()),
+                reasons: Some(table.iter().map(|(_, n)| n.to_owned()).collect()),
+                // No kallsyms is saved for these kernels, and their BTF lacks the
+                // functions the compiler cloned (see `known::running_functions`).
+                functions: None,
+                bundled_reasons: known::bundled_reasons(),
+            };
+            for scenario in &loaded {
+                problems.extend(
+                    names::check(scenario, &saved)
+                        .iter()
+                        .map(ToString::to_string),
+                );
+            }
+        }
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+}
