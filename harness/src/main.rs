@@ -201,15 +201,12 @@ fn load_all(files: &[PathBuf], root: &Path) -> Result<Vec<scenario::Scenario>, V
                 if unknown.is_empty() {
                     loaded.push(s)
                 } else {
-                    // One entry per file, all of its problems on their own lines.
                     let lines: Vec<String> = unknown.iter().map(ToString::to_string).collect();
                     errors.push(lines.join("\n"));
                 }
             }
-            Err(mut e) => {
-                e.path = file.clone();
-                errors.push(e.to_string())
-            }
+            // One entry per file, all of its problems on their own lines.
+            Err(e) => errors.push(e.with_path(file).to_string()),
         }
     }
     if errors.is_empty() {

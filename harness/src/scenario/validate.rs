@@ -2,6 +2,7 @@
 //! presence, exactly one rule source per fault) and builds the [`Scenario`] model from
 //! the `raw` structs, with every error pointing at the file, line and column.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
@@ -58,83 +59,104 @@ pub(super) struct Validator<'a> {
     pub(super) name: &'a str,
     pub(super) host_ids: BTreeMap<String, HostId>,
     pub(super) kernel_names: Vec<KernelName>,
+    /// Problems found so far; validation goes on after one, to report them all.
+    pub(super) errors: RefCell<Vec<ScenarioError>>,
 }
 
 impl Validator<'_> {
-    pub(super) fn validate(mut self, raw: raw::ScenarioFile) -> Result<Scenario, ScenarioError> {
+    /// Records a problem and goes on, so that one pass finds all of a file's problems.
+    fn note(&self, error: ScenarioError) {
+        self.errors.borrow_mut().push(error);
+    }
+
+    /// The value, or `None` with its problem recorded.
+    fn keep<T>(&self, result: Result<T, ScenarioError>) -> Option<T> {
+        result.map_err(|e| self.note(e)).ok()
+    }
+
+    pub(super) fn validate(
+        mut self,
+        raw: raw::ScenarioFile,
+    ) -> Result<Scenario, Vec<ScenarioError>> {
         if raw.hosts.is_empty() {
-            return Err(self.at.error(
+            // Every other reference would be to an unknown host: this one error says it.
+            return Err(vec![self.at.error(
                 0..0,
                 "the scenario declares no hosts: add at least one `[hosts.NAME]` table",
-            ));
+            )]);
         }
         let mut hosts = Vec::new();
+        let mut route_devs = Vec::new();
         for (name, spec) in raw.hosts {
-            self.check_host_name(&name)?;
-            self.host_ids.insert(name.get_ref().clone(), hosts.len());
-            hosts.push(self.host(name.into_inner(), spec)?);
+            self.keep(self.check_host_name(&name));
+            let id = hosts.len();
+            self.host_ids.insert(name.get_ref().clone(), id);
+            route_devs.extend(
+                spec.routes
+                    .iter()
+                    .filter_map(|r| r.dev.clone())
+                    .map(|dev| (id, dev)),
+            );
+            let host = self.host(name.get_ref().clone(), spec);
+            hosts.push(self.keep(host).unwrap_or_else(|| Host {
+                name: name.into_inner(),
+                forwarding: false,
+                sysctls: BTreeMap::new(),
+                routes: Vec::new(),
+                addresses: Vec::new(),
+            }));
         }
-        let links = self.links(raw.links, &mut hosts)?;
+        let links = self.links(raw.links, &hosts);
         // Routes name interfaces, so they are checked once the links are known.
-        for (id, host) in hosts.iter().enumerate() {
-            for route in &host.routes {
-                if let Some(dev) = &route.dev {
-                    let known = links
-                        .iter()
-                        .flat_map(|l| l.ends.iter())
-                        .any(|e| e.host == id && &e.ifname == dev);
-                    if !known {
-                        return Err(self.at.error(
-                            0..0,
-                            format!(
-                                "host `{}` has a route through `{dev}`, but no link gives it an interface of that name",
-                                host.name
-                            ),
-                        ));
-                    }
-                }
+        for (id, dev) in route_devs {
+            let known = links
+                .iter()
+                .flat_map(|l| l.ends.iter())
+                .any(|e| e.host == id && &e.ifname == dev.get_ref());
+            if !known {
+                self.note(self.at.error(
+                    dev.span(),
+                    format!(
+                        "host `{}` has a route through `{}`, but no link gives it an interface of that name",
+                        hosts[id].name,
+                        dev.get_ref()
+                    ),
+                ));
             }
         }
         let faults: Vec<Fault> = raw
             .faults
             .into_iter()
-            .map(|f| self.fault(f))
-            .collect::<Result<_, _>>()?;
-        for fault in &faults {
-            if let FaultKind::TcDrop { dev, .. } = &fault.kind {
-                let known = links
-                    .iter()
-                    .flat_map(|l| l.ends.iter())
-                    .any(|e| e.host == fault.host && &e.ifname == dev);
-                if !known {
-                    return Err(self.at.error(
-                        0..0,
-                        format!(
-                            "tc_drop on host `{}` names interface `{dev}`, which no link gives it",
-                            hosts[fault.host].name
-                        ),
-                    ));
-                }
-            }
-        }
+            .filter_map(|f| {
+                let fault = self.fault(f, &links, &hosts);
+                self.keep(fault)
+            })
+            .collect();
         let traffic = raw
             .traffic
             .into_iter()
-            .map(|t| self.traffic(t, &links))
-            .collect::<Result<_, _>>()?;
+            .filter_map(|t| {
+                let traffic = self.traffic(t, &links);
+                self.keep(traffic)
+            })
+            .collect();
         let packets = raw
             .packets
             .into_iter()
-            .map(|p| self.packet(p, &links))
-            .collect::<Result<_, _>>()?;
-        let expect = self.expectations(raw.expect)?;
+            .filter_map(|p| {
+                let packet = self.packet(p, &links);
+                self.keep(packet)
+            })
+            .collect();
+        let expect = self.expectations(raw.expect);
         let kernel_names = std::mem::take(&mut self.kernel_names);
         let settle_min_ms = match raw.settle_ms {
             Some(ms) if *ms.get_ref() > MAX_TIMEOUT_MS => {
-                return Err(self.at.error(
+                self.note(self.at.error(
                     ms.span(),
                     format!("settle_ms must be at most {MAX_TIMEOUT_MS}"),
                 ));
+                0
             }
             Some(ms) => ms.into_inner(),
             None => 0,
@@ -142,7 +164,7 @@ impl Validator<'_> {
         let mut global_sysctls = BTreeMap::new();
         for (key, value) in raw.global_sysctls {
             if !crate::vocab::GLOBAL_SYSCTLS.contains(&key.get_ref().as_str()) {
-                return Err(self.at.error(
+                self.note(self.at.error(
                     key.span(),
                     format!(
                         "`{}` cannot be set as a global sysctl (supported: {}); per-namespace sysctls go in `[hosts.NAME] sysctls`",
@@ -150,17 +172,25 @@ impl Validator<'_> {
                         crate::vocab::GLOBAL_SYSCTLS.join(", ")
                     ),
                 ));
+                continue;
             }
             let span = value.span();
             let value = match value.into_inner() {
                 raw::SysctlValue::Int(i) if i > 0 => i.to_string(),
                 _ => {
-                    return Err(self
-                        .at
-                        .error(span, "the value must be a positive whole number"));
+                    self.note(
+                        self.at
+                            .error(span, "the value must be a positive whole number"),
+                    );
+                    continue;
                 }
             };
             global_sysctls.insert(key.into_inner(), value);
+        }
+        let mut errors = self.errors.into_inner();
+        if !errors.is_empty() {
+            errors.sort_by_key(|e| (e.line, e.column));
+            return Err(errors);
         }
         Ok(Scenario {
             global_sysctls,
@@ -251,99 +281,120 @@ impl Validator<'_> {
         Ok(Route {
             destination,
             via,
-            dev: spec.dev,
+            dev: spec.dev.map(Spanned::into_inner),
         })
     }
 
-    fn links(
-        &self,
-        raw_links: Vec<raw::Link>,
-        hosts: &mut [Host],
-    ) -> Result<Vec<Link>, ScenarioError> {
+    fn links(&self, raw_links: Vec<raw::Link>, hosts: &[Host]) -> Vec<Link> {
         let mut links: Vec<Link> = Vec::new();
         let mut interface_counts = vec![0usize; hosts.len()];
         for spec in raw_links {
-            let mut ends = Vec::with_capacity(2);
-            for end in [spec.a, spec.b] {
-                let host = self.host_ref(&end.host)?;
-                let ifname = match end.name {
-                    Some(n) => {
-                        if n.get_ref().is_empty()
-                            || n.get_ref().len() > MAX_IFNAME
-                            || n.get_ref().contains(['/', ' ', ':'])
-                        {
-                            return Err(self.at.error(
-                                n.span(),
-                                format!(
-                                    "interface name `{}` must be 1–{MAX_IFNAME} characters without `/`, `:` or spaces",
-                                    n.get_ref()
-                                ),
-                            ));
-                        }
-                        n.into_inner()
-                    }
-                    None => format!("eth{}", interface_counts[host]),
-                };
-                interface_counts[host] += 1;
-                let taken = links
-                    .iter()
-                    .flat_map(|l| l.ends.iter())
-                    .chain(ends.iter())
-                    .any(|e: &Endpoint| e.host == host && e.ifname == ifname);
-                if taken {
-                    return Err(self.at.error(
-                        end.host.span(),
-                        format!(
-                            "host `{}` already has an interface `{ifname}`: give this end another `name`",
-                            hosts[host].name
-                        ),
-                    ));
-                }
-                let addr = self.cidr(&end.addr)?;
-                let addr6 = end.addr6.as_ref().map(|a| self.cidr6(a)).transpose()?;
-                ends.push(Endpoint {
-                    host,
-                    ifname,
-                    addr,
-                    addr6,
-                });
+            let link = self.link(spec, &links, &mut interface_counts, hosts);
+            if let Some(link) = self.keep(link) {
+                links.push(link);
             }
-            if let Some(mtu) = &spec.mtu {
-                if !(68..=65535).contains(mtu.get_ref()) {
-                    return Err(self.at.error(
-                        mtu.span(),
-                        "mtu must be between 68 and 65535 (IPv4 minimum)",
-                    ));
-                }
-            }
-            let [a, b]: [Endpoint; 2] = ends.try_into().expect("two ends pushed");
-            if a.addr6.is_some() != b.addr6.is_some() {
-                return Err(self.at.error(
-                    0..0,
-                    format!(
-                        "only one end of the link between `{}` and `{}` has `addr6`: IPv6 is enabled on a link when both ends have an address",
-                        hosts[a.host].name, hosts[b.host].name
-                    ),
-                ));
-            }
-            if a.host == b.host {
-                return Err(self.at.error(
-                    0..0,
-                    format!(
-                        "a link joins host `{}` to itself: a veth pair must join two different hosts",
-                        hosts[a.host].name
-                    ),
-                ));
-            }
-            links.push(Link {
-                ends: [a, b],
-                mtu: spec.mtu.map(Spanned::into_inner),
-            });
         }
-        Ok(links)
+        links
     }
 
-    fn fault(&self, spec: raw::Fault) -> Result<Fault, ScenarioError> {
+    fn link(
+        &self,
+        spec: raw::Link,
+        links: &[Link],
+        interface_counts: &mut [usize],
+        hosts: &[Host],
+    ) -> Result<Link, ScenarioError> {
+        let b_host_span = spec.b.host.span();
+        let addr6_span = spec
+            .a
+            .addr6
+            .as_ref()
+            .or(spec.b.addr6.as_ref())
+            .map(Spanned::span);
+        let mut ends = Vec::with_capacity(2);
+        for end in [spec.a, spec.b] {
+            let host = self.host_ref(&end.host)?;
+            let ifname = match end.name {
+                Some(n) => {
+                    if n.get_ref().is_empty()
+                        || n.get_ref().len() > MAX_IFNAME
+                        || n.get_ref().contains(['/', ' ', ':'])
+                    {
+                        return Err(self.at.error(
+                            n.span(),
+                            format!(
+                                "interface name `{}` must be 1–{MAX_IFNAME} characters without `/`, `:` or spaces",
+                                n.get_ref()
+                            ),
+                        ));
+                    }
+                    n.into_inner()
+                }
+                None => format!("eth{}", interface_counts[host]),
+            };
+            interface_counts[host] += 1;
+            let taken = links
+                .iter()
+                .flat_map(|l| l.ends.iter())
+                .chain(ends.iter())
+                .any(|e: &Endpoint| e.host == host && e.ifname == ifname);
+            if taken {
+                return Err(self.at.error(
+                    end.host.span(),
+                    format!(
+                        "host `{}` already has an interface `{ifname}`: give this end another `name`",
+                        hosts[host].name
+                    ),
+                ));
+            }
+            let addr = self.cidr(&end.addr)?;
+            let addr6 = end.addr6.as_ref().map(|a| self.cidr6(a)).transpose()?;
+            ends.push(Endpoint {
+                host,
+                ifname,
+                addr,
+                addr6,
+            });
+        }
+        if let Some(mtu) = &spec.mtu {
+            if !(68..=65535).contains(mtu.get_ref()) {
+                return Err(self.at.error(
+                    mtu.span(),
+                    "mtu must be between 68 and 65535 (IPv4 minimum)",
+                ));
+            }
+        }
+        let [a, b]: [Endpoint; 2] = ends.try_into().expect("two ends pushed");
+        if a.addr6.is_some() != b.addr6.is_some() {
+            return Err(self.at.error(
+                addr6_span.expect("one end has addr6"),
+                format!(
+                    "only one end of the link between `{}` and `{}` has `addr6`: IPv6 is enabled on a link when both ends have an address",
+                    hosts[a.host].name, hosts[b.host].name
+                ),
+            ));
+        }
+        if a.host == b.host {
+            return Err(self.at.error(
+                b_host_span,
+                format!(
+                    "a link joins host `{}` to itself: a veth pair must join two different hosts",
+                    hosts[a.host].name
+                ),
+            ));
+        }
+        Ok(Link {
+            ends: [a, b],
+            mtu: spec.mtu.map(Spanned::into_inner),
+        })
+    }
+
+    fn fault(
+        &self,
+        spec: raw::Fault,
+        links: &[Link],
+        hosts: &[Host],
+    ) -> Result<Fault, ScenarioError> {
         let host = self.host_ref(&spec.host)?;
         let sources = [
             spec.iptables.is_some(),
@@ -372,6 +423,19 @@ impl Validator<'_> {
                     ));
                 }
             };
+            let known = links
+                .iter()
+                .flat_map(|l| l.ends.iter())
+                .any(|e| e.host == host && e.ifname == tc_drop.dev);
+            if !known {
+                return Err(self.at.error(
+                    span,
+                    format!(
+                        "tc_drop on host `{}` names interface `{}`, which no link gives it",
+                        hosts[host].name, tc_drop.dev
+                    ),
+                ));
+            }
             FaultKind::TcDrop {
                 dev: tc_drop.dev,
                 ingress,
@@ -494,19 +558,27 @@ impl Validator<'_> {
             }
             (_, Some(p)) => *p.get_ref(),
         };
-        let count = spec.count.map_or(1, |c| c.into_inner());
-        if count == 0 || count > MAX_COUNT {
-            return Err(self.at.error(
-                spec.from.span(),
+        let count = spec.count.as_ref().map_or(1, |c| *c.get_ref());
+        if let Some(c) = spec
+            .count
+            .as_ref()
+            .filter(|_| count == 0 || count > MAX_COUNT)
+        {
+            self.note(self.at.error(
+                c.span(),
                 format!("count must be 1–{MAX_COUNT} (traffic loops are bounded)"),
             ));
         }
-        let timeout_ms = spec.timeout_ms.map_or(200, |t| t.into_inner());
-        if timeout_ms == 0 || timeout_ms > MAX_TIMEOUT_MS {
-            return Err(self.at.error(
-                spec.from.span(),
-                format!("timeout_ms must be 1–{MAX_TIMEOUT_MS}"),
-            ));
+        let timeout_ms = spec.timeout_ms.as_ref().map_or(200, |t| *t.get_ref());
+        if let Some(t) = spec
+            .timeout_ms
+            .as_ref()
+            .filter(|_| timeout_ms == 0 || timeout_ms > MAX_TIMEOUT_MS)
+        {
+            self.note(
+                self.at
+                    .error(t.span(), format!("timeout_ms must be 1–{MAX_TIMEOUT_MS}")),
+            );
         }
         if protocol == Protocol::Icmp && spec.listen.is_some() {
             return Err(self.at.error(
@@ -521,13 +593,16 @@ impl Validator<'_> {
                 "nobody can listen at an address no host owns: set `listen = false`",
             ));
         }
-        let payload = spec.payload.unwrap_or(match protocol {
-            Protocol::Icmp => 56,
-            _ => 32,
-        });
-        if payload > 1400 {
-            return Err(self.at.error(
-                spec.from.span(),
+        let payload = spec.payload.as_ref().map_or(
+            match protocol {
+                Protocol::Icmp => 56,
+                _ => 32,
+            },
+            |p| *p.get_ref(),
+        );
+        if let Some(p) = spec.payload.as_ref().filter(|_| payload > 1400) {
+            self.note(self.at.error(
+                p.span(),
                 "payload must be at most 1400 bytes (one unfragmented packet)",
             ));
         }
@@ -655,22 +730,25 @@ impl Validator<'_> {
         })
     }
 
-    fn expectations(&mut self, spec: raw::Expect) -> Result<Expectations, ScenarioError> {
+    fn expectations(&mut self, spec: raw::Expect) -> Expectations {
         let mut drops = Vec::new();
         for d in spec.drops {
-            let host = self.host_ref(&d.host)?;
+            let Some(host) = self.keep(self.host_ref(&d.host)) else {
+                continue;
+            };
             let reason = d.reason.get_ref();
             if !reason.starts_with(|c: char| c.is_ascii_uppercase())
                 || !reason
                     .chars()
                     .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
             {
-                return Err(self.at.error(
+                self.note(self.at.error(
                     d.reason.span(),
                     format!(
                         "reason `{reason}` should be a kernel drop reason name without the SKB_DROP_REASON_ prefix, e.g. \"NETFILTER_DROP\" (`dropspec reasons` lists them)"
                     ),
                 ));
+                continue;
             }
             self.note_kernel_name(KernelNameKind::Reason, &d.reason);
             if let Some(function) = &d.function {
@@ -685,9 +763,11 @@ impl Validator<'_> {
         }
         let mut causes = Vec::new();
         for c in spec.causes {
-            let host = self.host_ref(&c.host)?;
+            let Some(host) = self.keep(self.host_ref(&c.host)) else {
+                continue;
+            };
             if !crate::vocab::CAUSES.contains(&c.cause.get_ref().as_str()) {
-                return Err(self.at.error(
+                self.note(self.at.error(
                     c.cause.span(),
                     format!(
                         "unknown cause `{}`{} (causes: {})",
@@ -696,6 +776,7 @@ impl Validator<'_> {
                         crate::vocab::CAUSES.join(", ")
                     ),
                 ));
+                continue;
             }
             causes.push(CauseExpect {
                 host,
@@ -705,15 +786,18 @@ impl Validator<'_> {
         }
         let mut counters = Vec::new();
         for c in spec.counters {
-            let host = self.host_ref(&c.host)?;
+            let Some(host) = self.keep(self.host_ref(&c.host)) else {
+                continue;
+            };
             if !c.counter.get_ref().contains('.') {
-                return Err(self.at.error(
+                self.note(self.at.error(
                     c.counter.span(),
                     format!(
                         "counter `{}` should be `Group.Field` as in /proc/net/snmp or netstat (e.g. \"TcpExt.ListenOverflows\", \"Udp.RcvbufErrors\"), or `conntrack.<stat>`",
                         c.counter.get_ref()
                     ),
                 ));
+                continue;
             }
             counters.push(CounterExpect {
                 host,
@@ -723,10 +807,12 @@ impl Validator<'_> {
         }
         let mut hooks = Vec::new();
         for h in spec.hooks {
-            let host = self.host_ref(&h.host)?;
+            let Some(host) = self.keep(self.host_ref(&h.host)) else {
+                continue;
+            };
             if HookPoint::from_retina_name(h.hook.get_ref()).is_none() {
                 let names: Vec<&str> = HookPoint::ALL.iter().map(|p| p.retina_name()).collect();
-                return Err(self.at.error(
+                self.note(self.at.error(
                     h.hook.span(),
                     format!(
                         "unknown hook point `{}`{}: Retina's names are {}",
@@ -735,6 +821,7 @@ impl Validator<'_> {
                         names.join(", ")
                     ),
                 ));
+                continue;
             }
             hooks.push(HookExpect {
                 host,
@@ -743,26 +830,27 @@ impl Validator<'_> {
                 count: h.count,
             });
         }
-        let since_kernel = match &spec.since_kernel {
-            None => None,
-            Some(v) => Some(parse_kernel_version(v.get_ref()).ok_or_else(|| {
-                self.at.error(
+        let since_kernel = spec.since_kernel.as_ref().and_then(|v| {
+            let version = parse_kernel_version(v.get_ref());
+            if version.is_none() {
+                self.note(self.at.error(
                     v.span(),
                     format!(
                         "since_kernel `{}` should be a kernel version like \"6.12\"",
                         v.get_ref()
                     ),
-                )
-            })?),
-        };
-        Ok(Expectations {
+                ));
+            }
+            version
+        });
+        Expectations {
             drops,
             causes,
             counters,
             hooks,
             no_other_drops: !spec.allow_other_drops,
             since_kernel,
-        })
+        }
     }
 
     fn note_kernel_name(&mut self, kind: KernelNameKind, name: &Spanned<String>) {
@@ -781,8 +869,9 @@ impl Validator<'_> {
             self.at.error(
                 name.span(),
                 format!(
-                    "unknown host `{}` (declared hosts: {})",
+                    "unknown host `{}`{} (declared hosts: {})",
                     name.get_ref(),
+                    did_you_mean(name.get_ref(), &known),
                     known.join(", ")
                 ),
             )
@@ -1267,7 +1356,7 @@ a = { host = "client", addr = "198.18.0.1/24" }
 b = { host = "server", addr = "198.18.0.2/24" }
 "#;
 
-    fn parse_text(text: &str) -> Result<Scenario, ScenarioError> {
+    fn parse_text(text: &str) -> Result<Scenario, crate::scenario::ScenarioErrors> {
         parse(
             text,
             Path::new("s.toml"),
@@ -1357,7 +1446,7 @@ count = 4
             error_of("\n[[traffic]]\nfrom = \"clinet\"\nto = \"server\"\nprotocol = \"icmp\"\n");
         assert_eq!(
             e,
-            "s.toml:12:8: unknown host `clinet` (declared hosts: client, server)"
+            "s.toml:12:8: unknown host `clinet` (did you mean `client`?) (declared hosts: client, server)"
         );
     }
 
@@ -1367,7 +1456,7 @@ count = 4
             .unwrap_err()
             .to_string();
         assert!(
-            e.starts_with("s.toml:3:1: unknown field `forwardin`"),
+            e.starts_with("s.toml:3:1: unknown key `forwardin` (did you mean `forwarding`?)"),
             "{e}"
         );
         let e = parse_text("description = \n").unwrap_err().to_string();
