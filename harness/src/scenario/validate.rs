@@ -20,6 +20,52 @@ pub const MAX_TIMEOUT_MS: u64 = 5_000;
 /// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
 const MAX_IFNAME: usize = 15;
 
+/// What a numeric key takes, in the format's words. One table for the reader's type
+/// errors ("`count` must be …, not \"3\"") and the validator's range errors.
+pub(super) fn takes(key: &str) -> Option<String> {
+    let ms = |lo: u64| {
+        format!(
+            "a whole number of milliseconds from {lo} to {}",
+            grouped(MAX_TIMEOUT_MS)
+        )
+    };
+    Some(match key {
+        "count" => whole(1, MAX_COUNT.into()),
+        "port" | "source_port" => "a port number from 1 to 65,535".to_owned(),
+        "timeout_ms" => ms(1),
+        "settle_ms" => ms(0),
+        "mtu" => "a whole number from 68 (the IPv4 minimum) to 65,535".to_owned(),
+        "ttl" => whole(1, 255),
+        "payload" => "a whole number of bytes from 0 to 1,400 (one unfragmented packet)".to_owned(),
+        "ip" => "4 or 6".to_owned(),
+        _ => return None,
+    })
+}
+
+/// "`count` must be a whole number from 1 to 10,000, not 0".
+fn must(key: &str, value: impl std::fmt::Display) -> String {
+    let takes = takes(key).expect("a key with a range in `takes`");
+    format!("`{key}` must be {takes}, not {value}")
+}
+
+/// "a whole number from 1 to 10,000".
+pub(super) fn whole(lo: u64, hi: u64) -> String {
+    format!("a whole number from {} to {}", grouped(lo), grouped(hi))
+}
+
+/// 10000 → "10,000".
+pub(super) fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Turns byte spans into `file:line:column` errors.
 pub(super) struct Locator<'a> {
     pub(super) path: &'a Path,
@@ -152,10 +198,7 @@ impl Validator<'_> {
         let kernel_names = std::mem::take(&mut self.kernel_names);
         let settle_min_ms = match raw.settle_ms {
             Some(ms) if *ms.get_ref() > MAX_TIMEOUT_MS => {
-                self.note(self.at.error(
-                    ms.span(),
-                    format!("settle_ms must be at most {MAX_TIMEOUT_MS}"),
-                ));
+                self.note(self.at.error(ms.span(), must("settle_ms", ms.get_ref())));
                 0
             }
             Some(ms) => ms.into_inner(),
@@ -358,10 +401,7 @@ impl Validator<'_> {
         }
         if let Some(mtu) = &spec.mtu {
             if !(68..=65535).contains(mtu.get_ref()) {
-                return Err(self.at.error(
-                    mtu.span(),
-                    "mtu must be between 68 and 65535 (IPv4 minimum)",
-                ));
+                return Err(self.at.error(mtu.span(), must("mtu", mtu.get_ref())));
             }
         }
         let [a, b]: [Endpoint; 2] = ends.try_into().expect("two ends pushed");
@@ -554,7 +594,7 @@ impl Validator<'_> {
                 ));
             }
             (_, Some(p)) if *p.get_ref() == 0 => {
-                return Err(self.at.error(p.span(), "port must be 1–65535"));
+                return Err(self.at.error(p.span(), must("port", 0)));
             }
             (_, Some(p)) => *p.get_ref(),
         };
@@ -564,10 +604,7 @@ impl Validator<'_> {
             .as_ref()
             .filter(|_| count == 0 || count > MAX_COUNT)
         {
-            self.note(self.at.error(
-                c.span(),
-                format!("count must be 1–{MAX_COUNT} (traffic loops are bounded)"),
-            ));
+            self.note(self.at.error(c.span(), must("count", count)));
         }
         let timeout_ms = spec.timeout_ms.as_ref().map_or(200, |t| *t.get_ref());
         if let Some(t) = spec
@@ -575,10 +612,7 @@ impl Validator<'_> {
             .as_ref()
             .filter(|_| timeout_ms == 0 || timeout_ms > MAX_TIMEOUT_MS)
         {
-            self.note(
-                self.at
-                    .error(t.span(), format!("timeout_ms must be 1–{MAX_TIMEOUT_MS}")),
-            );
+            self.note(self.at.error(t.span(), must("timeout_ms", timeout_ms)));
         }
         if protocol == Protocol::Icmp && spec.listen.is_some() {
             return Err(self.at.error(
@@ -601,15 +635,12 @@ impl Validator<'_> {
             |p| *p.get_ref(),
         );
         if let Some(p) = spec.payload.as_ref().filter(|_| payload > 1400) {
-            self.note(self.at.error(
-                p.span(),
-                "payload must be at most 1400 bytes (one unfragmented packet)",
-            ));
+            self.note(self.at.error(p.span(), must("payload", payload)));
         }
         let source = spec.source.as_ref().map(|s| self.address(s)).transpose()?;
         if let Some(ttl) = &spec.ttl {
             if *ttl.get_ref() == 0 {
-                return Err(self.at.error(ttl.span(), "ttl must be 1–255"));
+                return Err(self.at.error(ttl.span(), must("ttl", 0)));
             }
         }
         let reads = match spec.receiver.as_ref().map(|r| r.get_ref().as_str()) {
@@ -956,7 +987,10 @@ impl Validator<'_> {
             Some(6) => true,
             Some(_) => {
                 let span = spec.ip.as_ref().expect("matched Some").span();
-                return Err(self.at.error(span, "ip must be 4 or 6"));
+                return Err(self.at.error(
+                    span,
+                    must("ip", spec.ip.as_ref().expect("matched Some").get_ref()),
+                ));
             }
         };
         let (link_source, link_destination) = if ipv6 {
@@ -1019,7 +1053,7 @@ impl Validator<'_> {
         let ported = matches!(protocol, PacketProtocol::Udp | PacketProtocol::Tcp);
         let port = match (&spec.port, ported) {
             (Some(p), true) if *p.get_ref() == 0 => {
-                return Err(self.at.error(p.span(), "port must be 1–65535"));
+                return Err(self.at.error(p.span(), must("port", 0)));
             }
             (Some(p), true) => *p.get_ref(),
             (None, true) => {
@@ -1038,7 +1072,7 @@ impl Validator<'_> {
         };
         let source_port = match (&spec.source_port, ported) {
             (Some(p), true) if *p.get_ref() == 0 => {
-                return Err(self.at.error(p.span(), "source_port must be 1–65535"));
+                return Err(self.at.error(p.span(), must("source_port", 0)));
             }
             (Some(p), true) => *p.get_ref(),
             (Some(p), false) => {
@@ -1129,7 +1163,7 @@ impl Validator<'_> {
         if count == 0 || count > MAX_COUNT {
             return Err(self.at.error(
                 spec.count.as_ref().map_or(spec.from.span(), |c| c.span()),
-                format!("count must be 1–{MAX_COUNT} (traffic loops are bounded)"),
+                must("count", count),
             ));
         }
         let payload = spec.payload.as_ref().map_or(
@@ -1146,13 +1180,17 @@ impl Validator<'_> {
                     .as_ref()
                     .expect("only a given payload can be too big")
                     .span(),
-                "payload must be at most 1400 bytes (one unfragmented packet)",
+                must("payload", payload),
             ));
         }
         let ttl = match &spec.ttl {
             None => 64,
-            Some(t) => u8::try_from(*t.get_ref())
-                .map_err(|_| self.at.error(t.span(), "ttl must be 0–255"))?,
+            Some(t) => u8::try_from(*t.get_ref()).map_err(|_| {
+                self.at.error(
+                    t.span(),
+                    format!("`ttl` must be {}, not {}", whole(0, 255), t.get_ref()),
+                )
+            })?,
         };
         let timeout_ms = spec.timeout_ms.as_ref().map_or(200, |t| *t.get_ref());
         if timeout_ms == 0 || timeout_ms > MAX_TIMEOUT_MS {
@@ -1161,7 +1199,7 @@ impl Validator<'_> {
                     .as_ref()
                     .expect("only a given timeout can be out of range")
                     .span(),
-                format!("timeout_ms must be 1–{MAX_TIMEOUT_MS}"),
+                must("timeout_ms", timeout_ms),
             ));
         }
         let expect = self.packet_expect(protocol, receiver, ipv6, spec.expect)?;
@@ -1497,7 +1535,10 @@ count = 4
         let unbounded = error_of(
             "[[traffic]]\nfrom = \"client\"\nto = \"server\"\nprotocol = \"icmp\"\ncount = 100000\n",
         );
-        assert!(unbounded.contains("count must be 1–10000"), "{unbounded}");
+        assert!(
+            unbounded.contains("`count` must be a whole number from 1 to 10,000, not 100000"),
+            "{unbounded}"
+        );
     }
 
     #[test]
@@ -1627,9 +1668,9 @@ b = { host = "server", addr = "198.18.0.2/24", addr6 = "2001:db8::2/64" }
             ("protocol = \"udp\"\nport = 9\nreceiver = \"reads\"\ndestination = \"198.18.0.77\"\n", "a receiver listens on `server`'s own address"),
             ("protocol = \"udp\"\nport = 9\nreceiver = \"none\"\ndestination = \"10.0.0.1\"\n", "outside the ranges dropspec may use"),
             ("protocol = \"udp\"\nport = 9\nreceiver = \"none\"\ndestination = \"2001:db8::9\"\n", "is not an IPv4 address"),
-            ("protocol = \"icmp\"\nttl = 256\n", "ttl must be 0–255"),
-            ("protocol = \"icmp\"\npayload = 1401\n", "at most 1400 bytes"),
-            ("protocol = \"icmp\"\ncount = 0\n", "count must be 1–10000"),
+            ("protocol = \"icmp\"\nttl = 256\n", "`ttl` must be a whole number from 0 to 255, not 256"),
+            ("protocol = \"icmp\"\npayload = 1401\n", "from 0 to 1,400 (one unfragmented packet), not 1401"),
+            ("protocol = \"icmp\"\ncount = 0\n", "`count` must be a whole number from 1 to 10,000, not 0"),
         ];
         for (entry, expected) in cases {
             let e = packets_error(entry);
