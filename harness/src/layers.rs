@@ -14,8 +14,8 @@ const RULES: &[(&str, &[&str])] = &[
     // The model: itself, the shared names and the name suggester (a leaf), nothing of
     // the runtime.
     ("scenario", &["scenario", "suggest", "vocab"]),
-    // Builds the model's `KnownNames` from what the kernel layer reads.
-    ("names.rs", &["kernel", "scenario"]),
+    // Builds the model's `KnownNames` from what the kernel layer and the counters read.
+    ("names.rs", &["counters", "kernel", "scenario"]),
     // Leaves.
     ("vocab.rs", &[]),
     ("topology/error.rs", &[]),

@@ -1,8 +1,9 @@
-//! Fills the model's [`KnownNames`] from this machine: the running kernel's drop reasons
-//! and function names, and the saved kernels' reasons. Used by `dropspec check`,
+//! Fills the model's [`KnownNames`] from this machine: the running kernel's drop reasons,
+//! function names and counter names, and the saved kernels' reasons. Used by `dropspec check`,
 //! `dropspec run` and the tests before a scenario runs; see `scenario::names` for the
 //! rule applied to names that only some kernels have.
 
+use crate::counters;
 use crate::kernel::known;
 use crate::scenario::names::{self, KnownNames};
 use crate::scenario::{Scenario, ScenarioError};
@@ -11,7 +12,13 @@ use crate::scenario::{Scenario, ScenarioError};
 /// names in /proc/kallsyms are world-readable. What cannot be read is left `None`, and
 /// the check falls back as `scenario::names` documents.
 pub fn on_this_machine() -> KnownNames {
+    let (counters, unread_counter_groups) = match counters::counter_names() {
+        Some((names, unread)) => (Some(names), unread.into_iter().map(String::from).collect()),
+        None => (None, Vec::new()),
+    };
     KnownNames {
+        counters,
+        unread_counter_groups,
         release: std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .ok()
             .map(|r| r.trim().to_owned()),
@@ -69,6 +76,8 @@ mod tests {
                 // functions the compiler cloned (see `known::running_functions`).
                 functions: None,
                 bundled_reasons: known::bundled_reasons(),
+                counters: None,
+                unread_counter_groups: Vec::new(),
             };
             for scenario in &loaded {
                 problems.extend(

@@ -48,6 +48,9 @@ fn saved_kernel() -> KnownNames {
                 .collect(),
         ),
         bundled_reasons: bundled,
+        // Counter names come from /proc; this catalogue leaves them unchecked.
+        counters: None,
+        unread_counter_groups: Vec::new(),
     }
 }
 

@@ -160,6 +160,8 @@ fn known() -> KnownNames {
         reasons: set(&["NETFILTER_DROP", "NO_SOCKET", "TCP_CSUM"]),
         functions: set(&["nf_hook_slow", "nft_do_chain", "tcp_v4_rcv"]),
         bundled_reasons: [("NETFILTER_DROP".to_owned(), vec!["6.1".to_owned()])].into(),
+        counters: set(&["TcpExt.ListenOverflows"]),
+        unread_counter_groups: vec!["conntrack".to_owned()],
     }
 }
 

@@ -33,7 +33,7 @@ pub struct Scenario {
     pub kernel_names: Vec<KernelName>,
 }
 
-/// A drop reason or function name an expectation uses, and where it is written.
+/// A drop reason, function or counter name an expectation uses, and where it is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelName {
     pub kind: KernelNameKind,
@@ -46,6 +46,8 @@ pub struct KernelName {
 pub enum KernelNameKind {
     Reason,
     Function,
+    /// A counter expectation's name: `TcpExt.ListenOverflows`, `conntrack.drop`.
+    Counter,
 }
 
 pub type HostId = usize;

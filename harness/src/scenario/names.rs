@@ -1,9 +1,9 @@
 //! The names only a kernel can confirm: drop reasons and function names in
-//! `[[expect.drops]]`. Causes, hook points and counter shapes are the harness's own
-//! vocabulary and are checked while the file is validated; these are checked here,
-//! in a separate step, against a [`KnownNames`] the kernel layer fills in
-//! (`dropspec::names::on_this_machine`), so the model itself reads nothing from the
-//! running system.
+//! `[[expect.drops]]`, and counter names in `[[expect.counters]]`. Causes and hook
+//! points are the harness's own vocabulary and are checked while the file is validated;
+//! these are checked here, in a separate step, against a [`KnownNames`] the kernel layer
+//! and the counters fill in (`dropspec::names::on_this_machine`), so the model itself
+//! reads nothing from the running system.
 //!
 //! ## The rule for names that only some kernels have
 //!
@@ -16,7 +16,9 @@
 //! ever silently counted as zero. When the running kernel's reasons cannot be read (no
 //! BTF, no tracefs), they are checked against the saved kernels'; when its kallsyms
 //! cannot be read, functions are not checked (BTF is no substitute: it leaves out the
-//! functions the compiler cloned, where many drops happen).
+//! functions the compiler cloned, where many drops happen). Counter names come from
+//! this machine's /proc/net files; a group whose file is absent (`conntrack` while
+//! nf_conntrack is not loaded) is not checked.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -36,6 +38,11 @@ pub struct KnownNames {
     pub functions: Option<BTreeSet<String>>,
     /// Drop reason → the saved kernels that have it.
     pub bundled_reasons: BTreeMap<String, Vec<String>>,
+    /// The kernel's counter names as expectations spell them; `None` when unread.
+    pub counters: Option<BTreeSet<String>>,
+    /// Counter groups whose names could not be read here (`conntrack` while nf_conntrack
+    /// is not loaded): their names are not checked.
+    pub unread_counter_groups: Vec<String>,
 }
 
 /// Every unknown name in the scenario's expectations, each at its own line and column.
@@ -51,6 +58,7 @@ pub fn check(scenario: &Scenario, known: &KnownNames) -> Vec<ScenarioError> {
         let problem = match used.kind {
             KernelNameKind::Reason => reason_problem(&used.name, known, not_asserted_here),
             KernelNameKind::Function => function_problem(&used.name, known, not_asserted_here),
+            KernelNameKind::Counter => counter_problem(&used.name, known, not_asserted_here),
         };
         if let Some(message) = problem {
             errors.push(error_at(scenario, used, message));
@@ -130,6 +138,23 @@ fn function_problem(name: &str, known: &KnownNames, not_asserted_here: bool) -> 
     ))
 }
 
+fn counter_problem(name: &str, known: &KnownNames, not_asserted_here: bool) -> Option<String> {
+    let counters = known.counters.as_ref()?;
+    let group = name.split('.').next().unwrap_or(name);
+    if counters.contains(name)
+        || not_asserted_here
+        || known.unread_counter_groups.iter().any(|g| g == group)
+    {
+        return None;
+    }
+    let candidates: BTreeSet<&str> = counters.iter().map(String::as_str).collect();
+    Some(format!(
+        "{} has no counter `{name}`{} (the names are those of /proc/net/snmp, netstat and snmp6 as `Group.Field`, and `conntrack.<stat>` from /proc/net/stat/nf_conntrack)",
+        here(known),
+        did_you_mean(name, &candidates)
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +176,14 @@ count = 0
 host = "a"
 reason = "NEWER_ONLY"
 count = 0
+[[expect.counters]]
+host = "b"
+counter = "TcpExt.ListenOverflow"
+delta = 0
+[[expect.counters]]
+host = "b"
+counter = "conntrack.drop"
+delta = 0
 "#;
 
     fn known(release: &str) -> KnownNames {
@@ -164,6 +197,8 @@ count = 0
                 ("NEWER_ONLY".to_owned(), vec!["6.18".to_owned()]),
             ]
             .into(),
+            counters: Some(set(&["TcpExt.ListenOverflows", "Udp.InErrors"])),
+            unread_counter_groups: vec!["conntrack".to_owned()],
         }
     }
 
@@ -180,6 +215,7 @@ count = 0
                 "s.toml:9:10: unknown drop reason `NETFILTR_DROP`: did you mean `NETFILTER_DROP`? (`dropspec reasons` lists this kernel's)",
                 "s.toml:10:12: no function `nft_do_chian` in this kernel (6.12.1): did you mean `nft_do_chain`?",
                 "s.toml:14:10: drop reason `NEWER_ONLY` does not exist on this kernel (6.12.1); the saved kernels that have it are 6.18: if the expectations describe those kernels only, set `since_kernel` in `[expect]`",
+                "s.toml:18:11: this kernel (6.12.1) has no counter `TcpExt.ListenOverflow`: did you mean `TcpExt.ListenOverflows`? (the names are those of /proc/net/snmp, netstat and snmp6 as `Group.Field`, and `conntrack.<stat>` from /proc/net/stat/nf_conntrack)",
             ]
         );
     }
@@ -203,6 +239,7 @@ count = 0
         let blind = KnownNames {
             reasons: None,
             functions: None,
+            counters: None,
             ..known("6.12.1")
         };
         let e = errors(SCENARIO, &blind);

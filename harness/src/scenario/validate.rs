@@ -830,6 +830,7 @@ impl Validator<'_> {
                 ));
                 continue;
             }
+            self.note_kernel_name(KernelNameKind::Counter, &c.counter);
             counters.push(CounterExpect {
                 host,
                 counter: c.counter.into_inner(),
