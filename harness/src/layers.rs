@@ -11,14 +11,17 @@ use std::path::Path;
 
 /// (file or folder under harness/src, modules under `crate` it may name).
 const RULES: &[(&str, &[&str])] = &[
-    // The model: itself and the shared names, nothing of the runtime.
-    ("scenario", &["scenario", "vocab"]),
+    // The model: itself, the shared names and the name suggester (a leaf), nothing of
+    // the runtime.
+    ("scenario", &["scenario", "suggest", "vocab"]),
+    // Builds the model's `KnownNames` from what the kernel layer and the counters read.
+    ("names.rs", &["counters", "kernel", "scenario"]),
     // Leaves.
     ("vocab.rs", &[]),
     ("topology/error.rs", &[]),
     ("topology/sysctl.rs", &[]),
     // The kernel layer has its own errors; probes wrap them.
-    ("kernel", &["kernel"]),
+    ("kernel", &["kernel", "policy"]),
     // The namespace handle reports its errors as the topology's (a leaf, above).
     ("topology/netns.rs", &["topology"]),
     // The counters read what they are told to read; which fault needs which counter is
@@ -44,7 +47,9 @@ const RULES: &[(&str, &[&str])] = &[
     // The verdict decides from the report, the baselines and the policy alone.
     (
         "verdict.rs",
-        &["baseline", "policy", "report", "runner", "scenario"],
+        &[
+            "baseline", "names", "policy", "report", "runner", "scenario",
+        ],
     ),
 ];
 

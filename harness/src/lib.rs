@@ -12,7 +12,8 @@
 //! [`kernel`] reads what the running kernel says about itself (BTF, tracefs, kallsyms);
 //! [`vm`] runs a command on another kernel, in a qemu guest; [`diff`] says what changed
 //! in drop behaviour between two kernels. [`vocab`] holds the names the model and the
-//! runtime share (hook points, corruptions, causes), so the model imports no runtime code.
+//! runtime share (hook points, corruptions, causes), so the model imports no runtime code;
+//! [`names`] checks a scenario's reason and function names against the kernel.
 
 pub mod baseline;
 pub mod classify;
@@ -25,6 +26,7 @@ pub mod global_sysctls;
 pub mod kernel;
 #[cfg(test)]
 mod layers;
+pub mod names;
 pub mod owner;
 pub mod packets;
 pub mod policy;

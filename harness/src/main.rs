@@ -196,12 +196,18 @@ fn load_all(files: &[PathBuf], root: &Path) -> Result<Vec<scenario::Scenario>, V
         match scenario::load(&absolute, &scenarios_dir, &root.join("fixtures")) {
             Ok(mut s) => {
                 s.path = file.clone();
-                loaded.push(s)
+                // The names only a kernel can confirm, checked here so that `check` and
+                // `run` (and `cargo test`, through `dropspec run`) refuse the same files.
+                let unknown = dropspec::names::check(&s);
+                if unknown.is_empty() {
+                    loaded.push(s)
+                } else {
+                    let lines: Vec<String> = unknown.iter().map(ToString::to_string).collect();
+                    errors.push(lines.join("\n"));
+                }
             }
-            Err(mut e) => {
-                e.path = file.clone();
-                errors.push(e.to_string())
-            }
+            // One entry per file, all of its problems on their own lines.
+            Err(e) => errors.push(e.with_path(file).to_string()),
         }
     }
     if errors.is_empty() {

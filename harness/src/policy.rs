@@ -60,6 +60,8 @@ pub struct Policy {
     pub hooks: HooksRequest,
     /// `DROPSPEC_KERNEL_CACHE`: where `dropspec vm` keeps kernel packages.
     pub kernel_cache: Option<PathBuf>,
+    /// `DROPSPEC_BLESS=1`: dropspec's own tests rewrite their expected outputs.
+    pub bless: bool,
     /// `DROPSPEC_VM_KERNEL`: set by `dropspec vm` in its guests, the kernel package.
     pub vm_kernel: Option<String>,
     /// Whether this runs in CI (`CI` set to anything but `false`/`0`/empty): no
@@ -77,6 +79,7 @@ impl Default for Policy {
             stacks: true,
             hooks: HooksRequest::Auto,
             kernel_cache: None,
+            bless: false,
             vm_kernel: None,
             ci: false,
         }
@@ -146,6 +149,11 @@ const VARS: &[Var] = &[
         name: "DROPSPEC_KERNEL_CACHE",
         allowed: "a directory",
         what: "where dropspec vm keeps kernel packages",
+    },
+    Var {
+        name: "DROPSPEC_BLESS",
+        allowed: "0, 1",
+        what: "1 rewrites the expected-output files of dropspec's own tests (malformed scenarios, the saved kernels' reason table) after a deliberate change",
     },
     // Read by ci/vm-suite.sh, not by the binaries: listed so a guest passing it on is fine.
     Var {
@@ -266,6 +274,7 @@ impl Policy {
             stacks,
             hooks,
             kernel_cache: get("DROPSPEC_KERNEL_CACHE").map(PathBuf::from),
+            bless: flag(get, "DROPSPEC_BLESS")?,
             vm_kernel: get("DROPSPEC_VM_KERNEL").map(str::to_owned),
             ci,
         })

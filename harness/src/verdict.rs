@@ -7,7 +7,9 @@
 //! 1. A scenario this machine cannot run (no root, a kernel feature or tool missing) is
 //!    skipped with the reason, or fails under `DROPSPEC_REQUIRE_PRIVILEGED=1`.
 //! 2. Any other run error fails.
-//! 3. The inline expectations must hold, unless they describe newer kernels
+//! 3. Every function an expectation names must exist on this kernel (checked here, after
+//!    the run, where it lives in a module the run loaded), and the inline expectations
+//!    must hold, unless they describe newer kernels
 //!    (`since_kernel`); then the kernel must have its own baseline.
 //! 4. The report must match its baseline (or is recorded, per the policy, but only when
 //!    the inline expectations held).
@@ -76,6 +78,12 @@ pub fn judge(
         .into_iter()
         .map(|m| m.0)
         .collect();
+    // Functions of modules that were not loaded before the run are checked now.
+    problems.extend(
+        crate::names::check_functions_after_run(scenario)
+            .iter()
+            .map(ToString::to_string),
+    );
     let expectations_held = problems.is_empty();
 
     if !report::expectations_apply(scenario, &report) {

@@ -154,6 +154,12 @@ fn run_trial(root: &Path, path: &Path, policy: &Policy) -> Result<Completion, Fa
     let scenarios_dir = root.join("scenarios");
     let scenario = scenario::load(path, &scenarios_dir, &root.join("fixtures"))
         .map_err(|e| Failed::from(e.to_string()))?;
+    // The same names check `dropspec run` makes before running a file.
+    let unknown = dropspec::names::check(&scenario);
+    if !unknown.is_empty() {
+        let lines: Vec<String> = unknown.iter().map(ToString::to_string).collect();
+        return Err(lines.join("\n").into());
+    }
     let judgement = verdict::judge(
         &scenario,
         runner::run(&scenario),

@@ -71,7 +71,7 @@ mod read;
 mod rules;
 
 pub use delta::delta;
-pub use read::{read_host, read_hosts};
+pub use read::{counter_names, read_host, read_hosts};
 
 /// Everything counted for one host at one moment, or — from [`delta`] — what changed
 /// between two moments.

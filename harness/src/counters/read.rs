@@ -2,6 +2,7 @@
 //! rule tools, reads the `/proc` files while they run, and the outputs are collected
 //! and parsed once every host has been started.
 
+use std::collections::BTreeSet;
 use std::io;
 use std::process::{Child, Output, Stdio};
 
@@ -199,6 +200,28 @@ impl Collected {
         counters.rules.extend(nft_rules);
         Ok(counters)
     }
+}
+
+/// The counter names this kernel has, as expectations spell them
+/// (`TcpExt.ListenOverflows`, `Ip6.InReceives`, `conntrack.drop`), read in the calling
+/// thread's namespace (names are the kernel's, the same in every namespace); and the
+/// groups whose file is absent here (`conntrack` while nf_conntrack is not loaded, IPv6's
+/// on a kernel without IPv6), whose names are unknown rather than wrong. `None` when
+/// even `/proc/net/snmp` cannot be read.
+pub fn counter_names() -> Option<(BTreeSet<String>, Vec<&'static str>)> {
+    let files = read_proc_files().ok()?;
+    let mut names: BTreeSet<String> = parse_snmp(&files.snmp).ok()?.into_keys().collect();
+    names.extend(parse_snmp(&files.netstat).ok()?.into_keys());
+    let mut unread = Vec::new();
+    match files.snmp6.as_deref().map(parse_snmp6) {
+        Some(Ok(v6)) => names.extend(v6.into_keys()),
+        _ => unread.extend(["Ip6", "Icmp6", "Udp6", "UdpLite6"]),
+    }
+    match files.conntrack.as_deref().map(parse_conntrack_stat) {
+        Some(Ok(stats)) => names.extend(stats.into_keys().map(|k| format!("conntrack.{k}"))),
+        _ => unread.push("conntrack"),
+    }
+    Some((names, unread))
 }
 
 /// Runs on a thread inside the host's namespace.

@@ -68,6 +68,13 @@ impl Kallsyms {
         Kallsyms { symbols, names }
     }
 
+    /// Every function name, in address order (names are readable without root).
+    pub fn names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.symbols
+            .iter()
+            .map(|&(_, at, len)| &self.names[at as usize..(at + len) as usize])
+    }
+
     pub fn len(&self) -> usize {
         self.symbols.len()
     }

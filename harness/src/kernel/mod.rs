@@ -7,6 +7,7 @@
 
 pub mod btf;
 pub mod kallsyms;
+pub mod known;
 pub mod reasons;
 pub mod stacks;
 pub mod tracefs;

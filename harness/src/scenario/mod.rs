@@ -1,16 +1,21 @@
 //! The scenario file: TOML text → a validated [`Scenario`].
 //!
-//! Parsing happens in two passes. `serde` turns the text into `raw::*` structs that keep
-//! the byte span of every value a person may get wrong; `validate` then checks what serde
-//! cannot (host references, address ranges, port presence) and builds the model the rest
-//! of the harness uses. Every error names the file, line and column, and says what to do.
+//! Parsing happens in two passes. `read` turns the text into `raw::*` structs that keep
+//! the byte span of every value a person may get wrong, one entry at a time so that one
+//! bad entry does not hide the next; `validate` then checks what serde cannot (host
+//! references, address ranges, port presence) and builds the model the rest of the
+//! harness uses. Every error of a file is reported at once, each naming the file, line
+//! and column of the offending value, and saying what to do. Names only a kernel can
+//! confirm (drop reasons, functions) are checked in a later step, `names`.
 //!
 //! | file          | holds                                                        |
 //! |---------------|--------------------------------------------------------------|
 //! | `raw.rs`      | what serde reads, with spans                                 |
+//! | `read.rs`     | TOML → `raw`, every entry on its own, errors in plain words  |
 //! | `validate.rs` | the checks serde cannot make, and the build of the model     |
 //! | `model.rs`    | the validated [`Scenario`] the runtime reads                 |
 //! | `discover.rs` | finding scenario files, and their names and snapshot names   |
+//! | `names.rs`    | reason and function names against what a kernel knows        |
 //!
 //! The model imports nothing from the runtime (probes, sockets, namespaces); the names it
 //! shares with it live in [`crate::vocab`]. A test in `layers.rs` keeps that true.
@@ -20,7 +25,9 @@ use std::path::{Path, PathBuf};
 
 mod discover;
 mod model;
+pub mod names;
 mod raw;
+mod read;
 mod validate;
 
 pub use discover::{discover, scenario_name, snapshot_name};
@@ -41,14 +48,44 @@ pub struct ScenarioError {
     pub message: String,
 }
 
+/// Every problem found in one scenario file, in file order.
+#[derive(Debug, Clone)]
+pub struct ScenarioErrors(pub Vec<ScenarioError>);
+
+impl std::fmt::Display for ScenarioErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ScenarioErrors {}
+
+impl ScenarioErrors {
+    /// The same problems, reported against another path (the one the user typed).
+    pub fn with_path(mut self, path: &Path) -> Self {
+        for e in &mut self.0 {
+            e.path = path.to_owned();
+        }
+        self
+    }
+}
+
 /// Reads and validates one scenario file. `root` is the scenarios directory, used to
 /// derive the scenario's name; `fixtures` is where `*_file` references are resolved.
-pub fn load(path: &Path, root: &Path, fixtures: &Path) -> Result<Scenario, ScenarioError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
-        path: path.to_owned(),
-        line: 0,
-        column: 0,
-        message: format!("cannot read the scenario file: {e}"),
+pub fn load(path: &Path, root: &Path, fixtures: &Path) -> Result<Scenario, ScenarioErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ScenarioErrors(vec![ScenarioError {
+            path: path.to_owned(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read the scenario file: {e}"),
+        }])
     })?;
     let name = scenario_name(path, root);
     parse(&text, path, &name, fixtures)
@@ -60,17 +97,29 @@ pub fn parse(
     path: &Path,
     name: &str,
     fixtures: &Path,
-) -> Result<Scenario, ScenarioError> {
+) -> Result<Scenario, ScenarioErrors> {
     let at = Locator { path, text };
-    let raw: raw::ScenarioFile = toml::from_str(text).map_err(|e| {
-        let span = e.span().unwrap_or(0..0);
-        at.error(span, e.message().to_string())
-    })?;
-    Validator {
-        at,
-        fixtures,
-        name,
-        host_ids: BTreeMap::new(),
+    let (raw, problems) = read::read(text);
+    let mut errors: Vec<ScenarioError> = problems
+        .into_iter()
+        .map(|p| at.error(p.span, p.message))
+        .collect();
+    if let Some(raw) = raw {
+        let validated = Validator {
+            at,
+            fixtures,
+            name,
+            host_ids: BTreeMap::new(),
+            kernel_names: Vec::new(),
+            errors: std::cell::RefCell::new(Vec::new()),
+        }
+        .validate(raw);
+        match validated {
+            Ok(scenario) if errors.is_empty() => return Ok(scenario),
+            Ok(_) => {}
+            Err(more) => errors.extend(more),
+        }
     }
-    .validate(raw)
+    errors.sort_by_key(|e| (e.line, e.column));
+    Err(ScenarioErrors(errors))
 }

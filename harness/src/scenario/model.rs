@@ -28,6 +28,26 @@ pub struct Scenario {
     pub settle_min_ms: u64,
     /// Machine-wide sysctls set for the traffic only (see `global_sysctls`).
     pub global_sysctls: BTreeMap<String, String>,
+    /// Names only a kernel can confirm (drop reasons, functions), with where the file
+    /// writes them, for `scenario::names::check`.
+    pub kernel_names: Vec<KernelName>,
+}
+
+/// A drop reason, function or counter name an expectation uses, and where it is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelName {
+    pub kind: KernelNameKind,
+    pub name: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelNameKind {
+    Reason,
+    Function,
+    /// A counter expectation's name: `TcpExt.ListenOverflows`, `conntrack.drop`.
+    Counter,
 }
 
 pub type HostId = usize;

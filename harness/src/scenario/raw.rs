@@ -53,7 +53,7 @@ pub enum SysctlValue {
 pub struct Route {
     pub to: Spanned<String>,
     pub via: Option<Spanned<String>>,
-    pub dev: Option<String>,
+    pub dev: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -102,7 +102,7 @@ pub struct Traffic {
     pub port: Option<Spanned<u16>>,
     pub count: Option<Spanned<u32>>,
     pub listen: Option<bool>,
-    pub payload: Option<usize>,
+    pub payload: Option<Spanned<usize>>,
     pub timeout_ms: Option<Spanned<u64>>,
     pub source: Option<Spanned<String>>,
     pub ttl: Option<Spanned<u8>>,
@@ -174,7 +174,7 @@ pub struct CounterExpect {
 pub struct DropExpect {
     pub host: Spanned<String>,
     pub reason: Spanned<String>,
-    pub function: Option<String>,
+    pub function: Option<Spanned<String>>,
     pub count: u64,
 }
 #[derive(Deserialize)]

@@ -2,6 +2,7 @@
 //! presence, exactly one rule source per fault) and builds the [`Scenario`] model from
 //! the `raw` structs, with every error pointing at the file, line and column.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
@@ -19,6 +20,52 @@ pub const MAX_TIMEOUT_MS: u64 = 5_000;
 /// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
 const MAX_IFNAME: usize = 15;
 
+/// What a numeric key takes, in the format's words. One table for the reader's type
+/// errors ("`count` must be …, not \"3\"") and the validator's range errors.
+pub(super) fn takes(key: &str) -> Option<String> {
+    let ms = |lo: u64| {
+        format!(
+            "a whole number of milliseconds from {lo} to {}",
+            grouped(MAX_TIMEOUT_MS)
+        )
+    };
+    Some(match key {
+        "count" => whole(1, MAX_COUNT.into()),
+        "port" | "source_port" => "a port number from 1 to 65,535".to_owned(),
+        "timeout_ms" => ms(1),
+        "settle_ms" => ms(0),
+        "mtu" => "a whole number from 68 (the IPv4 minimum) to 65,535".to_owned(),
+        "ttl" => whole(1, 255),
+        "payload" => "a whole number of bytes from 0 to 1,400 (one unfragmented packet)".to_owned(),
+        "ip" => "4 or 6".to_owned(),
+        _ => return None,
+    })
+}
+
+/// "`count` must be a whole number from 1 to 10,000, not 0".
+fn must(key: &str, value: impl std::fmt::Display) -> String {
+    let takes = takes(key).expect("a key with a range in `takes`");
+    format!("`{key}` must be {takes}, not {value}")
+}
+
+/// "a whole number from 1 to 10,000".
+pub(super) fn whole(lo: u64, hi: u64) -> String {
+    format!("a whole number from {} to {}", grouped(lo), grouped(hi))
+}
+
+/// 10000 → "10,000".
+pub(super) fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Turns byte spans into `file:line:column` errors.
 pub(super) struct Locator<'a> {
     pub(super) path: &'a Path,
@@ -26,10 +73,23 @@ pub(super) struct Locator<'a> {
 }
 
 impl Locator<'_> {
-    pub(super) fn error(&self, span: Range<usize>, message: impl Into<String>) -> ScenarioError {
-        let before = &self.text[..span.start.min(self.text.len())];
+    /// 1-based line and column of a byte offset.
+    pub(super) fn position(&self, offset: usize) -> (usize, usize) {
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let before = &self.text[..offset];
         let line = before.matches('\n').count() + 1;
-        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        let column = before[before.rfind('\n').map_or(0, |i| i + 1)..]
+            .chars()
+            .count()
+            + 1;
+        (line, column)
+    }
+
+    pub(super) fn error(&self, span: Range<usize>, message: impl Into<String>) -> ScenarioError {
+        let (line, column) = self.position(span.start);
         ScenarioError {
             path: self.path.to_owned(),
             line,
@@ -44,82 +104,102 @@ pub(super) struct Validator<'a> {
     pub(super) fixtures: &'a Path,
     pub(super) name: &'a str,
     pub(super) host_ids: BTreeMap<String, HostId>,
+    pub(super) kernel_names: Vec<KernelName>,
+    /// Problems found so far; validation goes on after one, to report them all.
+    pub(super) errors: RefCell<Vec<ScenarioError>>,
 }
 
 impl Validator<'_> {
-    pub(super) fn validate(mut self, raw: raw::ScenarioFile) -> Result<Scenario, ScenarioError> {
+    /// Records a problem and goes on, so that one pass finds all of a file's problems.
+    fn note(&self, error: ScenarioError) {
+        self.errors.borrow_mut().push(error);
+    }
+
+    /// The value, or `None` with its problem recorded.
+    fn keep<T>(&self, result: Result<T, ScenarioError>) -> Option<T> {
+        result.map_err(|e| self.note(e)).ok()
+    }
+
+    pub(super) fn validate(
+        mut self,
+        raw: raw::ScenarioFile,
+    ) -> Result<Scenario, Vec<ScenarioError>> {
         if raw.hosts.is_empty() {
-            return Err(self.at.error(
+            // Every other reference would be to an unknown host: this one error says it.
+            return Err(vec![self.at.error(
                 0..0,
                 "the scenario declares no hosts: add at least one `[hosts.NAME]` table",
-            ));
+            )]);
         }
         let mut hosts = Vec::new();
+        let mut route_devs = Vec::new();
         for (name, spec) in raw.hosts {
-            self.check_host_name(&name)?;
-            self.host_ids.insert(name.get_ref().clone(), hosts.len());
-            hosts.push(self.host(name.into_inner(), spec)?);
+            self.keep(self.check_host_name(&name));
+            let id = hosts.len();
+            self.host_ids.insert(name.get_ref().clone(), id);
+            route_devs.extend(
+                spec.routes
+                    .iter()
+                    .filter_map(|r| r.dev.clone())
+                    .map(|dev| (id, dev)),
+            );
+            let host = self.host(name.get_ref().clone(), spec);
+            hosts.push(self.keep(host).unwrap_or_else(|| Host {
+                name: name.into_inner(),
+                forwarding: false,
+                sysctls: BTreeMap::new(),
+                routes: Vec::new(),
+                addresses: Vec::new(),
+            }));
         }
-        let links = self.links(raw.links, &mut hosts)?;
+        let links = self.links(raw.links, &hosts);
         // Routes name interfaces, so they are checked once the links are known.
-        for (id, host) in hosts.iter().enumerate() {
-            for route in &host.routes {
-                if let Some(dev) = &route.dev {
-                    let known = links
-                        .iter()
-                        .flat_map(|l| l.ends.iter())
-                        .any(|e| e.host == id && &e.ifname == dev);
-                    if !known {
-                        return Err(self.at.error(
-                            0..0,
-                            format!(
-                                "host `{}` has a route through `{dev}`, but no link gives it an interface of that name",
-                                host.name
-                            ),
-                        ));
-                    }
-                }
+        for (id, dev) in route_devs {
+            let known = links
+                .iter()
+                .flat_map(|l| l.ends.iter())
+                .any(|e| e.host == id && &e.ifname == dev.get_ref());
+            if !known {
+                self.note(self.at.error(
+                    dev.span(),
+                    format!(
+                        "host `{}` has a route through `{}`, but no link gives it an interface of that name",
+                        hosts[id].name,
+                        dev.get_ref()
+                    ),
+                ));
             }
         }
         let faults: Vec<Fault> = raw
             .faults
             .into_iter()
-            .map(|f| self.fault(f))
-            .collect::<Result<_, _>>()?;
-        for fault in &faults {
-            if let FaultKind::TcDrop { dev, .. } = &fault.kind {
-                let known = links
-                    .iter()
-                    .flat_map(|l| l.ends.iter())
-                    .any(|e| e.host == fault.host && &e.ifname == dev);
-                if !known {
-                    return Err(self.at.error(
-                        0..0,
-                        format!(
-                            "tc_drop on host `{}` names interface `{dev}`, which no link gives it",
-                            hosts[fault.host].name
-                        ),
-                    ));
-                }
-            }
-        }
+            .filter_map(|f| {
+                let fault = self.fault(f, &links, &hosts);
+                self.keep(fault)
+            })
+            .collect();
         let traffic = raw
             .traffic
             .into_iter()
-            .map(|t| self.traffic(t, &links))
-            .collect::<Result<_, _>>()?;
+            .filter_map(|t| {
+                let traffic = self.traffic(t, &links);
+                self.keep(traffic)
+            })
+            .collect();
         let packets = raw
             .packets
             .into_iter()
-            .map(|p| self.packet(p, &links))
-            .collect::<Result<_, _>>()?;
-        let expect = self.expectations(raw.expect)?;
+            .filter_map(|p| {
+                let packet = self.packet(p, &links);
+                self.keep(packet)
+            })
+            .collect();
+        let expect = self.expectations(raw.expect);
+        let kernel_names = std::mem::take(&mut self.kernel_names);
         let settle_min_ms = match raw.settle_ms {
             Some(ms) if *ms.get_ref() > MAX_TIMEOUT_MS => {
-                return Err(self.at.error(
-                    ms.span(),
-                    format!("settle_ms must be at most {MAX_TIMEOUT_MS}"),
-                ));
+                self.note(self.at.error(ms.span(), must("settle_ms", ms.get_ref())));
+                0
             }
             Some(ms) => ms.into_inner(),
             None => 0,
@@ -127,7 +207,7 @@ impl Validator<'_> {
         let mut global_sysctls = BTreeMap::new();
         for (key, value) in raw.global_sysctls {
             if !crate::vocab::GLOBAL_SYSCTLS.contains(&key.get_ref().as_str()) {
-                return Err(self.at.error(
+                self.note(self.at.error(
                     key.span(),
                     format!(
                         "`{}` cannot be set as a global sysctl (supported: {}); per-namespace sysctls go in `[hosts.NAME] sysctls`",
@@ -135,17 +215,25 @@ impl Validator<'_> {
                         crate::vocab::GLOBAL_SYSCTLS.join(", ")
                     ),
                 ));
+                continue;
             }
             let span = value.span();
             let value = match value.into_inner() {
                 raw::SysctlValue::Int(i) if i > 0 => i.to_string(),
                 _ => {
-                    return Err(self
-                        .at
-                        .error(span, "the value must be a positive whole number"));
+                    self.note(
+                        self.at
+                            .error(span, "the value must be a positive whole number"),
+                    );
+                    continue;
                 }
             };
             global_sysctls.insert(key.into_inner(), value);
+        }
+        let mut errors = self.errors.into_inner();
+        if !errors.is_empty() {
+            errors.sort_by_key(|e| (e.line, e.column));
+            return Err(errors);
         }
         Ok(Scenario {
             global_sysctls,
@@ -159,6 +247,7 @@ impl Validator<'_> {
             packets,
             expect,
             settle_min_ms,
+            kernel_names,
         })
     }
 
@@ -235,99 +324,117 @@ impl Validator<'_> {
         Ok(Route {
             destination,
             via,
-            dev: spec.dev,
+            dev: spec.dev.map(Spanned::into_inner),
         })
     }
 
-    fn links(
-        &self,
-        raw_links: Vec<raw::Link>,
-        hosts: &mut [Host],
-    ) -> Result<Vec<Link>, ScenarioError> {
+    fn links(&self, raw_links: Vec<raw::Link>, hosts: &[Host]) -> Vec<Link> {
         let mut links: Vec<Link> = Vec::new();
         let mut interface_counts = vec![0usize; hosts.len()];
         for spec in raw_links {
-            let mut ends = Vec::with_capacity(2);
-            for end in [spec.a, spec.b] {
-                let host = self.host_ref(&end.host)?;
-                let ifname = match end.name {
-                    Some(n) => {
-                        if n.get_ref().is_empty()
-                            || n.get_ref().len() > MAX_IFNAME
-                            || n.get_ref().contains(['/', ' ', ':'])
-                        {
-                            return Err(self.at.error(
-                                n.span(),
-                                format!(
-                                    "interface name `{}` must be 1–{MAX_IFNAME} characters without `/`, `:` or spaces",
-                                    n.get_ref()
-                                ),
-                            ));
-                        }
-                        n.into_inner()
-                    }
-                    None => format!("eth{}", interface_counts[host]),
-                };
-                interface_counts[host] += 1;
-                let taken = links
-                    .iter()
-                    .flat_map(|l| l.ends.iter())
-                    .chain(ends.iter())
-                    .any(|e: &Endpoint| e.host == host && e.ifname == ifname);
-                if taken {
-                    return Err(self.at.error(
-                        end.host.span(),
-                        format!(
-                            "host `{}` already has an interface `{ifname}`: give this end another `name`",
-                            hosts[host].name
-                        ),
-                    ));
-                }
-                let addr = self.cidr(&end.addr)?;
-                let addr6 = end.addr6.as_ref().map(|a| self.cidr6(a)).transpose()?;
-                ends.push(Endpoint {
-                    host,
-                    ifname,
-                    addr,
-                    addr6,
-                });
+            let link = self.link(spec, &links, &mut interface_counts, hosts);
+            if let Some(link) = self.keep(link) {
+                links.push(link);
             }
-            if let Some(mtu) = &spec.mtu {
-                if !(68..=65535).contains(mtu.get_ref()) {
-                    return Err(self.at.error(
-                        mtu.span(),
-                        "mtu must be between 68 and 65535 (IPv4 minimum)",
-                    ));
-                }
-            }
-            let [a, b]: [Endpoint; 2] = ends.try_into().expect("two ends pushed");
-            if a.addr6.is_some() != b.addr6.is_some() {
-                return Err(self.at.error(
-                    0..0,
-                    format!(
-                        "only one end of the link between `{}` and `{}` has `addr6`: IPv6 is enabled on a link when both ends have an address",
-                        hosts[a.host].name, hosts[b.host].name
-                    ),
-                ));
-            }
-            if a.host == b.host {
-                return Err(self.at.error(
-                    0..0,
-                    format!(
-                        "a link joins host `{}` to itself: a veth pair must join two different hosts",
-                        hosts[a.host].name
-                    ),
-                ));
-            }
-            links.push(Link {
-                ends: [a, b],
-                mtu: spec.mtu.map(Spanned::into_inner),
-            });
         }
-        Ok(links)
+        links
     }
 
-    fn fault(&self, spec: raw::Fault) -> Result<Fault, ScenarioError> {
+    fn link(
+        &self,
+        spec: raw::Link,
+        links: &[Link],
+        interface_counts: &mut [usize],
+        hosts: &[Host],
+    ) -> Result<Link, ScenarioError> {
+        let b_host_span = spec.b.host.span();
+        let addr6_span = spec
+            .a
+            .addr6
+            .as_ref()
+            .or(spec.b.addr6.as_ref())
+            .map(Spanned::span);
+        let mut ends = Vec::with_capacity(2);
+        for end in [spec.a, spec.b] {
+            let host = self.host_ref(&end.host)?;
+            let ifname = match end.name {
+                Some(n) => {
+                    if n.get_ref().is_empty()
+                        || n.get_ref().len() > MAX_IFNAME
+                        || n.get_ref().contains(['/', ' ', ':'])
+                    {
+                        return Err(self.at.error(
+                            n.span(),
+                            format!(
+                                "interface name `{}` must be 1–{MAX_IFNAME} characters without `/`, `:` or spaces",
+                                n.get_ref()
+                            ),
+                        ));
+                    }
+                    n.into_inner()
+                }
+                None => format!("eth{}", interface_counts[host]),
+            };
+            interface_counts[host] += 1;
+            let taken = links
+                .iter()
+                .flat_map(|l| l.ends.iter())
+                .chain(ends.iter())
+                .any(|e: &Endpoint| e.host == host && e.ifname == ifname);
+            if taken {
+                return Err(self.at.error(
+                    end.host.span(),
+                    format!(
+                        "host `{}` already has an interface `{ifname}`: give this end another `name`",
+                        hosts[host].name
+                    ),
+                ));
+            }
+            let addr = self.cidr(&end.addr)?;
+            let addr6 = end.addr6.as_ref().map(|a| self.cidr6(a)).transpose()?;
+            ends.push(Endpoint {
+                host,
+                ifname,
+                addr,
+                addr6,
+            });
+        }
+        if let Some(mtu) = &spec.mtu {
+            if !(68..=65535).contains(mtu.get_ref()) {
+                return Err(self.at.error(mtu.span(), must("mtu", mtu.get_ref())));
+            }
+        }
+        let [a, b]: [Endpoint; 2] = ends.try_into().expect("two ends pushed");
+        if a.addr6.is_some() != b.addr6.is_some() {
+            return Err(self.at.error(
+                addr6_span.expect("one end has addr6"),
+                format!(
+                    "only one end of the link between `{}` and `{}` has `addr6`: IPv6 is enabled on a link when both ends have an address",
+                    hosts[a.host].name, hosts[b.host].name
+                ),
+            ));
+        }
+        if a.host == b.host {
+            return Err(self.at.error(
+                b_host_span,
+                format!(
+                    "a link joins host `{}` to itself: a veth pair must join two different hosts",
+                    hosts[a.host].name
+                ),
+            ));
+        }
+        Ok(Link {
+            ends: [a, b],
+            mtu: spec.mtu.map(Spanned::into_inner),
+        })
+    }
+
+    fn fault(
+        &self,
+        spec: raw::Fault,
+        links: &[Link],
+        hosts: &[Host],
+    ) -> Result<Fault, ScenarioError> {
         let host = self.host_ref(&spec.host)?;
         let sources = [
             spec.iptables.is_some(),
@@ -356,6 +463,19 @@ impl Validator<'_> {
                     ));
                 }
             };
+            let known = links
+                .iter()
+                .flat_map(|l| l.ends.iter())
+                .any(|e| e.host == host && e.ifname == tc_drop.dev);
+            if !known {
+                return Err(self.at.error(
+                    span,
+                    format!(
+                        "tc_drop on host `{}` names interface `{}`, which no link gives it",
+                        hosts[host].name, tc_drop.dev
+                    ),
+                ));
+            }
             FaultKind::TcDrop {
                 dev: tc_drop.dev,
                 ingress,
@@ -474,23 +594,25 @@ impl Validator<'_> {
                 ));
             }
             (_, Some(p)) if *p.get_ref() == 0 => {
-                return Err(self.at.error(p.span(), "port must be 1–65535"));
+                return Err(self.at.error(p.span(), must("port", 0)));
             }
             (_, Some(p)) => *p.get_ref(),
         };
-        let count = spec.count.map_or(1, |c| c.into_inner());
-        if count == 0 || count > MAX_COUNT {
-            return Err(self.at.error(
-                spec.from.span(),
-                format!("count must be 1–{MAX_COUNT} (traffic loops are bounded)"),
-            ));
+        let count = spec.count.as_ref().map_or(1, |c| *c.get_ref());
+        if let Some(c) = spec
+            .count
+            .as_ref()
+            .filter(|_| count == 0 || count > MAX_COUNT)
+        {
+            self.note(self.at.error(c.span(), must("count", count)));
         }
-        let timeout_ms = spec.timeout_ms.map_or(200, |t| t.into_inner());
-        if timeout_ms == 0 || timeout_ms > MAX_TIMEOUT_MS {
-            return Err(self.at.error(
-                spec.from.span(),
-                format!("timeout_ms must be 1–{MAX_TIMEOUT_MS}"),
-            ));
+        let timeout_ms = spec.timeout_ms.as_ref().map_or(200, |t| *t.get_ref());
+        if let Some(t) = spec
+            .timeout_ms
+            .as_ref()
+            .filter(|_| timeout_ms == 0 || timeout_ms > MAX_TIMEOUT_MS)
+        {
+            self.note(self.at.error(t.span(), must("timeout_ms", timeout_ms)));
         }
         if protocol == Protocol::Icmp && spec.listen.is_some() {
             return Err(self.at.error(
@@ -505,20 +627,20 @@ impl Validator<'_> {
                 "nobody can listen at an address no host owns: set `listen = false`",
             ));
         }
-        let payload = spec.payload.unwrap_or(match protocol {
-            Protocol::Icmp => 56,
-            _ => 32,
-        });
-        if payload > 1400 {
-            return Err(self.at.error(
-                spec.from.span(),
-                "payload must be at most 1400 bytes (one unfragmented packet)",
-            ));
+        let payload = spec.payload.as_ref().map_or(
+            match protocol {
+                Protocol::Icmp => 56,
+                _ => 32,
+            },
+            |p| *p.get_ref(),
+        );
+        if let Some(p) = spec.payload.as_ref().filter(|_| payload > 1400) {
+            self.note(self.at.error(p.span(), must("payload", payload)));
         }
         let source = spec.source.as_ref().map(|s| self.address(s)).transpose()?;
         if let Some(ttl) = &spec.ttl {
             if *ttl.get_ref() == 0 {
-                return Err(self.at.error(ttl.span(), "ttl must be 1–255"));
+                return Err(self.at.error(ttl.span(), must("ttl", 0)));
             }
         }
         let reads = match spec.receiver.as_ref().map(|r| r.get_ref().as_str()) {
@@ -639,42 +761,53 @@ impl Validator<'_> {
         })
     }
 
-    fn expectations(&self, spec: raw::Expect) -> Result<Expectations, ScenarioError> {
+    fn expectations(&mut self, spec: raw::Expect) -> Expectations {
         let mut drops = Vec::new();
         for d in spec.drops {
-            let host = self.host_ref(&d.host)?;
+            let Some(host) = self.keep(self.host_ref(&d.host)) else {
+                continue;
+            };
             let reason = d.reason.get_ref();
             if !reason.starts_with(|c: char| c.is_ascii_uppercase())
                 || !reason
                     .chars()
                     .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
             {
-                return Err(self.at.error(
+                self.note(self.at.error(
                     d.reason.span(),
                     format!(
                         "reason `{reason}` should be a kernel drop reason name without the SKB_DROP_REASON_ prefix, e.g. \"NETFILTER_DROP\" (`dropspec reasons` lists them)"
                     ),
                 ));
+                continue;
+            }
+            self.note_kernel_name(KernelNameKind::Reason, &d.reason);
+            if let Some(function) = &d.function {
+                self.note_kernel_name(KernelNameKind::Function, function);
             }
             drops.push(DropExpect {
                 host,
                 reason: d.reason.into_inner(),
-                function: d.function,
+                function: d.function.map(Spanned::into_inner),
                 count: d.count,
             });
         }
         let mut causes = Vec::new();
         for c in spec.causes {
-            let host = self.host_ref(&c.host)?;
+            let Some(host) = self.keep(self.host_ref(&c.host)) else {
+                continue;
+            };
             if !crate::vocab::CAUSES.contains(&c.cause.get_ref().as_str()) {
-                return Err(self.at.error(
+                self.note(self.at.error(
                     c.cause.span(),
                     format!(
-                        "unknown cause `{}` (causes: {})",
+                        "unknown cause `{}`{} (causes: {})",
                         c.cause.get_ref(),
+                        did_you_mean(c.cause.get_ref(), crate::vocab::CAUSES),
                         crate::vocab::CAUSES.join(", ")
                     ),
                 ));
+                continue;
             }
             causes.push(CauseExpect {
                 host,
@@ -684,16 +817,20 @@ impl Validator<'_> {
         }
         let mut counters = Vec::new();
         for c in spec.counters {
-            let host = self.host_ref(&c.host)?;
+            let Some(host) = self.keep(self.host_ref(&c.host)) else {
+                continue;
+            };
             if !c.counter.get_ref().contains('.') {
-                return Err(self.at.error(
+                self.note(self.at.error(
                     c.counter.span(),
                     format!(
                         "counter `{}` should be `Group.Field` as in /proc/net/snmp or netstat (e.g. \"TcpExt.ListenOverflows\", \"Udp.RcvbufErrors\"), or `conntrack.<stat>`",
                         c.counter.get_ref()
                     ),
                 ));
+                continue;
             }
+            self.note_kernel_name(KernelNameKind::Counter, &c.counter);
             counters.push(CounterExpect {
                 host,
                 counter: c.counter.into_inner(),
@@ -702,17 +839,21 @@ impl Validator<'_> {
         }
         let mut hooks = Vec::new();
         for h in spec.hooks {
-            let host = self.host_ref(&h.host)?;
+            let Some(host) = self.keep(self.host_ref(&h.host)) else {
+                continue;
+            };
             if HookPoint::from_retina_name(h.hook.get_ref()).is_none() {
                 let names: Vec<&str> = HookPoint::ALL.iter().map(|p| p.retina_name()).collect();
-                return Err(self.at.error(
+                self.note(self.at.error(
                     h.hook.span(),
                     format!(
-                        "unknown hook point `{}`: Retina's names are {}",
+                        "unknown hook point `{}`{}: Retina's names are {}",
                         h.hook.get_ref(),
+                        did_you_mean(h.hook.get_ref(), &names),
                         names.join(", ")
                     ),
                 ));
+                continue;
             }
             hooks.push(HookExpect {
                 host,
@@ -721,26 +862,37 @@ impl Validator<'_> {
                 count: h.count,
             });
         }
-        let since_kernel = match &spec.since_kernel {
-            None => None,
-            Some(v) => Some(parse_kernel_version(v.get_ref()).ok_or_else(|| {
-                self.at.error(
+        let since_kernel = spec.since_kernel.as_ref().and_then(|v| {
+            let version = parse_kernel_version(v.get_ref());
+            if version.is_none() {
+                self.note(self.at.error(
                     v.span(),
                     format!(
                         "since_kernel `{}` should be a kernel version like \"6.12\"",
                         v.get_ref()
                     ),
-                )
-            })?),
-        };
-        Ok(Expectations {
+                ));
+            }
+            version
+        });
+        Expectations {
             drops,
             causes,
             counters,
             hooks,
             no_other_drops: !spec.allow_other_drops,
             since_kernel,
-        })
+        }
+    }
+
+    fn note_kernel_name(&mut self, kind: KernelNameKind, name: &Spanned<String>) {
+        let (line, column) = self.at.position(name.span().start);
+        self.kernel_names.push(KernelName {
+            kind,
+            name: name.get_ref().clone(),
+            line,
+            column,
+        });
     }
 
     fn host_ref(&self, name: &Spanned<String>) -> Result<HostId, ScenarioError> {
@@ -749,8 +901,9 @@ impl Validator<'_> {
             self.at.error(
                 name.span(),
                 format!(
-                    "unknown host `{}` (declared hosts: {})",
+                    "unknown host `{}`{} (declared hosts: {})",
                     name.get_ref(),
+                    did_you_mean(name.get_ref(), &known),
                     known.join(", ")
                 ),
             )
@@ -835,7 +988,10 @@ impl Validator<'_> {
             Some(6) => true,
             Some(_) => {
                 let span = spec.ip.as_ref().expect("matched Some").span();
-                return Err(self.at.error(span, "ip must be 4 or 6"));
+                return Err(self.at.error(
+                    span,
+                    must("ip", spec.ip.as_ref().expect("matched Some").get_ref()),
+                ));
             }
         };
         let (link_source, link_destination) = if ipv6 {
@@ -898,7 +1054,7 @@ impl Validator<'_> {
         let ported = matches!(protocol, PacketProtocol::Udp | PacketProtocol::Tcp);
         let port = match (&spec.port, ported) {
             (Some(p), true) if *p.get_ref() == 0 => {
-                return Err(self.at.error(p.span(), "port must be 1–65535"));
+                return Err(self.at.error(p.span(), must("port", 0)));
             }
             (Some(p), true) => *p.get_ref(),
             (None, true) => {
@@ -917,7 +1073,7 @@ impl Validator<'_> {
         };
         let source_port = match (&spec.source_port, ported) {
             (Some(p), true) if *p.get_ref() == 0 => {
-                return Err(self.at.error(p.span(), "source_port must be 1–65535"));
+                return Err(self.at.error(p.span(), must("source_port", 0)));
             }
             (Some(p), true) => *p.get_ref(),
             (Some(p), false) => {
@@ -1008,7 +1164,7 @@ impl Validator<'_> {
         if count == 0 || count > MAX_COUNT {
             return Err(self.at.error(
                 spec.count.as_ref().map_or(spec.from.span(), |c| c.span()),
-                format!("count must be 1–{MAX_COUNT} (traffic loops are bounded)"),
+                must("count", count),
             ));
         }
         let payload = spec.payload.as_ref().map_or(
@@ -1025,13 +1181,17 @@ impl Validator<'_> {
                     .as_ref()
                     .expect("only a given payload can be too big")
                     .span(),
-                "payload must be at most 1400 bytes (one unfragmented packet)",
+                must("payload", payload),
             ));
         }
         let ttl = match &spec.ttl {
             None => 64,
-            Some(t) => u8::try_from(*t.get_ref())
-                .map_err(|_| self.at.error(t.span(), "ttl must be 0–255"))?,
+            Some(t) => u8::try_from(*t.get_ref()).map_err(|_| {
+                self.at.error(
+                    t.span(),
+                    format!("`ttl` must be {}, not {}", whole(0, 255), t.get_ref()),
+                )
+            })?,
         };
         let timeout_ms = spec.timeout_ms.as_ref().map_or(200, |t| *t.get_ref());
         if timeout_ms == 0 || timeout_ms > MAX_TIMEOUT_MS {
@@ -1040,7 +1200,7 @@ impl Validator<'_> {
                     .as_ref()
                     .expect("only a given timeout can be out of range")
                     .span(),
-                format!("timeout_ms must be 1–{MAX_TIMEOUT_MS}"),
+                must("timeout_ms", timeout_ms),
             ));
         }
         let expect = self.packet_expect(protocol, receiver, ipv6, spec.expect)?;
@@ -1188,6 +1348,12 @@ impl Validator<'_> {
     }
 }
 
+/// ` (did you mean `X`?)` when a known name is close to `word`.
+fn did_you_mean(word: &str, known: &[&str]) -> String {
+    crate::suggest::closest(word, known)
+        .map_or(String::new(), |c| format!(" (did you mean `{c}`?)"))
+}
+
 /// The source port of crafted UDP and TCP packets unless the entry gives one.
 pub const DEFAULT_SOURCE_PORT: u16 = 40000;
 
@@ -1229,7 +1395,7 @@ a = { host = "client", addr = "198.18.0.1/24" }
 b = { host = "server", addr = "198.18.0.2/24" }
 "#;
 
-    fn parse_text(text: &str) -> Result<Scenario, ScenarioError> {
+    fn parse_text(text: &str) -> Result<Scenario, crate::scenario::ScenarioErrors> {
         parse(
             text,
             Path::new("s.toml"),
@@ -1319,7 +1485,7 @@ count = 4
             error_of("\n[[traffic]]\nfrom = \"clinet\"\nto = \"server\"\nprotocol = \"icmp\"\n");
         assert_eq!(
             e,
-            "s.toml:12:8: unknown host `clinet` (declared hosts: client, server)"
+            "s.toml:12:8: unknown host `clinet` (did you mean `client`?) (declared hosts: client, server)"
         );
     }
 
@@ -1329,7 +1495,7 @@ count = 4
             .unwrap_err()
             .to_string();
         assert!(
-            e.starts_with("s.toml:3:1: unknown field `forwardin`"),
+            e.starts_with("s.toml:3:1: unknown key `forwardin` (did you mean `forwarding`?)"),
             "{e}"
         );
         let e = parse_text("description = \n").unwrap_err().to_string();
@@ -1370,7 +1536,10 @@ count = 4
         let unbounded = error_of(
             "[[traffic]]\nfrom = \"client\"\nto = \"server\"\nprotocol = \"icmp\"\ncount = 100000\n",
         );
-        assert!(unbounded.contains("count must be 1–10000"), "{unbounded}");
+        assert!(
+            unbounded.contains("`count` must be a whole number from 1 to 10,000, not 100000"),
+            "{unbounded}"
+        );
     }
 
     #[test]
@@ -1500,9 +1669,9 @@ b = { host = "server", addr = "198.18.0.2/24", addr6 = "2001:db8::2/64" }
             ("protocol = \"udp\"\nport = 9\nreceiver = \"reads\"\ndestination = \"198.18.0.77\"\n", "a receiver listens on `server`'s own address"),
             ("protocol = \"udp\"\nport = 9\nreceiver = \"none\"\ndestination = \"10.0.0.1\"\n", "outside the ranges dropspec may use"),
             ("protocol = \"udp\"\nport = 9\nreceiver = \"none\"\ndestination = \"2001:db8::9\"\n", "is not an IPv4 address"),
-            ("protocol = \"icmp\"\nttl = 256\n", "ttl must be 0–255"),
-            ("protocol = \"icmp\"\npayload = 1401\n", "at most 1400 bytes"),
-            ("protocol = \"icmp\"\ncount = 0\n", "count must be 1–10000"),
+            ("protocol = \"icmp\"\nttl = 256\n", "`ttl` must be a whole number from 0 to 255, not 256"),
+            ("protocol = \"icmp\"\npayload = 1401\n", "from 0 to 1,400 (one unfragmented packet), not 1401"),
+            ("protocol = \"icmp\"\ncount = 0\n", "`count` must be a whole number from 1 to 10,000, not 0"),
         ];
         for (entry, expected) in cases {
             let e = packets_error(entry);
