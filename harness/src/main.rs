@@ -122,6 +122,11 @@ struct VmArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Every command runs under the same policy: a bad DROPSPEC_* value stops any of them.
+    if let Err(e) = Policy::current() {
+        eprintln!("dropspec: {e}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Run {
             paths,
