@@ -53,17 +53,40 @@ pub fn check_functions_after_run(scenario: &Scenario) -> Vec<ScenarioError> {
     if !modular_kernel() {
         return Vec::new();
     }
-    let Ok(functions) = known::running_functions() else {
+    // Reading kallsyms costs seconds in a TCG guest, so the symbols read once are asked
+    // first, and kallsyms is read again only for a function they do not have (its module
+    // may have been loaded since), which is the rare case.
+    static FIRST_READ: std::sync::OnceLock<Option<std::collections::BTreeSet<String>>> =
+        std::sync::OnceLock::new();
+    let check_with = |functions: std::collections::BTreeSet<String>| {
+        // Only what the function rule needs: the release (for `since_kernel`) and the
+        // functions; reasons and counters were checked before the run.
+        let known = KnownNames {
+            functions: Some(functions),
+            release: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .ok()
+                .map(|r| r.trim().to_owned()),
+            reasons: None,
+            bundled_reasons: Default::default(),
+            counters: None,
+            unread_counter_groups: Vec::new(),
+        };
+        names::check(scenario, &known)
+            .into_iter()
+            .filter(|e| e.to_string().contains("no function `"))
+            .collect::<Vec<_>>()
+    };
+    let Some(first) = FIRST_READ.get_or_init(|| known::running_functions().ok()) else {
         return Vec::new();
     };
-    let known = KnownNames {
-        functions: Some(functions),
-        ..on_this_machine()
-    };
-    names::check(scenario, &known)
-        .into_iter()
-        .filter(|e| e.to_string().contains("no function `"))
-        .collect()
+    let unknown = check_with(first.clone());
+    if unknown.is_empty() {
+        return unknown;
+    }
+    match known::running_functions() {
+        Ok(now) => check_with(now),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Whether this kernel can load modules (it then lists them in /proc/modules).
