@@ -12,6 +12,14 @@ use crate::scenario::{Scenario, ScenarioError};
 /// names in /proc/kallsyms are world-readable. What cannot be read is left `None`, and
 /// the check falls back as `scenario::names` documents.
 pub fn on_this_machine() -> KnownNames {
+    KnownNames {
+        functions: known::running_functions().ok(),
+        ..on_this_machine_but_functions()
+    }
+}
+
+/// [`on_this_machine`] without reading kallsyms.
+fn on_this_machine_but_functions() -> KnownNames {
     let (counters, unread_counter_groups) = match counters::counter_names() {
         Some((names, unread)) => (Some(names), unread.into_iter().map(String::from).collect()),
         None => (None, Vec::new()),
@@ -23,7 +31,7 @@ pub fn on_this_machine() -> KnownNames {
             .ok()
             .map(|r| r.trim().to_owned()),
         reasons: known::running_reasons().ok(),
-        functions: known::running_functions().ok(),
+        functions: None,
         bundled_reasons: known::bundled_reasons(),
     }
 }
@@ -37,11 +45,15 @@ pub fn on_this_machine() -> KnownNames {
 pub fn check(scenario: &Scenario) -> Vec<ScenarioError> {
     static KNOWN: std::sync::OnceLock<KnownNames> = std::sync::OnceLock::new();
     let known = KNOWN.get_or_init(|| {
-        let mut known = on_this_machine();
         if modular_kernel() {
-            known.functions = None;
+            // Not read at all: kallsyms costs seconds in a TCG guest.
+            KnownNames {
+                functions: None,
+                ..on_this_machine_but_functions()
+            }
+        } else {
+            on_this_machine()
         }
-        known
     });
     names::check(scenario, known)
 }
