@@ -61,6 +61,10 @@ enum Command {
     Check { paths: Vec<PathBuf> },
     /// List the running kernel's drop reasons with their numbers.
     Reasons,
+    /// Print the scenario format's JSON Schema (the one shipped as
+    /// schema/dropspec-scenario.schema.json), for editors: name it on a scenario's first
+    /// line as `#:schema PATH`.
+    Schema,
     /// What this kernel lets dropspec watch: the drop probe's attachment, the auxiliary
     /// tracepoints, and how each of Retina's hook points attaches or why it cannot (root).
     Probes,
@@ -143,6 +147,10 @@ fn main() -> ExitCode {
         } => diff_runs(&old, &new, markdown, accept.as_deref()),
         Command::Check { paths } => check(&paths),
         Command::Reasons => reasons(),
+        Command::Schema => {
+            print!("{}", scenario::schema_json());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Probes => probes_available(),
         Command::Cleanup => cleanup_leftovers(),
         Command::Bench(args) => bench::run(args),
