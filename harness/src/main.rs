@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use dropspec::baseline::Baselines;
+use dropspec::authoring::place::{place, Place};
 use dropspec::policy::{BaselineMode, Policy};
 use dropspec::report::Report;
 use dropspec::runner;
@@ -40,6 +40,10 @@ enum Command {
         /// INSTA_UPDATE=always. A scenario whose expectations failed is never recorded.
         #[arg(long)]
         record: bool,
+        /// Print `[[expect.drops]]` blocks from what each scenario's run saw (with what was
+        /// seen, as comments), to review and paste into the file.
+        #[arg(long)]
+        propose: bool,
         /// Also save the whole run (kernel, its reason table, every report) as JSON, for
         /// `dropspec diff` against another kernel.
         #[arg(long, value_name = "FILE")]
@@ -59,6 +63,13 @@ enum Command {
     },
     /// Validate scenario files without running them (no root needed).
     Check { paths: Vec<PathBuf> },
+    /// Write a commented starting scenario that passes `check`: scenarios/NAME.toml in a
+    /// project (NAME may have directories), NAME itself when it ends in .toml.
+    New {
+        name: String,
+        #[arg(long, value_enum, default_value = "firewall")]
+        kind: dropspec::authoring::new::Kind,
+    },
     /// List the running kernel's drop reasons with their numbers.
     Reasons,
     /// Print the scenario format's JSON Schema (the one shipped as
@@ -138,7 +149,8 @@ fn main() -> ExitCode {
             jobs,
             json,
             record,
-        } => run(&paths, timings, jobs, json.as_deref(), record),
+            propose,
+        } => run(&paths, timings, jobs, json.as_deref(), record, propose),
         Command::Diff {
             old,
             new,
@@ -146,6 +158,7 @@ fn main() -> ExitCode {
             accept,
         } => diff_runs(&old, &new, markdown, accept.as_deref()),
         Command::Check { paths } => check(&paths),
+        Command::New { name, kind } => new_scenario(&name, kind),
         Command::Reasons => reasons(),
         Command::Schema => {
             print!("{}", scenario::schema_json());
@@ -180,8 +193,13 @@ fn project_root() -> Result<PathBuf> {
 }
 
 /// Expands the command line's paths (files or directories) into scenario files.
-fn scenario_files(paths: &[PathBuf], root: &Path) -> Result<Vec<PathBuf>> {
+fn scenario_files(paths: &[PathBuf], root: Option<&Path>) -> Result<Vec<PathBuf>> {
     if paths.is_empty() {
+        // No file named: the project's scenarios/, and it is an error to have none.
+        let root = match root {
+            Some(root) => root.to_owned(),
+            None => project_root()?,
+        };
         return scenario::discover(&root.join("scenarios")).context("reading scenarios/");
     }
     let mut files = Vec::new();
@@ -199,21 +217,24 @@ fn scenario_files(paths: &[PathBuf], root: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn load_all(files: &[PathBuf], root: &Path) -> Result<Vec<scenario::Scenario>, Vec<String>> {
-    let scenarios_dir = root.join("scenarios");
+/// Loads each file where it stands (`authoring::place`): its name, fixtures and baselines.
+fn load_all(
+    files: &[PathBuf],
+    root: Option<&Path>,
+) -> Result<Vec<(scenario::Scenario, Place)>, Vec<String>> {
     let mut loaded = Vec::new();
     let mut errors = Vec::new();
     for file in files {
         let absolute = std::fs::canonicalize(file).unwrap_or_else(|_| file.clone());
-        let scenarios_dir = std::fs::canonicalize(&scenarios_dir).unwrap_or(scenarios_dir.clone());
-        match scenario::load(&absolute, &scenarios_dir, &root.join("fixtures")) {
+        let place = place(file, root);
+        match scenario::load(&absolute, &place.names_root, &place.fixtures) {
             Ok(mut s) => {
                 s.path = file.clone();
                 // The names only a kernel can confirm, checked here so that `check` and
                 // `run` (and `cargo test`, through `dropspec run`) refuse the same files.
                 let unknown = dropspec::names::check(&s);
                 if unknown.is_empty() {
-                    loaded.push(s)
+                    loaded.push((s, place))
                 } else {
                     let lines: Vec<String> = unknown.iter().map(ToString::to_string).collect();
                     errors.push(lines.join("\n"));
@@ -231,9 +252,9 @@ fn load_all(files: &[PathBuf], root: &Path) -> Result<Vec<scenario::Scenario>, V
 }
 
 fn check(paths: &[PathBuf]) -> Result<ExitCode> {
-    let root = project_root()?;
-    let files = scenario_files(paths, &root)?;
-    match load_all(&files, &root) {
+    let root = project_root().ok();
+    let files = scenario_files(paths, root.as_deref())?;
+    match load_all(&files, root.as_deref()) {
         Ok(scenarios) => {
             println!("{} scenario file(s) valid", scenarios.len());
             Ok(ExitCode::SUCCESS)
@@ -250,6 +271,18 @@ fn check(paths: &[PathBuf]) -> Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+fn new_scenario(name: &str, kind: dropspec::authoring::new::Kind) -> Result<ExitCode> {
+    let file = dropspec::authoring::new::write(name, kind, project_root().ok().as_deref())?;
+    let shown = file.display();
+    println!("wrote {shown}");
+    println!("next: dropspec check {shown}");
+    println!(
+        "      sudo dropspec run --propose {shown}   # see the drops, get [[expect.drops]] blocks"
+    );
+    println!("      sudo dropspec run --record {shown}    # record its snapshot once the expectations hold");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn cleanup_leftovers() -> Result<ExitCode> {
@@ -370,6 +403,7 @@ fn run(
     jobs: Option<u16>,
     json: Option<&Path>,
     record: bool,
+    propose: bool,
 ) -> Result<ExitCode> {
     let mut policy = Policy::current()?.clone();
     if record {
@@ -378,8 +412,8 @@ fn run(
         }
         policy.baseline = BaselineMode::Record;
     }
-    let root = project_root()?;
-    let files = scenario_files(paths, &root)?;
+    let root = project_root().ok();
+    let files = scenario_files(paths, root.as_deref())?;
     if files.is_empty() {
         bail!(
             "no scenario files in {}: nothing would be tested",
@@ -390,8 +424,8 @@ fn run(
             }
         );
     }
-    let scenarios = match load_all(&files, &root) {
-        Ok(s) => s,
+    let (scenarios, places): (Vec<_>, Vec<_>) = match load_all(&files, root.as_deref()) {
+        Ok(s) => s.into_iter().unzip(),
         Err(errors) => {
             for e in &errors {
                 eprintln!("{e}");
@@ -409,7 +443,6 @@ fn run(
         || std::thread::available_parallelism().map_or(1, |n| n.get()),
         usize::from,
     );
-    let baselines = Baselines::in_project(&root);
 
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Outcome>>> =
@@ -421,10 +454,14 @@ fn run(
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(s) = scenarios.get(i) else { break };
-                let judgement = verdict::judge(s, runner::run(s), &baselines, &policy);
+                let baselines = &places[i].baselines;
+                let judgement = verdict::judge(s, runner::run(s), baselines, &policy);
                 {
                     let _guard = output.lock().unwrap();
                     print_result(s, &judgement, timings);
+                    if let (true, Some(report)) = (propose, &judgement.report) {
+                        println!("{}", dropspec::authoring::propose::propose(report));
+                    }
                 }
                 results.lock().unwrap()[i] = Some((judgement.verdict, judgement.report));
             });

@@ -1,0 +1,1 @@
+//! `dropspec run --keep`: a scenario's namespaces left up under recognisable names.
