@@ -44,6 +44,11 @@ enum Command {
         /// seen, as comments), to review and paste into the file.
         #[arg(long)]
         propose: bool,
+        /// Leave each scenario's namespaces up after the run, named
+        /// dropspec-keep-<scenario>-<host> under /run/netns for `ip netns exec`; remove
+        /// them with `dropspec cleanup --kept`.
+        #[arg(long)]
+        keep: bool,
         /// Also save the whole run (kernel, its reason table, every report) as JSON, for
         /// `dropspec diff` against another kernel.
         #[arg(long, value_name = "FILE")]
@@ -82,7 +87,12 @@ enum Command {
     /// Remove what killed runs left: named dropspec namespaces and temporary files of dead
     /// processes, and global sysctls they (and their guardians) left changed. Every other
     /// entry point (`run`, `bench`, `cargo test`) does this too before it starts.
-    Cleanup,
+    Cleanup {
+        /// Remove the namespaces `run --keep` left up (dropspec-keep-…) instead; they are
+        /// never removed otherwise.
+        #[arg(long)]
+        kept: bool,
+    },
     /// Measure dropspec against the shell + bpftrace way, the kernel-only floor and
     /// bpftrace's probe; prints the figures of BENCHMARKS.md (as root, ~3-4 minutes).
     Bench(bench::Args),
@@ -150,7 +160,16 @@ fn main() -> ExitCode {
             json,
             record,
             propose,
-        } => run(&paths, timings, jobs, json.as_deref(), record, propose),
+            keep,
+        } => run(
+            &paths,
+            timings,
+            jobs,
+            json.as_deref(),
+            record,
+            propose,
+            keep,
+        ),
         Command::Diff {
             old,
             new,
@@ -165,7 +184,7 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Command::Probes => probes_available(),
-        Command::Cleanup => cleanup_leftovers(),
+        Command::Cleanup { kept } => cleanup_leftovers(kept),
         Command::Bench(args) => bench::run(args),
         Command::Vm(args) => vm(args),
     };
@@ -285,9 +304,20 @@ fn new_scenario(name: &str, kind: dropspec::authoring::new::Kind) -> Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-fn cleanup_leftovers() -> Result<ExitCode> {
+fn cleanup_leftovers(kept: bool) -> Result<ExitCode> {
     if let Some(why) = runner::unavailable_reason() {
         bail!("{why}");
+    }
+    if kept {
+        let removed =
+            dropspec::authoring::keep::remove_kept().context("removing kept namespaces")?;
+        for name in &removed {
+            println!("removed kept namespace {name}");
+        }
+        if removed.is_empty() {
+            println!("no kept namespaces");
+        }
+        return Ok(ExitCode::SUCCESS);
     }
     let reaped = cleanup::reap_before_run().context("removing what earlier runs left")?;
     for line in reaped.lines() {
@@ -404,6 +434,7 @@ fn run(
     json: Option<&Path>,
     record: bool,
     propose: bool,
+    keep: bool,
 ) -> Result<ExitCode> {
     let mut policy = Policy::current()?.clone();
     if record {
@@ -455,12 +486,29 @@ fn run(
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(s) = scenarios.get(i) else { break };
                 let baselines = &places[i].baselines;
-                let judgement = verdict::judge(s, runner::run(s), baselines, &policy);
+                let mut kept = None;
+                let report = if keep {
+                    runner::run_with(s, |topology| {
+                        kept = Some(dropspec::authoring::keep::keep(&s.name, topology))
+                    })
+                } else {
+                    runner::run(s)
+                };
+                let judgement = verdict::judge(s, report, baselines, &policy);
                 {
                     let _guard = output.lock().unwrap();
                     print_result(s, &judgement, timings);
                     if let (true, Some(report)) = (propose, &judgement.report) {
                         println!("{}", dropspec::authoring::propose::propose(report));
+                    }
+                    match &kept {
+                        Some(Ok(kept)) => {
+                            println!("{}", dropspec::authoring::keep::describe(&s.name, kept))
+                        }
+                        Some(Err(e)) => {
+                            println!("could not keep the namespaces of {}: {e}\n", s.name)
+                        }
+                        None => {}
                     }
                 }
                 results.lock().unwrap()[i] = Some((judgement.verdict, judgement.report));
