@@ -45,4 +45,5 @@ pub mod traffic;
 pub mod verdict;
 pub mod vm;
 pub mod vocab;
+pub mod watch;
 pub mod watchers;

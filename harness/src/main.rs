@@ -77,6 +77,10 @@ enum Command {
     },
     /// List the running kernel's drop reasons with their numbers.
     Reasons,
+    /// Stream drops live: a line per sampled drop (reason, function, host, protocol,
+    /// addresses and ports) and a table of all drops counted, for a scenario it builds and
+    /// drives, for named namespaces, or for every namespace (as root).
+    Watch(WatchArgs),
     /// Print the scenario format's JSON Schema (the one shipped as
     /// schema/dropspec-scenario.schema.json), for editors: name it on a scenario's first
     /// line as `#:schema PATH`.
@@ -100,6 +104,31 @@ enum Command {
     /// this machine's files (read-only, the project directory writable) and returns the
     /// command's exit code. Example: dropspec vm --kernel 6.1 -- target/debug/dropspec run
     Vm(VmArgs),
+}
+
+#[derive(clap::Args)]
+struct WatchArgs {
+    /// Build this scenario, inject its faults and send its traffic (--rounds times),
+    /// watching its hosts.
+    #[arg(long, value_name = "FILE", conflicts_with = "netns")]
+    scenario: Option<PathBuf>,
+    /// Times the scenario's traffic is sent, a second apart; 0 only keeps the scenario
+    /// up (until Ctrl-C or --duration).
+    #[arg(long, default_value_t = 3, requires = "scenario")]
+    rounds: u32,
+    /// Namespaces by /run/netns name (e.g. those `run --keep` left). Default, with no
+    /// --scenario either: every namespace.
+    #[arg(long, num_args = 1..)]
+    netns: Vec<String>,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    duration: Option<f64>,
+    /// At most this many per-packet lines a second (every drop is still counted).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    samples: u32,
+    /// Seconds between the tables of counts.
+    #[arg(long, default_value_t = 2.0)]
+    every: f64,
 }
 
 #[derive(clap::Args)]
@@ -179,6 +208,7 @@ fn main() -> ExitCode {
         Command::Check { paths } => check(&paths),
         Command::New { name, kind } => new_scenario(&name, kind),
         Command::Reasons => reasons(),
+        Command::Watch(args) => watch(args),
         Command::Schema => {
             print!("{}", scenario::schema_json());
             Ok(ExitCode::SUCCESS)
@@ -301,6 +331,46 @@ fn new_scenario(name: &str, kind: dropspec::authoring::new::Kind) -> Result<Exit
         "      sudo dropspec run --propose {shown}   # see the drops, get [[expect.drops]] blocks"
     );
     println!("      sudo dropspec run --record {shown}    # record its snapshot once the expectations hold");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn watch(args: WatchArgs) -> Result<ExitCode> {
+    use dropspec::watch::session::{self, Options, Target};
+    if let Some(why) = runner::unavailable_reason() {
+        bail!("{why}");
+    }
+    let seconds = |s: f64, what: &str| {
+        std::time::Duration::try_from_secs_f64(s)
+            .with_context(|| format!("{what}: {s} is not a number of seconds"))
+    };
+    let loaded = match &args.scenario {
+        Some(file) => {
+            let root = project_root().ok();
+            match load_all(std::slice::from_ref(file), root.as_deref()) {
+                Ok(mut loaded) => Some(loaded.remove(0).0),
+                Err(errors) => bail!("{}", errors.join("\n")),
+            }
+        }
+        None => None,
+    };
+    let target = match (&loaded, args.netns.is_empty()) {
+        (Some(scenario), _) => Target::Scenario {
+            scenario,
+            rounds: args.rounds,
+        },
+        (None, false) => Target::Named(args.netns),
+        (None, true) => Target::All,
+    };
+    let options = Options {
+        target,
+        duration: args
+            .duration
+            .map(|d| seconds(d, "--duration"))
+            .transpose()?,
+        samples_per_second: args.samples,
+        table_every: seconds(args.every, "--every")?,
+    };
+    session::run(options, &mut std::io::stdout().lock())?;
     Ok(ExitCode::SUCCESS)
 }
 
