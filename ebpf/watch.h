@@ -43,4 +43,8 @@ struct dropspec_watch_sample {
 	__u32 _pad;
 };
 
+/* The Rust mirror (harness/src/watch/abi.rs) asserts the same sizes. */
+_Static_assert(sizeof(struct dropspec_watch_key) == 16, "watch key ABI");
+_Static_assert(sizeof(struct dropspec_watch_sample) == 72, "watch sample ABI");
+
 #endif /* DROPSPEC_WATCH_H */
