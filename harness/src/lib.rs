@@ -15,6 +15,7 @@
 //! runtime share (hook points, corruptions, causes), so the model imports no runtime code;
 //! [`names`] checks a scenario's reason and function names against the kernel.
 
+pub mod authoring;
 pub mod baseline;
 pub mod classify;
 pub mod cleanup;
@@ -44,4 +45,5 @@ pub mod traffic;
 pub mod verdict;
 pub mod vm;
 pub mod vocab;
+pub mod watch;
 pub mod watchers;

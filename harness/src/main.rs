@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use dropspec::baseline::Baselines;
+use dropspec::authoring::place::{place, Place};
 use dropspec::policy::{BaselineMode, Policy};
 use dropspec::report::Report;
 use dropspec::runner;
@@ -40,6 +40,15 @@ enum Command {
         /// INSTA_UPDATE=always. A scenario whose expectations failed is never recorded.
         #[arg(long)]
         record: bool,
+        /// Print `[[expect.drops]]` blocks from what each scenario's run saw (with what was
+        /// seen, as comments), to review and paste into the file.
+        #[arg(long)]
+        propose: bool,
+        /// Leave each scenario's namespaces up after the run, named
+        /// dropspec-keep-<scenario>-<host> under /run/netns for `ip netns exec`; remove
+        /// them with `dropspec cleanup --kept`.
+        #[arg(long)]
+        keep: bool,
         /// Also save the whole run (kernel, its reason table, every report) as JSON, for
         /// `dropspec diff` against another kernel.
         #[arg(long, value_name = "FILE")]
@@ -59,15 +68,35 @@ enum Command {
     },
     /// Validate scenario files without running them (no root needed).
     Check { paths: Vec<PathBuf> },
+    /// Write a commented starting scenario that passes `check`: scenarios/NAME.toml in a
+    /// project (NAME may have directories), NAME itself when it ends in .toml.
+    New {
+        name: String,
+        #[arg(long, value_enum, default_value = "firewall")]
+        kind: dropspec::authoring::new::Kind,
+    },
     /// List the running kernel's drop reasons with their numbers.
     Reasons,
+    /// Stream drops live: a line per sampled drop (reason, function, host, protocol,
+    /// addresses and ports) and a table of all drops counted, for a scenario it builds and
+    /// drives, for named namespaces, or for every namespace (as root).
+    Watch(WatchArgs),
+    /// Print the scenario format's JSON Schema (the one shipped as
+    /// schema/dropspec-scenario.schema.json), for editors: name it on a scenario's first
+    /// line as `#:schema PATH`.
+    Schema,
     /// What this kernel lets dropspec watch: the drop probe's attachment, the auxiliary
     /// tracepoints, and how each of Retina's hook points attaches or why it cannot (root).
     Probes,
     /// Remove what killed runs left: named dropspec namespaces and temporary files of dead
     /// processes, and global sysctls they (and their guardians) left changed. Every other
     /// entry point (`run`, `bench`, `cargo test`) does this too before it starts.
-    Cleanup,
+    Cleanup {
+        /// Remove the namespaces `run --keep` left up (dropspec-keep-…) instead; they are
+        /// never removed otherwise.
+        #[arg(long)]
+        kept: bool,
+    },
     /// Measure dropspec against the shell + bpftrace way, the kernel-only floor and
     /// bpftrace's probe; prints the figures of BENCHMARKS.md (as root, ~3-4 minutes).
     Bench(bench::Args),
@@ -75,6 +104,31 @@ enum Command {
     /// this machine's files (read-only, the project directory writable) and returns the
     /// command's exit code. Example: dropspec vm --kernel 6.1 -- target/debug/dropspec run
     Vm(VmArgs),
+}
+
+#[derive(clap::Args)]
+struct WatchArgs {
+    /// Build this scenario, inject its faults and send its traffic (--rounds times),
+    /// watching its hosts.
+    #[arg(long, value_name = "FILE", conflicts_with = "netns")]
+    scenario: Option<PathBuf>,
+    /// Times the scenario's traffic is sent, a second apart; 0 only keeps the scenario
+    /// up (until Ctrl-C or --duration).
+    #[arg(long, default_value_t = 3, requires = "scenario")]
+    rounds: u32,
+    /// Namespaces by /run/netns name (e.g. those `run --keep` left). Default, with no
+    /// --scenario either: every namespace.
+    #[arg(long, num_args = 1..)]
+    netns: Vec<String>,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    duration: Option<f64>,
+    /// At most this many per-packet lines a second (every drop is still counted).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    samples: u32,
+    /// Seconds between the tables of counts.
+    #[arg(long, default_value_t = 2.0)]
+    every: f64,
 }
 
 #[derive(clap::Args)]
@@ -134,7 +188,17 @@ fn main() -> ExitCode {
             jobs,
             json,
             record,
-        } => run(&paths, timings, jobs, json.as_deref(), record),
+            propose,
+            keep,
+        } => run(
+            &paths,
+            timings,
+            jobs,
+            json.as_deref(),
+            record,
+            propose,
+            keep,
+        ),
         Command::Diff {
             old,
             new,
@@ -142,9 +206,15 @@ fn main() -> ExitCode {
             accept,
         } => diff_runs(&old, &new, markdown, accept.as_deref()),
         Command::Check { paths } => check(&paths),
+        Command::New { name, kind } => new_scenario(&name, kind),
         Command::Reasons => reasons(),
+        Command::Watch(args) => watch(args),
+        Command::Schema => {
+            print!("{}", scenario::schema_json());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Probes => probes_available(),
-        Command::Cleanup => cleanup_leftovers(),
+        Command::Cleanup { kept } => cleanup_leftovers(kept),
         Command::Bench(args) => bench::run(args),
         Command::Vm(args) => vm(args),
     };
@@ -172,8 +242,13 @@ fn project_root() -> Result<PathBuf> {
 }
 
 /// Expands the command line's paths (files or directories) into scenario files.
-fn scenario_files(paths: &[PathBuf], root: &Path) -> Result<Vec<PathBuf>> {
+fn scenario_files(paths: &[PathBuf], root: Option<&Path>) -> Result<Vec<PathBuf>> {
     if paths.is_empty() {
+        // No file named: the project's scenarios/, and it is an error to have none.
+        let root = match root {
+            Some(root) => root.to_owned(),
+            None => project_root()?,
+        };
         return scenario::discover(&root.join("scenarios")).context("reading scenarios/");
     }
     let mut files = Vec::new();
@@ -191,21 +266,24 @@ fn scenario_files(paths: &[PathBuf], root: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn load_all(files: &[PathBuf], root: &Path) -> Result<Vec<scenario::Scenario>, Vec<String>> {
-    let scenarios_dir = root.join("scenarios");
+/// Loads each file where it stands (`authoring::place`): its name, fixtures and baselines.
+fn load_all(
+    files: &[PathBuf],
+    root: Option<&Path>,
+) -> Result<Vec<(scenario::Scenario, Place)>, Vec<String>> {
     let mut loaded = Vec::new();
     let mut errors = Vec::new();
     for file in files {
         let absolute = std::fs::canonicalize(file).unwrap_or_else(|_| file.clone());
-        let scenarios_dir = std::fs::canonicalize(&scenarios_dir).unwrap_or(scenarios_dir.clone());
-        match scenario::load(&absolute, &scenarios_dir, &root.join("fixtures")) {
+        let place = place(file, root);
+        match scenario::load(&absolute, &place.names_root, &place.fixtures) {
             Ok(mut s) => {
                 s.path = file.clone();
                 // The names only a kernel can confirm, checked here so that `check` and
                 // `run` (and `cargo test`, through `dropspec run`) refuse the same files.
                 let unknown = dropspec::names::check(&s);
                 if unknown.is_empty() {
-                    loaded.push(s)
+                    loaded.push((s, place))
                 } else {
                     let lines: Vec<String> = unknown.iter().map(ToString::to_string).collect();
                     errors.push(lines.join("\n"));
@@ -223,9 +301,9 @@ fn load_all(files: &[PathBuf], root: &Path) -> Result<Vec<scenario::Scenario>, V
 }
 
 fn check(paths: &[PathBuf]) -> Result<ExitCode> {
-    let root = project_root()?;
-    let files = scenario_files(paths, &root)?;
-    match load_all(&files, &root) {
+    let root = project_root().ok();
+    let files = scenario_files(paths, root.as_deref())?;
+    match load_all(&files, root.as_deref()) {
         Ok(scenarios) => {
             println!("{} scenario file(s) valid", scenarios.len());
             Ok(ExitCode::SUCCESS)
@@ -244,9 +322,72 @@ fn check(paths: &[PathBuf]) -> Result<ExitCode> {
     }
 }
 
-fn cleanup_leftovers() -> Result<ExitCode> {
+fn new_scenario(name: &str, kind: dropspec::authoring::new::Kind) -> Result<ExitCode> {
+    let file = dropspec::authoring::new::write(name, kind, project_root().ok().as_deref())?;
+    let shown = file.display();
+    println!("wrote {shown}");
+    println!("next: dropspec check {shown}");
+    println!(
+        "      sudo dropspec run --propose {shown}   # see the drops, get [[expect.drops]] blocks"
+    );
+    println!("      sudo dropspec run --record {shown}    # record its snapshot once the expectations hold");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn watch(args: WatchArgs) -> Result<ExitCode> {
+    use dropspec::watch::session::{self, Options, Target};
     if let Some(why) = runner::unavailable_reason() {
         bail!("{why}");
+    }
+    let seconds = |s: f64, what: &str| {
+        std::time::Duration::try_from_secs_f64(s)
+            .with_context(|| format!("{what}: {s} is not a number of seconds"))
+    };
+    let loaded = match &args.scenario {
+        Some(file) => {
+            let root = project_root().ok();
+            match load_all(std::slice::from_ref(file), root.as_deref()) {
+                Ok(mut loaded) => Some(loaded.remove(0).0),
+                Err(errors) => bail!("{}", errors.join("\n")),
+            }
+        }
+        None => None,
+    };
+    let target = match (&loaded, args.netns.is_empty()) {
+        (Some(scenario), _) => Target::Scenario {
+            scenario,
+            rounds: args.rounds,
+        },
+        (None, false) => Target::Named(args.netns),
+        (None, true) => Target::All,
+    };
+    let options = Options {
+        target,
+        duration: args
+            .duration
+            .map(|d| seconds(d, "--duration"))
+            .transpose()?,
+        samples_per_second: args.samples,
+        table_every: seconds(args.every, "--every")?,
+    };
+    session::run(options, &mut std::io::stdout().lock())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cleanup_leftovers(kept: bool) -> Result<ExitCode> {
+    if let Some(why) = runner::unavailable_reason() {
+        bail!("{why}");
+    }
+    if kept {
+        let removed =
+            dropspec::authoring::keep::remove_kept().context("removing kept namespaces")?;
+        for name in &removed {
+            println!("removed kept namespace {name}");
+        }
+        if removed.is_empty() {
+            println!("no kept namespaces");
+        }
+        return Ok(ExitCode::SUCCESS);
     }
     let reaped = cleanup::reap_before_run().context("removing what earlier runs left")?;
     for line in reaped.lines() {
@@ -362,6 +503,8 @@ fn run(
     jobs: Option<u16>,
     json: Option<&Path>,
     record: bool,
+    propose: bool,
+    keep: bool,
 ) -> Result<ExitCode> {
     let mut policy = Policy::current()?.clone();
     if record {
@@ -370,8 +513,8 @@ fn run(
         }
         policy.baseline = BaselineMode::Record;
     }
-    let root = project_root()?;
-    let files = scenario_files(paths, &root)?;
+    let root = project_root().ok();
+    let files = scenario_files(paths, root.as_deref())?;
     if files.is_empty() {
         bail!(
             "no scenario files in {}: nothing would be tested",
@@ -382,8 +525,8 @@ fn run(
             }
         );
     }
-    let scenarios = match load_all(&files, &root) {
-        Ok(s) => s,
+    let (scenarios, places): (Vec<_>, Vec<_>) = match load_all(&files, root.as_deref()) {
+        Ok(s) => s.into_iter().unzip(),
         Err(errors) => {
             for e in &errors {
                 eprintln!("{e}");
@@ -401,7 +544,6 @@ fn run(
         || std::thread::available_parallelism().map_or(1, |n| n.get()),
         usize::from,
     );
-    let baselines = Baselines::in_project(&root);
 
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Outcome>>> =
@@ -413,10 +555,31 @@ fn run(
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(s) = scenarios.get(i) else { break };
-                let judgement = verdict::judge(s, runner::run(s), &baselines, &policy);
+                let baselines = &places[i].baselines;
+                let mut kept = None;
+                let report = if keep {
+                    runner::run_with(s, |topology| {
+                        kept = Some(dropspec::authoring::keep::keep(&s.name, topology))
+                    })
+                } else {
+                    runner::run(s)
+                };
+                let judgement = verdict::judge(s, report, baselines, &policy);
                 {
                     let _guard = output.lock().unwrap();
                     print_result(s, &judgement, timings);
+                    if let (true, Some(report)) = (propose, &judgement.report) {
+                        println!("{}", dropspec::authoring::propose::propose(report));
+                    }
+                    match &kept {
+                        Some(Ok(kept)) => {
+                            println!("{}", dropspec::authoring::keep::describe(&s.name, kept))
+                        }
+                        Some(Err(e)) => {
+                            println!("could not keep the namespaces of {}: {e}\n", s.name)
+                        }
+                        None => {}
+                    }
                 }
                 results.lock().unwrap()[i] = Some((judgement.verdict, judgement.report));
             });

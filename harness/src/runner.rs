@@ -86,6 +86,16 @@ pub fn unavailable_reason() -> Option<String> {
 }
 
 pub fn run(scenario: &Scenario) -> Result<Report, RunError> {
+    run_with(scenario, |_| {})
+}
+
+/// As [`run`], calling `before_teardown` with the scenario's namespaces once the
+/// watchers are done and before they are closed: `dropspec run --keep` names them there,
+/// so they outlive the run.
+pub fn run_with(
+    scenario: &Scenario,
+    before_teardown: impl FnOnce(&Topology),
+) -> Result<Report, RunError> {
     if let Some(why) = unavailable_reason() {
         return Err(RunError::Unavailable(why));
     }
@@ -157,6 +167,7 @@ pub fn run(scenario: &Scenario) -> Result<Report, RunError> {
 
     let started = Instant::now();
     unread.close(&topology);
+    before_teardown(&topology);
     drop(topology);
     timings.teardown = started.elapsed();
 

@@ -32,10 +32,12 @@ pub(super) fn choose_scenarios(
     root: &Path,
 ) -> Result<(Vec<Labelled>, Vec<String>)> {
     let load = |files: &[PathBuf]| -> Result<Vec<Scenario>> {
-        crate::load_all(files, root).map_err(|errors| anyhow::anyhow!(errors.join("\n")))
+        crate::load_all(files, Some(root))
+            .map(|loaded| loaded.into_iter().map(|(s, _)| s).collect())
+            .map_err(|errors| anyhow::anyhow!(errors.join("\n")))
     };
     if !paths.is_empty() {
-        let files = crate::scenario_files(paths, root)?;
+        let files = crate::scenario_files(paths, Some(root))?;
         let loaded = load(&files)?;
         return Ok((
             loaded.into_iter().map(|s| (s.name.clone(), s)).collect(),

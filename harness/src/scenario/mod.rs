@@ -38,6 +38,36 @@ pub use validate::{
 
 use validate::{Locator, Validator};
 
+/// Where the editor schema is shipped, relative to the project root. Every scenario file
+/// names it on its first line (`#:schema <relative path>`, the taplo / Even Better TOML
+/// convention), so an editor completes and checks keys.
+pub const SCHEMA_PATH: &str = "schema/dropspec-scenario.schema.json";
+
+/// The JSON Schema of the scenario format, derived from the serde structs in `raw.rs`:
+/// what the shipped schema file must say (a test compares them; `dropspec schema` prints it).
+pub fn schema_json() -> String {
+    let mut schema = schemars::schema_for!(raw::ScenarioFile);
+    schema.insert("title".into(), "dropspec scenario".into());
+    schema.insert(
+        "description".into(),
+        "A dropspec scenario: hosts, links, faults, traffic and the drops expected. \
+         Generated from harness/src/scenario/raw.rs by `dropspec schema`; do not edit."
+            .into(),
+    );
+    let mut text = serde_json::to_string_pretty(&schema).expect("a schema is JSON");
+    text.push('\n');
+    text
+}
+
+/// The `#:schema` line for a scenario file at `file` in a project rooted at `root`.
+pub fn schema_line(file: &Path, root: &Path) -> String {
+    let dir = file.parent().unwrap_or(Path::new(""));
+    let depth = dir
+        .strip_prefix(root)
+        .map_or(0, |rel| rel.components().count());
+    format!("#:schema {}{SCHEMA_PATH}", "../".repeat(depth))
+}
+
 /// A problem in a scenario file, with where it is and what to do about it.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{}:{line}:{column}: {message}", path.display())]

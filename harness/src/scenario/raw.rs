@@ -1,17 +1,24 @@
 //! What serde reads; kept apart so the validated model carries no spans.
 //!
 //! Every value a person may get wrong is `Spanned`, so the validator can point at it.
+//!
+//! The editor schema (`schema/dropspec-scenario.schema.json`) is derived from these
+//! structs (`JsonSchema`); a span is invisible in the file, so each `Spanned` field tells
+//! schemars the plain type it holds (`#[schemars(with = …)]`). `scenario::schema_json`
+//! renders it and a test keeps the shipped file equal to it.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
 pub type Spanned<T> = toml::Spanned<T>;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScenarioFile {
     pub description: String,
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, Host>")]
     pub hosts: BTreeMap<Spanned<String>, Host>,
     #[serde(default)]
     pub links: Vec<Link>,
@@ -23,99 +30,130 @@ pub struct ScenarioFile {
     pub packets: Vec<Packets>,
     #[serde(default)]
     pub expect: Expect,
+    #[schemars(with = "Option<u64>")]
     pub settle_ms: Option<Spanned<u64>>,
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, SysctlValue>")]
     pub global_sysctls: BTreeMap<Spanned<String>, Spanned<SysctlValue>>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Host {
     #[serde(default)]
     pub forwarding: bool,
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, SysctlValue>")]
     pub sysctls: BTreeMap<Spanned<String>, SysctlValue>,
     #[serde(default)]
     pub routes: Vec<Route>,
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub addresses: Vec<Spanned<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum SysctlValue {
     Int(i64),
     Text(String),
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
+    #[schemars(with = "String")]
     pub to: Spanned<String>,
+    #[schemars(with = "Option<String>")]
     pub via: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     pub dev: Option<Spanned<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Link {
     pub a: Endpoint,
     pub b: Endpoint,
+    #[schemars(with = "Option<u32>")]
     pub mtu: Option<Spanned<u32>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
+    #[schemars(with = "String")]
     pub host: Spanned<String>,
+    #[schemars(with = "String")]
     pub addr: Spanned<String>,
+    #[schemars(with = "Option<String>")]
     pub addr6: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     pub name: Option<Spanned<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Fault {
+    #[schemars(with = "String")]
     pub host: Spanned<String>,
     pub iptables: Option<String>,
+    #[schemars(with = "Option<String>")]
     pub iptables_file: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     pub backend: Option<Spanned<String>>,
     pub nft: Option<String>,
+    #[schemars(with = "Option<String>")]
     pub nft_file: Option<Spanned<String>>,
     pub tc: Option<String>,
+    #[schemars(with = "Option<TcDrop>")]
     pub tc_drop: Option<Spanned<TcDrop>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TcDrop {
     pub dev: String,
     pub direction: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Traffic {
+    #[schemars(with = "String")]
     pub from: Spanned<String>,
+    #[schemars(with = "String")]
     pub to: Spanned<String>,
+    #[schemars(with = "String")]
     pub protocol: Spanned<String>,
+    #[schemars(with = "Option<u16>")]
     pub port: Option<Spanned<u16>>,
+    #[schemars(with = "Option<u32>")]
     pub count: Option<Spanned<u32>>,
     pub listen: Option<bool>,
+    #[schemars(with = "Option<usize>")]
     pub payload: Option<Spanned<usize>>,
+    #[schemars(with = "Option<u64>")]
     pub timeout_ms: Option<Spanned<u64>>,
+    #[schemars(with = "Option<String>")]
     pub source: Option<Spanned<String>>,
+    #[schemars(with = "Option<u8>")]
     pub ttl: Option<Spanned<u8>>,
     pub dont_fragment: Option<bool>,
+    #[schemars(with = "Option<String>")]
     pub receiver: Option<Spanned<String>>,
     pub rcvbuf: Option<u32>,
+    #[schemars(with = "Option<u32>")]
     pub backlog: Option<Spanned<u32>>,
+    #[schemars(with = "Option<bool>")]
     pub hold: Option<Spanned<bool>>,
+    #[schemars(with = "Option<bool>")]
     pub accept_until_empty: Option<Spanned<bool>>,
+    #[schemars(with = "Option<TrafficExpect>")]
     pub expect: Option<Spanned<TrafficExpect>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrafficExpect {
     pub answered: Option<u32>,
@@ -128,13 +166,14 @@ pub struct TrafficExpect {
     pub blocked: Option<u32>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
     #[serde(default)]
     pub drops: Vec<DropExpect>,
     #[serde(default)]
     pub allow_other_drops: bool,
+    #[schemars(with = "Option<String>")]
     pub since_kernel: Option<Spanned<String>>,
     #[serde(default)]
     pub causes: Vec<CauseExpect>,
@@ -144,69 +183,94 @@ pub struct Expect {
     pub hooks: Vec<HookExpect>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HookExpect {
+    #[schemars(with = "String")]
     pub host: Spanned<String>,
+    #[schemars(with = "String")]
     pub hook: Spanned<String>,
     pub ret: Option<i32>,
     pub count: u64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CauseExpect {
+    #[schemars(with = "String")]
     pub host: Spanned<String>,
+    #[schemars(with = "String")]
     pub cause: Spanned<String>,
     pub count: u64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CounterExpect {
+    #[schemars(with = "String")]
     pub host: Spanned<String>,
+    #[schemars(with = "String")]
     pub counter: Spanned<String>,
     pub delta: u64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DropExpect {
+    #[schemars(with = "String")]
     pub host: Spanned<String>,
+    #[schemars(with = "String")]
     pub reason: Spanned<String>,
+    #[schemars(with = "Option<String>")]
     pub function: Option<Spanned<String>>,
     pub count: u64,
 }
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Packets {
+    #[schemars(with = "String")]
     pub from: Spanned<String>,
+    #[schemars(with = "String")]
     pub to: Spanned<String>,
+    #[schemars(with = "Option<u32>")]
     pub ip: Option<Spanned<u32>>,
+    #[schemars(with = "Option<String>")]
     pub source: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     pub destination: Option<Spanned<String>>,
+    #[schemars(with = "ProtocolField")]
     pub protocol: Spanned<ProtocolField>,
+    #[schemars(with = "Option<u16>")]
     pub port: Option<Spanned<u16>>,
+    #[schemars(with = "Option<u16>")]
     pub source_port: Option<Spanned<u16>>,
+    #[schemars(with = "Option<u32>")]
     pub count: Option<Spanned<u32>>,
+    #[schemars(with = "Option<usize>")]
     pub payload: Option<Spanned<usize>>,
+    #[schemars(with = "Option<u32>")]
     pub ttl: Option<Spanned<u32>>,
+    #[schemars(with = "Option<String>")]
     pub tcp_flags: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     pub corrupt: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     pub receiver: Option<Spanned<String>>,
+    #[schemars(with = "Option<u64>")]
     pub timeout_ms: Option<Spanned<u64>>,
+    #[schemars(with = "Option<PacketExpect>")]
     pub expect: Option<Spanned<PacketExpect>>,
 }
 
 /// `protocol = "udp"` or `protocol = 253`.
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum ProtocolField {
     Name(String),
     Number(i64),
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PacketExpect {
     pub delivered: Option<u32>,
