@@ -44,6 +44,9 @@ const RULES: &[(&str, &[&str])] = &[
             "watchers",
         ],
     ),
+    // CI outputs render verdicts and reports (and the saved run, for JSON); they read
+    // the kernel layer only for the hook frames' stages (the metrics' direction).
+    ("outputs", &["diff", "kernel", "report", "verdict"]),
     // The verdict decides from the report, the baselines and the policy alone.
     (
         "verdict.rs",

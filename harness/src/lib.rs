@@ -27,6 +27,7 @@ pub mod kernel;
 #[cfg(test)]
 mod layers;
 pub mod names;
+pub mod outputs;
 pub mod owner;
 pub mod packets;
 pub mod policy;
