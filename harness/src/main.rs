@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use dropspec::baseline::Baselines;
+use dropspec::outputs::{self, progress::Progress, ScenarioResult};
 use dropspec::policy::{BaselineMode, Policy};
 use dropspec::report::Report;
 use dropspec::runner;
@@ -44,6 +45,8 @@ enum Command {
         /// `dropspec diff` against another kernel.
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
+        #[command(flatten)]
+        ci: CiOutputs,
     },
     /// Compare two saved runs (`run --json`) of the suite on two kernels, scenario by
     /// scenario. Exits 1 when there is a behaviour change not listed in --accept.
@@ -75,6 +78,31 @@ enum Command {
     /// this machine's files (read-only, the project directory writable) and returns the
     /// command's exit code. Example: dropspec vm --kernel 6.1 -- target/debug/dropspec run
     Vm(VmArgs),
+}
+
+/// What a run leaves for CI (README, "In CI"); rendered by `dropspec::outputs`.
+#[derive(clap::Args)]
+struct CiOutputs {
+    /// `json`: the whole run (a saved run as `--json` writes it, with the verdicts) on
+    /// stdout, and the human text on stderr instead.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Write a JUnit XML report: one test case per scenario, named by its path.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    /// Write a Markdown summary (for $GITHUB_STEP_SUMMARY): totals, failures and skips
+    /// with their reasons, each scenario's drops.
+    #[arg(long, value_name = "FILE")]
+    summary: Option<PathBuf>,
+    /// Write the observed drops in Prometheus text format, under Retina's metric names.
+    #[arg(long, value_name = "FILE")]
+    metrics: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Text,
+    Json,
 }
 
 #[derive(clap::Args)]
@@ -134,7 +162,8 @@ fn main() -> ExitCode {
             jobs,
             json,
             record,
-        } => run(&paths, timings, jobs, json.as_deref(), record),
+            ci,
+        } => run(&paths, timings, jobs, json.as_deref(), record, &ci),
         Command::Diff {
             old,
             new,
@@ -278,9 +307,6 @@ fn probes_available() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A scenario's verdict, with its report when it ran.
-type Outcome = (Verdict, Option<Report>);
-
 fn diff_runs(old: &Path, new: &Path, markdown: bool, accept: Option<&Path>) -> Result<ExitCode> {
     let read = |path: &Path| -> Result<diff::SavedRun> {
         let text = std::fs::read_to_string(path)
@@ -317,20 +343,19 @@ fn diff_runs(old: &Path, new: &Path, markdown: bool, accept: Option<&Path>) -> R
     }
 }
 
-/// Writes the run for `dropspec diff`.
-fn save_run(path: &Path, results: &[Outcome], scenarios: &[scenario::Scenario]) -> Result<()> {
+/// The run as `dropspec diff` reads it.
+fn saved_run(results: &[ScenarioResult]) -> Result<diff::SavedRun> {
     let reasons = probes::ReasonTable::from_running_kernel()
         .context("reading the running kernel's drop reasons")?
         .iter()
         .map(|(number, name)| (name.to_owned(), number))
         .collect();
-    let reports: Vec<Report> = results.iter().filter_map(|(_, r)| r.clone()).collect();
-    let skipped = scenarios
+    let reports: Vec<Report> = results.iter().filter_map(|r| r.report.clone()).collect();
+    let skipped = results
         .iter()
-        .zip(results)
-        .filter_map(|(s, (verdict, report))| match (verdict, report) {
+        .filter_map(|r| match (&r.verdict, &r.report) {
             // A scenario that ran with its hook expectations skipped has a report.
-            (Verdict::Skipped(why), None) => Some((s.name.clone(), why.clone())),
+            (Verdict::Skipped(why), None) => Some((r.name.clone(), why.clone())),
             _ => None,
         })
         .collect();
@@ -342,7 +367,7 @@ fn save_run(path: &Path, results: &[Outcome], scenarios: &[scenario::Scenario]) 
             .collect(),
         Err(_) => Default::default(),
     };
-    let saved = diff::SavedRun {
+    Ok(diff::SavedRun {
         kernel: runner::kernel_release(),
         probe: reports
             .first()
@@ -351,9 +376,22 @@ fn save_run(path: &Path, results: &[Outcome], scenarios: &[scenario::Scenario]) 
         reports,
         skipped,
         events_available,
+    })
+}
+
+/// Writes a file the run was asked for (`--json`, `--junit`, `--summary`, `--metrics`).
+fn write_output(path: &Path, what: &str, text: &str) -> Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing the {what} to {}", path.display()))
+}
+
+/// The file's path relative to the project root when it lies inside it (how JUnit
+/// names a test case), else as given.
+fn project_relative(path: &Path, root: &Path) -> PathBuf {
+    let (Ok(path), Ok(root)) = (std::fs::canonicalize(path), std::fs::canonicalize(root)) else {
+        return path.to_owned();
     };
-    let json = serde_json::to_string_pretty(&saved).context("encoding the run as JSON")?;
-    std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))
+    path.strip_prefix(&root)
+        .map_or(path.clone(), Path::to_owned)
 }
 
 fn run(
@@ -362,6 +400,7 @@ fn run(
     jobs: Option<u16>,
     json: Option<&Path>,
     record: bool,
+    ci: &CiOutputs,
 ) -> Result<ExitCode> {
     let mut policy = Policy::current()?.clone();
     if record {
@@ -404,9 +443,11 @@ fn run(
     let baselines = Baselines::in_project(&root);
 
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Outcome>>> =
+    let results: Mutex<Vec<Option<ScenarioResult>>> =
         Mutex::new((0..scenarios.len()).map(|_| None).collect());
-    let output = Mutex::new(());
+    // With --format json, stdout is the JSON document alone; the human text goes to stderr.
+    let human_to_stderr = ci.format == Format::Json;
+    let output = Mutex::new(Progress::new(scenarios.len()));
     let started = std::time::Instant::now();
     std::thread::scope(|scope| {
         for _ in 0..jobs.min(scenarios.len()) {
@@ -415,78 +456,120 @@ fn run(
                 let Some(s) = scenarios.get(i) else { break };
                 let judgement = verdict::judge(s, runner::run(s), &baselines, &policy);
                 {
-                    let _guard = output.lock().unwrap();
-                    print_result(s, &judgement, timings);
+                    let mut progress = output.lock().unwrap();
+                    progress.clear();
+                    let text = render_result(s, &judgement, timings);
+                    if human_to_stderr {
+                        eprint!("{text}");
+                    } else {
+                        print!("{text}");
+                    }
+                    progress.finished_one(&s.name);
                 }
-                results.lock().unwrap()[i] = Some((judgement.verdict, judgement.report));
+                results.lock().unwrap()[i] = Some(ScenarioResult {
+                    name: s.name.clone(),
+                    path: project_relative(&s.path, &root),
+                    verdict: judgement.verdict,
+                    diff: judgement.diff,
+                    report: judgement.report,
+                });
             });
         }
     });
+    drop(output);
     let wall = started.elapsed();
 
-    let results: Vec<Outcome> = results
+    let results: Vec<ScenarioResult> = results
         .into_inner()
         .unwrap()
         .into_iter()
         .map(|r| r.expect("every scenario ran"))
         .collect();
-    let passed = results
-        .iter()
-        .filter(|(v, _)| matches!(v, Verdict::Passed))
-        .count();
-    let failed = results
-        .iter()
-        .filter(|(v, _)| matches!(v, Verdict::Failed(_)))
-        .count();
-    let skipped = results.len() - passed - failed;
+    let totals = outputs::Totals::of(&results);
     if timings {
         let mut totals: Vec<f64> = results
             .iter()
-            .filter_map(|(_, r)| r.as_ref())
+            .filter_map(|r| r.report.as_ref())
             .map(|r| r.timings.total().as_secs_f64() * 1000.0)
             .collect();
         totals.sort_by(f64::total_cmp);
         if !totals.is_empty() {
-            println!(
+            let line = format!(
                 "per-scenario time: median {:.1}ms, max {:.1}ms; wall time {:.0}ms with {jobs} job(s)",
                 totals[totals.len() / 2],
                 totals[totals.len() - 1],
                 wall.as_secs_f64() * 1000.0
             );
+            if human_to_stderr {
+                eprintln!("{line}");
+            } else {
+                println!("{line}");
+            }
         }
     }
-    if let Some(path) = json {
-        save_run(path, &results, &scenarios)?;
+    if json.is_some() || human_to_stderr {
+        let saved = saved_run(&results)?;
+        if let Some(path) = json {
+            let text = serde_json::to_string_pretty(&saved).context("encoding the run as JSON")?;
+            write_output(path, "saved run", &text)?;
+        }
+        if human_to_stderr {
+            print!(
+                "{}",
+                outputs::json::render(&outputs::json::document(saved, &results))
+            );
+        }
     }
-    println!("{passed} passed, {failed} failed, {skipped} skipped");
-    Ok(if failed > 0 {
+    if let Some(path) = &ci.junit {
+        write_output(path, "JUnit report", &outputs::junit::render(&results))?;
+    }
+    if let Some(path) = &ci.summary {
+        write_output(
+            path,
+            "Markdown summary",
+            &outputs::summary::render(&results),
+        )?;
+    }
+    if let Some(path) = &ci.metrics {
+        write_output(path, "metrics", &outputs::metrics::render(&results))?;
+    }
+    if human_to_stderr {
+        eprintln!("{totals}");
+    } else {
+        println!("{totals}");
+    }
+    Ok(if totals.failed > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
 }
 
-fn print_result(s: &scenario::Scenario, judgement: &verdict::Judgement, timings: bool) {
+/// One scenario's report, notes and verdict, as `dropspec run` prints them.
+fn render_result(s: &scenario::Scenario, judgement: &verdict::Judgement, timings: bool) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
     if let Some(report) = &judgement.report {
-        print!("{}", report.render(timings));
+        out.push_str(&report.render(timings));
     }
     for note in &judgement.notes {
-        println!("note: {note}");
+        writeln!(out, "note: {note}").unwrap();
     }
     match &judgement.verdict {
-        Verdict::Passed => println!("ok: {}\n", s.name),
-        Verdict::Skipped(why) => println!("skipped: {} ({why})\n", s.name),
+        Verdict::Passed => writeln!(out, "ok: {}\n", s.name).unwrap(),
+        Verdict::Skipped(why) => writeln!(out, "skipped: {} ({why})\n", s.name).unwrap(),
         Verdict::Failed(problems) => {
-            println!("FAILED: {} ({})", s.name, s.path.display());
+            writeln!(out, "FAILED: {} ({})", s.name, s.path.display()).unwrap();
             for p in problems {
-                println!("  - {p}");
+                writeln!(out, "  - {p}").unwrap();
             }
             if let Some(diff) = &judgement.diff {
-                println!("{diff}");
+                writeln!(out, "{diff}").unwrap();
             }
-            println!();
+            out.push('\n');
         }
     }
+    out
 }
 
 fn vm(args: VmArgs) -> Result<ExitCode> {

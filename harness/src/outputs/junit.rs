@@ -104,12 +104,15 @@ mod tests {
     use quick_xml::events::Event;
     use quick_xml::{Reader, XmlVersion};
 
+    /// (name, attributes, text) of one element.
+    type Element = (String, Vec<(String, String)>, String);
+
     /// (element, its attributes, its text) for every element, in document order; panics
     /// on anything that is not well-formed XML.
-    fn parse(xml: &str) -> Vec<(String, Vec<(String, String)>, String)> {
+    fn parse(xml: &str) -> Vec<Element> {
         let mut reader = Reader::from_str(xml);
         reader.config_mut().check_end_names = true;
-        let mut elements: Vec<(String, Vec<(String, String)>, String)> = Vec::new();
+        let mut elements: Vec<Element> = Vec::new();
         let mut open: Vec<usize> = Vec::new();
         loop {
             match reader.read_event().expect("well-formed XML") {
@@ -150,7 +153,7 @@ mod tests {
         elements
     }
 
-    fn element(e: &quick_xml::events::BytesStart<'_>) -> (String, Vec<(String, String)>, String) {
+    fn element(e: &quick_xml::events::BytesStart<'_>) -> Element {
         let attributes = e
             .attributes()
             .map(|a| {

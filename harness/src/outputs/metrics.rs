@@ -45,13 +45,13 @@ pub fn hook_point_direction(hook: &str) -> &'static str {
     }
 }
 
-/// One sample's labels, in exposition order.
+/// One sample's labels; samples are sorted by scenario, then host.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Labels {
-    reason: String,
-    direction: &'static str,
     scenario: String,
     host: String,
+    reason: String,
+    direction: &'static str,
     function: String,
     source: &'static str,
 }

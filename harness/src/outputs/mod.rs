@@ -15,6 +15,7 @@ use crate::verdict::Verdict;
 pub mod json;
 pub mod junit;
 pub mod metrics;
+pub mod progress;
 pub mod summary;
 
 /// One scenario of a run: its verdict and what led to it.
