@@ -19,6 +19,7 @@ pub mod baseline;
 pub mod classify;
 pub mod cleanup;
 pub mod counters;
+pub mod coverage;
 pub mod crafted;
 pub mod diff;
 pub mod faults;

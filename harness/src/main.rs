@@ -64,6 +64,20 @@ enum Command {
     Check { paths: Vec<PathBuf> },
     /// List the running kernel's drop reasons with their numbers.
     Reasons,
+    /// Which of the running kernel's drop reasons the suite exercises (by which
+    /// scenarios, from their expectations and baselines), which it never does, and which
+    /// are new compared with other kernels' tables. Runs nothing (no root needed).
+    Coverage {
+        /// Scenario files or directories (default: the project's scenarios/).
+        paths: Vec<PathBuf>,
+        /// Print Markdown instead of text.
+        #[arg(long)]
+        markdown: bool,
+        /// Another kernel's reasons: a saved run (`run --json FILE`) or a bundled kernel's
+        /// release (or its start: `6.12`); repeatable. Default: every bundled kernel.
+        #[arg(long, value_name = "RUN.json|RELEASE")]
+        against: Vec<String>,
+    },
     /// What this kernel lets dropspec watch: the drop probe's attachment, the auxiliary
     /// tracepoints, and how each of Retina's hook points attaches or why it cannot (root).
     Probes,
@@ -172,6 +186,11 @@ fn main() -> ExitCode {
         } => diff_runs(&old, &new, markdown, accept.as_deref()),
         Command::Check { paths } => check(&paths),
         Command::Reasons => reasons(),
+        Command::Coverage {
+            paths,
+            markdown,
+            against,
+        } => coverage(&paths, markdown, &against),
         Command::Probes => probes_available(),
         Command::Cleanup => cleanup_leftovers(),
         Command::Bench(args) => bench::run(args),
@@ -294,6 +313,68 @@ fn reasons() -> Result<ExitCode> {
     for (number, name) in table.iter() {
         println!("{number:>5}  {name}");
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn coverage(paths: &[PathBuf], markdown: bool, against: &[String]) -> Result<ExitCode> {
+    use dropspec::coverage::{self, OtherTable};
+    let root = project_root()?;
+    let files = scenario_files(paths, &root)?;
+    let scenarios = match load_all(&files, &root) {
+        Ok(s) => s,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            bail!("{} scenario file(s) invalid", errors.len());
+        }
+    };
+    let kernel = runner::kernel_release();
+    let reasons = dropspec::kernel::known::running_reasons()
+        .context("reading the running kernel's drop reasons")?;
+    let bundled = coverage::bundled_tables(&dropspec::kernel::known::bundled_reasons());
+    let mut others = Vec::new();
+    for name in against {
+        let path = Path::new(name);
+        if path.is_file() {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading saved run {name}"))?;
+            let run: diff::SavedRun = serde_json::from_str(&text).with_context(|| {
+                format!("{name} is not a saved run: make one with `dropspec run --json FILE`")
+            })?;
+            others.push(OtherTable {
+                label: format!("{} ({name})", run.kernel),
+                reasons: run.reasons.into_keys().collect(),
+            });
+        } else {
+            let found: Vec<&OtherTable> = bundled
+                .iter()
+                .filter(|t| t.label.starts_with(name.as_str()))
+                .collect();
+            match found.as_slice() {
+                [one] => others.push((*one).clone()),
+                _ => bail!(
+                    "--against {name}: not a saved run, nor exactly one bundled kernel ({})",
+                    bundled
+                        .iter()
+                        .map(|t| t.label.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+        }
+    }
+    if against.is_empty() {
+        others = bundled
+            .into_iter()
+            .filter(|t| !t.label.starts_with(&format!("{kernel} ")))
+            .collect();
+    }
+    let baselines = Baselines::in_project(&root);
+    print!(
+        "{}",
+        coverage::of_suite(&kernel, reasons, &scenarios, &baselines, others).render(markdown)
+    );
     Ok(ExitCode::SUCCESS)
 }
 
