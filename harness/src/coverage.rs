@@ -172,8 +172,9 @@ impl Coverage {
                 out,
                 "\nWritten by `dropspec coverage --markdown` from the suite's inline \
                  expectations and the baselines this kernel is held to; nothing was run. \
-                 Regenerate it with `cargo run -q --bin dropspec -- coverage --markdown > FILE` \
-                 in the project (no root needed)."
+                 Regenerate it with `cargo run -q --bin dropspec -- coverage --markdown > \
+                 docs/coverage-{}.md` at the project's root (no root needed).",
+                major_minor(&self.kernel)
             )
             .unwrap();
         }
@@ -246,6 +247,11 @@ impl Coverage {
         }
         out
     }
+}
+
+/// `6.18` of `6.18.44-fc-v1300`.
+fn major_minor(release: &str) -> String {
+    release.split('.').take(2).collect::<Vec<_>>().join(".")
 }
 
 /// A long list of reason names, several to a line.
@@ -339,6 +345,10 @@ mod tests {
         );
         let md = c.render(true);
         assert!(md.starts_with("# Drop-reason coverage"), "{md}");
+        assert!(
+            md.contains("coverage --markdown > docs/coverage-6.18.md`"),
+            "{md}"
+        );
         assert!(
             md.contains("- `NO_SOCKET` (1): `sockets/udp` (baseline)\n"),
             "{md}"

@@ -491,6 +491,25 @@ fn run(
         policy.baseline = BaselineMode::Record;
     }
     let root = project_root()?;
+    // An output that cannot be written is bad input: said now, not after the whole run.
+    for path in json.into_iter().chain(
+        [&ci.junit, &ci.summary, &ci.metrics]
+            .into_iter()
+            .flatten()
+            .map(PathBuf::as_path),
+    ) {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !dir.is_dir() {
+            bail!(
+                "{}: no directory {} to write it in",
+                path.display(),
+                dir.display()
+            );
+        }
+    }
     let files = scenario_files(paths, &root)?;
     if files.is_empty() {
         bail!(
