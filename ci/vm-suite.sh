@@ -5,6 +5,8 @@
 #   bash ci/vm-suite.sh 6.12.117+deb12           one kernel (anything --kernel takes)
 #   bash ci/vm-suite.sh 6.1.0-56 -- iptables/    a libtest filter: a subset of scenarios
 #   bash ci/vm-suite.sh --skip-unavailable       skip (loudly) a kernel Debian no longer has
+#   bash ci/vm-suite.sh --accel kvm              qemu's accelerator (default tcg; the GitHub
+#                                                workflow uses kvm where /dev/kvm exists)
 #   bash ci/vm-suite.sh --with-host              the host's kernel first, then every guest:
 #                                                the whole kernel matrix, each against its
 #                                                own baselines, with the time each took
@@ -23,11 +25,13 @@ kernels=()
 filter=()
 skip_unavailable=false
 with_host=false
+accel=tcg
 while [ $# -gt 0 ]; do
   case "$1" in
     --) shift; filter=("$@"); break ;;
     --skip-unavailable) skip_unavailable=true; shift ;;
     --with-host) with_host=true; shift ;;
+    --accel) accel=$2; shift 2 ;;
     *) kernels+=("$1"); shift ;;
   esac
 done
@@ -91,7 +95,7 @@ for kernel in "${kernels[@]}"; do
   if [ ${#filter[@]} -eq 0 ]; then
     guest_command=(bash -c '"$0" && echo "=== hook points by kprobe" && DROPSPEC_HOOKS=kprobe "$0" hook' "$suite")
   fi
-  if target/debug/dropspec vm --kernel "$kernel" --timeout "${DROPSPEC_VM_TIMEOUT:-900}" \
+  if target/debug/dropspec vm --kernel "$kernel" --accel "$accel" --timeout "${DROPSPEC_VM_TIMEOUT:-900}" \
       --env CI=true --env DROPSPEC_REQUIRE_PRIVILEGED=1 --env DROPSPEC_REQUIRE_HOOKS=1 \
       -- "${guest_command[@]}"; then
     echo "=== kernel $kernel: suite passed in $(( $(date +%s) - started ))s"

@@ -44,6 +44,11 @@ const RULES: &[(&str, &[&str])] = &[
             "watchers",
         ],
     ),
+    // Coverage reads the suite (the model, its baselines) and reason tables handed to it.
+    ("coverage.rs", &["baseline", "scenario"]),
+    // CI outputs render verdicts and reports (and the saved run, for JSON); they read
+    // the kernel layer only for the hook frames' stages (the metrics' direction).
+    ("outputs", &["diff", "kernel", "report", "verdict"]),
     // The verdict decides from the report, the baselines and the policy alone.
     (
         "verdict.rs",

@@ -20,6 +20,7 @@ pub mod baseline;
 pub mod classify;
 pub mod cleanup;
 pub mod counters;
+pub mod coverage;
 pub mod crafted;
 pub mod diff;
 pub mod faults;
@@ -28,6 +29,7 @@ pub mod kernel;
 #[cfg(test)]
 mod layers;
 pub mod names;
+pub mod outputs;
 pub mod owner;
 pub mod packets;
 pub mod policy;

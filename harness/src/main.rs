@@ -8,6 +8,8 @@ use std::sync::Mutex;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use dropspec::authoring::place::{place, Place};
+use dropspec::baseline::Baselines;
+use dropspec::outputs::{self, progress::Progress, ScenarioResult};
 use dropspec::policy::{BaselineMode, Policy};
 use dropspec::report::Report;
 use dropspec::runner;
@@ -53,6 +55,8 @@ enum Command {
         /// `dropspec diff` against another kernel.
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
+        #[command(flatten)]
+        ci: CiOutputs,
     },
     /// Compare two saved runs (`run --json`) of the suite on two kernels, scenario by
     /// scenario. Exits 1 when there is a behaviour change not listed in --accept.
@@ -85,6 +89,20 @@ enum Command {
     /// schema/dropspec-scenario.schema.json), for editors: name it on a scenario's first
     /// line as `#:schema PATH`.
     Schema,
+    /// Which of the running kernel's drop reasons the suite exercises (by which
+    /// scenarios, from their expectations and baselines), which it never does, and which
+    /// are new compared with other kernels' tables. Runs nothing (no root needed).
+    Coverage {
+        /// Scenario files or directories (default: the project's scenarios/).
+        paths: Vec<PathBuf>,
+        /// Print Markdown instead of text.
+        #[arg(long)]
+        markdown: bool,
+        /// Another kernel's reasons: a saved run (`run --json FILE`) or a bundled kernel's
+        /// release (or its start: `6.12`); repeatable. Default: every bundled kernel.
+        #[arg(long, value_name = "RUN.json|RELEASE")]
+        against: Vec<String>,
+    },
     /// What this kernel lets dropspec watch: the drop probe's attachment, the auxiliary
     /// tracepoints, and how each of Retina's hook points attaches or why it cannot (root).
     Probes,
@@ -104,6 +122,31 @@ enum Command {
     /// this machine's files (read-only, the project directory writable) and returns the
     /// command's exit code. Example: dropspec vm --kernel 6.1 -- target/debug/dropspec run
     Vm(VmArgs),
+}
+
+/// What a run leaves for CI (README, "In CI"); rendered by `dropspec::outputs`.
+#[derive(clap::Args)]
+struct CiOutputs {
+    /// `json`: the whole run (a saved run as `--json` writes it, with the verdicts) on
+    /// stdout, and the human text on stderr instead.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Write a JUnit XML report: one test case per scenario, named by its path.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    /// Write a Markdown summary (for $GITHUB_STEP_SUMMARY): totals, failures and skips
+    /// with their reasons, each scenario's drops.
+    #[arg(long, value_name = "FILE")]
+    summary: Option<PathBuf>,
+    /// Write the observed drops in Prometheus text format, under Retina's metric names.
+    #[arg(long, value_name = "FILE")]
+    metrics: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Text,
+    Json,
 }
 
 #[derive(clap::Args)]
@@ -190,14 +233,18 @@ fn main() -> ExitCode {
             record,
             propose,
             keep,
+            ci,
         } => run(
             &paths,
-            timings,
-            jobs,
-            json.as_deref(),
-            record,
-            propose,
-            keep,
+            &RunOptions {
+                timings,
+                jobs,
+                json: json.as_deref(),
+                record,
+                propose,
+                keep,
+            },
+            &ci,
         ),
         Command::Diff {
             old,
@@ -213,6 +260,11 @@ fn main() -> ExitCode {
             print!("{}", scenario::schema_json());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Coverage {
+            paths,
+            markdown,
+            against,
+        } => coverage(&paths, markdown, &against),
         Command::Probes => probes_available(),
         Command::Cleanup { kept } => cleanup_leftovers(kept),
         Command::Bench(args) => bench::run(args),
@@ -409,6 +461,68 @@ fn reasons() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn coverage(paths: &[PathBuf], markdown: bool, against: &[String]) -> Result<ExitCode> {
+    use dropspec::coverage::{self, OtherTable};
+    let root = project_root()?;
+    let files = scenario_files(paths, Some(&root))?;
+    let scenarios: Vec<scenario::Scenario> = match load_all(&files, Some(&root)) {
+        Ok(s) => s.into_iter().map(|(scenario, _)| scenario).collect(),
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            bail!("{} scenario file(s) invalid", errors.len());
+        }
+    };
+    let kernel = runner::kernel_release();
+    let reasons = dropspec::kernel::known::running_reasons()
+        .context("reading the running kernel's drop reasons")?;
+    let bundled = coverage::bundled_tables(&dropspec::kernel::known::bundled_reasons());
+    let mut others = Vec::new();
+    for name in against {
+        let path = Path::new(name);
+        if path.is_file() {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading saved run {name}"))?;
+            let run: diff::SavedRun = serde_json::from_str(&text).with_context(|| {
+                format!("{name} is not a saved run: make one with `dropspec run --json FILE`")
+            })?;
+            others.push(OtherTable {
+                label: format!("{} ({name})", run.kernel),
+                reasons: run.reasons.into_keys().collect(),
+            });
+        } else {
+            let found: Vec<&OtherTable> = bundled
+                .iter()
+                .filter(|t| t.label.starts_with(name.as_str()))
+                .collect();
+            match found.as_slice() {
+                [one] => others.push((*one).clone()),
+                _ => bail!(
+                    "--against {name}: not a saved run, nor exactly one bundled kernel ({})",
+                    bundled
+                        .iter()
+                        .map(|t| t.label.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+        }
+    }
+    if against.is_empty() {
+        others = bundled
+            .into_iter()
+            .filter(|t| !t.label.starts_with(&format!("{kernel} ")))
+            .collect();
+    }
+    let baselines = Baselines::in_project(&root);
+    print!(
+        "{}",
+        coverage::of_suite(&kernel, reasons, &scenarios, &baselines, others).render(markdown)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn probes_available() -> Result<ExitCode> {
     println!("kernel {}", runner::kernel_release());
     for watcher in dropspec::watchers::REGISTRY {
@@ -418,9 +532,6 @@ fn probes_available() -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
-
-/// A scenario's verdict, with its report when it ran.
-type Outcome = (Verdict, Option<Report>);
 
 fn diff_runs(old: &Path, new: &Path, markdown: bool, accept: Option<&Path>) -> Result<ExitCode> {
     let read = |path: &Path| -> Result<diff::SavedRun> {
@@ -458,20 +569,19 @@ fn diff_runs(old: &Path, new: &Path, markdown: bool, accept: Option<&Path>) -> R
     }
 }
 
-/// Writes the run for `dropspec diff`.
-fn save_run(path: &Path, results: &[Outcome], scenarios: &[scenario::Scenario]) -> Result<()> {
+/// The run as `dropspec diff` reads it.
+fn saved_run(results: &[ScenarioResult]) -> Result<diff::SavedRun> {
     let reasons = probes::ReasonTable::from_running_kernel()
         .context("reading the running kernel's drop reasons")?
         .iter()
         .map(|(number, name)| (name.to_owned(), number))
         .collect();
-    let reports: Vec<Report> = results.iter().filter_map(|(_, r)| r.clone()).collect();
-    let skipped = scenarios
+    let reports: Vec<Report> = results.iter().filter_map(|r| r.report.clone()).collect();
+    let skipped = results
         .iter()
-        .zip(results)
-        .filter_map(|(s, (verdict, report))| match (verdict, report) {
+        .filter_map(|r| match (&r.verdict, &r.report) {
             // A scenario that ran with its hook expectations skipped has a report.
-            (Verdict::Skipped(why), None) => Some((s.name.clone(), why.clone())),
+            (Verdict::Skipped(why), None) => Some((r.name.clone(), why.clone())),
             _ => None,
         })
         .collect();
@@ -483,7 +593,7 @@ fn save_run(path: &Path, results: &[Outcome], scenarios: &[scenario::Scenario]) 
             .collect(),
         Err(_) => Default::default(),
     };
-    let saved = diff::SavedRun {
+    Ok(diff::SavedRun {
         kernel: runner::kernel_release(),
         probe: reports
             .first()
@@ -492,20 +602,43 @@ fn save_run(path: &Path, results: &[Outcome], scenarios: &[scenario::Scenario]) 
         reports,
         skipped,
         events_available,
-    };
-    let json = serde_json::to_string_pretty(&saved).context("encoding the run as JSON")?;
-    std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))
+    })
 }
 
-fn run(
-    paths: &[PathBuf],
+/// Writes a file the run was asked for (`--json`, `--junit`, `--summary`, `--metrics`).
+fn write_output(path: &Path, what: &str, text: &str) -> Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing the {what} to {}", path.display()))
+}
+
+/// The file's path relative to the project root when it lies inside it (how JUnit
+/// names a test case), else as given.
+fn project_relative(path: &Path, root: &Path) -> PathBuf {
+    let (Ok(path), Ok(root)) = (std::fs::canonicalize(path), std::fs::canonicalize(root)) else {
+        return path.to_owned();
+    };
+    path.strip_prefix(&root)
+        .map_or(path.clone(), Path::to_owned)
+}
+
+/// `dropspec run`'s own flags (the CI outputs are `CiOutputs`).
+struct RunOptions<'a> {
     timings: bool,
     jobs: Option<u16>,
-    json: Option<&Path>,
+    json: Option<&'a Path>,
     record: bool,
     propose: bool,
     keep: bool,
-) -> Result<ExitCode> {
+}
+
+fn run(paths: &[PathBuf], options: &RunOptions<'_>, ci: &CiOutputs) -> Result<ExitCode> {
+    let RunOptions {
+        timings,
+        jobs,
+        json,
+        record,
+        propose,
+        keep,
+    } = *options;
     let mut policy = Policy::current()?.clone();
     if record {
         if policy.baseline == BaselineMode::RecordKernel {
@@ -514,6 +647,25 @@ fn run(
         policy.baseline = BaselineMode::Record;
     }
     let root = project_root().ok();
+    // An output that cannot be written is bad input: said now, not after the whole run.
+    for path in json.into_iter().chain(
+        [&ci.junit, &ci.summary, &ci.metrics]
+            .into_iter()
+            .flatten()
+            .map(PathBuf::as_path),
+    ) {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !dir.is_dir() {
+            bail!(
+                "{}: no directory {} to write it in",
+                path.display(),
+                dir.display()
+            );
+        }
+    }
     let files = scenario_files(paths, root.as_deref())?;
     if files.is_empty() {
         bail!(
@@ -546,9 +698,11 @@ fn run(
     );
 
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Outcome>>> =
+    let results: Mutex<Vec<Option<ScenarioResult>>> =
         Mutex::new((0..scenarios.len()).map(|_| None).collect());
-    let output = Mutex::new(());
+    // With --format json, stdout is the JSON document alone; the human text goes to stderr.
+    let human_to_stderr = ci.format == Format::Json;
+    let output = Mutex::new(Progress::new(scenarios.len()));
     let started = std::time::Instant::now();
     std::thread::scope(|scope| {
         for _ in 0..jobs.min(scenarios.len()) {
@@ -566,90 +720,139 @@ fn run(
                 };
                 let judgement = verdict::judge(s, report, baselines, &policy);
                 {
-                    let _guard = output.lock().unwrap();
-                    print_result(s, &judgement, timings);
+                    let mut progress = output.lock().unwrap();
+                    progress.clear();
+                    let mut text = render_result(s, &judgement, timings);
                     if let (true, Some(report)) = (propose, &judgement.report) {
-                        println!("{}", dropspec::authoring::propose::propose(report));
+                        text.push_str(&format!(
+                            "{}\n",
+                            dropspec::authoring::propose::propose(report)
+                        ));
                     }
                     match &kept {
-                        Some(Ok(kept)) => {
-                            println!("{}", dropspec::authoring::keep::describe(&s.name, kept))
-                        }
-                        Some(Err(e)) => {
-                            println!("could not keep the namespaces of {}: {e}\n", s.name)
-                        }
+                        Some(Ok(kept)) => text.push_str(&format!(
+                            "{}\n",
+                            dropspec::authoring::keep::describe(&s.name, kept)
+                        )),
+                        Some(Err(e)) => text.push_str(&format!(
+                            "could not keep the namespaces of {}: {e}\n\n",
+                            s.name
+                        )),
                         None => {}
                     }
+                    if human_to_stderr {
+                        eprint!("{text}");
+                    } else {
+                        print!("{text}");
+                    }
+                    progress.finished_one(&s.name);
                 }
-                results.lock().unwrap()[i] = Some((judgement.verdict, judgement.report));
+                results.lock().unwrap()[i] = Some(ScenarioResult {
+                    name: s.name.clone(),
+                    path: root
+                        .as_deref()
+                        .map_or_else(|| s.path.clone(), |root| project_relative(&s.path, root)),
+                    verdict: judgement.verdict,
+                    diff: judgement.diff,
+                    report: judgement.report,
+                });
             });
         }
     });
+    drop(output);
     let wall = started.elapsed();
 
-    let results: Vec<Outcome> = results
+    let results: Vec<ScenarioResult> = results
         .into_inner()
         .unwrap()
         .into_iter()
         .map(|r| r.expect("every scenario ran"))
         .collect();
-    let passed = results
-        .iter()
-        .filter(|(v, _)| matches!(v, Verdict::Passed))
-        .count();
-    let failed = results
-        .iter()
-        .filter(|(v, _)| matches!(v, Verdict::Failed(_)))
-        .count();
-    let skipped = results.len() - passed - failed;
+    let totals = outputs::Totals::of(&results);
     if timings {
         let mut totals: Vec<f64> = results
             .iter()
-            .filter_map(|(_, r)| r.as_ref())
+            .filter_map(|r| r.report.as_ref())
             .map(|r| r.timings.total().as_secs_f64() * 1000.0)
             .collect();
         totals.sort_by(f64::total_cmp);
         if !totals.is_empty() {
-            println!(
+            let line = format!(
                 "per-scenario time: median {:.1}ms, max {:.1}ms; wall time {:.0}ms with {jobs} job(s)",
                 totals[totals.len() / 2],
                 totals[totals.len() - 1],
                 wall.as_secs_f64() * 1000.0
             );
+            if human_to_stderr {
+                eprintln!("{line}");
+            } else {
+                println!("{line}");
+            }
         }
     }
-    if let Some(path) = json {
-        save_run(path, &results, &scenarios)?;
+    if json.is_some() || human_to_stderr {
+        let saved = saved_run(&results)?;
+        if let Some(path) = json {
+            let text = serde_json::to_string_pretty(&saved).context("encoding the run as JSON")?;
+            write_output(path, "saved run", &text)?;
+        }
+        if human_to_stderr {
+            print!(
+                "{}",
+                outputs::json::render(&outputs::json::document(saved, &results))
+            );
+        }
     }
-    println!("{passed} passed, {failed} failed, {skipped} skipped");
-    Ok(if failed > 0 {
+    if let Some(path) = &ci.junit {
+        write_output(path, "JUnit report", &outputs::junit::render(&results))?;
+    }
+    if let Some(path) = &ci.summary {
+        write_output(
+            path,
+            "Markdown summary",
+            &outputs::summary::render(&results),
+        )?;
+    }
+    if let Some(path) = &ci.metrics {
+        write_output(path, "metrics", &outputs::metrics::render(&results))?;
+    }
+    if human_to_stderr {
+        eprintln!("{totals}");
+    } else {
+        println!("{totals}");
+    }
+    Ok(if totals.failed > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
 }
 
-fn print_result(s: &scenario::Scenario, judgement: &verdict::Judgement, timings: bool) {
+/// One scenario's report, notes and verdict, as `dropspec run` prints them.
+fn render_result(s: &scenario::Scenario, judgement: &verdict::Judgement, timings: bool) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
     if let Some(report) = &judgement.report {
-        print!("{}", report.render(timings));
+        out.push_str(&report.render(timings));
     }
     for note in &judgement.notes {
-        println!("note: {note}");
+        writeln!(out, "note: {note}").unwrap();
     }
     match &judgement.verdict {
-        Verdict::Passed => println!("ok: {}\n", s.name),
-        Verdict::Skipped(why) => println!("skipped: {} ({why})\n", s.name),
+        Verdict::Passed => writeln!(out, "ok: {}\n", s.name).unwrap(),
+        Verdict::Skipped(why) => writeln!(out, "skipped: {} ({why})\n", s.name).unwrap(),
         Verdict::Failed(problems) => {
-            println!("FAILED: {} ({})", s.name, s.path.display());
+            writeln!(out, "FAILED: {} ({})", s.name, s.path.display()).unwrap();
             for p in problems {
-                println!("  - {p}");
+                writeln!(out, "  - {p}").unwrap();
             }
             if let Some(diff) = &judgement.diff {
-                println!("{diff}");
+                writeln!(out, "{diff}").unwrap();
             }
-            println!();
+            out.push('\n');
         }
     }
+    out
 }
 
 fn vm(args: VmArgs) -> Result<ExitCode> {

@@ -67,6 +67,9 @@ fn main() {
     trials.push(Trial::test("snapshots/all_referenced", move || {
         unreferenced_snapshots(&workspace().join("snapshots"), &names)
     }));
+    // Only a whole-suite run can compare. cargo-nextest runs one trial per process
+    // (`--exact NAME`), so there this check never runs (nor could it: each process sees
+    // one verdict); `cargo test` in .ci/run makes it.
     let whole_suite = args.filter.is_none() && args.skip.is_empty() && !args.list;
     let conclusion = libtest_mimic::run(&args, trials);
     // Both front ends must reach the same verdict: run the suite again through
@@ -100,28 +103,51 @@ fn verdict_word(verdict: &Verdict) -> &'static str {
 }
 
 /// Runs `dropspec run` on the whole suite and compares its verdicts with the trials'.
+/// It reads them from `--format json` (stdout must be that document alone) and has the
+/// run write its JUnit, summary and metrics too, so CI's outputs are made by every
+/// whole-suite `cargo test`.
 fn cli_agrees(root: &Path) -> Result<(), String> {
+    let outputs = std::env::temp_dir().join(format!("dropspec-agree-{}", std::process::id()));
+    std::fs::create_dir_all(&outputs).map_err(|e| format!("{}: {e}", outputs.display()))?;
+    let junit = outputs.join("junit.xml");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_dropspec"))
-        .args(["run", "--jobs", "2"])
+        .args(["run", "--jobs", "2", "--format", "json", "--junit"])
+        .arg(&junit)
+        .arg("--summary")
+        .arg(outputs.join("summary.md"))
+        .arg("--metrics")
+        .arg(outputs.join("drops.prom"))
         .current_dir(root)
         .output()
         .map_err(|e| format!("starting dropspec run: {e}"))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
+    let document: serde_json::Value = serde_json::from_str(&stdout).map_err(|e| {
+        format!(
+            "dropspec run --format json printed no JSON document ({e}):\n{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })?;
     let mut cli = BTreeMap::new();
-    for line in stdout.lines() {
-        for (prefix, word) in [
-            ("ok: ", "passed"),
-            ("skipped: ", "skipped"),
-            ("FAILED: ", "failed"),
-        ] {
-            if let Some(rest) = line.strip_prefix(prefix) {
-                let name = rest.split(' ').next().unwrap_or(rest);
-                cli.insert(name.to_owned(), word);
-            }
+    for entry in document["verdicts"].as_array().into_iter().flatten() {
+        if let (Some(name), Some(word)) = (entry["scenario"].as_str(), entry["verdict"].as_str()) {
+            cli.insert(name.to_owned(), word.to_owned());
         }
     }
+    let junit_cases = std::fs::read_to_string(&junit)
+        .map(|xml| xml.matches("<testcase ").count())
+        .unwrap_or(0);
+    let written = ["summary.md", "drops.prom"]
+        .iter()
+        .all(|f| std::fs::metadata(outputs.join(f)).is_ok_and(|m| m.len() > 0));
+    let _ = std::fs::remove_dir_all(&outputs);
     let trials = VERDICTS.lock().unwrap_or_else(|p| p.into_inner());
     let mut problems = Vec::new();
+    if junit_cases != cli.len() || !written {
+        problems.push(format!(
+            "  CI outputs: {junit_cases} JUnit test case(s) for {} verdicts; summary and metrics written: {written}",
+            cli.len()
+        ));
+    }
     for (name, word) in trials.iter() {
         match cli.get(name) {
             Some(cli_word) if cli_word == word => {}
@@ -135,15 +161,14 @@ fn cli_agrees(root: &Path) -> Result<(), String> {
     }
     if problems.is_empty() {
         eprintln!(
-            "verdicts: dropspec run agrees with cargo test on all {} scenarios",
+            "verdicts: dropspec run agrees with cargo test on all {} scenarios (read from its --format json; JUnit, summary and metrics written)",
             trials.len()
         );
         Ok(())
     } else {
         Err(format!(
-            "{}\n(dropspec run said:)\n{}{}",
+            "{}\n(dropspec run said:)\n{}",
             problems.join("\n"),
-            stdout,
             String::from_utf8_lossy(&output.stderr)
         ))
     }
