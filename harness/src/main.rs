@@ -115,8 +115,12 @@ struct VmArgs {
     /// Show the guest kernel's boot and power-off messages.
     #[arg(long)]
     verbose: bool,
+    /// Only download and unpack the kernel into the cache, print its release and exit;
+    /// exit status 3 when Debian does not have it (ci/vm-suite.sh --skip-unavailable).
+    #[arg(long)]
+    fetch_only: bool,
     /// The command and its arguments, after `--`.
-    #[arg(last = true, required = true)]
+    #[arg(last = true, required_unless_present = "fetch_only")]
     command: Vec<String>,
 }
 
@@ -479,6 +483,23 @@ fn print_result(s: &scenario::Scenario, judgement: &verdict::Judgement, timings:
 }
 
 fn vm(args: VmArgs) -> Result<ExitCode> {
+    let cache_dir = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(dropspec::vm::package::default_cache_dir);
+    if args.fetch_only {
+        return match dropspec::vm::fetch_kernel(&args.kernel, &cache_dir, &mut std::io::stderr()) {
+            Ok(kernel) => {
+                println!("{} {} {}", kernel.package, kernel.version, kernel.release);
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e @ dropspec::vm::VmError::NoSuchKernel { .. }) => {
+                eprintln!("dropspec vm: {e}");
+                Ok(ExitCode::from(3))
+            }
+            Err(e) => Err(e).context(format!("fetching kernel {}", args.kernel)),
+        };
+    }
     let cwd = std::env::current_dir().context("reading the current directory")?;
     let writable = if args.read_only {
         Vec::new()
@@ -519,9 +540,7 @@ fn vm(args: VmArgs) -> Result<ExitCode> {
         env,
         cwd,
         command: args.command,
-        cache_dir: args
-            .cache_dir
-            .unwrap_or_else(dropspec::vm::package::default_cache_dir),
+        cache_dir,
         verbose: args.verbose,
     };
     let outcome = match dropspec::vm::run(
