@@ -67,6 +67,8 @@ pub trait Watching {
 pub struct Observations {
     /// Which attachment of the drop probe counted the drops.
     pub probe: String,
+    /// Why the drops have no reasons (a kernel before 5.17), when they have none.
+    pub reasons_unavailable: Option<String>,
     pub drops: Vec<DropRow>,
     /// Auxiliary tracepoints that fired: (host, event, count).
     pub events: Vec<(String, String, u64)>,
