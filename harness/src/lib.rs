@@ -25,6 +25,7 @@ pub mod global_sysctls;
 pub mod kernel;
 #[cfg(test)]
 mod layers;
+pub mod matrix;
 pub mod netns;
 pub mod packets;
 pub mod policy;

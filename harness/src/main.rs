@@ -57,6 +57,17 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         accept: Option<PathBuf>,
     },
+    /// Tables across kernels from saved runs (`dropspec run --json`, oldest kernel first):
+    /// how Retina's hook points attached on each (--hooks), or the drop reasons each has,
+    /// exercises and gained since the one before (--reasons). Markdown. ci/kernel-docs.sh.
+    Matrix {
+        #[arg(long, conflicts_with = "reasons", required_unless_present = "reasons")]
+        hooks: bool,
+        #[arg(long)]
+        reasons: bool,
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+    },
     /// Validate scenario files without running them (no root needed).
     Check { paths: Vec<PathBuf> },
     /// List the running kernel's drop reasons with their numbers.
@@ -140,6 +151,11 @@ fn main() -> ExitCode {
             markdown,
             accept,
         } => diff_runs(&old, &new, markdown, accept.as_deref()),
+        Command::Matrix {
+            hooks,
+            reasons: _,
+            runs,
+        } => matrix(hooks, &runs),
         Command::Check { paths } => check(&paths),
         Command::Reasons => reasons(),
         Command::Probes => probes_available(),
@@ -274,6 +290,30 @@ fn probes_available() -> Result<ExitCode> {
 /// A scenario's verdict, with its report when it ran.
 type Outcome = (Verdict, Option<Report>);
 
+fn matrix(hooks: bool, paths: &[PathBuf]) -> Result<ExitCode> {
+    let mut runs = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the saved run {}", path.display()))?;
+        let run: diff::SavedRun = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not a run saved by `dropspec run --json`",
+                path.display()
+            )
+        })?;
+        runs.push(run);
+    }
+    print!(
+        "{}",
+        if hooks {
+            dropspec::matrix::hook_table(&runs)
+        } else {
+            dropspec::matrix::coverage_table(&runs)
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn diff_runs(old: &Path, new: &Path, markdown: bool, accept: Option<&Path>) -> Result<ExitCode> {
     let read = |path: &Path| -> Result<diff::SavedRun> {
         let text = std::fs::read_to_string(path)
@@ -312,7 +352,8 @@ fn diff_runs(old: &Path, new: &Path, markdown: bool, accept: Option<&Path>) -> R
 
 /// Writes the run for `dropspec diff`.
 fn save_run(path: &Path, results: &[Outcome], scenarios: &[scenario::Scenario]) -> Result<()> {
-    let reasons = probes::ReasonTable::from_running_kernel()
+    // Empty on a kernel without drop reasons (before 5.17): its reports say so.
+    let reasons = probes::ReasonTable::from_running_kernel_or_none()
         .context("reading the running kernel's drop reasons")?
         .iter()
         .map(|(number, name)| (name.to_owned(), number))
