@@ -1002,7 +1002,7 @@ count = 3
         );
         assert!(r
             .render_snapshot()
-            .starts_with("scenario: t\ndrop reasons: unavailable on this kernel (before 5.17)\n"));
+            .starts_with("scenario: t\ndrops (no drop reasons on this kernel: before 5.17):\n"));
 
         // The function's count is held; drops elsewhere must add up to the reason-only ones.
         r.drops[1].packets = 2;
