@@ -274,18 +274,16 @@ impl Report {
             )
             .unwrap();
         }
-        if self.reasons_unavailable.is_some() {
-            // Said once per snapshot of such a kernel, so its rows' UNAVAILABLE reads right.
-            writeln!(
-                out,
-                "drop reasons: unavailable on this kernel (before 5.17)"
-            )
-            .unwrap();
-        }
         if self.drops.is_empty() {
             writeln!(out, "drops: none").unwrap();
         } else {
-            writeln!(out, "drops:").unwrap();
+            // Said once per snapshot of such a kernel, so its rows' UNAVAILABLE reads
+            // right; a scenario without drops reads the same on every kernel.
+            match self.reasons_unavailable {
+                Some(_) => writeln!(out, "drops (no drop reasons on this kernel: before 5.17):"),
+                None => writeln!(out, "drops:"),
+            }
+            .unwrap();
             let rows: Vec<[String; 7]> = self
                 .drops
                 .iter()
