@@ -14,7 +14,8 @@
 //! 5. Hook-point expectations the kernel would not let dropspec watch make an otherwise
 //!    passing scenario a skip that says so, or a failure under `DROPSPEC_REQUIRE_HOOKS=1`.
 //! 6. On a kernel without drop reasons (before 5.17) expectations by function still hold
-//!    (`report::check`), but those by reason alone and by cause cannot: such a scenario is
+//!    (`report::check`), but those by reason alone and causes that did not hold (most are
+//!    named from reasons) cannot be checked: such a scenario is
 //!    held to the kernel's own baseline, which must exist (as for rule 3). Never a pass on
 //!    the checkable part alone: the baseline recorded on that kernel holds the rest.
 
