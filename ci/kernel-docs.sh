@@ -19,8 +19,8 @@ cargo build --locked -p dropspec --bin dropspec
 mapfile -t packages < <(sed -n 's/^package *= *"\([^"]*\)".*/\1/p' ci/kernels.toml)
 # Each run once (kernel-diff.sh keeps it); the diff's own output is not wanted here.
 for k in host "${packages[@]}"; do
-  DROPSPEC_KDIFF_REUSE=$reuse bash ci/kernel-diff.sh "$k" "$k" > /dev/null || true
-  DROPSPEC_KDIFF_REUSE=1
+  [ "$reuse" = 1 ] || rm -f "target/kdiff/$k.json"
+  DROPSPEC_KDIFF_REUSE=1 bash ci/kernel-diff.sh "$k" "$k" > /dev/null || true
 done
 # Oldest first, by the release each run recorded.
 mapfile -t ordered < <(for k in host "${packages[@]}"; do
