@@ -9,7 +9,7 @@
 #
 # Extra arguments go to `dropspec diff`. The runs are kept in target/kdiff/<kernel>.json
 # (with the kernel's inet_csk_accept signature in <kernel>.accept, for
-# docs/hook-points.md); DROPSPEC_KDIFF_REUSE=1 reuses a kept run instead of running
+# docs/hook-points.md); KERNEL_DIFF_REUSE=1 reuses a kept run instead of running
 # again (ci/kernel-docs.sh). Exit status is the diff's: 1 if a behaviour change is not
 # in the accept file.
 set -euo pipefail
@@ -25,7 +25,7 @@ cargo build --locked -p dropspec --bin dropspec
 mkdir -p target/kdiff
 run() {
   local kernel=$1 json=target/kdiff/$1.json
-  if [ "${DROPSPEC_KDIFF_REUSE:-0}" = 1 ] && [ -s "$json" ]; then
+  if [ "${KERNEL_DIFF_REUSE:-0}" = 1 ] && [ -s "$json" ]; then
     echo "kernel-diff: $kernel: reusing $json" >&2
     return
   fi

@@ -20,7 +20,7 @@ mapfile -t packages < <(sed -n 's/^package *= *"\([^"]*\)".*/\1/p' ci/kernels.to
 # Each run once (kernel-diff.sh keeps it); the diff's own output is not wanted here.
 for k in host "${packages[@]}"; do
   [ "$reuse" = 1 ] || rm -f "target/kdiff/$k.json"
-  DROPSPEC_KDIFF_REUSE=1 bash ci/kernel-diff.sh "$k" "$k" > /dev/null || true
+  KERNEL_DIFF_REUSE=1 bash ci/kernel-diff.sh "$k" "$k" > /dev/null || true
 done
 # Oldest first, by the release each run recorded.
 mapfile -t ordered < <(for k in host "${packages[@]}"; do
@@ -28,7 +28,7 @@ mapfile -t ordered < <(for k in host "${packages[@]}"; do
 done | sort -V | cut -d' ' -f2)
 release() { sed -n 's/^  "kernel": "\(.*\)",$/\1/p' "target/kdiff/$1.json" | head -n1; }
 
-export DROPSPEC_KDIFF_REUSE=1
+export KERNEL_DIFF_REUSE=1
 prev=
 for k in "${ordered[@]}"; do
   if [ -n "$prev" ]; then
