@@ -7,8 +7,11 @@
 #   bash ci/kernel-diff.sh 6.1.0-50 6.1.0-56 --markdown   Markdown
 #   bash ci/kernel-diff.sh 6.12 host --accept accepted.txt
 #
-# Extra arguments go to `dropspec diff`. The runs are kept in target/kdiff/<kernel>.json.
-# Exit status is the diff's: 1 if a behaviour change is not in the accept file.
+# Extra arguments go to `dropspec diff`. The runs are kept in target/kdiff/<kernel>.json
+# (with the kernel's inet_csk_accept signature in <kernel>.accept, for
+# docs/hook-points.md); KERNEL_DIFF_REUSE=1 reuses a kept run instead of running
+# again (ci/kernel-docs.sh). Exit status is the diff's: 1 if a behaviour change is not
+# in the accept file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 2 ]; then
@@ -22,13 +25,20 @@ cargo build --locked -p dropspec --bin dropspec
 mkdir -p target/kdiff
 run() {
   local kernel=$1 json=target/kdiff/$1.json
+  if [ "${KERNEL_DIFF_REUSE:-0}" = 1 ] && [ -s "$json" ]; then
+    echo "kernel-diff: $kernel: reusing $json" >&2
+    return
+  fi
+  rm -f "$json"
   # A scenario failing its own expectations still yields a report to compare; that is
   # what a kernel not yet baselined looks like, so the run's exit status is not fatal.
   if [ "$kernel" = host ]; then
     target/debug/dropspec run --json "$json" > "target/kdiff/$kernel.log" 2>&1 || true
+    bash ci/btf-signature.sh inet_csk_accept > "target/kdiff/$kernel.accept" || true
   else
     target/debug/dropspec vm --kernel "$kernel" --timeout "${DROPSPEC_VM_TIMEOUT:-900}" \
-      -- target/debug/dropspec run --json "$json" > "target/kdiff/$kernel.log" 2>&1 || true
+      -- bash -c 'target/debug/dropspec run --json "$0"; s=$?; bash ci/btf-signature.sh inet_csk_accept > "$1"; exit $s' \
+      "$json" "target/kdiff/$kernel.accept" > "target/kdiff/$kernel.log" 2>&1 || true
   fi
   if [ ! -s "$json" ]; then
     echo "kernel-diff: no run saved for $kernel; see target/kdiff/$kernel.log" >&2

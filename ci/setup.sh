@@ -12,6 +12,7 @@ packages=(
   iputils-ping netcat-openbsd   # the benchmarks' shell-script way of running a scenario
   linux-perf            # the benchmarks' profile of the probe under a flood
   qemu-system-x86 busybox-static cpio kmod   # other kernels, booted in a VM
+  debian-archive-keyring   # the keys of dropspec vm's own apt sources (bullseye to unstable)
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -48,21 +48,14 @@ if [ -z "$suite" ]; then
   exit 2
 fi
 
-# Where `dropspec vm` caches kernels (harness/src/vm/package.rs, default_cache_dir).
-cache=${DROPSPEC_KERNEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dropspec/kernels}
-# Whether `dropspec vm` can get this kernel: cached, or known to apt (after one update).
-updated=false
+# Whether `dropspec vm` can get this kernel: cached, or downloadable from the Debian
+# suites of dropspec's own apt sources (harness/src/vm/apt.rs). `--fetch-only` exits 3
+# when Debian does not have the package; any other failure is not "unavailable" and
+# fails the kernel's run below instead.
 available() {
-  local package
-  case "$1" in linux-image-*) package=$1 ;; *.*.*) package="linux-image-$1-amd64" ;; *) return 0 ;; esac
-  [ -f "$cache/$package/dropspec-package" ] && return 0
-  apt-cache show "$package" >/dev/null 2>&1 && return 0
-  if ! $updated; then
-    updated=true
-    apt-get update -qq || true
-    apt-cache show "$package" >/dev/null 2>&1 && return 0
-  fi
-  return 1
+  local rc=0
+  target/debug/dropspec vm --kernel "$1" --fetch-only >/dev/null || rc=$?
+  [ "$rc" -ne 3 ]
 }
 
 failed=()

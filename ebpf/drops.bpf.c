@@ -5,10 +5,13 @@
  * kernel stack). No ring buffer and no per-event wakeup, so a flood of drops costs a
  * stack unwind and a hash update each.
  *
- * Three entry points share one counting function; user space loads exactly one:
+ * Four entry points share one counting function; user space loads exactly one:
  *   dropspec_tpbtf   tp_btf, kernels whose kfree_skb passes rx_sk (about 6.12 on)
  *   dropspec_tpbtf3  tp_btf, kernels without rx_sk (5.17 .. 6.11)
+ *   dropspec_tpbtf2  tp_btf, kernels without drop reasons (before 5.17): every drop is
+ *                    counted with DROPSPEC_NO_REASON, attributed to its call site
  *   dropspec_tp      classic tracepoint, field offsets taken from the tracefs format file
+ *                    (no `reason` field before 5.17: DROPSPEC_NO_REASON as well)
  * Nothing kernel-assigned is compiled in: reason numbers and tracepoint offsets come in
  * as rodata set by the loader, struct offsets are CO-RE relocations.
  *
@@ -41,7 +44,7 @@ const volatile __u32 cfg_reason_consumed = DROPSPEC_ABSENT;
 /* Byte offsets of skb:kfree_skb fields in the classic tracepoint record. */
 const volatile __u32 cfg_tp_skbaddr = DROPSPEC_ABSENT;
 const volatile __u32 cfg_tp_location = DROPSPEC_ABSENT;
-const volatile __u32 cfg_tp_reason = DROPSPEC_ABSENT;
+const volatile __u32 cfg_tp_reason = DROPSPEC_ABSENT; /* absent before 5.17 */
 const volatile __u32 cfg_tp_rx_sk = DROPSPEC_ABSENT; /* absent before ~6.12 */
 /* 0 leaves stacks out (DROPSPEC_STACKS=off), to measure what they cost. */
 const volatile __u32 cfg_take_stacks = 1;
@@ -211,6 +214,13 @@ int BPF_PROG(dropspec_tpbtf3, struct sk_buff *skb, void *location, __u32 reason)
 	return 0;
 }
 
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(dropspec_tpbtf2, struct sk_buff *skb, void *location)
+{
+	count_drop(ctx, skb, (__u64)location, DROPSPEC_NO_REASON, 0);
+	return 0;
+}
+
 /* Reads one pointer-sized or u32 field of the tracepoint record at a runtime offset. */
 static __always_inline __u64 tp_field(void *ctx, __u32 offset, __u32 size)
 {
@@ -226,7 +236,8 @@ int dropspec_tp(void *ctx)
 {
 	struct sk_buff *skb = (struct sk_buff *)tp_field(ctx, cfg_tp_skbaddr, 8);
 	__u64 location = tp_field(ctx, cfg_tp_location, 8);
-	__u32 reason = (__u32)tp_field(ctx, cfg_tp_reason, 4);
+	__u32 reason = cfg_tp_reason == DROPSPEC_ABSENT ? DROPSPEC_NO_REASON
+						       : (__u32)tp_field(ctx, cfg_tp_reason, 4);
 	struct sock *rx_sk = (struct sock *)tp_field(ctx, cfg_tp_rx_sk, 8);
 	if (skb)
 		count_drop(ctx, skb, location, reason, rx_sk);

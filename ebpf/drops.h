@@ -69,6 +69,11 @@ struct dropspec_event_key {
 #define DROPSPEC_MAX_EVENT_KEYS 4096
 /* Stands for "the running kernel has no such reason / field" in the rodata settings. */
 #define DROPSPEC_ABSENT 0xffffffffu
+/*
+ * dropspec_drop_key.reason on a kernel whose kfree_skb passes no reason (before 5.17):
+ * the drop is counted and attributed to its call site, the reason is unknowable.
+ */
+#define DROPSPEC_NO_REASON 0xfffffffeu
 
 /* Indexes of dropspec_lost. */
 #define DROPSPEC_LOST_DROPS 0     /* drops not counted: dropspec_drops full */

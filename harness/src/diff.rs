@@ -36,6 +36,15 @@ pub enum Change {
         from: u32,
         to: u32,
     },
+    /// One kernel reports drop reasons and the other none (before 5.17): harmless, said
+    /// once; every drop of the suite is then compared by host, function, protocol and
+    /// count only, so a reason appearing is not a change of each drop.
+    ReasonsReported {
+        /// The kernel that reports reasons.
+        kernel: String,
+        /// True when it is the new kernel ("now reported").
+        now: bool,
+    },
     /// The probe attached differently.
     ProbeChanged {
         from: String,
@@ -133,6 +142,7 @@ impl Change {
         matches!(
             self,
             Change::Renumbered { .. }
+                | Change::ReasonsReported { .. }
                 | Change::ProbeChanged { .. }
                 | Change::HookAvailability { .. }
         )
@@ -144,6 +154,14 @@ impl Change {
             Change::Renumbered { reason, from, to } => {
                 format!("reason {reason} renumbered {from} -> {to} (harmless: scenarios use names)")
             }
+            Change::ReasonsReported { kernel, now: true } => format!(
+                "drop reasons now reported ({kernel}; the older kernel has none, before 5.17): \
+                 drops compared by host, function, protocol and count"
+            ),
+            Change::ReasonsReported { kernel, now: false } => format!(
+                "drop reasons no longer reported (only {kernel} has them): drops compared by \
+                 host, function, protocol and count"
+            ),
             Change::ProbeChanged { from, to } => format!("probe {from} -> {to}"),
             Change::ScenarioMissing { scenario, on } => format!("{scenario}: not run on {on}"),
             Change::Availability {
@@ -266,6 +284,15 @@ pub fn diff(old: &SavedRun, new: &SavedRun) -> Vec<Change> {
         }
     }
 
+    let (old_none, new_none) = (lacks_reasons(old), lacks_reasons(new));
+    if old_none != new_none {
+        changes.push(Change::ReasonsReported {
+            kernel: if new_none { &old.kernel } else { &new.kernel }.clone(),
+            now: old_none,
+        });
+    }
+    let without_reasons = old_none || new_none;
+
     let (old_points, new_points) = (hook_points(old), hook_points(new));
     for (hook, (function, from)) in &old_points {
         if let Some((_, to)) = new_points.get(hook) {
@@ -300,7 +327,12 @@ pub fn diff(old: &SavedRun, new: &SavedRun) -> Vec<Change> {
     for name in names {
         match (old_reports.get(name), new_reports.get(name)) {
             (Some(a), Some(b)) => {
-                changes.extend(diff_reports(a, b, new));
+                if without_reasons {
+                    let (a, b) = (without_reason(a), without_reason(b));
+                    changes.extend(diff_reports(&a, &b, new));
+                } else {
+                    changes.extend(diff_reports(a, b, new));
+                }
                 changes.extend(diff_evidence(name, a, b, old, new));
                 changes.extend(diff_hooks(name, a, b));
             }
@@ -310,6 +342,21 @@ pub fn diff(old: &SavedRun, new: &SavedRun) -> Vec<Change> {
         }
     }
     changes
+}
+
+/// A run on a kernel without drop reasons (before 5.17).
+fn lacks_reasons(run: &SavedRun) -> bool {
+    run.reports.iter().any(|r| r.reasons_unavailable.is_some())
+}
+
+/// The report with every drop's reason the one a kernel without reasons gives, so that
+/// two kernels compare by what both can tell.
+fn without_reason(report: &Report) -> Report {
+    let mut report = report.clone();
+    for d in &mut report.drops {
+        d.reason = crate::kernel::reasons::NO_REASON.to_owned();
+    }
+    report
 }
 
 type PointStates = BTreeMap<String, (String, Result<String, String>)>;
@@ -676,6 +723,7 @@ mod tests {
                 description: String::new(),
                 kernel: kernel.into(),
                 probe: "tp_btf/kfree_skb".into(),
+                reasons_unavailable: None,
                 drops,
                 traffic: vec![],
                 events: vec![],
@@ -807,6 +855,46 @@ mod tests {
         assert_eq!(
             summaries,
             vec!["iptables/input_drop_icmp_nft: traffic #1: delivered 4 -> delivered 3"]
+        );
+    }
+
+    /// 5.10 → a kernel with reasons: one harmless line, then only what both can tell.
+    #[test]
+    fn reasons_appearing_is_one_line_not_a_flood() {
+        let none = crate::kernel::reasons::NO_REASON;
+        let udp = |reason: &str, function: &str| DropRow {
+            protocol: "ipv4/udp".into(),
+            ..drop_row(reason, function, 2)
+        };
+        let mut old = run(
+            "5.10",
+            &[],
+            vec![
+                drop_row(none, "nft_do_chain", 3),
+                udp(none, "__udp4_lib_rcv"),
+            ],
+        );
+        old.reports[0].reasons_unavailable = Some("before 5.17".into());
+        let new = run(
+            "6.18",
+            &[("NETFILTER_DROP", 12), ("UDP_CSUM", 30)],
+            vec![
+                drop_row("NETFILTER_DROP", "nft_do_chain", 3),
+                udp("UDP_CSUM", "udp_rcv"),
+            ],
+        );
+        let summaries: Vec<String> = diff(&old, &new).iter().map(Change::summary).collect();
+        assert_eq!(
+            summaries,
+            [
+                "drop reasons now reported (6.18; the older kernel has none, before 5.17): drops compared by host, function, protocol and count",
+                "iptables/input_drop_icmp_nft: server: UNAVAILABLE (ipv4/udp) moved from __udp4_lib_rcv to udp_rcv",
+            ]
+        );
+        assert!(diff(&old, &new)[0].is_harmless());
+        assert_eq!(
+            diff(&new, &old)[0].summary(),
+            "drop reasons no longer reported (only 6.18 has them): drops compared by host, function, protocol and count"
         );
     }
 

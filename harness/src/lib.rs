@@ -28,6 +28,7 @@ pub mod global_sysctls;
 pub mod kernel;
 #[cfg(test)]
 mod layers;
+pub mod matrix;
 pub mod names;
 pub mod outputs;
 pub mod owner;

@@ -70,6 +70,17 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         accept: Option<PathBuf>,
     },
+    /// Tables across kernels from saved runs (`dropspec run --json`, oldest kernel first):
+    /// how Retina's hook points attached on each (--hooks), or the drop reasons each has,
+    /// exercises and gained since the one before (--reasons). Markdown. ci/kernel-docs.sh.
+    Matrix {
+        #[arg(long, conflicts_with = "reasons", required_unless_present = "reasons")]
+        hooks: bool,
+        #[arg(long)]
+        reasons: bool,
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+    },
     /// Validate scenario files without running them (no root needed).
     Check { paths: Vec<PathBuf> },
     /// Write a commented starting scenario that passes `check`: scenarios/NAME.toml in a
@@ -212,8 +223,12 @@ struct VmArgs {
     /// Show the guest kernel's boot and power-off messages.
     #[arg(long)]
     verbose: bool,
+    /// Only download and unpack the kernel into the cache, print its release and exit;
+    /// exit status 3 when Debian does not have it (ci/vm-suite.sh --skip-unavailable).
+    #[arg(long)]
+    fetch_only: bool,
     /// The command and its arguments, after `--`.
-    #[arg(last = true, required = true)]
+    #[arg(last = true, required_unless_present = "fetch_only")]
     command: Vec<String>,
 }
 
@@ -252,6 +267,11 @@ fn main() -> ExitCode {
             markdown,
             accept,
         } => diff_runs(&old, &new, markdown, accept.as_deref()),
+        Command::Matrix {
+            hooks,
+            reasons: _,
+            runs,
+        } => matrix(hooks, &runs),
         Command::Check { paths } => check(&paths),
         Command::New { name, kind } => new_scenario(&name, kind),
         Command::Reasons => reasons(),
@@ -533,6 +553,30 @@ fn probes_available() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn matrix(hooks: bool, paths: &[PathBuf]) -> Result<ExitCode> {
+    let mut runs = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the saved run {}", path.display()))?;
+        let run: diff::SavedRun = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not a run saved by `dropspec run --json`",
+                path.display()
+            )
+        })?;
+        runs.push(run);
+    }
+    print!(
+        "{}",
+        if hooks {
+            dropspec::matrix::hook_table(&runs)
+        } else {
+            dropspec::matrix::coverage_table(&runs)
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn diff_runs(old: &Path, new: &Path, markdown: bool, accept: Option<&Path>) -> Result<ExitCode> {
     let read = |path: &Path| -> Result<diff::SavedRun> {
         let text = std::fs::read_to_string(path)
@@ -571,7 +615,7 @@ fn diff_runs(old: &Path, new: &Path, markdown: bool, accept: Option<&Path>) -> R
 
 /// The run as `dropspec diff` reads it.
 fn saved_run(results: &[ScenarioResult]) -> Result<diff::SavedRun> {
-    let reasons = probes::ReasonTable::from_running_kernel()
+    let reasons = probes::ReasonTable::from_running_kernel_or_none()
         .context("reading the running kernel's drop reasons")?
         .iter()
         .map(|(number, name)| (name.to_owned(), number))
@@ -856,6 +900,23 @@ fn render_result(s: &scenario::Scenario, judgement: &verdict::Judgement, timings
 }
 
 fn vm(args: VmArgs) -> Result<ExitCode> {
+    let cache_dir = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(dropspec::vm::package::default_cache_dir);
+    if args.fetch_only {
+        return match dropspec::vm::fetch_kernel(&args.kernel, &cache_dir, &mut std::io::stderr()) {
+            Ok(kernel) => {
+                println!("{} {} {}", kernel.package, kernel.version, kernel.release);
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e @ dropspec::vm::VmError::NoSuchKernel { .. }) => {
+                eprintln!("dropspec vm: {e}");
+                Ok(ExitCode::from(3))
+            }
+            Err(e) => Err(e).context(format!("fetching kernel {}", args.kernel)),
+        };
+    }
     let cwd = std::env::current_dir().context("reading the current directory")?;
     let writable = if args.read_only {
         Vec::new()
@@ -896,9 +957,7 @@ fn vm(args: VmArgs) -> Result<ExitCode> {
         env,
         cwd,
         command: args.command,
-        cache_dir: args
-            .cache_dir
-            .unwrap_or_else(dropspec::vm::package::default_cache_dir),
+        cache_dir,
         verbose: args.verbose,
     };
     let outcome = match dropspec::vm::run(

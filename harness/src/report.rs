@@ -20,6 +20,11 @@ pub struct Report {
     pub kernel: String,
     /// Which attachment of the drop probe counted the drops.
     pub probe: String,
+    /// Why every drop's reason is `UNAVAILABLE` (a kernel before 5.17, whose kfree_skb
+    /// passes none); None where the kernel reports reasons. Expectations by reason, and
+    /// the causes named from reasons, cannot be checked then: see [`unchecked_without_reasons`].
+    #[serde(default)]
+    pub reasons_unavailable: Option<String>,
     pub drops: Vec<DropRow>,
     pub traffic: Vec<TrafficRow>,
     /// Auxiliary tracepoints that fired, per host: (host, event, count).
@@ -197,6 +202,8 @@ impl PacketRow {
 pub struct Observations {
     /// Which attachment of the drop probe counted the drops.
     pub probe: String,
+    /// Why the drops have no reasons (a kernel before 5.17), when they have none.
+    pub reasons_unavailable: Option<String>,
     pub drops: Vec<DropRow>,
     /// Auxiliary tracepoints that fired: (host, event, count).
     pub events: Vec<(String, String, u64)>,
@@ -285,6 +292,7 @@ impl Report {
             kernel,
             causes: seen.causes(),
             probe: seen.probe,
+            reasons_unavailable: seen.reasons_unavailable,
             drops: seen.drops,
             traffic,
             events: seen.events,
@@ -311,7 +319,13 @@ impl Report {
         if self.drops.is_empty() {
             writeln!(out, "drops: none").unwrap();
         } else {
-            writeln!(out, "drops:").unwrap();
+            // Said once per snapshot of such a kernel, so its rows' UNAVAILABLE reads
+            // right; a scenario without drops reads the same on every kernel.
+            match self.reasons_unavailable {
+                Some(_) => writeln!(out, "drops (no drop reasons on this kernel: before 5.17):"),
+                None => writeln!(out, "drops:"),
+            }
+            .unwrap();
             let rows: Vec<[String; 7]> = self
                 .drops
                 .iter()
@@ -618,12 +632,7 @@ fn check_hooks(scenario: &Scenario, report: &Report, mismatches: &mut Vec<Mismat
     }
 }
 
-/// Holds a report against the scenario's inline expectations.
-pub fn check(scenario: &Scenario, report: &Report) -> Vec<Mismatch> {
-    let mut mismatches = Vec::new();
-    if !expectations_apply(scenario, report) {
-        return mismatches;
-    }
+fn check_drops_and_causes(scenario: &Scenario, report: &Report, mismatches: &mut Vec<Mismatch>) {
     let mut matched = vec![false; report.drops.len()];
     for expect in &scenario.expect.drops {
         let host = &scenario.hosts[expect.host].name;
@@ -671,6 +680,128 @@ pub fn check(scenario: &Scenario, report: &Report) -> Vec<Mismatch> {
                 expect.count, expect.cause
             )));
         }
+    }
+}
+
+/// On a kernel without drop reasons: expectations that name a function hold the drops
+/// at that function (whatever their reasons would have been; several expectations at one
+/// function hold their sum), expectations by reason alone and by cause cannot be held
+/// (see [`unchecked_without_reasons`]), and with `no_other_drops` a drop at a function
+/// no expectation names is unexpected, unless the host has expectations by reason alone
+/// (it may be theirs): then the drops at no named function must add up to those.
+fn check_drops_without_reasons(
+    scenario: &Scenario,
+    report: &Report,
+    mismatches: &mut Vec<Mismatch>,
+) {
+    use std::collections::BTreeMap;
+    // (host, function) → expected count; host → expected count of reason-only entries.
+    let mut at_function: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    let mut reason_only: BTreeMap<&str, u64> = BTreeMap::new();
+    for expect in &scenario.expect.drops {
+        let host = scenario.hosts[expect.host].name.as_str();
+        match &expect.function {
+            Some(f) => *at_function.entry((host, f.as_str())).or_default() += expect.count,
+            None => *reason_only.entry(host).or_default() += expect.count,
+        }
+    }
+    for (&(host, function), &expected) in &at_function {
+        let actual: u64 = report
+            .drops
+            .iter()
+            .filter(|d| d.host == host && d.function == function)
+            .map(|d| d.packets)
+            .sum();
+        if actual != expected {
+            mismatches.push(Mismatch(format!(
+                "host {host}: expected {expected} drop(s) at {function} (reasons unavailable on this kernel), got {actual}"
+            )));
+        }
+    }
+    if !scenario.expect.no_other_drops {
+        return;
+    }
+    let mut elsewhere: BTreeMap<&str, Vec<&DropRow>> = BTreeMap::new();
+    for d in &report.drops {
+        if !at_function.contains_key(&(d.host.as_str(), d.function.as_str())) {
+            elsewhere.entry(d.host.as_str()).or_default().push(d);
+        }
+    }
+    for host in scenario.hosts.iter().map(|h| h.name.as_str()) {
+        let rows = elsewhere.remove(host).unwrap_or_default();
+        let actual: u64 = rows.iter().map(|d| d.packets).sum();
+        match reason_only.get(host) {
+            Some(&expected) if expected != actual => mismatches.push(Mismatch(format!(
+                "host {host}: expected {expected} drop(s) by reason (unavailable on this kernel) at functions no expectation names, got {actual}"
+            ))),
+            Some(_) => {}
+            None => {
+                for row in rows {
+                    mismatches.push(Mismatch(format!(
+                        "host {}: unexpected {} drop(s) at {} ({}); expect them with [[expect.drops]] or set expect.allow_other_drops = true",
+                        row.host, row.packets, row.function, row.protocol
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// The inline expectations a kernel without drop reasons cannot check, one line each:
+/// drops expected by reason alone (no `function`) and causes that did not hold (most are
+/// named from reasons; one named from counters alone holds as on any kernel).
+/// Empty where the kernel reports reasons. The verdict holds such a scenario to the
+/// kernel's own baseline instead, or skips it (`verdict.rs`, rule 6).
+pub fn unchecked_without_reasons(scenario: &Scenario, report: &Report) -> Vec<String> {
+    if report.reasons_unavailable.is_none() || !expectations_apply(scenario, report) {
+        return Vec::new();
+    }
+    let drops = scenario
+        .expect
+        .drops
+        .iter()
+        .filter(|e| e.function.is_none())
+        .map(|e| {
+            format!(
+                "{} {} drop(s) at {}",
+                e.count, e.reason, scenario.hosts[e.host].name
+            )
+        });
+    // A cause named from the counters alone (a listen overflow) still holds: only one
+    // that does not is left to the baseline, since it may need the reason.
+    let causes = scenario
+        .expect
+        .causes
+        .iter()
+        .filter(|e| {
+            let host = &scenario.hosts[e.host].name;
+            let actual: u64 = report
+                .causes
+                .iter()
+                .filter(|c| &c.host == host && c.cause == e.cause)
+                .map(|c| c.packets)
+                .sum();
+            actual != e.count
+        })
+        .map(|e| {
+            format!(
+                "{} packet(s) of cause {} at {}",
+                e.count, e.cause, scenario.hosts[e.host].name
+            )
+        });
+    drops.chain(causes).collect()
+}
+
+/// Holds a report against the scenario's inline expectations.
+pub fn check(scenario: &Scenario, report: &Report) -> Vec<Mismatch> {
+    let mut mismatches = Vec::new();
+    if !expectations_apply(scenario, report) {
+        return mismatches;
+    }
+    if report.reasons_unavailable.is_some() {
+        check_drops_without_reasons(scenario, report, &mut mismatches);
+    } else {
+        check_drops_and_causes(scenario, report, &mut mismatches);
     }
     check_hooks(scenario, report, &mut mismatches);
     for expect in &scenario.expect.counters {
@@ -838,6 +969,7 @@ count = 3
             description: "report test".into(),
             kernel: "6.18".into(),
             probe: "tp_btf/kfree_skb".into(),
+            reasons_unavailable: None,
             drops,
             traffic: vec![TrafficRow {
                 from: "client".into(),
@@ -897,6 +1029,52 @@ count = 3
                 "traffic #1 (client -> 198.18.0.2 icmp): expected answered 0, got 1",
             ]
         );
+    }
+
+    /// A kernel before 5.17: drops by function still assert, by reason alone they are
+    /// listed as unchecked (the verdict holds them to the kernel's own baseline).
+    #[test]
+    fn without_reasons_functions_assert_and_reasons_are_unchecked() {
+        let text = SCENARIO.replace(
+            "reason = \"NETFILTER_DROP\"\ncount = 3",
+            "reason = \"NETFILTER_DROP\"\ncount = 3\n[[expect.drops]]\nhost = \"server\"\n\
+             reason = \"IP_INHDR\"\nfunction = \"ip_rcv_core\"\ncount = 1",
+        );
+        let scenario =
+            crate::scenario::parse(&text, Path::new("t.toml"), "t", Path::new(".")).unwrap();
+        let mut at_core = drop_row("server", crate::kernel::reasons::NO_REASON, 1);
+        at_core.function = "ip_rcv_core".into();
+        let mut r = report(
+            vec![
+                drop_row("server", crate::kernel::reasons::NO_REASON, 3),
+                at_core,
+            ],
+            0,
+        );
+        r.reasons_unavailable = Some("no reasons before 5.17".into());
+        assert_eq!(check(&scenario, &r), vec![]);
+        assert_eq!(
+            unchecked_without_reasons(&scenario, &r),
+            ["3 NETFILTER_DROP drop(s) at server"]
+        );
+        assert!(r
+            .render_snapshot()
+            .starts_with("scenario: t\ndrops (no drop reasons on this kernel: before 5.17):\n"));
+
+        // The function's count is held; drops elsewhere must add up to the reason-only ones.
+        r.drops[1].packets = 2;
+        r.drops[0].packets = 4;
+        let text: Vec<String> = check(&scenario, &r).into_iter().map(|m| m.0).collect();
+        assert_eq!(
+            text,
+            [
+                "host server: expected 1 drop(s) at ip_rcv_core (reasons unavailable on this kernel), got 2",
+                "host server: expected 3 drop(s) by reason (unavailable on this kernel) at functions no expectation names, got 4",
+            ]
+        );
+        // With reasons, nothing is left unchecked.
+        r.reasons_unavailable = None;
+        assert!(unchecked_without_reasons(&scenario, &r).is_empty());
     }
 
     #[test]

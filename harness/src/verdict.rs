@@ -15,6 +15,11 @@
 //!    the inline expectations held).
 //! 5. Hook-point expectations the kernel would not let dropspec watch make an otherwise
 //!    passing scenario a skip that says so, or a failure under `DROPSPEC_REQUIRE_HOOKS=1`.
+//! 6. On a kernel without drop reasons (before 5.17) expectations by function still hold
+//!    (`report::check`), but those by reason alone and causes that did not hold (most are
+//!    named from reasons) cannot be checked: such a scenario is
+//!    held to the kernel's own baseline, which must exist (as for rule 3). Never a pass on
+//!    the checkable part alone: the baseline recorded on that kernel holds the rest.
 
 use std::path::PathBuf;
 
@@ -96,6 +101,24 @@ pub fn judge(
             problems.push(format!(
                 "kernel {} predates this scenario's since_kernel, and has no baseline of its own at {}: record one with DROPSPEC_BASELINE=record",
                 report.kernel,
+                own.display()
+            ));
+        }
+    }
+
+    let unchecked = report::unchecked_without_reasons(scenario, &report);
+    if !unchecked.is_empty() {
+        notes.push(format!(
+            "drop reasons are unavailable on {}: held to its own baseline only: {}",
+            report.kernel,
+            unchecked.join("; ")
+        ));
+        let own = baselines.kernel_path(&scenario.name, &report.kernel);
+        if !own.exists() && policy.baseline != BaselineMode::RecordKernel {
+            problems.push(format!(
+                "kernel {} reports no drop reasons, so these expectations cannot be checked: {}; it needs a baseline of its own at {}: record one with DROPSPEC_BASELINE=record",
+                report.kernel,
+                unchecked.join("; "),
                 own.display()
             ));
         }

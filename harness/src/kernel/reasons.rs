@@ -21,12 +21,26 @@ pub enum ReasonSource {
 }
 
 /// Reason number ↔ name for one kernel.
+///
+/// A kernel before 5.17 has no drop reasons at all: [`ReasonTable::from_running_kernel_or_none`]
+/// then gives an empty table that says so ([`ReasonTable::has_reasons`] is false,
+/// [`ReasonTable::missing`] says why), and every drop is described as [`NO_REASON`].
+/// Checks of reason names against the kernel (a scenario's expectations) ask
+/// `has_reasons()` first: on such a kernel no name exists, and none is wrong.
 #[derive(Debug, Clone)]
 pub struct ReasonTable {
     by_number: BTreeMap<u32, String>,
     by_name: HashMap<String, u32>,
     source: ReasonSource,
+    /// Why the kernel has no reasons, for a table of such a kernel.
+    missing: Option<String>,
 }
+
+/// What a drop's reason is called on a kernel without drop reasons (before 5.17: its
+/// kfree_skb tracepoint passes none). Not a kernel name: no kernel has a reason of that
+/// name (kernel names are upper-case words; this one could only collide with an
+/// `SKB_DROP_REASON_UNAVAILABLE`, which no kernel has).
+pub const NO_REASON: &str = "UNAVAILABLE";
 
 /// Values at or above this carry a subsystem id in the upper 16 bits
 /// (SKB_DROP_REASON_SUBSYS_SHIFT, 6.8 on): mac80211, openvswitch.
@@ -50,6 +64,43 @@ impl ReasonTable {
         let root = tracefs::tracefs_root()?;
         let format = TracepointFormat::read(&root, "skb", "kfree_skb")?;
         Self::from_format(&format, root.join("events/skb/kfree_skb/format"))
+    }
+
+    /// As [`ReasonTable::from_running_kernel`], but a kernel without drop reasons gives
+    /// a table that says so instead of an error.
+    pub fn from_running_kernel_or_none() -> Result<Self, KernelError> {
+        Self::or_none(Self::from_running_kernel())
+    }
+
+    /// As [`ReasonTable::from_parsed_btf`], but BTF without `enum skb_drop_reason`
+    /// gives a table that says so instead of an error.
+    pub fn from_parsed_btf_or_none(btf: &Btf<'_>) -> Result<Self, KernelError> {
+        Self::or_none(Self::from_parsed_btf(btf))
+    }
+
+    fn or_none(table: Result<Self, KernelError>) -> Result<Self, KernelError> {
+        match table {
+            Err(KernelError::NoDropReasons { origin }) => {
+                let mut table = Self::from_entries(Vec::new(), ReasonSource::Btf);
+                table.missing = Some(format!(
+                    "this kernel has no skb drop reasons (no `enum skb_drop_reason` in \
+                     {origin}; they came with Linux 5.17): drops are counted and attributed \
+                     to their function, with reason {NO_REASON}"
+                ));
+                Ok(table)
+            }
+            other => other,
+        }
+    }
+
+    /// False on a kernel without drop reasons (before 5.17).
+    pub fn has_reasons(&self) -> bool {
+        self.missing.is_none()
+    }
+
+    /// Why this kernel has no drop reasons, when it has none.
+    pub fn missing(&self) -> Option<&str> {
+        self.missing.as_deref()
     }
 
     pub fn from_btf(bytes: &[u8]) -> Result<Self, KernelError> {
@@ -138,6 +189,7 @@ impl ReasonTable {
             by_number,
             by_name,
             source,
+            missing: None,
         }
     }
 
@@ -157,6 +209,9 @@ impl ReasonTable {
     /// `SUBSYS_<n>_<hex>` for a subsystem reason this table does not know, else
     /// `UNKNOWN_<n>` (a reason newer than the table, which should not happen).
     pub fn describe(&self, number: u32) -> Cow<'_, str> {
+        if !self.has_reasons() {
+            return Cow::Borrowed(NO_REASON);
+        }
         match self.name(number) {
             Some(name) => Cow::Borrowed(name),
             None if number >> SUBSYS_SHIFT != 0 => Cow::Owned(format!(
@@ -317,5 +372,19 @@ pub(crate) mod tests {
         let err = ReasonTable::from_btf(&BtfBuilder::new().build()).unwrap_err();
         assert!(err.is_unavailable());
         assert!(err.to_string().contains("5.17"), "{err}");
+
+        // A kernel before 5.17: an explicit state, not an error, for those who can cope.
+        let bytes = BtfBuilder::new().build();
+        let none = ReasonTable::from_parsed_btf_or_none(&Btf::parse(&bytes).unwrap()).unwrap();
+        assert!(!none.has_reasons());
+        assert!(none.is_empty());
+        assert!(
+            none.missing().unwrap().contains("5.17"),
+            "{:?}",
+            none.missing()
+        );
+        assert_eq!(none.describe(0xffff_fffe), NO_REASON);
+        assert_eq!(none.number("NETFILTER_DROP"), None);
+        assert!(t.has_reasons());
     }
 }

@@ -107,6 +107,7 @@ pub(crate) mod tests {
             description: "a test report".into(),
             kernel: "6.18.44-test".into(),
             probe: "tp_btf/kfree_skb".into(),
+            reasons_unavailable: None,
             drops,
             traffic: Vec::new(),
             events: Vec::new(),

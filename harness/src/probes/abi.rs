@@ -60,6 +60,8 @@ unsafe impl aya::Pod for EventKey {}
 pub(super) const MAX_DROP_KEYS: u32 = 16384;
 pub(super) const MAX_EVENT_KEYS: u32 = 4096;
 pub(super) const ABSENT: u32 = u32::MAX;
+/// DROPSPEC_NO_REASON: DropKey::reason on a kernel whose kfree_skb passes none (< 5.17).
+pub(super) const NO_REASON: u32 = u32::MAX - 1;
 pub(super) const STACK_DEPTH: usize = 8;
 const _: () = assert!(STACK_DEPTH == stacks::MAX_FRAMES);
 
@@ -204,6 +206,7 @@ pub(super) mod tests {
             ("DROPSPEC_MAX_DROP_KEYS", MAX_DROP_KEYS.to_string()),
             ("DROPSPEC_MAX_EVENT_KEYS", MAX_EVENT_KEYS.to_string()),
             ("DROPSPEC_ABSENT", format!("{ABSENT:#x}u")),
+            ("DROPSPEC_NO_REASON", format!("{NO_REASON:#x}u")),
             ("DROPSPEC_STACK_DEPTH", STACK_DEPTH.to_string()),
             ("DROPSPEC_STACK_FROM_CALLER", STACK_FROM_CALLER.to_string()),
             ("DROPSPEC_STACK_UNTRIMMED", STACK_UNTRIMMED.to_string()),

@@ -10,7 +10,7 @@
 
 use super::abi::{
     DropKey, DropValue, EventKey, ABSENT, LOST_COUNTERS, LOST_DROPS, LOST_EVENTS, LOST_STACKS,
-    STACK_FROM_CALLER, STACK_NONE, STACK_SKIPPED, STACK_UNTRIMMED,
+    NO_REASON, STACK_FROM_CALLER, STACK_NONE, STACK_SKIPPED, STACK_UNTRIMMED,
 };
 use super::events::{self, ClassicPlan, EventCount, EventSpec};
 use super::names::{l3_name, l4_name, KallsymsCache};
@@ -335,7 +335,12 @@ impl DropProbe {
                 Some(name) => name.to_owned(),
                 None => format!("{:#x}", key.location),
             };
-            let reason = self.reasons.describe(key.reason).into_owned();
+            // The probe's mark for "this kernel passes no reason" (before 5.17).
+            let reason = if key.reason == NO_REASON {
+                super::NO_REASON.to_owned()
+            } else {
+                self.reasons.describe(key.reason).into_owned()
+            };
             let l3 = l3_name(key.l3proto);
             let l4 = l4_name(key.l3proto, key.l4proto);
             let stack = match key.stack_status {
@@ -454,7 +459,8 @@ impl DropProbe {
         // read at our header's made-up offsets, so BTF is required in both modes.
         let btf_bytes = kernel_info::read_file(Path::new(kernel_info::VMLINUX_BTF))?;
         let btf = Btf::parse(&btf_bytes)?;
-        let reasons = ReasonTable::from_parsed_btf(&btf)?;
+        // Before 5.17 there are none: the probe still counts drops (DROPSPEC_NO_REASON).
+        let reasons = ReasonTable::from_parsed_btf_or_none(&btf)?;
         let take_stacks = policy()?.stacks;
         let kernel = KernelFacts {
             take_stacks,
@@ -597,7 +603,8 @@ impl RecordOffsets {
         Ok(RecordOffsets {
             skbaddr: field("skbaddr", 8, true)?,
             location: field("location", 8, true)?,
-            reason: field("reason", 4, true)?,
+            // No `reason` before 5.17: the probe then counts DROPSPEC_NO_REASON.
+            reason: field("reason", 4, false)?,
             rx_sk: field("rx_sk", 8, false)?,
         })
     }
@@ -621,10 +628,13 @@ fn attach(mode: ProbeMode, kernel: &KernelFacts, btf: &aya::Btf) -> Result<Attac
             let program = match kernel.tracepoint_args {
                 Some(4) => "dropspec_tpbtf",
                 Some(3) => "dropspec_tpbtf3",
+                // Before 5.17: (skb, location), no reason.
+                Some(2) => "dropspec_tpbtf2",
                 Some(n) => {
                     return Err(unsupported(format!(
-                        "kfree_skb passes {n} arguments; the probe knows 3 (5.17 to 6.11) \
-                         and 4 (with rx_sk, 6.12 on): use DROPSPEC_PROBE=tracepoint"
+                        "kfree_skb passes {n} arguments; the probe knows 2 (before 5.17, no \
+                         reason), 3 (5.17 to 6.11) and 4 (with rx_sk, 6.12 on): use \
+                         DROPSPEC_PROBE=tracepoint"
                     )))
                 }
                 None => {
@@ -861,9 +871,10 @@ mod tests {
                 .collect(),
             ..format
         };
+        // A kernel before 5.17: no reason field, and the probe counts without one.
         assert_eq!(
-            RecordOffsets::from_format(&no_reason).unwrap_err(),
-            "no field `reason`"
+            RecordOffsets::from_format(&no_reason).unwrap().reason,
+            ABSENT
         );
     }
 

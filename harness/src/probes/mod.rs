@@ -47,7 +47,7 @@ use abi::{MAX_DROP_KEYS, MAX_EVENT_KEYS};
 use aya::maps::MapError;
 
 pub use crate::kernel::kallsyms::Kallsyms;
-pub use crate::kernel::reasons::{ReasonSource, ReasonTable};
+pub use crate::kernel::reasons::{ReasonSource, ReasonTable, NO_REASON};
 pub use drops::{DropCount, DropProbe, ProbeMode, ProbeStats, WatchSlot, PROBE_ENV, STACKS_ENV};
 pub use events::EventCount;
 

@@ -5,8 +5,10 @@
 //! packages under qemu with the host's own files, so the same `cargo test` or
 //! `dropspec run` runs against it unchanged:
 //!
-//! 1. [`package`]: `--kernel 6.1` → the newest `linux-image-6.1.*-amd64` apt knows, fetched
-//!    with `apt-get download` (the only network access) and unpacked once into the cache.
+//! 1. [`package`]: `--kernel 6.1` → the newest `linux-image-6.1.*-amd64` in the Debian
+//!    suites of [`apt`] (dropspec's own apt sources and lists, bullseye to unstable),
+//!    fetched with `apt-get download` (the only network access) and unpacked once into
+//!    the cache.
 //! 2. [`initramfs`]: busybox plus the guest kernel's own virtio/9p/overlay modules when
 //!    its config has them as modules; the guest mounts the host's root read-only over 9p
 //!    under a tmpfs overlay, the shared directories (the project) read-write, and runs
@@ -19,6 +21,7 @@
 //! shared directories vanishes with it. Inside the shared directories it writes as root
 //! on the host (9p `security_model=passthrough`).
 
+pub mod apt;
 pub mod initramfs;
 pub mod package;
 mod qemu;
@@ -217,9 +220,7 @@ pub fn run(
             "no command: dropspec vm --kernel 6.1 -- <command…>".into(),
         ));
     }
-    let spec = KernelSpec::parse(&options.kernel)?;
-    let package = package::resolve(&spec)?;
-    let kernel = package::fetch(&package, &options.cache_dir, status)?;
+    let kernel = fetch_kernel(&options.kernel, &options.cache_dir, status)?;
     if interrupted() {
         return Err(VmError::Interrupted);
     }
@@ -289,6 +290,18 @@ pub fn run(
         command_time: finished.command_time,
         qemu_peak_rss_kib: finished.peak_rss_kib,
     })
+}
+
+/// The kernel `--kernel` names, from the cache or downloaded and unpacked into it; boots
+/// nothing. [`VmError::NoSuchKernel`] when Debian does not have it (any more).
+pub fn fetch_kernel(
+    kernel: &str,
+    cache_dir: &Path,
+    status: &mut dyn Write,
+) -> Result<GuestKernel, VmError> {
+    let spec = KernelSpec::parse(kernel)?;
+    let package = package::resolve(&spec, &apt::Apt::new(cache_dir), status)?;
+    package::fetch(&package, cache_dir, status)
 }
 
 /// 64 random bits in hex: the guest's markers cannot be faked by the command's output

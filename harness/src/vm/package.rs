@@ -1,17 +1,24 @@
 //! Debian kernel packages: which one `--kernel` names, fetching it with `apt-get
-//! download`, unpacking it into the cache once, and what its config says.
+//! download` (dropspec's own sources and lists: [`super::apt`]), unpacking it into the
+//! cache once, and what its config says.
 //!
 //! A cached kernel is `<cache>/<package>/`: the package's files as `dpkg-deb -x` lays
-//! them out (`boot/vmlinuz-<release>`, `boot/config-<release>`,
+//! them out, brought to one layout (`boot/vmlinuz-<release>`, `boot/config-<release>`,
 //! `lib/modules/<release>/` with a `modules.dep` made by `depmod -b`), and a stamp file
-//! written last, so a half-unpacked tree is never taken for a cached one. The `.deb`
-//! itself is deleted once unpacked: the tree is all a run needs.
+//! written last, so a half-unpacked tree is never taken for a cached one. Debian's
+//! packages come in three layouts: up to 6.12 everything in one package under `boot/`
+//! and `lib/modules/`; trixie's newer ones (6.16 in trixie-backports) under
+//! `usr/lib/modules/` (merged /usr); unstable's 7.x split into `linux-image-*` (empty,
+//! depending on the others at its exact version), `linux-binary-*`
+//! (`usr/lib/modules/<release>/vmlinuz`), `linux-base-*` (`…/config`) and
+//! `linux-modules-*`. The `.deb`s are deleted once unpacked: the tree is all a run needs.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::apt::Apt;
 use super::{interrupted, VmError};
 
 /// Written into a cached kernel's directory once it is complete: `<package> <version>`.
@@ -93,23 +100,37 @@ fn version_key(abi: &str) -> Vec<u64> {
         .collect()
 }
 
-/// The package `spec` names, asking apt's local lists (no network) for a series.
-pub fn resolve(spec: &KernelSpec) -> Result<String, VmError> {
+/// The package `spec` names: for a series, the newest in dropspec's package lists
+/// (updated first if they were never fetched, and once more if the series is not there).
+pub fn resolve(
+    spec: &KernelSpec,
+    apt: &Apt,
+    status: &mut dyn std::io::Write,
+) -> Result<String, VmError> {
     match spec {
         KernelSpec::Package(name) => Ok(name.clone()),
         KernelSpec::Series { major, minor } => {
             let prefix = format!("{PACKAGE_PREFIX}{major}.{minor}.");
-            let out = run_tool(Command::new("apt-cache").args(["pkgnames", &prefix]))?;
-            let text = String::from_utf8_lossy(&out);
-            newest_in_series(text.lines(), *major, *minor)
-                .map(str::to_owned)
-                .ok_or_else(|| VmError::NoSuchKernel {
-                    spec: format!("{major}.{minor}"),
-                    detail: format!(
-                        "apt knows no package {prefix}*{FLAVOUR_SUFFIX}: run `apt-get update`, \
-                         or name an exact package version such as 6.1.0-50"
-                    ),
-                })
+            let newest = || -> Result<Option<String>, VmError> {
+                let out = run_tool(apt.command("apt-cache")?.args(["pkgnames", &prefix]))?;
+                let text = String::from_utf8_lossy(&out);
+                Ok(newest_in_series(text.lines(), *major, *minor).map(str::to_owned))
+            };
+            let updated = !apt.has_lists();
+            apt.ensure_lists(status)?;
+            let mut found = newest()?;
+            if found.is_none() && !updated {
+                apt.update(status)?;
+                found = newest()?;
+            }
+            found.ok_or_else(|| VmError::NoSuchKernel {
+                spec: format!("{major}.{minor}"),
+                detail: format!(
+                    "none of the Debian suites dropspec searches ({}) has a package \
+                     {prefix}*{FLAVOUR_SUFFIX}; name an exact package version such as 6.1.0-50",
+                    apt.root().join("sources.list").display()
+                ),
+            })
         }
     }
 }
@@ -175,51 +196,41 @@ pub fn fetch(
     std::fs::create_dir_all(cache)
         .map_err(|e| VmError::io("creating the kernel cache", cache, e))?;
     sweep_abandoned(cache);
+    let apt = Apt::new(cache);
+    let updated = !apt.has_lists();
+    apt.ensure_lists(status)?;
 
     let work = TempDir::create(cache.join(format!("{FETCH_PREFIX}{}", std::process::id())))?;
     let _ = writeln!(
         status,
         "dropspec vm: downloading {package} (apt-get download)"
     );
-    run_tool(
-        Command::new("apt-get")
-            .args(["download", "-q", package])
-            .current_dir(&work.0),
-    )
-    .map_err(|e| match e {
-        VmError::Tool { stderr, .. } if stderr.contains("Unable to locate package") => {
-            VmError::NoSuchKernel {
-                spec: package.to_owned(),
-                detail: "apt does not know this package: check the version with \
-                         `apt-cache search linux-image-`, or run `apt-get update`"
-                    .into(),
-            }
+    let deb = match download(&apt, package, &work.0) {
+        // A package published since the lists were fetched: fetch them once more.
+        Err(VmError::NoSuchKernel { .. }) if !updated => {
+            apt.update(status)?;
+            download(&apt, package, &work.0)?
         }
-        other => other,
-    })?;
-    check_interrupted()?;
-    let deb = std::fs::read_dir(&work.0)
-        .map_err(|e| VmError::io("listing the download", &work.0, e))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.extension() == Some(OsStr::new("deb")))
-        .ok_or_else(|| VmError::NoSuchKernel {
-            spec: package.to_owned(),
-            detail: "apt-get download left no .deb file".into(),
-        })?;
-    let version = String::from_utf8_lossy(&run_tool(
-        Command::new("dpkg-deb").arg("-f").arg(&deb).arg("Version"),
-    )?)
-    .trim()
-    .to_owned();
+        other => other?,
+    };
+    let version = control_field(&deb, "Version")?;
+    // unstable's linux-image-* is empty: the kernel, its config and its modules are in
+    // packages it depends on at exactly its own version.
+    let mut debs = vec![deb.clone()];
+    for part in exact_dependencies(&control_field(&deb, "Depends")?, &version) {
+        let _ = writeln!(status, "dropspec vm: downloading {part} {version}");
+        debs.push(download(&apt, &format!("{part}={version}"), &work.0)?);
+    }
 
     let tree = work.0.join("tree");
     let _ = writeln!(status, "dropspec vm: unpacking {package} {version}");
-    run_tool(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree))?;
-    std::fs::remove_file(&deb)
-        .map_err(|e| VmError::io("removing the downloaded package", &deb, e))?;
-    check_interrupted()?;
-    let release = single_release(&tree, package)?;
+    for deb in &debs {
+        run_tool(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&tree))?;
+        std::fs::remove_file(deb)
+            .map_err(|e| VmError::io("removing the downloaded package", deb, e))?;
+        check_interrupted()?;
+    }
+    let release = normalise_layout(&tree, package)?;
     // Debian's postinst makes modules.dep; an unpacked package has none.
     run_tool(Command::new("depmod").arg("-b").arg(&tree).arg(&release))?;
     check_interrupted()?;
@@ -243,6 +254,109 @@ pub fn fetch(
         spec: package.to_owned(),
         detail: format!("{} is incomplete after unpacking", dir.display()),
     })
+}
+
+/// `apt-get download` of one package (`name` or `name=version`) into `dir`: the new
+/// `.deb`.
+fn download(apt: &Apt, package: &str, dir: &Path) -> Result<PathBuf, VmError> {
+    let before = debs_in(dir)?;
+    run_tool(
+        apt.command("apt-get")?
+            .args(["download", "-q", package])
+            .current_dir(dir),
+    )
+    .map_err(|e| match e {
+        VmError::Tool { stderr, .. }
+            if stderr.contains("Unable to locate package")
+                || stderr.contains("Can't find a source to download") =>
+        {
+            VmError::NoSuchKernel {
+                spec: package.to_owned(),
+                detail: format!(
+                    "none of the Debian suites dropspec searches has it (Debian removes \
+                     superseded kernel ABIs): list what there is with `apt-cache -o \
+                     Dir::Etc::sourcelist={0}/sources.list -o Dir::State::Lists={0}/lists \
+                     search linux-image-`",
+                    apt.root().display()
+                ),
+            }
+        }
+        other => other,
+    })?;
+    debs_in(dir)?
+        .into_iter()
+        .find(|p| !before.contains(p))
+        .ok_or_else(|| VmError::NoSuchKernel {
+            spec: package.to_owned(),
+            detail: "apt-get download left no .deb file".into(),
+        })
+}
+
+fn debs_in(dir: &Path) -> Result<Vec<PathBuf>, VmError> {
+    Ok(std::fs::read_dir(dir)
+        .map_err(|e| VmError::io("listing the download", dir, e))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension() == Some(OsStr::new("deb")))
+        .collect())
+}
+
+fn control_field(deb: &Path, field: &str) -> Result<String, VmError> {
+    Ok(String::from_utf8_lossy(&run_tool(
+        Command::new("dpkg-deb").arg("-f").arg(deb).arg(field),
+    )?)
+    .trim()
+    .to_owned())
+}
+
+/// The packages a `Depends` field pins to exactly `version` (`linux-binary-X (= V)`):
+/// the parts of a split kernel package. Alternatives (`a | b`) are never parts.
+pub fn exact_dependencies(depends: &str, version: &str) -> Vec<String> {
+    depends
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.contains('|'))
+        .filter_map(|d| {
+            let (name, rest) = d.split_once('(')?;
+            let pinned = rest.trim_end_matches(')').trim().strip_prefix('=')?.trim();
+            (pinned == version).then(|| name.trim().to_owned())
+        })
+        .collect()
+}
+
+/// Brings an unpacked kernel to the layout the cache keeps (`lib/modules/<release>`,
+/// `boot/vmlinuz-<release>`, `boot/config-<release>`), whichever of Debian's layouts
+/// it came in; returns the release.
+fn normalise_layout(tree: &Path, package: &str) -> Result<String, VmError> {
+    let merged = tree.join("usr/lib/modules");
+    let modules = tree.join("lib/modules");
+    if merged.is_dir() && !modules.exists() {
+        std::fs::create_dir_all(tree.join("lib"))
+            .map_err(|e| VmError::io("creating", &tree.join("lib"), e))?;
+        std::fs::rename(&merged, &modules)
+            .map_err(|e| VmError::io("moving usr/lib/modules to lib/modules in", tree, e))?;
+    }
+    let release = single_release(tree, package)?;
+    let boot = tree.join("boot");
+    for (inside, name) in [("vmlinuz", "vmlinuz"), ("config", "config")] {
+        let wanted = boot.join(format!("{name}-{release}"));
+        let shipped = modules.join(&release).join(inside);
+        if !wanted.exists() && shipped.is_file() {
+            std::fs::create_dir_all(&boot).map_err(|e| VmError::io("creating", &boot, e))?;
+            std::fs::rename(&shipped, &wanted)
+                .map_err(|e| VmError::io("moving the kernel's files into", &boot, e))?;
+        }
+        if !wanted.is_file() {
+            return Err(VmError::NoSuchKernel {
+                spec: package.to_owned(),
+                detail: format!(
+                    "the package has no boot/{name}-{release} nor \
+                     lib/modules/{release}/{inside}: not a Debian kernel layout dropspec knows"
+                ),
+            });
+        }
+    }
+    Ok(release)
 }
 
 fn open_cached(dir: &Path, package: &str) -> Result<Option<GuestKernel>, VmError> {
@@ -458,6 +572,46 @@ mod tests {
         );
         assert_eq!(newest_in_series(names, 6, 2), None);
         assert_eq!(newest_in_series(names, 5, 10), None);
+    }
+
+    #[test]
+    fn parts_of_a_split_package() {
+        let depends = "dracut | initramfs-tools (>= 0.120+deb8u2) | linux-initramfs-tool, \
+                       linux-base-7.2.13+deb14-amd64 (= 7.2.13-1), \
+                       linux-binary-7.2.13+deb14-amd64 (= 7.2.13-1), \
+                       linux-modules-7.2.13+deb14-amd64 (= 7.2.13-1)";
+        assert_eq!(
+            exact_dependencies(depends, "7.2.13-1"),
+            [
+                "linux-base-7.2.13+deb14-amd64",
+                "linux-binary-7.2.13+deb14-amd64",
+                "linux-modules-7.2.13+deb14-amd64"
+            ]
+        );
+        // 5.10 to 6.16: one package, nothing pinned.
+        let whole =
+            "kmod, linux-base (>= 4.3~), initramfs-tools (>= 0.120+deb8u2) | linux-initramfs-tool";
+        assert!(exact_dependencies(whole, "5.10.223-1").is_empty());
+    }
+
+    #[test]
+    fn layouts_become_one() {
+        let tree = std::env::temp_dir().join(format!("dropspec-layout-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tree);
+        let release = "7.2.13+deb14-amd64";
+        let dir = tree.join("usr/lib/modules").join(release);
+        std::fs::create_dir_all(dir.join("kernel")).unwrap();
+        std::fs::write(dir.join("vmlinuz"), "k").unwrap();
+        std::fs::write(dir.join("config"), "CONFIG_X=y\n").unwrap();
+        assert_eq!(normalise_layout(&tree, "p").unwrap(), release);
+        assert!(tree
+            .join("lib/modules")
+            .join(release)
+            .join("kernel")
+            .is_dir());
+        assert!(tree.join(format!("boot/vmlinuz-{release}")).is_file());
+        assert!(tree.join(format!("boot/config-{release}")).is_file());
+        let _ = std::fs::remove_dir_all(&tree);
     }
 
     #[test]

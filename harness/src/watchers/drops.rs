@@ -86,6 +86,7 @@ impl Watching for Watch<'_> {
 
     fn finish(self: Box<Self>, into: &mut Observations) -> Result<(), WatchError> {
         into.probe = self.probe.mode().to_string();
+        into.reasons_unavailable = self.probe.reasons().missing().map(str::to_owned);
         into.drops = collect(self.probe, self.scenario, &self.slots)?;
         for (host, slot) in self.scenario.hosts.iter().zip(&self.slots) {
             for e in self.probe.read_events(slot).map_err(error)? {
