@@ -26,6 +26,72 @@ pub struct ScenarioFile {
     pub settle_ms: Option<Spanned<u64>>,
     #[serde(default)]
     pub global_sysctls: BTreeMap<Spanned<String>, Spanned<SysctlValue>>,
+    #[serde(default)]
+    pub programs: Vec<Program>,
+}
+
+/// `[[programs]]`: an eBPF program under test, attached to one interface of a host.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Program {
+    pub host: Spanned<String>,
+    pub interface: Spanned<String>,
+    pub attach: Spanned<String>,
+    pub object: Spanned<String>,
+    pub program: Spanned<String>,
+    #[serde(default)]
+    pub prefill: Vec<Prefill>,
+    pub metrics: Option<Spanned<Metrics>>,
+    pub events: Option<Spanned<Events>>,
+    /// The program's own drop codes, named: `{ 133 = "DROP_POLICY" }`.
+    #[serde(default)]
+    pub reasons: BTreeMap<Spanned<String>, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Prefill {
+    pub map: Spanned<String>,
+    pub key: Spanned<MapBytes>,
+    pub value: Spanned<MapBytes>,
+}
+
+/// A map key or value: `"0x07000000"` (bytes in order), `{ u32 = 7 }`, or a list of
+/// such fields laid out one after the other in the host's byte order.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum MapBytes {
+    Hex(String),
+    Field(MapField),
+    Fields(Vec<MapField>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MapField {
+    pub u8: Option<u8>,
+    pub u16: Option<u16>,
+    pub u32: Option<u32>,
+    pub u64: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    pub map: String,
+    pub kind: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Events {
+    pub map: String,
+    pub kind: String,
+    pub type_offset: u32,
+    pub type_value: u8,
+    pub reason_offset: u32,
+    pub reason_size: u32,
+    pub packet_offset: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -142,6 +208,18 @@ pub struct Expect {
     pub counters: Vec<CounterExpect>,
     #[serde(default)]
     pub hooks: Vec<HookExpect>,
+    #[serde(default)]
+    pub datapath: Vec<DatapathExpect>,
+}
+
+/// `[[expect.datapath]]`: drops of a program under test (all of them without `program`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatapathExpect {
+    pub program: Option<Spanned<String>>,
+    pub unreported_drops: Option<u64>,
+    pub kernel_drops: Option<u64>,
+    pub reported_drops: Option<u64>,
 }
 
 #[derive(Deserialize)]
