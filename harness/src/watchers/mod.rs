@@ -17,13 +17,19 @@ use crate::scenario::Scenario;
 use crate::topology::Netns;
 
 mod counters;
+mod datapath;
 mod drops;
 mod hooks;
 
 pub use drops::stable_function_name;
 
 /// Every watcher, in the order they start (and so the order their set-up cost falls in).
-pub static REGISTRY: &[&dyn Watcher] = &[&drops::Drops, &hooks::HookPoints, &counters::Counters];
+pub static REGISTRY: &[&dyn Watcher] = &[
+    &drops::Drops,
+    &hooks::HookPoints,
+    &counters::Counters,
+    &datapath::Datapath,
+];
 
 /// A source of evidence.
 pub trait Watcher: Sync {
