@@ -93,8 +93,19 @@ pub struct ReportedDrops {
     pub bytes: u64,
 }
 
+/// `ipv4/udp 198.18.0.1:41750 > 198.18.0.2:7` → `ipv4/udp > 198.18.0.2:7`.
+fn without_source(packet: &str) -> String {
+    match packet
+        .split_once(' ')
+        .and_then(|(proto, rest)| rest.split_once(" > ").map(|(_, dst)| (proto, dst)))
+    {
+        Some((proto, dst)) => format!("{proto} > {dst}"),
+        None => packet.to_owned(),
+    }
+}
+
 impl DatapathRow {
-    fn render(&self, out: &mut String) {
+    fn render(&self, out: &mut String, full: bool) {
         writeln!(
             out,
             "  {} {} {}: {} ({})",
@@ -112,7 +123,21 @@ impl DatapathRow {
             self.kernel_drops, self.kernel_bytes
         )
         .unwrap();
+        // In the snapshot, packets by protocol and destination only: a socket's source
+        // port is ephemeral. The unreported packets below are named in full.
+        let mut packets: Vec<(String, u64)> = Vec::new();
         for (packet, count) in &self.kernel_packets {
+            let text = if full {
+                packet.clone()
+            } else {
+                without_source(packet)
+            };
+            match packets.iter_mut().find(|(p, _)| *p == text) {
+                Some((_, c)) => *c += count,
+                None => packets.push((text, *count)),
+            }
+        }
+        for (packet, count) in packets {
             writeln!(out, "      {packet} x{count}").unwrap();
         }
         writeln!(
@@ -155,10 +180,20 @@ impl DatapathRow {
             .unwrap();
         }
         for (what, count) in &self.other_drops {
-            writeln!(out, "    other drops on {}: {what} x{count}", self.interface).unwrap();
+            writeln!(
+                out,
+                "    other drops on {}: {what} x{count}",
+                self.interface
+            )
+            .unwrap();
         }
         if self.events_lost > 0 {
-            writeln!(out, "    events lost by the program's channel: {}", self.events_lost).unwrap();
+            writeln!(
+                out,
+                "    events lost by the program's channel: {}",
+                self.events_lost
+            )
+            .unwrap();
         }
     }
 }
@@ -524,7 +559,7 @@ impl Report {
         if !self.datapath.is_empty() {
             writeln!(out, "programs under test:").unwrap();
             for row in &self.datapath {
-                row.render(&mut out);
+                row.render(&mut out, false);
             }
         }
         out
@@ -544,10 +579,13 @@ impl Report {
         for row in &self.datapath {
             writeln!(
                 out,
-                "program {} attached to {} of {} by {}",
+                "program {} attached to {} of {} by {}; the packets it dropped:",
                 row.program, row.interface, row.host, row.how
             )
             .unwrap();
+            for (packet, count) in &row.kernel_packets {
+                writeln!(out, "  {packet} x{count}").unwrap();
+            }
         }
         for d in self.drops.iter().filter(|d| !d.stack.is_empty()) {
             writeln!(
@@ -767,13 +805,17 @@ fn check_datapath(scenario: &Scenario, report: &Report, mismatches: &mut Vec<Mis
             .iter()
             .filter(|r| expect.program.as_ref().is_none_or(|p| *p == r.program))
             .collect();
-        let which = expect
-            .program
-            .as_ref()
-            .map_or_else(|| "programs under test".to_owned(), |p| format!("program {p}"));
+        let which = expect.program.as_ref().map_or_else(
+            || "programs under test".to_owned(),
+            |p| format!("program {p}"),
+        );
         let sum = |f: fn(&DatapathRow) -> u64| rows.iter().map(|r| f(r)).sum::<u64>();
         let fields = [
-            ("unreported", expect.unreported_drops, sum(|r| r.unreported_drops)),
+            (
+                "unreported",
+                expect.unreported_drops,
+                sum(|r| r.unreported_drops),
+            ),
             ("kernel-seen", expect.kernel_drops, sum(|r| r.kernel_drops)),
             ("reported", expect.reported_drops, sum(|r| r.reported_drops)),
         ];

@@ -57,7 +57,6 @@ impl Watcher for Datapath {
         }
         let probe = DatapathProbe::shared()
             .map_err(|e| WatchError::from_source(NAME, e.is_unavailable(), e))?;
-        // Interfaces first, so the kernel's drops are recorded from the program's first packet.
         let mut by_host: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
         let mut ifindexes = Vec::new();
         for p in &scenario.programs {
@@ -76,19 +75,22 @@ impl Watcher for Datapath {
             by_host.entry(p.host).or_default().push(ifindex);
             ifindexes.push(ifindex);
         }
-        for (&host, ifs) in &by_host {
-            let slot = probe
-                .watch(hosts[host].inode(), ifs)
-                .map_err(|e| WatchError::from_source(NAME, e.is_unavailable(), e))?;
-            watch.slots.push((host, slot));
-        }
         for (p, ifindex) in scenario.programs.iter().zip(ifindexes) {
-            let object = program::object_bytes(p, &scenario.path).map_err(|e| failed(e.to_string()))?;
+            let object =
+                program::object_bytes(p, &scenario.path).map_err(|e| failed(e.to_string()))?;
             let attached = hosts[p.host]
                 .run(|| program::attach(p, &object))
                 .map_err(|e| failed(format!("entering host {}: {e}", hosts[p.host].label())))?
                 .map_err(|e| failed(e.to_string()))?;
             watch.programs.push((p, ifindex, Some(attached)));
+        }
+        // Then the kernel's drops, from the programs' first packet: attaching is set-up
+        // (native XDP on veth frees an empty skb as a drop while it attaches, 6.18).
+        for (&host, ifs) in &by_host {
+            let slot = probe
+                .watch(hosts[host].inode(), ifs)
+                .map_err(|e| WatchError::from_source(NAME, e.is_unavailable(), e))?;
+            watch.slots.push((host, slot));
         }
         Ok(Box::new(watch))
     }
