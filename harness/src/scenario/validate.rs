@@ -219,7 +219,7 @@ impl Validator<'_> {
             .into_iter()
             .filter_map(|p| {
                 let program = self.program(p, &links);
-                self.keep(program)
+                self.keep(program).flatten()
             })
             .collect();
         let expect = self.expectations(raw.expect);
@@ -280,7 +280,12 @@ impl Validator<'_> {
         })
     }
 
-    fn program(&self, spec: raw::Program, links: &[Link]) -> Result<Program, ScenarioError> {
+    /// The program, or Ok(None) when errors were noted already (all of them, not the first).
+    fn program(
+        &self,
+        spec: raw::Program,
+        links: &[Link],
+    ) -> Result<Option<Program>, ScenarioError> {
         let host = self.host_ref(&spec.host)?;
         let interface = spec.interface.get_ref();
         let known: Vec<&str> = links
@@ -289,8 +294,10 @@ impl Validator<'_> {
             .filter(|e| e.host == host)
             .map(|e| e.ifname.as_str())
             .collect();
+        let mut ok = true;
         if !known.contains(&interface.as_str()) {
-            return Err(self.at.error(
+            ok = false;
+            self.note(self.at.error(
                 spec.interface.span(),
                 format!(
                     "host `{}` has no interface `{interface}`{} (its interfaces: {})",
@@ -314,24 +321,32 @@ impl Validator<'_> {
                         names.join(", ")
                     ),
                 )
-            })?;
+            });
+        let attach = self.keep(attach);
         if spec.object.get_ref().trim().is_empty() {
-            return Err(self.at.error(
+            ok = false;
+            self.note(self.at.error(
                 spec.object.span(),
                 "object must name a compiled eBPF ELF file, relative to the scenario or fixtures/",
             ));
         }
         let mut prefill = Vec::new();
         for p in spec.prefill {
-            prefill.push(Prefill {
-                map: p.map.into_inner(),
-                key: self.map_bytes(&p.key)?,
-                value: self.map_bytes(&p.value)?,
-            });
+            let key = self.keep(self.map_bytes(&p.key));
+            let value = self.keep(self.map_bytes(&p.value));
+            if let (Some(key), Some(value)) = (key, value) {
+                prefill.push(Prefill {
+                    map: p.map.into_inner(),
+                    key,
+                    value,
+                });
+            } else {
+                ok = false;
+            }
         }
         let metrics = match spec.metrics {
             None => None,
-            Some(m) => {
+            Some(m) => Some((|| {
                 let span = m.span();
                 let m = m.into_inner();
                 let kind = match m.kind.as_str() {
@@ -346,12 +361,12 @@ impl Validator<'_> {
                         ))
                     }
                 };
-                Some(Metrics { map: m.map, kind })
-            }
+                Ok(Metrics { map: m.map, kind })
+            })()),
         };
         let events = match spec.events {
             None => None,
-            Some(e) => {
+            Some(e) => Some((|| {
                 let span = e.span();
                 let e = e.into_inner();
                 let kind = match e.kind.as_str() {
@@ -372,7 +387,7 @@ impl Validator<'_> {
                         format!("reason_size {} is not 1, 2 or 4 bytes", e.reason_size),
                     ));
                 }
-                Some(Events {
+                Ok(Events {
                     map: e.map,
                     kind,
                     type_offset: e.type_offset as usize,
@@ -381,9 +396,15 @@ impl Validator<'_> {
                     reason_size: e.reason_size as usize,
                     packet_offset: e.packet_offset.map(|o| o as usize),
                 })
-            }
+            })()),
         };
-        if metrics.is_none() && events.is_none() {
+        let declared = metrics.is_some() || events.is_some();
+        let metrics_ok = metrics.as_ref().is_none_or(Result::is_ok);
+        let events_ok = events.as_ref().is_none_or(Result::is_ok);
+        let metrics = self.keep(metrics.transpose()).flatten();
+        let events = self.keep(events.transpose()).flatten();
+        ok &= metrics_ok && events_ok;
+        if !declared {
             return Err(self.at.error(
                 spec.program.span(),
                 "a program under test declares how it reports its drops: add `metrics = { map = \"…\", kind = \"retina\" }` or `events = { map = \"…\", kind = \"perf_event_array\", … }`",
@@ -402,7 +423,14 @@ impl Validator<'_> {
             };
             reasons.insert(number, name);
         }
-        Ok(Program {
+        // Errors found above are noted already: None says "no program", nothing more.
+        let Some(attach) = attach else {
+            return Ok(None);
+        };
+        if !ok {
+            return Ok(None);
+        }
+        Ok(Some(Program {
             host,
             interface: interface.clone(),
             attach,
@@ -412,7 +440,7 @@ impl Validator<'_> {
             metrics,
             events,
             reasons,
-        })
+        }))
     }
 
     /// A prefill key or value: hex bytes in order, or u8/u16/u32/u64 fields in host order.
