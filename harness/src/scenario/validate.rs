@@ -344,60 +344,8 @@ impl Validator<'_> {
                 ok = false;
             }
         }
-        let metrics = match spec.metrics {
-            None => None,
-            Some(m) => Some((|| {
-                let span = m.span();
-                let m = m.into_inner();
-                let kind = match m.kind.as_str() {
-                    "retina" => MetricsKind::Retina,
-                    "per_cpu_array" => MetricsKind::PerCpuArray,
-                    other => {
-                        return Err(self.at.error(
-                            span,
-                            format!(
-                                "metrics kind `{other}` is not known: use \"retina\" (per-CPU hash {{drop_type u32, return_val u32}} -> {{count u64, bytes u64}}) or \"per_cpu_array\" (u64 counters indexed by drop code)"
-                            ),
-                        ))
-                    }
-                };
-                Ok(Metrics { map: m.map, kind })
-            })()),
-        };
-        let events = match spec.events {
-            None => None,
-            Some(e) => Some((|| {
-                let span = e.span();
-                let e = e.into_inner();
-                let kind = match e.kind.as_str() {
-                    "perf_event_array" => EventsKind::PerfEventArray,
-                    "ringbuf" => EventsKind::RingBuf,
-                    other => {
-                        return Err(self.at.error(
-                            span,
-                            format!(
-                                "events kind `{other}` is not known: use \"perf_event_array\" or \"ringbuf\""
-                            ),
-                        ))
-                    }
-                };
-                if ![1, 2, 4].contains(&e.reason_size) {
-                    return Err(self.at.error(
-                        span,
-                        format!("reason_size {} is not 1, 2 or 4 bytes", e.reason_size),
-                    ));
-                }
-                Ok(Events {
-                    map: e.map,
-                    kind,
-                    type_offset: e.type_offset as usize,
-                    type_value: e.type_value,
-                    reason_offset: e.reason_offset as usize,
-                    reason_size: e.reason_size as usize,
-                    packet_offset: e.packet_offset.map(|o| o as usize),
-                })
-            })()),
-        };
+        let metrics = spec.metrics.map(|m| self.metrics_spec(m));
+        let events = spec.events.map(|e| self.events_spec(e));
         let declared = metrics.is_some() || events.is_some();
         let metrics_ok = metrics.as_ref().is_none_or(Result::is_ok);
         let events_ok = events.as_ref().is_none_or(Result::is_ok);
@@ -441,6 +389,54 @@ impl Validator<'_> {
             events,
             reasons,
         }))
+    }
+
+    fn metrics_spec(&self, m: Spanned<raw::Metrics>) -> Result<Metrics, ScenarioError> {
+        let span = m.span();
+        let m = m.into_inner();
+        let kind = match m.kind.as_str() {
+                "retina" => MetricsKind::Retina,
+                "per_cpu_array" => MetricsKind::PerCpuArray,
+                other => {
+                    return Err(self.at.error(
+                        span,
+                        format!(
+                            "metrics kind `{other}` is not known: use \"retina\" (per-CPU hash {{drop_type u32, return_val u32}} -> {{count u64, bytes u64}}) or \"per_cpu_array\" (u64 counters indexed by drop code)"
+                        ),
+                    ))
+                }
+            };
+        Ok(Metrics { map: m.map, kind })
+    }
+
+    fn events_spec(&self, e: Spanned<raw::Events>) -> Result<Events, ScenarioError> {
+        let span = e.span();
+        let e = e.into_inner();
+        let kind = match e.kind.as_str() {
+            "perf_event_array" => EventsKind::PerfEventArray,
+            "ringbuf" => EventsKind::RingBuf,
+            other => return Err(self.at.error(
+                span,
+                format!(
+                    "events kind `{other}` is not known: use \"perf_event_array\" or \"ringbuf\""
+                ),
+            )),
+        };
+        if ![1, 2, 4].contains(&e.reason_size) {
+            return Err(self.at.error(
+                span,
+                format!("reason_size {} is not 1, 2 or 4 bytes", e.reason_size),
+            ));
+        }
+        Ok(Events {
+            map: e.map,
+            kind,
+            type_offset: e.type_offset as usize,
+            type_value: e.type_value,
+            reason_offset: e.reason_offset as usize,
+            reason_size: e.reason_size as usize,
+            packet_offset: e.packet_offset.map(|o| o as usize),
+        })
     }
 
     /// A prefill key or value: hex bytes in order, or u8/u16/u32/u64 fields in host order.
