@@ -33,6 +33,11 @@ struct sk_buff___datapath {
 	unsigned char *data;
 } __attribute__((preserve_access_index));
 
+/* Set by harness/src/probes/datapath.rs from the kernel's enum skb_drop_reason;
+ * ~0 when the kernel has no such reason. */
+const volatile __u32 cfg_reason_not_dropped = ~0U;
+const volatile __u32 cfg_reason_consumed = ~0U;
+
 /* Interfaces watched: (slot, ifindex) -> 1. Filled by the loader. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -53,9 +58,9 @@ int dropspec_datapath_kfree_skb(__u64 *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 	struct sk_buff___datapath *s = (struct sk_buff___datapath *)skb;
 	__u32 reason = (__u32)ctx[2];
-	/* 0 is NOT_DROPPED_YET, 1 SKB_CONSUMED (fixed by the enum's first entries since 6.0
-	 * and 5.19), and neither is a drop. */
-	if (reason <= 1)
+	/* Frees that are not drops. Their numbers are the running kernel's (1 is CONSUMED
+	 * from 6.3 but NOT_SPECIFIED on 6.1), set by the loader from its BTF. */
+	if (reason == cfg_reason_not_dropped || reason == cfg_reason_consumed)
 		return 0;
 	struct net_device___datapath *dev = BPF_CORE_READ(s, dev);
 	if (!dev)

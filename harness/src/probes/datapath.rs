@@ -250,8 +250,14 @@ impl DatapathProbe {
                 "the kernel's BTF (/sys/kernel/btf/vmlinux) could not be read ({e}): programs under test need a kernel built with CONFIG_DEBUG_INFO_BTF"
             ),
         })?;
+        // Which frees are not drops, by this kernel's numbers (CONSUMED is 1 from 6.3;
+        // on 6.1, 1 is NOT_SPECIFIED, the reason of every XDP drop).
+        let not_dropped = reasons.number("NOT_DROPPED_YET").unwrap_or(u32::MAX);
+        let consumed = reasons.number("CONSUMED").unwrap_or(u32::MAX);
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
+            .override_global("cfg_reason_not_dropped", &not_dropped, true)
+            .override_global("cfg_reason_consumed", &consumed, true)
             .load(OBJECT)
             .map_err(|e| bpf_error("loading the probe object", &e))?;
         let prog: &mut BtfTracePoint = ebpf
