@@ -415,12 +415,14 @@ impl Validator<'_> {
         let kind = match e.kind.as_str() {
             "perf_event_array" => EventsKind::PerfEventArray,
             "ringbuf" => EventsKind::RingBuf,
-            other => return Err(self.at.error(
-                span,
-                format!(
+            other => {
+                return Err(self.at.error(
+                    span,
+                    format!(
                     "events kind `{other}` is not known: use \"perf_event_array\" or \"ringbuf\""
                 ),
-            )),
+                ))
+            }
         };
         if ![1, 2, 4].contains(&e.reason_size) {
             return Err(self.at.error(
