@@ -1,5 +1,8 @@
 //! Compiles the eBPF probes in `ebpf/*.bpf.c` with clang into `$OUT_DIR/<name>.bpf.o`,
-//! where `probes/drops.rs` and `probes/hooks.rs` embed them. eBPF is written in C
+//! where `probes/drops.rs` and `probes/hooks.rs` embed them, and the datapath fixtures
+//! (programs under test, `fixtures/datapath/*.bpf.c`) into `$OUT_DIR/fixtures/datapath/`,
+//! listed in `$OUT_DIR/datapath_fixtures.rs` for `probes/program.rs` to embed (they are
+//! never committed as binaries). eBPF is written in C
 //! because the Rust eBPF toolchain (bpf-linker) is not available on our machines; aya
 //! loads the objects either way.
 
@@ -41,6 +44,60 @@ fn main() -> Result<()> {
     for source in &sources {
         compile(&clang, source, &ebpf_dir, &out_dir)?;
     }
+    compile_fixtures(&clang, &manifest_dir, &out_dir)
+}
+
+/// The datapath fixtures are ordinary user programs: they include the system's uapi
+/// headers (`linux/bpf.h`, `linux/ip.h`, …), found under the multiarch include directory.
+fn compile_fixtures(clang: &str, manifest_dir: &Path, out_dir: &Path) -> Result<()> {
+    let dir = manifest_dir
+        .parent()
+        .context("harness/ has no parent directory")?
+        .join("fixtures/datapath");
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let fixtures_out = out_dir.join("fixtures/datapath");
+    std::fs::create_dir_all(&fixtures_out)
+        .with_context(|| format!("while creating {}", fixtures_out.display()))?;
+    let mut sources = Vec::new();
+    for entry in std::fs::read_dir(&dir)
+        .with_context(|| format!("while listing fixtures in {}", dir.display()))?
+    {
+        let path = entry?.path();
+        println!("cargo:rerun-if-changed={}", path.display());
+        if path.to_string_lossy().ends_with(".bpf.c") {
+            sources.push(path);
+        }
+    }
+    sources.sort();
+    let multiarch = match std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() {
+        Ok("x86_64") | Err(_) => "x86_64-linux-gnu".to_owned(),
+        Ok(arch) => format!("{arch}-linux-gnu"),
+    };
+    let mut listing = String::from(
+        "/// The fixtures built from fixtures/datapath/*.bpf.c: (name as a scenario gives it, object).\n\
+         pub static DATAPATH_FIXTURES: &[(&str, &[u8])] = &[\n",
+    );
+    for source in &sources {
+        compile(
+            clang,
+            source,
+            &Path::new("/usr/include").join(&multiarch),
+            &fixtures_out,
+        )?;
+        let stem = source
+            .file_name()
+            .context("fixture without a file name")?
+            .to_string_lossy()
+            .trim_end_matches(".c")
+            .to_owned();
+        listing.push_str(&format!(
+            "    (\"datapath/{stem}.o\", aya::include_bytes_aligned!({:?})),\n",
+            fixtures_out.join(format!("{stem}.o"))
+        ));
+    }
+    listing.push_str("];\n");
+    std::fs::write(out_dir.join("datapath_fixtures.rs"), listing)
+        .context("while writing datapath_fixtures.rs")?;
     Ok(())
 }
 

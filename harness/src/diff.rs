@@ -732,6 +732,7 @@ mod tests {
                 global_sysctls: vec![],
                 packets: vec![],
                 hooks: Default::default(),
+                datapath: Vec::new(),
                 timings: Timings::default(),
             }],
             skipped: BTreeMap::new(),

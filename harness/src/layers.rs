@@ -27,6 +27,14 @@ const RULES: &[(&str, &[&str])] = &[
     // The counters read what they are told to read; which fault needs which counter is
     // the faults' decision, so they never name faults or the scenario.
     ("counters", &["counters", "netns", "topology", "vocab"]),
+    // A program under test and the kernel's word on its drops: the model's `[[programs]]`
+    // and the kernel's names, nothing of the run; the watcher pairs them for the report.
+    ("probes/program.rs", &["scenario"]),
+    ("probes/datapath.rs", &["kernel", "scenario"]),
+    (
+        "watchers/datapath.rs",
+        &["probes", "report", "scenario", "topology"],
+    ),
     // The policy and the name suggester are leaves every front end uses.
     ("suggest.rs", &[]),
     ("policy.rs", &["suggest"]),

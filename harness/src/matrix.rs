@@ -200,6 +200,7 @@ mod tests {
             kernel: kernel.into(),
             probe: "p".into(),
             reasons_unavailable: None,
+            datapath: Vec::new(),
             drops,
             traffic: vec![],
             events: vec![],

@@ -41,7 +41,166 @@ pub struct Report {
     /// can be counted depends on kernel features (kprobes, fexit), not on behaviour.
     #[serde(default)]
     pub hooks: HookReport,
+    /// Programs under test: what the kernel saw each drop, what it reported, the difference.
+    #[serde(default)]
+    pub datapath: Vec<DatapathRow>,
     pub timings: Timings,
+}
+
+/// One program under test (`[[programs]]`): the kernel's drops at its attach point
+/// against the program's own accounting (see `watchers::datapath`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DatapathRow {
+    pub host: String,
+    pub interface: String,
+    /// `tc_ingress`, `tc_egress`, `xdp`, `xdp_generic`.
+    pub attach: String,
+    pub program: String,
+    pub object: String,
+    /// How it was attached on this kernel (`tcx`, `cls_bpf`, `xdp (driver)`): not in the
+    /// snapshot, since it follows the kernel version, not the program's behaviour.
+    pub how: String,
+    /// The kernel's name for the program's drops here: `TC_INGRESS at
+    /// __netif_receive_skb_core`, `NOT_SPECIFIED at veth_xdp_rcv_skb`.
+    pub kernel_names: Vec<String>,
+    pub kernel_drops: u64,
+    pub kernel_bytes: u64,
+    /// The dropped packets, grouped: (description, count).
+    pub kernel_packets: Vec<(String, u64)>,
+    /// Which channel the comparison uses: `events` (per packet when the records carry
+    /// it) or `metrics`.
+    pub channel: String,
+    /// What the program reported, per code: (channel, code, name, count, bytes).
+    pub reported: Vec<ReportedDrops>,
+    pub reported_drops: u64,
+    /// Kernel drops the program did not report.
+    pub unreported_drops: u64,
+    /// The unreported packets, grouped: (description, count); when the program's reports
+    /// carry no packet, every dropped packet is a candidate and `matched_by_packet` is false.
+    pub unreported_packets: Vec<(String, u64)>,
+    pub matched_by_packet: bool,
+    /// Reports without a kernel drop (double counting, or a drop the kernel did not make).
+    pub overreported_drops: u64,
+    /// Other drops on the same interface (not the program's): (reason at function, count).
+    pub other_drops: Vec<(String, u64)>,
+    /// Events the program's channel lost (perf buffer full).
+    pub events_lost: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReportedDrops {
+    /// `events` or `metrics`.
+    pub channel: String,
+    pub code: u32,
+    /// The scenario's name for the code, if it gives one.
+    pub name: Option<String>,
+    pub count: u64,
+    pub bytes: u64,
+}
+
+/// `ipv4/udp 198.18.0.1:41750 > 198.18.0.2:7` → `ipv4/udp > 198.18.0.2:7`.
+fn without_source(packet: &str) -> String {
+    match packet
+        .split_once(' ')
+        .and_then(|(proto, rest)| rest.split_once(" > ").map(|(_, dst)| (proto, dst)))
+    {
+        Some((proto, dst)) => format!("{proto} > {dst}"),
+        None => packet.to_owned(),
+    }
+}
+
+impl DatapathRow {
+    fn render(&self, out: &mut String, full: bool) {
+        writeln!(
+            out,
+            "  {} {} {}: {} ({})",
+            self.host, self.interface, self.attach, self.program, self.object
+        )
+        .unwrap();
+        let names = if self.kernel_names.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", self.kernel_names.join(", "))
+        };
+        writeln!(
+            out,
+            "    kernel dropped {} packets, {} bytes{names}",
+            self.kernel_drops, self.kernel_bytes
+        )
+        .unwrap();
+        // In the snapshot, packets by protocol and destination only: a socket's source
+        // port is ephemeral. The unreported packets below are named in full.
+        let mut packets: Vec<(String, u64)> = Vec::new();
+        for (packet, count) in &self.kernel_packets {
+            let text = if full {
+                packet.clone()
+            } else {
+                without_source(packet)
+            };
+            match packets.iter_mut().find(|(p, _)| *p == text) {
+                Some((_, c)) => *c += count,
+                None => packets.push((text, *count)),
+            }
+        }
+        for (packet, count) in packets {
+            writeln!(out, "      {packet} x{count}").unwrap();
+        }
+        writeln!(
+            out,
+            "    program reported {} ({})",
+            self.reported_drops, self.channel
+        )
+        .unwrap();
+        for r in &self.reported {
+            let name = r.name.as_deref().map_or(String::new(), |n| format!("{n} "));
+            let bytes = if r.bytes > 0 {
+                format!(", {} bytes", r.bytes)
+            } else {
+                String::new()
+            };
+            writeln!(
+                out,
+                "      {}: {name}({}) x{}{bytes}",
+                r.channel, r.code, r.count
+            )
+            .unwrap();
+        }
+        writeln!(out, "    unreported {}", self.unreported_drops).unwrap();
+        if !self.matched_by_packet && !self.unreported_packets.is_empty() {
+            writeln!(
+                out,
+                "      (the reports carry no packet: which of these is not known)"
+            )
+            .unwrap();
+        }
+        for (packet, count) in &self.unreported_packets {
+            writeln!(out, "      {packet} x{count}").unwrap();
+        }
+        if self.overreported_drops > 0 {
+            writeln!(
+                out,
+                "    reported without a kernel drop {}",
+                self.overreported_drops
+            )
+            .unwrap();
+        }
+        for (what, count) in &self.other_drops {
+            writeln!(
+                out,
+                "    other drops on {}: {what} x{count}",
+                self.interface
+            )
+            .unwrap();
+        }
+        if self.events_lost > 0 {
+            writeln!(
+                out,
+                "    events lost by the program's channel: {}",
+                self.events_lost
+            )
+            .unwrap();
+        }
+    }
 }
 
 /// What the hook-point family saw, and which of its points this kernel let it watch.
@@ -212,6 +371,7 @@ pub struct Observations {
     /// The same counters' values at the end, per host (which rules a host has).
     pub counter_totals: Vec<(String, crate::counters::HostCounters)>,
     pub hooks: HookReport,
+    pub datapath: Vec<DatapathRow>,
 }
 
 impl Observations {
@@ -300,6 +460,7 @@ impl Report {
             global_sysctls,
             packets,
             hooks: seen.hooks,
+            datapath: seen.datapath,
             timings,
         }
     }
@@ -409,6 +570,12 @@ impl Report {
                 .unwrap();
             }
         }
+        if !self.datapath.is_empty() {
+            writeln!(out, "programs under test:").unwrap();
+            for row in &self.datapath {
+                row.render(&mut out, false);
+            }
+        }
         out
     }
 
@@ -423,6 +590,17 @@ impl Report {
         }
         out.push_str(&self.render_snapshot());
         self.hooks.render(&mut out);
+        for row in &self.datapath {
+            writeln!(
+                out,
+                "program {} attached to {} of {} by {}; the packets it dropped:",
+                row.program, row.interface, row.host, row.how
+            )
+            .unwrap();
+            for (packet, count) in &row.kernel_packets {
+                writeln!(out, "  {packet} x{count}").unwrap();
+            }
+        }
         for d in self.drops.iter().filter(|d| !d.stack.is_empty()) {
             writeln!(
                 out,
@@ -632,6 +810,50 @@ fn check_hooks(scenario: &Scenario, report: &Report, mismatches: &mut Vec<Mismat
     }
 }
 
+/// `[[expect.datapath]]`: the unreported (and optionally kernel-seen and reported) drops
+/// of one program or all of them. A failure lists the unreported packets.
+fn check_datapath(scenario: &Scenario, report: &Report, mismatches: &mut Vec<Mismatch>) {
+    for expect in &scenario.expect.datapath {
+        let rows: Vec<&DatapathRow> = report
+            .datapath
+            .iter()
+            .filter(|r| expect.program.as_ref().is_none_or(|p| *p == r.program))
+            .collect();
+        let which = expect.program.as_ref().map_or_else(
+            || "programs under test".to_owned(),
+            |p| format!("program {p}"),
+        );
+        let sum = |f: fn(&DatapathRow) -> u64| rows.iter().map(|r| f(r)).sum::<u64>();
+        let fields = [
+            (
+                "unreported",
+                expect.unreported_drops,
+                sum(|r| r.unreported_drops),
+            ),
+            ("kernel-seen", expect.kernel_drops, sum(|r| r.kernel_drops)),
+            ("reported", expect.reported_drops, sum(|r| r.reported_drops)),
+        ];
+        for (what, expected, actual) in fields {
+            let Some(expected) = expected else { continue };
+            if expected == actual {
+                continue;
+            }
+            let mut message = format!("{which}: expected {expected} {what} drop(s), got {actual}");
+            if what == "unreported" {
+                for r in &rows {
+                    for (packet, count) in &r.unreported_packets {
+                        message.push_str(&format!(
+                            "\n  unreported by {} at {} {}: {packet} x{count}",
+                            r.program, r.interface, r.attach
+                        ));
+                    }
+                }
+            }
+            mismatches.push(Mismatch(message));
+        }
+    }
+}
+
 fn check_drops_and_causes(scenario: &Scenario, report: &Report, mismatches: &mut Vec<Mismatch>) {
     let mut matched = vec![false; report.drops.len()];
     for expect in &scenario.expect.drops {
@@ -804,6 +1026,7 @@ pub fn check(scenario: &Scenario, report: &Report) -> Vec<Mismatch> {
         check_drops_and_causes(scenario, report, &mut mismatches);
     }
     check_hooks(scenario, report, &mut mismatches);
+    check_datapath(scenario, report, &mut mismatches);
     for expect in &scenario.expect.counters {
         let host = &scenario.hosts[expect.host].name;
         let actual = report
@@ -987,6 +1210,7 @@ count = 3
             global_sysctls: Vec::new(),
             packets: vec![],
             hooks: Default::default(),
+            datapath: Vec::new(),
             timings: Timings::default(),
         }
     }

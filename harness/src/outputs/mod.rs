@@ -108,6 +108,7 @@ pub(crate) mod tests {
             kernel: "6.18.44-test".into(),
             probe: "tp_btf/kfree_skb".into(),
             reasons_unavailable: None,
+            datapath: Vec::new(),
             drops,
             traffic: Vec::new(),
             events: Vec::new(),

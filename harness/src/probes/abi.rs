@@ -117,6 +117,42 @@ pub(super) const HOOK_LOST_UNPAIRED: u32 = 1;
 pub(super) const HOOK_LOST_DEEP: u32 = 2;
 pub(super) const HOOK_LOST_COUNTERS: u32 = 3;
 
+// ---- ebpf/datapath.h ----------------------------------------------------------------
+
+/// `DATAPATH_LOST_COUNTERS` (ebpf/datapath.h).
+pub(super) const DATAPATH_LOST_COUNTERS: u32 = 1;
+/// `DATAPATH_HEAD_BYTES` (ebpf/datapath.h).
+pub(super) const DATAPATH_HEAD_BYTES: usize = 96;
+
+/// `struct datapath_iface` (ebpf/datapath.h): an interface a program under test is on.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub(super) struct DatapathIface {
+    pub(super) slot: u32,
+    pub(super) ifindex: u32,
+}
+
+/// `struct datapath_drop` (ebpf/datapath.h): one dropped packet.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct DatapathDrop {
+    pub(super) slot: u32,
+    pub(super) ifindex: u32,
+    pub(super) reason: u32,
+    pub(super) len: u32,
+    pub(super) location: u64,
+    pub(super) from_mac: u16,
+    pub(super) pad0: u16,
+    pub(super) pad1: u32,
+    pub(super) head: [u8; DATAPATH_HEAD_BYTES],
+}
+
+// SAFETY: plain integers, no padding the C side does not also have.
+unsafe impl aya::Pod for DatapathIface {}
+
+const _: () = assert!(std::mem::size_of::<DatapathIface>() == 8);
+const _: () = assert!(std::mem::size_of::<DatapathDrop>() == 32 + DATAPATH_HEAD_BYTES);
+
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;

@@ -7,6 +7,8 @@
 //! | `hooks.rs`  | Retina's hook points (`ebpf/hooks.bpf.c`), a second vocabulary       |
 //! | `slots.rs`  | watch slots: which namespaces a probe counts (`ebpf/slots.bpf.h`, shared by both probes) |
 //! | `abi.rs`    | the `#[repr(C)]` mirrors of `ebpf/drops.h` and `ebpf/hooks.h`         |
+//! | `datapath.rs` | drops on the interfaces of programs under test, per packet (`ebpf/datapath.bpf.c`) |
+//! | `program.rs` | a program under test: loaded, prefilled, attached, its own drop accounting read |
 //! | `names.rs`  | names for the numbers probes record (kallsyms, protocols)            |
 //!
 //! A scenario asks [`DropProbe::watch`] for a slot on its namespace, runs traffic, and
@@ -52,10 +54,12 @@ pub use drops::{DropCount, DropProbe, ProbeMode, ProbeStats, WatchSlot, PROBE_EN
 pub use events::EventCount;
 
 mod abi;
+pub mod datapath;
 mod drops;
 mod events;
 pub mod hooks;
 mod names;
+pub mod program;
 mod slots;
 
 /// Why the probe could not be loaded or read. Messages say what failed and what to do;

@@ -12,6 +12,8 @@ pub use crate::vocab::IptablesBackend;
 /// A scenario that passed validation. Hosts are referred to by index into `hosts`.
 #[derive(Debug, Clone)]
 pub struct Scenario {
+    /// eBPF programs under test (`[[programs]]`).
+    pub programs: Vec<Program>,
     /// Path relative to the scenarios root, without `.toml`: `iptables/input_drop_icmp`.
     pub name: String,
     pub path: PathBuf,
@@ -222,6 +224,107 @@ pub struct Expectations {
     /// The inline expectations describe kernels from this (major, minor) on; older
     /// kernels are held to their own baseline snapshot only.
     pub since_kernel: Option<(u32, u32)>,
+    /// Drops of programs under test, reported or not (see `watchers::datapath`).
+    pub datapath: Vec<DatapathExpect>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatapathExpect {
+    /// The program's name (`program = "…"` in `[[programs]]`); None: every program.
+    pub program: Option<String>,
+    pub unreported_drops: Option<u64>,
+    pub kernel_drops: Option<u64>,
+    pub reported_drops: Option<u64>,
+}
+
+/// An eBPF program under test (`[[programs]]`): loaded from `object`, attached to
+/// `interface` of `host`, its own drop accounting read after the traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Program {
+    pub host: HostId,
+    pub interface: String,
+    pub attach: Attach,
+    /// As written: a path relative to the scenario file or to `fixtures/`, or the name of
+    /// a fixture dropspec builds (`datapath/conntrack_buggy.bpf.o`).
+    pub object: String,
+    pub program: String,
+    pub prefill: Vec<Prefill>,
+    pub metrics: Option<Metrics>,
+    pub events: Option<Events>,
+    /// The program's drop codes, named by the scenario.
+    pub reasons: BTreeMap<u32, String>,
+}
+
+/// Where a program under test runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Attach {
+    TcIngress,
+    TcEgress,
+    /// Native XDP (the driver's; veth has it).
+    Xdp,
+    /// Generic XDP (in the stack, any device).
+    XdpGeneric,
+}
+
+impl Attach {
+    pub const ALL: [Attach; 4] = [
+        Attach::TcIngress,
+        Attach::TcEgress,
+        Attach::Xdp,
+        Attach::XdpGeneric,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Attach::TcIngress => "tc_ingress",
+            Attach::TcEgress => "tc_egress",
+            Attach::Xdp => "xdp",
+            Attach::XdpGeneric => "xdp_generic",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prefill {
+    pub map: String,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metrics {
+    pub map: String,
+    pub kind: MetricsKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsKind {
+    /// Retina's `retina_dropreason_metrics`: per-CPU hash, key {drop_type u32,
+    /// return_val u32}, value {count u64, bytes u64}.
+    Retina,
+    /// A per-CPU array of u64 counters indexed by drop code.
+    PerCpuArray,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Events {
+    pub map: String,
+    pub kind: EventsKind,
+    /// Byte offset and value of the record's type: only records of this type are drops.
+    pub type_offset: usize,
+    pub type_value: u8,
+    /// Byte offset and size (1, 2 or 4, host order) of the drop code.
+    pub reason_offset: usize,
+    pub reason_size: usize,
+    /// Where the record carries the dropped packet from its Ethernet header, if it does:
+    /// then each report is matched to a packet the kernel saw.
+    pub packet_offset: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventsKind {
+    PerfEventArray,
+    RingBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -35,6 +35,83 @@ pub struct ScenarioFile {
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, SysctlValue>")]
     pub global_sysctls: BTreeMap<Spanned<String>, Spanned<SysctlValue>>,
+    #[serde(default)]
+    pub programs: Vec<Program>,
+}
+
+/// `[[programs]]`: an eBPF program under test, attached to one interface of a host.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Program {
+    #[schemars(with = "String")]
+    pub host: Spanned<String>,
+    #[schemars(with = "String")]
+    pub interface: Spanned<String>,
+    #[schemars(with = "String")]
+    pub attach: Spanned<String>,
+    #[schemars(with = "String")]
+    pub object: Spanned<String>,
+    #[schemars(with = "String")]
+    pub program: Spanned<String>,
+    #[serde(default)]
+    pub prefill: Vec<Prefill>,
+    #[schemars(with = "Option<Metrics>")]
+    pub metrics: Option<Spanned<Metrics>>,
+    #[schemars(with = "Option<Events>")]
+    pub events: Option<Spanned<Events>>,
+    /// The program's own drop codes, named: `{ 133 = "DROP_POLICY" }`.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub reasons: BTreeMap<Spanned<String>, String>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Prefill {
+    #[schemars(with = "String")]
+    pub map: Spanned<String>,
+    #[schemars(with = "MapBytes")]
+    pub key: Spanned<MapBytes>,
+    #[schemars(with = "MapBytes")]
+    pub value: Spanned<MapBytes>,
+}
+
+/// A map key or value: `"0x07000000"` (bytes in order), `{ u32 = 7 }`, or a list of
+/// such fields laid out one after the other in the host's byte order.
+#[derive(Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum MapBytes {
+    Hex(String),
+    Field(MapField),
+    Fields(Vec<MapField>),
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MapField {
+    pub u8: Option<u8>,
+    pub u16: Option<u16>,
+    pub u32: Option<u32>,
+    pub u64: Option<u64>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    pub map: String,
+    pub kind: String,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Events {
+    pub map: String,
+    pub kind: String,
+    pub type_offset: u32,
+    pub type_value: u8,
+    pub reason_offset: u32,
+    pub reason_size: u32,
+    pub packet_offset: Option<u32>,
 }
 
 #[derive(Deserialize, Default, JsonSchema)]
@@ -181,6 +258,19 @@ pub struct Expect {
     pub counters: Vec<CounterExpect>,
     #[serde(default)]
     pub hooks: Vec<HookExpect>,
+    #[serde(default)]
+    pub datapath: Vec<DatapathExpect>,
+}
+
+/// `[[expect.datapath]]`: drops of a program under test (all of them without `program`).
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DatapathExpect {
+    #[schemars(with = "Option<String>")]
+    pub program: Option<Spanned<String>>,
+    pub unreported_drops: Option<u64>,
+    pub kernel_drops: Option<u64>,
+    pub reported_drops: Option<u64>,
 }
 
 #[derive(Deserialize, JsonSchema)]

@@ -194,6 +194,34 @@ impl Validator<'_> {
                 self.keep(packet)
             })
             .collect();
+        let program_names: Vec<String> = raw
+            .programs
+            .iter()
+            .map(|p| p.program.get_ref().clone())
+            .collect();
+        for e in &raw.expect.datapath {
+            if let Some(name) = &e.program {
+                if !program_names.contains(name.get_ref()) {
+                    let known: Vec<&str> = program_names.iter().map(String::as_str).collect();
+                    self.note(self.at.error(
+                        name.span(),
+                        format!(
+                            "no `[[programs]]` entry loads a program named `{}`{}",
+                            name.get_ref(),
+                            did_you_mean(name.get_ref(), &known)
+                        ),
+                    ));
+                }
+            }
+        }
+        let programs: Vec<Program> = raw
+            .programs
+            .into_iter()
+            .filter_map(|p| {
+                let program = self.program(p, &links);
+                self.keep(program).flatten()
+            })
+            .collect();
         let expect = self.expectations(raw.expect);
         let kernel_names = std::mem::take(&mut self.kernel_names);
         let settle_min_ms = match raw.settle_ms {
@@ -248,7 +276,222 @@ impl Validator<'_> {
             expect,
             settle_min_ms,
             kernel_names,
+            programs,
         })
+    }
+
+    /// The program, or Ok(None) when errors were noted already (all of them, not the first).
+    fn program(
+        &self,
+        spec: raw::Program,
+        links: &[Link],
+    ) -> Result<Option<Program>, ScenarioError> {
+        let host = self.host_ref(&spec.host)?;
+        let interface = spec.interface.get_ref();
+        let known: Vec<&str> = links
+            .iter()
+            .flat_map(|l| l.ends.iter())
+            .filter(|e| e.host == host)
+            .map(|e| e.ifname.as_str())
+            .collect();
+        let mut ok = true;
+        if !known.contains(&interface.as_str()) {
+            ok = false;
+            self.note(self.at.error(
+                spec.interface.span(),
+                format!(
+                    "host `{}` has no interface `{interface}`{} (its interfaces: {})",
+                    spec.host.get_ref(),
+                    did_you_mean(interface, &known),
+                    known.join(", ")
+                ),
+            ));
+        }
+        let attach = Attach::ALL
+            .into_iter()
+            .find(|a| a.as_str() == spec.attach.get_ref())
+            .ok_or_else(|| {
+                let names: Vec<&str> = Attach::ALL.iter().map(|a| a.as_str()).collect();
+                self.at.error(
+                    spec.attach.span(),
+                    format!(
+                        "attach `{}` is not a place dropspec attaches programs{}: use one of {}",
+                        spec.attach.get_ref(),
+                        did_you_mean(spec.attach.get_ref(), &names),
+                        names.join(", ")
+                    ),
+                )
+            });
+        let attach = self.keep(attach);
+        if spec.object.get_ref().trim().is_empty() {
+            ok = false;
+            self.note(self.at.error(
+                spec.object.span(),
+                "object must name a compiled eBPF ELF file, relative to the scenario or fixtures/",
+            ));
+        }
+        let mut prefill = Vec::new();
+        for p in spec.prefill {
+            let key = self.keep(self.map_bytes(&p.key));
+            let value = self.keep(self.map_bytes(&p.value));
+            if let (Some(key), Some(value)) = (key, value) {
+                prefill.push(Prefill {
+                    map: p.map.into_inner(),
+                    key,
+                    value,
+                });
+            } else {
+                ok = false;
+            }
+        }
+        let metrics = spec.metrics.map(|m| self.metrics_spec(m));
+        let events = spec.events.map(|e| self.events_spec(e));
+        let declared = metrics.is_some() || events.is_some();
+        let metrics_ok = metrics.as_ref().is_none_or(Result::is_ok);
+        let events_ok = events.as_ref().is_none_or(Result::is_ok);
+        let metrics = self.keep(metrics.transpose()).flatten();
+        let events = self.keep(events.transpose()).flatten();
+        ok &= metrics_ok && events_ok;
+        if !declared {
+            return Err(self.at.error(
+                spec.program.span(),
+                "a program under test declares how it reports its drops: add `metrics = { map = \"…\", kind = \"retina\" }` or `events = { map = \"…\", kind = \"perf_event_array\", … }`",
+            ));
+        }
+        let mut reasons = BTreeMap::new();
+        for (code, name) in spec.reasons {
+            let Ok(number) = code.get_ref().parse::<u32>() else {
+                return Err(self.at.error(
+                    code.span(),
+                    format!(
+                        "`{}` is not a drop code: the keys of `reasons` are the program's own numbers, e.g. {{ 133 = \"DROP_POLICY\" }}",
+                        code.get_ref()
+                    ),
+                ));
+            };
+            reasons.insert(number, name);
+        }
+        // Errors found above are noted already: None says "no program", nothing more.
+        let Some(attach) = attach else {
+            return Ok(None);
+        };
+        if !ok {
+            return Ok(None);
+        }
+        Ok(Some(Program {
+            host,
+            interface: interface.clone(),
+            attach,
+            object: spec.object.into_inner(),
+            program: spec.program.into_inner(),
+            prefill,
+            metrics,
+            events,
+            reasons,
+        }))
+    }
+
+    fn metrics_spec(&self, m: Spanned<raw::Metrics>) -> Result<Metrics, ScenarioError> {
+        let span = m.span();
+        let m = m.into_inner();
+        let kind = match m.kind.as_str() {
+                "retina" => MetricsKind::Retina,
+                "per_cpu_array" => MetricsKind::PerCpuArray,
+                other => {
+                    return Err(self.at.error(
+                        span,
+                        format!(
+                            "metrics kind `{other}` is not known: use \"retina\" (per-CPU hash {{drop_type u32, return_val u32}} -> {{count u64, bytes u64}}) or \"per_cpu_array\" (u64 counters indexed by drop code)"
+                        ),
+                    ))
+                }
+            };
+        Ok(Metrics { map: m.map, kind })
+    }
+
+    fn events_spec(&self, e: Spanned<raw::Events>) -> Result<Events, ScenarioError> {
+        let span = e.span();
+        let e = e.into_inner();
+        let kind = match e.kind.as_str() {
+            "perf_event_array" => EventsKind::PerfEventArray,
+            "ringbuf" => EventsKind::RingBuf,
+            other => {
+                return Err(self.at.error(
+                    span,
+                    format!(
+                    "events kind `{other}` is not known: use \"perf_event_array\" or \"ringbuf\""
+                ),
+                ))
+            }
+        };
+        if ![1, 2, 4].contains(&e.reason_size) {
+            return Err(self.at.error(
+                span,
+                format!("reason_size {} is not 1, 2 or 4 bytes", e.reason_size),
+            ));
+        }
+        Ok(Events {
+            map: e.map,
+            kind,
+            type_offset: e.type_offset as usize,
+            type_value: e.type_value,
+            reason_offset: e.reason_offset as usize,
+            reason_size: e.reason_size as usize,
+            packet_offset: e.packet_offset.map(|o| o as usize),
+        })
+    }
+
+    /// A prefill key or value: hex bytes in order, or u8/u16/u32/u64 fields in host order.
+    fn map_bytes(&self, spec: &Spanned<raw::MapBytes>) -> Result<Vec<u8>, ScenarioError> {
+        let field = |f: &raw::MapField| -> Result<Vec<u8>, ScenarioError> {
+            let parts: Vec<Vec<u8>> = [
+                f.u8.map(|v| v.to_ne_bytes().to_vec()),
+                f.u16.map(|v| v.to_ne_bytes().to_vec()),
+                f.u32.map(|v| v.to_ne_bytes().to_vec()),
+                f.u64.map(|v| v.to_ne_bytes().to_vec()),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            match <[Vec<u8>; 1]>::try_from(parts) {
+                Ok([bytes]) => Ok(bytes),
+                Err(_) => Err(self.at.error(
+                    spec.span(),
+                    "each field is exactly one of { u8 = … }, { u16 = … }, { u32 = … }, { u64 = … }",
+                )),
+            }
+        };
+        match spec.get_ref() {
+            raw::MapBytes::Hex(text) => {
+                let digits = text.strip_prefix("0x").unwrap_or(text);
+                if digits.is_empty() || digits.len() % 2 != 0 {
+                    return Err(self.at.error(
+                        spec.span(),
+                        format!(
+                            "`{text}` should be hex bytes, two digits each, e.g. \"0x07000000\""
+                        ),
+                    ));
+                }
+                (0..digits.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&digits[i..i + 2], 16))
+                    .collect::<Result<Vec<u8>, _>>()
+                    .map_err(|_| {
+                        self.at.error(
+                            spec.span(),
+                            format!("`{text}` should be hex bytes, two digits each, e.g. \"0x07000000\""),
+                        )
+                    })
+            }
+            raw::MapBytes::Field(f) => field(f),
+            raw::MapBytes::Fields(fields) => {
+                let mut bytes = Vec::new();
+                for f in fields {
+                    bytes.extend(field(f)?);
+                }
+                Ok(bytes)
+            }
+        }
     }
 
     fn check_host_name(&self, name: &Spanned<String>) -> Result<(), ScenarioError> {
@@ -875,7 +1118,18 @@ impl Validator<'_> {
             }
             version
         });
+        let datapath = spec
+            .datapath
+            .into_iter()
+            .map(|d| DatapathExpect {
+                program: d.program.map(Spanned::into_inner),
+                unreported_drops: d.unreported_drops,
+                kernel_drops: d.kernel_drops,
+                reported_drops: d.reported_drops,
+            })
+            .collect();
         Expectations {
+            datapath,
             drops,
             causes,
             counters,

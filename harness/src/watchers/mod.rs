@@ -17,13 +17,21 @@ use crate::scenario::Scenario;
 use crate::topology::Netns;
 
 mod counters;
+mod datapath;
 mod drops;
 mod hooks;
 
 pub use drops::stable_function_name;
 
 /// Every watcher, in the order they start (and so the order their set-up cost falls in).
-pub static REGISTRY: &[&dyn Watcher] = &[&drops::Drops, &hooks::HookPoints, &counters::Counters];
+/// `datapath` is first because its start attaches the scenario's programs under test,
+/// which is set-up: attaching native XDP on veth frees an empty skb as a drop (6.18).
+pub static REGISTRY: &[&dyn Watcher] = &[
+    &datapath::Datapath,
+    &drops::Drops,
+    &hooks::HookPoints,
+    &counters::Counters,
+];
 
 /// A source of evidence.
 pub trait Watcher: Sync {
