@@ -31,6 +31,7 @@ const RULES: &[(&str, &[&str])] = &[
     (
         "runner.rs",
         &[
+            "completion",
             "crafted",
             "faults",
             "global_sysctls",

@@ -17,6 +17,7 @@
 pub mod baseline;
 pub mod classify;
 pub mod cleanup;
+pub mod completion;
 pub mod counters;
 pub mod crafted;
 pub mod diff;
