@@ -42,6 +42,8 @@ const RULES: &[(&str, &[&str])] = &[
             "watchers",
         ],
     ),
+    // Flake detection compares runs' texts and knows nothing else.
+    ("repeat.rs", &[]),
     // The verdict decides from the report, the baselines and the policy alone.
     (
         "verdict.rs",

@@ -30,6 +30,7 @@ pub mod netns;
 pub mod packets;
 pub mod policy;
 pub mod probes;
+pub mod repeat;
 pub mod report;
 pub mod runner;
 pub mod scenario;

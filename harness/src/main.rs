@@ -44,6 +44,11 @@ enum Command {
         /// `dropspec diff` against another kernel.
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
+        /// Run each scenario N times and report every count or outcome that varied, with
+        /// the values seen; exits non-zero if anything varied (DROPSPEC_REPEAT=N is the
+        /// same for `cargo test`).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+        repeat: Option<u32>,
     },
     /// Compare two saved runs (`run --json`) of the suite on two kernels, scenario by
     /// scenario. Exits 1 when there is a behaviour change not listed in --accept.
@@ -129,7 +134,8 @@ fn main() -> ExitCode {
             jobs,
             json,
             record,
-        } => run(&paths, timings, jobs, json.as_deref(), record),
+            repeat,
+        } => run(&paths, timings, jobs, json.as_deref(), record, repeat),
         Command::Diff {
             old,
             new,
@@ -351,8 +357,14 @@ fn run(
     jobs: Option<u16>,
     json: Option<&Path>,
     record: bool,
+    repeat: Option<u32>,
 ) -> Result<ExitCode> {
     let mut policy = Policy::current()?.clone();
+    // The flag, else DROPSPEC_REPEAT: one number of runs per scenario for both front ends.
+    let repeat = repeat.unwrap_or(policy.repeat) as usize;
+    if repeat > 1 && record {
+        bail!("--record with --repeat would record one run of several: record once, then repeat");
+    }
     if record {
         if policy.baseline == BaselineMode::RecordKernel {
             bail!("--record and DROPSPEC_BASELINE=record ask for two kinds of recording at once: use one");
@@ -393,32 +405,67 @@ fn run(
     let baselines = Baselines::in_project(&root);
 
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Outcome>>> =
-        Mutex::new((0..scenarios.len()).map(|_| None).collect());
+    let runs = scenarios.len() * repeat;
+    // Run k of scenario i is slot i * repeat + k; the repetitions of one scenario are
+    // spread over the jobs like any other runs.
+    let results: Mutex<Vec<Option<Outcome>>> = Mutex::new((0..runs).map(|_| None).collect());
     let output = Mutex::new(());
     let started = std::time::Instant::now();
     std::thread::scope(|scope| {
-        for _ in 0..jobs.min(scenarios.len()) {
+        for _ in 0..jobs.min(runs) {
             scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(s) = scenarios.get(i) else { break };
+                let slot = next.fetch_add(1, Ordering::Relaxed);
+                if slot >= runs {
+                    break;
+                }
+                let s = &scenarios[slot / repeat];
                 let judgement = verdict::judge(s, runner::run(s), &baselines, &policy);
                 {
                     let _guard = output.lock().unwrap();
                     print_result(s, &judgement, timings);
                 }
-                results.lock().unwrap()[i] = Some((judgement.verdict, judgement.report));
+                results.lock().unwrap()[slot] = Some((judgement.verdict, judgement.report));
             });
         }
     });
     let wall = started.elapsed();
 
-    let results: Vec<Outcome> = results
+    let all: Vec<Outcome> = results
         .into_inner()
         .unwrap()
         .into_iter()
         .map(|r| r.expect("every scenario ran"))
         .collect();
+    let mut varied = 0;
+    if repeat > 1 {
+        for (s, runs) in scenarios.iter().zip(all.chunks(repeat)) {
+            let runs: Vec<dropspec::repeat::Run> = runs
+                .iter()
+                .map(|(verdict, report)| dropspec::repeat::Run {
+                    outcome: match verdict {
+                        Verdict::Passed => "passed",
+                        Verdict::Failed(_) => "failed",
+                        Verdict::Skipped(_) => "skipped",
+                    },
+                    snapshot: report.as_ref().map(|r| r.render_snapshot()),
+                })
+                .collect();
+            let found = dropspec::repeat::variations(&runs);
+            if !found.is_empty() {
+                varied += 1;
+                println!("VARIED: {} over {repeat} runs", s.name);
+                for line in found {
+                    println!("  {line}");
+                }
+            }
+        }
+        println!(
+            "{varied} of {} scenario(s) varied over {repeat} runs each",
+            scenarios.len()
+        );
+    }
+    // Every run counts in the totals; the saved run is the first of each scenario.
+    let results = all;
     let passed = results
         .iter()
         .filter(|(v, _)| matches!(v, Verdict::Passed))
@@ -445,10 +492,11 @@ fn run(
         }
     }
     if let Some(path) = json {
-        save_run(path, &results, &scenarios)?;
+        let firsts: Vec<Outcome> = results.iter().step_by(repeat).cloned().collect();
+        save_run(path, &firsts, &scenarios)?;
     }
     println!("{passed} passed, {failed} failed, {skipped} skipped");
-    Ok(if failed > 0 {
+    Ok(if failed > 0 || varied > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

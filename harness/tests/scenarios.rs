@@ -159,12 +159,33 @@ fn run_trial(root: &Path, path: &Path, policy: &Policy) -> Result<Completion, Fa
     let scenarios_dir = root.join("scenarios");
     let scenario = scenario::load(path, &scenarios_dir, &root.join("fixtures"))
         .map_err(|e| Failed::from(e.to_string()))?;
-    let judgement = verdict::judge(
-        &scenario,
-        runner::run(&scenario),
-        &Baselines::in_project(root),
-        policy,
-    );
+    let baselines = Baselines::in_project(root);
+    let judgement = verdict::judge(&scenario, runner::run(&scenario), &baselines, policy);
+    // DROPSPEC_REPEAT=N: N-1 more runs, each judged alike; a failing one is the trial's
+    // verdict, and any count or outcome that varied fails it too.
+    let mut judgement = judgement;
+    if policy.repeat > 1 {
+        let mut runs = vec![repeat_run(&judgement)];
+        for _ in 1..policy.repeat {
+            let again = verdict::judge(&scenario, runner::run(&scenario), &baselines, policy);
+            runs.push(repeat_run(&again));
+            if matches!(again.verdict, Verdict::Failed(_))
+                && !matches!(judgement.verdict, Verdict::Failed(_))
+            {
+                judgement = again;
+            }
+        }
+        let varied = dropspec::repeat::variations(&runs);
+        if !varied.is_empty() {
+            return Err(format!(
+                "{}: varied over {} runs:\n  - {}",
+                path.display(),
+                policy.repeat,
+                varied.join("\n  - ")
+            )
+            .into());
+        }
+    }
     for note in &judgement.notes {
         eprintln!("{}: {note}", scenario.name);
     }
@@ -283,6 +304,13 @@ fn no_harness_drops(root: &Path, names: &[String], policy: &Policy) -> Result<Co
     }
     eprintln!("controls/no_harness_drops: {checked} controls ran, no drop made by a teardown");
     Ok(Completion::Completed)
+}
+
+fn repeat_run(judgement: &verdict::Judgement) -> dropspec::repeat::Run {
+    dropspec::repeat::Run {
+        outcome: verdict_word(&judgement.verdict),
+        snapshot: judgement.report.as_ref().map(|r| r.render_snapshot()),
+    }
 }
 
 fn unreferenced_snapshots(dir: &Path, scenario_names: &[String]) -> Result<(), Failed> {
