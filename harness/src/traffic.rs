@@ -173,10 +173,19 @@ fn run_one(
             })?
             .map_err(sock_err("opening TCP sockets"))?;
             let result = connects(&clients, listener.as_ref(), traffic, completion);
-            for client in clients {
-                sockets.keep(sender, client);
+            let (outcome, accepted, attempts) = result.map_err(sock_err("connecting over TCP"))?;
+            for (client, attempt) in clients.into_iter().zip(attempts) {
+                if matches!(attempt, Attempt::Pending | Attempt::TimedOut) {
+                    // Still in SYN_SENT: its retransmission timer would put a second SYN
+                    // on the wire after 1 s, and the scenario may take that long on a
+                    // loaded machine. Closing it now sends nothing (SYN_SENT -> CLOSE)
+                    // and frees its SYN with __kfree_skb, which is no drop; the kernel
+                    // has already finished with the first one (completion).
+                    drop(client);
+                } else {
+                    sockets.keep(sender, client);
+                }
             }
-            let (outcome, accepted) = result.map_err(sock_err("connecting over TCP"))?;
             if let Some(server) = traffic.to_host {
                 for conn in accepted {
                     sockets.keep(server, conn);
@@ -300,7 +309,7 @@ fn connects(
     listener: Option<&OwnedFd>,
     traffic: &Traffic,
     completion: &mut Completion,
-) -> io::Result<(TrafficOutcome, Vec<OwnedFd>)> {
+) -> io::Result<(TrafficOutcome, Vec<OwnedFd>, Vec<Attempt>)> {
     let destination = SocketAddrV4::new(traffic.destination, traffic.port);
     let mut attempts = vec![Attempt::Pending; sockets.len()];
     for (socket, attempt) in sockets.iter().zip(&mut attempts) {
@@ -339,7 +348,7 @@ fn connects(
         sent: traffic.count,
         ..Default::default()
     };
-    for attempt in attempts {
+    for attempt in &attempts {
         match attempt {
             Attempt::Connected => outcome.connected += 1,
             Attempt::Refused => outcome.refused += 1,
@@ -347,7 +356,7 @@ fn connects(
             Attempt::Pending | Attempt::TimedOut => outcome.timed_out += 1,
         }
     }
-    Ok((outcome, accepted))
+    Ok((outcome, accepted, attempts))
 }
 
 fn socket(kind: SockType, protocol: SockProtocol) -> io::Result<OwnedFd> {
