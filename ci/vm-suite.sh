@@ -91,7 +91,7 @@ for kernel in "${kernels[@]}"; do
   if [ ${#filter[@]} -eq 0 ]; then
     guest_command=(bash -c '"$0" && echo "=== hook points by kprobe" && DROPSPEC_HOOKS=kprobe "$0" hook' "$suite")
   fi
-  if target/debug/dropspec vm --kernel "$kernel" --cpus 2 --timeout "${DROPSPEC_VM_TIMEOUT:-900}" \
+  if target/debug/dropspec vm --kernel "$kernel" --timeout "${DROPSPEC_VM_TIMEOUT:-900}" \
       --env CI=true --env DROPSPEC_REQUIRE_PRIVILEGED=1 --env DROPSPEC_REQUIRE_HOOKS=1 \
       -- "${guest_command[@]}"; then
     echo "=== kernel $kernel: suite passed in $(( $(date +%s) - started ))s"
