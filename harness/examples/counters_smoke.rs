@@ -64,7 +64,9 @@ fn main() -> Result<()> {
     let before = read_all()?;
     let first_read = started.elapsed();
     let mut quiet = || 0u64;
-    let outcomes = traffic::run(&scenario, &topology, &mut quiet)?;
+    let mut completion = dropspec::completion::Completion::new(topology.hosts(), &mut quiet)?;
+    let mut sockets = traffic::Sockets::default();
+    let outcomes = traffic::run(&scenario, &topology, &mut completion, &mut sockets)?;
     let after = read_all()?;
     for (spec, outcome) in scenario.traffic.iter().zip(&outcomes) {
         println!(

@@ -39,7 +39,8 @@
 //!   as NO_SOCKET in `ping_rcv`.
 //!
 //! Sockets are closed so that closing adds no drop: every queue the harness owns is
-//! read empty first, and the TCP ends are closed in repair mode, which sends nothing.
+//! read empty first, the TCP ends are closed in repair mode, which sends nothing, and
+//! every socket is closed only after the watchers stopped (`traffic::Sockets`).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -52,10 +53,11 @@ use nix::sys::socket::{
     SockaddrStorage,
 };
 
+use crate::completion::Completion;
 use crate::packets::{self, FrameSpec, PacketError, PacketSocket, Reply, Transport};
 use crate::scenario::{HostId, PacketEntry, PacketProtocol, Receiver, Scenario};
 use crate::topology::{Netns, Topology, TopologyError};
-use crate::traffic::{await_outcome, Activity};
+use crate::traffic::{await_outcome, Sockets};
 
 /// The identifier of crafted echo requests (and the port of the sender's ping socket).
 pub const ECHO_ID: u16 = 4242;
@@ -109,14 +111,15 @@ pub enum CraftedError {
 pub fn run(
     scenario: &Scenario,
     topology: &Topology,
-    activity: &mut dyn Activity,
+    completion: &mut Completion,
+    sockets: &mut Sockets,
 ) -> Result<(Vec<PacketOutcome>, Unread), CraftedError> {
     let mut unread = Unread::default();
     let outcomes = scenario
         .packets
         .iter()
         .enumerate()
-        .map(|(i, entry)| run_one(i + 1, entry, topology, activity, &mut unread))
+        .map(|(i, entry)| run_one(i + 1, entry, topology, completion, sockets, &mut unread))
         .collect::<Result<_, _>>()?;
     Ok((outcomes, unread))
 }
@@ -162,7 +165,8 @@ fn run_one(
     index: usize,
     entry: &PacketEntry,
     topology: &Topology,
-    activity: &mut dyn Activity,
+    completion: &mut Completion,
+    sockets: &mut Sockets,
     unread: &mut Unread,
 ) -> Result<PacketOutcome, CraftedError> {
     let socket_error = |what: &str| {
@@ -257,12 +261,18 @@ fn run_one(
         }
     }
     let count = u64::from(entry.count);
-    await_outcome(Duration::from_millis(entry.timeout_ms), activity, || {
-        collect(&mut outcome)?;
-        let answers =
-            u64::from(outcome.delivered + outcome.answered + outcome.errors + outcome.resets);
-        Ok((answers, answers >= count))
-    })
+    let what = format!("packets to {} ({:?})", entry.destination, entry.protocol);
+    await_outcome(
+        Duration::from_millis(entry.timeout_ms),
+        completion,
+        &what,
+        || {
+            collect(&mut outcome)?;
+            let answers =
+                u64::from(outcome.delivered + outcome.answered + outcome.errors + outcome.resets);
+            Ok((answers, answers >= count))
+        },
+    )
     .map_err(socket_error("waiting for the outcome"))?;
 
     // Close without leaving anything queued: a queued skb purged at close is a drop.
@@ -277,8 +287,30 @@ fn run_one(
                 .map_err(socket_error("closing the repaired connection"))?;
         }
     }
-    if let (Application::Udp(socket), Receiver::NeverReads) = (application, entry.receiver) {
-        unread.sockets.push((entry.to, socket));
+    // Everything else closes once the watchers stopped (see `Sockets`): a late echo reply
+    // must still find its ping socket, and a repaired end purges what it holds.
+    match application {
+        Application::Udp(socket) if entry.receiver == Receiver::NeverReads => {
+            unread.sockets.push((entry.to, socket))
+        }
+        // Read empty by the last collect, after the kernel was done with the entry: it
+        // closes now, freeing nothing, so a later entry can bind the same port.
+        Application::Udp(socket) => drop(socket),
+        // Repaired ends close in `tcp_disconnect`, which purges their receive queues: read
+        // empty, they free nothing as a drop (the sender's unacknowledged copy goes through
+        // __kfree_skb, not traced) and close now, so a later entry can reuse the 4-tuple.
+        // An unread one would purge its segments as drops: it closes after watching.
+        Application::Tcp { receiver, sender } if entry.receiver == Receiver::Reads => {
+            drop((receiver, sender))
+        }
+        Application::Tcp { receiver, sender } => {
+            sockets.keep(entry.to, receiver);
+            sockets.keep(entry.from, sender);
+        }
+        Application::None => {}
+    }
+    if let Some(ping) = ping {
+        sockets.keep(entry.from, ping);
     }
     Ok(outcome)
 }

@@ -42,6 +42,7 @@ const RULES: &[(&str, &[&str])] = &[
     (
         "runner.rs",
         &[
+            "completion",
             "crafted",
             "faults",
             "global_sysctls",
@@ -57,6 +58,8 @@ const RULES: &[(&str, &[&str])] = &[
     // CI outputs render verdicts and reports (and the saved run, for JSON); they read
     // the kernel layer only for the hook frames' stages (the metrics' direction).
     ("outputs", &["diff", "kernel", "report", "verdict"]),
+    // Flake detection compares runs' texts and knows nothing else.
+    ("repeat.rs", &[]),
     // The verdict decides from the report, the baselines and the policy alone.
     (
         "verdict.rs",

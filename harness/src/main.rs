@@ -57,6 +57,11 @@ enum Command {
         json: Option<PathBuf>,
         #[command(flatten)]
         ci: CiOutputs,
+        /// Run each scenario N times and report every count or outcome that varied, with
+        /// the values seen; exits non-zero if anything varied (DROPSPEC_REPEAT=N is the
+        /// same for `cargo test`).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+        repeat: Option<u32>,
     },
     /// Compare two saved runs (`run --json`) of the suite on two kernels, scenario by
     /// scenario. Exits 1 when there is a behaviour change not listed in --accept.
@@ -194,9 +199,10 @@ struct VmArgs {
     /// Guest memory in MiB (qemu only uses what the guest touches).
     #[arg(long, default_value_t = 2048)]
     memory: u32,
-    /// Guest CPUs. One by default: under TCG a second vCPU's host thread can stall for
-    /// longer than the harness's 10 ms quiet window, which made 6.1 runs flaky (5 of 18
-    /// suite runs with 2 CPUs had a timing failure, 0 of 18 with one) and was no faster.
+    /// Guest CPUs. One by default. Completion no longer rests on a quiet window (the old
+    /// reason), but under multi-threaded TCG a second vCPU crashed a 6.12 guest in 1 of 6
+    /// suite runs: "Oops: int3" in ip_local_deliver while a static key was being patched
+    /// (cross-modifying code). `--cpus 2` works otherwise (5 of 6 runs green).
     #[arg(long, default_value_t = 1)]
     cpus: u32,
     /// Seconds for boot, command and power-off together; qemu is killed after that.
@@ -249,6 +255,7 @@ fn main() -> ExitCode {
             propose,
             keep,
             ci,
+            repeat,
         } => run(
             &paths,
             &RunOptions {
@@ -258,6 +265,7 @@ fn main() -> ExitCode {
                 record,
                 propose,
                 keep,
+                repeat,
             },
             &ci,
         ),
@@ -672,6 +680,7 @@ struct RunOptions<'a> {
     record: bool,
     propose: bool,
     keep: bool,
+    repeat: Option<u32>,
 }
 
 fn run(paths: &[PathBuf], options: &RunOptions<'_>, ci: &CiOutputs) -> Result<ExitCode> {
@@ -682,8 +691,14 @@ fn run(paths: &[PathBuf], options: &RunOptions<'_>, ci: &CiOutputs) -> Result<Ex
         record,
         propose,
         keep,
+        repeat,
     } = *options;
     let mut policy = Policy::current()?.clone();
+    // The flag, else DROPSPEC_REPEAT: one number of runs per scenario for both front ends.
+    let repeat = repeat.unwrap_or(policy.repeat) as usize;
+    if repeat > 1 && record {
+        bail!("--record with --repeat would record one run of several: record once, then repeat");
+    }
     if record {
         if policy.baseline == BaselineMode::RecordKernel {
             bail!("--record and DROPSPEC_BASELINE=record ask for two kinds of recording at once: use one");
@@ -742,17 +757,23 @@ fn run(paths: &[PathBuf], options: &RunOptions<'_>, ci: &CiOutputs) -> Result<Ex
     );
 
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<ScenarioResult>>> =
-        Mutex::new((0..scenarios.len()).map(|_| None).collect());
+    let runs = scenarios.len() * repeat;
+    // Run k of scenario i is slot i * repeat + k; the repetitions of one scenario are
+    // spread over the jobs like any other runs.
+    let results: Mutex<Vec<Option<ScenarioResult>>> = Mutex::new((0..runs).map(|_| None).collect());
     // With --format json, stdout is the JSON document alone; the human text goes to stderr.
     let human_to_stderr = ci.format == Format::Json;
-    let output = Mutex::new(Progress::new(scenarios.len()));
+    let output = Mutex::new(Progress::new(runs));
     let started = std::time::Instant::now();
     std::thread::scope(|scope| {
-        for _ in 0..jobs.min(scenarios.len()) {
+        for _ in 0..jobs.min(runs) {
             scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(s) = scenarios.get(i) else { break };
+                let slot = next.fetch_add(1, Ordering::Relaxed);
+                if slot >= runs {
+                    break;
+                }
+                let i = slot / repeat;
+                let s = &scenarios[i];
                 let baselines = &places[i].baselines;
                 let mut kept = None;
                 let report = if keep {
@@ -791,7 +812,7 @@ fn run(paths: &[PathBuf], options: &RunOptions<'_>, ci: &CiOutputs) -> Result<Ex
                     }
                     progress.finished_one(&s.name);
                 }
-                results.lock().unwrap()[i] = Some(ScenarioResult {
+                results.lock().unwrap()[slot] = Some(ScenarioResult {
                     name: s.name.clone(),
                     path: root
                         .as_deref()
@@ -806,13 +827,50 @@ fn run(paths: &[PathBuf], options: &RunOptions<'_>, ci: &CiOutputs) -> Result<Ex
     drop(output);
     let wall = started.elapsed();
 
-    let results: Vec<ScenarioResult> = results
+    let all: Vec<ScenarioResult> = results
         .into_inner()
         .unwrap()
         .into_iter()
         .map(|r| r.expect("every scenario ran"))
         .collect();
-    let totals = outputs::Totals::of(&results);
+    let mut varied = 0;
+    if repeat > 1 {
+        let mut text = String::new();
+        for (s, runs) in scenarios.iter().zip(all.chunks(repeat)) {
+            let runs: Vec<dropspec::repeat::Run> = runs
+                .iter()
+                .map(|r| dropspec::repeat::Run {
+                    outcome: match r.verdict {
+                        Verdict::Passed => "passed",
+                        Verdict::Failed(_) => "failed",
+                        Verdict::Skipped(_) => "skipped",
+                    },
+                    snapshot: r.report.as_ref().map(|r| r.render_snapshot()),
+                })
+                .collect();
+            let found = dropspec::repeat::variations(&runs);
+            if !found.is_empty() {
+                varied += 1;
+                text.push_str(&format!("VARIED: {} over {repeat} runs\n", s.name));
+                for line in found {
+                    text.push_str(&format!("  {line}\n"));
+                }
+            }
+        }
+        text.push_str(&format!(
+            "{varied} of {} scenario(s) varied over {repeat} runs each\n",
+            scenarios.len()
+        ));
+        if human_to_stderr {
+            eprint!("{text}");
+        } else {
+            print!("{text}");
+        }
+    }
+    // Every run counts in the totals; the outputs and the saved run show each scenario's
+    // first run.
+    let totals = outputs::Totals::of(&all);
+    let results: Vec<ScenarioResult> = all.into_iter().step_by(repeat).collect();
     if timings {
         let mut totals: Vec<f64> = results
             .iter()
@@ -865,7 +923,7 @@ fn run(paths: &[PathBuf], options: &RunOptions<'_>, ci: &CiOutputs) -> Result<Ex
     } else {
         println!("{totals}");
     }
-    Ok(if totals.failed > 0 {
+    Ok(if totals.failed > 0 || varied > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

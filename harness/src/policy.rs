@@ -67,6 +67,9 @@ pub struct Policy {
     /// Whether this runs in CI (`CI` set to anything but `false`/`0`/empty): no
     /// `.snap.new` files are left for review there.
     pub ci: bool,
+    /// `DROPSPEC_REPEAT=N`: each scenario runs N times and fails if any count or outcome
+    /// varied (`cargo test`'s `dropspec run --repeat N`).
+    pub repeat: u32,
 }
 
 impl Default for Policy {
@@ -82,6 +85,7 @@ impl Default for Policy {
             bless: false,
             vm_kernel: None,
             ci: false,
+            repeat: 1,
         }
     }
 }
@@ -144,6 +148,11 @@ const VARS: &[Var] = &[
         name: "DROPSPEC_HOOKS",
         allowed: "auto, fexit, kprobe, off",
         what: "how Retina's hook points attach",
+    },
+    Var {
+        name: "DROPSPEC_REPEAT",
+        allowed: "a whole number from 1 to 1000",
+        what: "runs each scenario that many times and fails if any count or outcome varied",
     },
     Var {
         name: "DROPSPEC_KERNEL_CACHE",
@@ -266,6 +275,13 @@ impl Policy {
             (true, _) => BaselineMode::RecordKernel,
             (false, mode) => mode,
         };
+        let repeat = match get("DROPSPEC_REPEAT") {
+            None => 1,
+            Some(n) => match n.parse::<u32>() {
+                Ok(n @ 1..=1000) => n,
+                _ => return Err(bad("DROPSPEC_REPEAT", n)),
+            },
+        };
         Ok(Policy {
             require_privileged: flag(get, "DROPSPEC_REQUIRE_PRIVILEGED")?,
             require_hooks: flag(get, "DROPSPEC_REQUIRE_HOOKS")?,
@@ -277,6 +293,7 @@ impl Policy {
             bless: flag(get, "DROPSPEC_BLESS")?,
             vm_kernel: get("DROPSPEC_VM_KERNEL").map(str::to_owned),
             ci,
+            repeat,
         })
     }
 

@@ -406,6 +406,10 @@ pub struct Timings {
     pub traffic: Duration,
     pub settle: Duration,
     pub teardown: Duration,
+    /// The waits that reached their cap instead of a signal from the kernel
+    /// (`completion`): the results of these entries relied on a window.
+    #[serde(default)]
+    pub relied_on_window: Vec<String>,
 }
 
 impl Timings {
@@ -623,6 +627,14 @@ impl Report {
                 ms(t.settle),
                 ms(t.teardown),
                 ms(t.total())
+            )
+            .unwrap();
+        }
+        if !self.timings.relied_on_window.is_empty() {
+            writeln!(
+                out,
+                "relied on a window (no signal from the kernel before the cap): {}",
+                self.timings.relied_on_window.join(", ")
             )
             .unwrap();
         }

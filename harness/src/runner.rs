@@ -1,19 +1,21 @@
 //! Runs one scenario from start to finish: watchers prepared → topology → faults →
-//! watchers started → traffic → settle → watchers finish (rows) → teardown → report,
-//! timing each phase. It knows no watcher by name: it loops over `watchers::REGISTRY`.
+//! watchers started → traffic → settle → watchers finish (rows) → sockets closed →
+//! teardown → report, timing each phase. It knows no watcher by name: it loops over
+//! `watchers::REGISTRY`. Settling asks the kernel (`completion`), not the clock.
 
 use std::time::{Duration, Instant};
 
+use crate::completion::Completion;
 use crate::crafted::{self, CraftedError};
 use crate::faults::{self, FaultError};
 use crate::global_sysctls::{self, GlobalSysctlError};
 use crate::report::{Report, Timings};
 use crate::scenario::Scenario;
 use crate::topology::{Topology, TopologyError};
-use crate::traffic::{self, TrafficError, QUIET_WINDOW};
+use crate::traffic::{self, Sockets, TrafficError};
 use crate::watchers::{Observations, WatchError, Watching, REGISTRY};
 
-/// Longest the runner keeps watching after traffic for the kernel to go quiet.
+/// Longest the runner keeps watching after traffic for the kernel to finish with it.
 const SETTLE_CAP: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
@@ -131,28 +133,25 @@ pub fn run_with(
         .collect::<Result<Vec<_>, _>>()?;
 
     let started = Instant::now();
-    // The last change in the drop count the traffic phase saw: settling continues that
-    // quiet window instead of waiting a whole second one.
-    let mut last_seen = (u64::MAX, Instant::now());
-    let mut total_drops = || {
-        let total = progress(&watching);
-        if total != last_seen.0 {
-            last_seen = (total, Instant::now());
-        }
-        total
-    };
-    let outcomes =
-        traffic::run(scenario, &topology, &mut total_drops).map_err(RunError::Traffic)?;
+    let mut total_drops = || progress(&watching);
+    let mut completion = Completion::new(topology.hosts(), &mut total_drops)
+        .map_err(|e| RunError::Unavailable(format!("reading the kernel's progress: {e}")))?;
+    let mut sockets = Sockets::default();
+    let outcomes = traffic::run(scenario, &topology, &mut completion, &mut sockets)
+        .map_err(RunError::Traffic)?;
     let (packet_outcomes, unread) =
-        crafted::run(scenario, &topology, &mut total_drops).map_err(RunError::Packets)?;
+        crafted::run(scenario, &topology, &mut completion, &mut sockets)
+            .map_err(RunError::Packets)?;
     timings.traffic = started.elapsed();
 
     let started = Instant::now();
-    settle(
-        &watching,
-        Duration::from_millis(scenario.settle_min_ms),
-        last_seen,
-    );
+    // A scenario's own minimum (settle_ms) first, then whatever the kernel still holds.
+    std::thread::sleep(Duration::from_millis(scenario.settle_min_ms));
+    completion
+        .drain(Instant::now() + SETTLE_CAP, "settling", || Ok((0, false)))
+        .map_err(|e| RunError::Unavailable(format!("reading the kernel's progress: {e}")))?;
+    let capped = std::mem::take(&mut completion.capped);
+    drop(completion);
     // Restored as soon as the kernel is done with the traffic: the shortest window.
     let global_sysctls = changes
         .iter()
@@ -165,11 +164,14 @@ pub fn run_with(
     }
     timings.settle = started.elapsed();
 
+    // Only now, with nothing watching, do the harness's own sockets close.
     let started = Instant::now();
     unread.close(&topology);
+    sockets.close(&topology);
     before_teardown(&topology);
     drop(topology);
     timings.teardown = started.elapsed();
+    timings.relied_on_window = capped;
 
     Ok(Report::new(
         scenario,
@@ -184,29 +186,6 @@ pub fn run_with(
 
 fn progress(watching: &[Box<dyn Watching + '_>]) -> u64 {
     watching.iter().filter_map(|w| w.progress()).sum()
-}
-
-/// Waits until no new drop has been counted for a quiet window (and at least `minimum`),
-/// so late drops of the traffic are still seen without a long fixed sleep. The window
-/// started at `seen`, the last change of the count that the traffic phase saw.
-fn settle(watching: &[Box<dyn Watching + '_>], minimum: Duration, seen: (u64, Instant)) {
-    let start = Instant::now();
-    let (mut last, mut last_change) = seen;
-    loop {
-        let now = Instant::now();
-        let total = progress(watching);
-        if total != last {
-            last = total;
-            last_change = now;
-        }
-        let quiet = now.duration_since(last_change) >= QUIET_WINDOW;
-        if (quiet && now.duration_since(start) >= minimum)
-            || now.duration_since(start) >= SETTLE_CAP
-        {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 pub fn kernel_release() -> String {

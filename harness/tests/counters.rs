@@ -14,6 +14,7 @@ use std::path::Path;
 use dropspec::counters::{self, HostCounters, RuleCounter, RuleSource};
 use dropspec::scenario::{self, Scenario};
 use dropspec::topology::{Netns, Topology};
+use dropspec::traffic::Sockets;
 use dropspec::{faults, runner, traffic};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
@@ -109,7 +110,10 @@ fn changes(toml: &str) -> Result<(HostCounters, HostCounters), Outcome> {
     let read = || counters::read_hosts(&hosts).map_err(|e| unavailable_or(e.is_unavailable(), e));
     let before = read()?;
     let mut quiet = || 0u64;
-    traffic::run(&scenario, &topology, &mut quiet).map_err(|e| e.to_string())?;
+    let mut completion = dropspec::completion::Completion::new(topology.hosts(), &mut quiet)
+        .map_err(|e| e.to_string())?;
+    let mut sockets = Sockets::default();
+    traffic::run(&scenario, &topology, &mut completion, &mut sockets).map_err(|e| e.to_string())?;
     let after = read()?;
     let change = |name: &str| {
         let i = scenario.hosts.iter().position(|h| h.name == name).unwrap();
@@ -405,7 +409,10 @@ count = 2
     .map_err(|e| e.to_string())?;
     let topology = Topology::build(&scenario).map_err(|e| unavailable_or(e.is_unavailable(), e))?;
     let mut quiet = || 0u64;
-    traffic::run(&scenario, &topology, &mut quiet).map_err(|e| e.to_string())?;
+    let mut completion = dropspec::completion::Completion::new(topology.hosts(), &mut quiet)
+        .map_err(|e| e.to_string())?;
+    let mut sockets = Sockets::default();
+    traffic::run(&scenario, &topology, &mut completion, &mut sockets).map_err(|e| e.to_string())?;
     for netns in topology.hosts() {
         let ours =
             counters::read_host(netns, &[]).map_err(|e| unavailable_or(e.is_unavailable(), e))?;

@@ -64,8 +64,13 @@ fn main() {
             Trial::ignorable_test(name.clone(), move || run_trial(&root, &path, policy))
         })
         .collect();
-    trials.push(Trial::test("snapshots/all_referenced", move || {
-        unreferenced_snapshots(&workspace().join("snapshots"), &names)
+    trials.push(Trial::test("snapshots/all_referenced", {
+        let names = names.clone();
+        move || unreferenced_snapshots(&workspace().join("snapshots"), &names)
+    }));
+    trials.push(Trial::ignorable_test("controls/no_harness_drops", {
+        let names = names.clone();
+        move || no_harness_drops(&workspace(), &names, policy)
     }));
     // Only a whole-suite run can compare. cargo-nextest runs one trial per process
     // (`--exact NAME`), so there this check never runs (nor could it: each process sees
@@ -185,12 +190,33 @@ fn run_trial(root: &Path, path: &Path, policy: &Policy) -> Result<Completion, Fa
         let lines: Vec<String> = unknown.iter().map(ToString::to_string).collect();
         return Err(lines.join("\n").into());
     }
-    let judgement = verdict::judge(
-        &scenario,
-        runner::run(&scenario),
-        &Baselines::in_project(root),
-        policy,
-    );
+    let baselines = Baselines::in_project(root);
+    let judgement = verdict::judge(&scenario, runner::run(&scenario), &baselines, policy);
+    // DROPSPEC_REPEAT=N: N-1 more runs, each judged alike; a failing one is the trial's
+    // verdict, and any count or outcome that varied fails it too.
+    let mut judgement = judgement;
+    if policy.repeat > 1 {
+        let mut runs = vec![repeat_run(&judgement)];
+        for _ in 1..policy.repeat {
+            let again = verdict::judge(&scenario, runner::run(&scenario), &baselines, policy);
+            runs.push(repeat_run(&again));
+            if matches!(again.verdict, Verdict::Failed(_))
+                && !matches!(judgement.verdict, Verdict::Failed(_))
+            {
+                judgement = again;
+            }
+        }
+        let varied = dropspec::repeat::variations(&runs);
+        if !varied.is_empty() {
+            return Err(format!(
+                "{}: varied over {} runs:\n  - {}",
+                path.display(),
+                policy.repeat,
+                varied.join("\n  - ")
+            )
+            .into());
+        }
+    }
     for note in &judgement.notes {
         eprintln!("{}: {note}", scenario.name);
     }
@@ -214,6 +240,107 @@ fn run_trial(root: &Path, path: &Path, policy: &Policy) -> Result<Completion, Fa
             }
             Err(text.into())
         }
+    }
+}
+
+/// Kernel functions that free packets only because a socket or a namespace is being
+/// closed: a drop with one of them in its stack was made by whoever closed it, never by
+/// a scenario's fault. Read from the kernel's close paths (net/ipv4/tcp.c,
+/// inet_connection_sock.c, af_inet.c, net/core/sock.c, stream.c, udp.c, af_packet.c,
+/// net_namespace.c, dev.c):
+/// - `tcp_disconnect`: a listener's unaccepted children (`inet_csk_listen_stop` →
+///   `inet_child_forget`) and repair-mode closes purge their queues here (NOT_SPECIFIED
+///   on 6.1, QUEUE_PURGE later) and reset the peer;
+/// - `tcp_close`, `__tcp_close`, `inet_release`, `sock_close`, `__sock_release`,
+///   `sk_common_release`: close(2) of any inet socket, on the way to the above;
+/// - `sk_stream_kill_queues`, `inet_csk_destroy_sock`: an orphaned TCP socket dying with
+///   skbs still queued (a FIN that arrived after close: QUEUE_PURGE);
+/// - `__sk_destruct`, `sk_destruct`, `inet_sock_destruct`, `udp_destruct_common`: queues
+///   freed when the last reference goes (UDP's from an RCU callback);
+/// - `packet_release`: an AF_PACKET socket closed with frames queued;
+/// - `cleanup_net`, `unregister_netdevice_many`, `default_device_exit_batch`,
+///   `dev_close_many`: a namespace torn down with packets still in its devices.
+pub const TEARDOWN_FUNCTIONS: &[&str] = &[
+    "tcp_disconnect",
+    "tcp_close",
+    "__tcp_close",
+    "inet_release",
+    "inet_csk_listen_stop",
+    "inet_child_forget",
+    "sock_close",
+    "__sock_release",
+    "sk_common_release",
+    "sk_stream_kill_queues",
+    "inet_csk_destroy_sock",
+    "__sk_destruct",
+    "sk_destruct",
+    "inet_sock_destruct",
+    "udp_destruct_common",
+    "packet_release",
+    "cleanup_net",
+    "unregister_netdevice_many",
+    "default_device_exit_batch",
+    "dev_close_many",
+];
+
+/// Runs every control scenario (`scenarios/controls/`) and fails if any drop row has a
+/// teardown function in its function or stack. A control that cannot run makes the trial
+/// a skip that says so (a failure under DROPSPEC_REQUIRE_PRIVILEGED=1), never a pass.
+fn no_harness_drops(root: &Path, names: &[String], policy: &Policy) -> Result<Completion, Failed> {
+    let scenarios_dir = root.join("scenarios");
+    let controls: Vec<&String> = names
+        .iter()
+        .filter(|n| n.starts_with("controls/"))
+        .collect();
+    if controls.is_empty() {
+        return Err("no control scenario under scenarios/controls/: nothing to check".into());
+    }
+    let (mut checked, mut skipped, mut problems) = (0, Vec::new(), Vec::new());
+    for name in controls {
+        let path = scenarios_dir.join(format!("{name}.toml"));
+        let scenario = scenario::load(&path, &scenarios_dir, &root.join("fixtures"))
+            .map_err(|e| Failed::from(e.to_string()))?;
+        let report = match runner::run(&scenario) {
+            Ok(report) => report,
+            Err(runner::RunError::Unavailable(why)) => {
+                skipped.push(format!("{name}: {why}"));
+                continue;
+            }
+            Err(e) => return Err(format!("{name}: {e}").into()),
+        };
+        checked += 1;
+        for drop in &report.drops {
+            let frames = std::iter::once(&drop.function).chain(&drop.stack);
+            if let Some(f) = frames
+                .into_iter()
+                .find(|f| TEARDOWN_FUNCTIONS.contains(&f.as_str()))
+            {
+                problems.push(format!(
+                    "{name}: {} {} at {} ({} packets) has {f} in its stack: a drop made by closing, not by the scenario (stack: {})",
+                    drop.host, drop.reason, drop.function, drop.packets, drop.stack.join(" <- ")
+                ));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems.join("\n").into());
+    }
+    if checked == 0 || (!skipped.is_empty() && policy.require_privileged) {
+        let why = format!("{checked} control(s) ran; not run: {}", skipped.join("; "));
+        return if policy.require_privileged {
+            Err(why.into())
+        } else {
+            Ok(Completion::ignored_with(why))
+        };
+    }
+    eprintln!("controls/no_harness_drops: {checked} controls ran, no drop made by a teardown");
+    Ok(Completion::Completed)
+}
+
+fn repeat_run(judgement: &verdict::Judgement) -> dropspec::repeat::Run {
+    dropspec::repeat::Run {
+        outcome: verdict_word(&judgement.verdict),
+        snapshot: judgement.report.as_ref().map(|r| r.render_snapshot()),
     }
 }
 

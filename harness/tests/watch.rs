@@ -62,11 +62,18 @@ fn counts_and_samples(watch_the_router: bool) -> Result<(), String> {
     let mut probe =
         WatchProbe::attach(Scope::Inodes(&watched), 1000).map_err(|e| format!("{e:#}"))?;
     let mut quiet = || 0u64;
-    dropspec::traffic::run(&scenario, &topology, &mut quiet).map_err(|e| e.to_string())?;
+    let mut completion = dropspec::completion::Completion::new(topology.hosts(), &mut quiet)
+        .map_err(|e| e.to_string())?;
+    let mut sockets = dropspec::traffic::Sockets::default();
+    dropspec::traffic::run(&scenario, &topology, &mut completion, &mut sockets)
+        .map_err(|e| e.to_string())?;
+    drop(completion);
+    // The live probe's ring buffer is read on a timer: give it one.
     std::thread::sleep(Duration::from_millis(300));
     let no_route = probe.reasons.number("IP_INNOROUTES").unwrap();
     let counts = probe.counts();
     let samples = probe.drain_samples();
+    sockets.close(&topology);
     let (expected_counts, expected_samples) = if watch_the_router { (3, 3) } else { (0, 0) };
     let counted: u64 = counts
         .iter()

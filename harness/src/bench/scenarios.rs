@@ -71,12 +71,18 @@ fn collect_once(probe: &'static DropProbe, scenario: &Scenario) -> Result<Durati
             .map(|d| d.packets)
             .sum()
     };
-    traffic::run(scenario, &topology, &mut total)?;
+    let mut completion = dropspec::completion::Completion::new(topology.hosts(), &mut total)?;
+    let mut sockets = traffic::Sockets::default();
+    traffic::run(scenario, &topology, &mut completion, &mut sockets)?;
+    drop(completion);
     let started = Instant::now();
     for slot in &slots {
         slot.read()?;
     }
-    Ok(started.elapsed())
+    let elapsed = started.elapsed();
+    drop(slots);
+    sockets.close(&topology);
+    Ok(elapsed)
 }
 
 fn shell_saw_expected(run: &ShellRun, scenario: &Scenario, probe: &DropProbe) -> bool {

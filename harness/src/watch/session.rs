@@ -172,11 +172,18 @@ fn send_rounds(
         if round > 0 {
             std::thread::sleep(Duration::from_secs(1));
         }
+        // The live view counts nothing itself: completion waits on the kernel alone.
         let mut quiet = || 0u64;
-        crate::traffic::run(scenario, topology, &mut quiet).context("sending the traffic")?;
-        let (_, unread) =
-            crate::crafted::run(scenario, topology, &mut quiet).context("sending the packets")?;
+        let mut completion = crate::completion::Completion::new(topology.hosts(), &mut quiet)
+            .context("reading the kernel's progress")?;
+        let mut sockets = crate::traffic::Sockets::default();
+        crate::traffic::run(scenario, topology, &mut completion, &mut sockets)
+            .context("sending the traffic")?;
+        let (_, unread) = crate::crafted::run(scenario, topology, &mut completion, &mut sockets)
+            .context("sending the packets")?;
+        drop(completion);
         unread.close(topology);
+        sockets.close(topology);
     }
     Ok(())
 }

@@ -1,0 +1,307 @@
+//! When is the kernel done with what a scenario sent? Asked of the kernel, not the clock.
+//!
+//! On veth (and `lo`) a sent packet is queued on the per-CPU backlog of the CPU the
+//! sender runs on (`netif_rx` → `enqueue_to_backlog(skb, smp_processor_id())`, RPS off),
+//! and that backlog is processed in order (`process_backlog`). A packet forwarded or
+//! answered while it is processed is queued again on the same CPU, at the tail. So:
+//!
+//! - **A marker round**: on every CPU in turn, the calling thread pins itself there and
+//!   sends one datagram over `lo` in a namespace of its own (the marker namespace,
+//!   never watched, so markers are in no scenario's counts) and waits until it is
+//!   received. Everything queued on that CPU's backlog before the marker has then been
+//!   processed. Getting onto a CPU at all also means no softirq (a neighbour timer, say)
+//!   is still running there.
+//! - A packet crossing `h` hops needs `h` rounds (each hop queues it again behind the
+//!   marker). The drain runs at least `2 × hosts + 2` rounds — there and back across
+//!   every host, plus address resolution — and then keeps going until a whole pass
+//!   changed nothing that is watched (drops, answers).
+//! - **Packets parked on a timer** are not on any backlog: those queued on a neighbour
+//!   entry waiting for ARP/NDP. The drain reads every host's neighbour table over
+//!   netlink and waits while any entry is INCOMPLETE (the state that queues packets);
+//!   when it turns FAILED, `neigh_invalidate` has dropped the queue (NEIGH_FAILED), and
+//!   the next marker round makes sure the timer that did it has returned.
+//!
+//! What remains a window is the cap (the entry's `timeout_ms`, or the settle cap): a
+//! drain that reaches it says so, and the report names the results that relied on it.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+use nix::sys::socket::{
+    self as sock, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
+    SockaddrIn,
+};
+use nix::unistd::Pid;
+
+use crate::netns::Netns;
+
+/// How long one marker may take to come back before the drain gives up on markers
+/// (only a machine so loaded that a softirq waits this long: the drain then reports).
+const MARKER_WAIT: Duration = Duration::from_secs(2);
+const POLL_INTERVAL: Duration = Duration::from_micros(500);
+
+/// How a drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// The caller's own condition held (every answer arrived).
+    Done,
+    /// The kernel has nothing left of the scenario: backlogs processed, no neighbour
+    /// entry waiting to resolve.
+    Quiet,
+    /// The cap passed first: the outcome relied on a window.
+    Capped,
+}
+
+/// The scenario's side of completion: a netlink socket inside each host, for reading
+/// its neighbour table, and the notes of which waits reached their cap.
+pub struct Completion<'a> {
+    neighbour_sockets: Vec<OwnedFd>,
+    min_rounds: usize,
+    activity: &'a mut dyn FnMut() -> u64,
+    /// What relied on a window, for the report.
+    pub capped: Vec<String>,
+}
+
+impl<'a> Completion<'a> {
+    /// `activity` grows with every drop the watchers see.
+    pub fn new(hosts: &[Netns], activity: &'a mut dyn FnMut() -> u64) -> io::Result<Self> {
+        let neighbour_sockets = hosts
+            .iter()
+            .map(|h| h.run(route_socket).map_err(io::Error::other)?)
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Completion {
+            neighbour_sockets,
+            min_rounds: 2 * hosts.len() + 2,
+            activity,
+            capped: Vec::new(),
+        })
+    }
+
+    /// The drop watchers' progress.
+    pub fn activity(&mut self) -> u64 {
+        (self.activity)()
+    }
+
+    /// Waits until `progress` says done, or the kernel has finished with everything sent
+    /// so far, or `deadline` passed. `progress` returns (answers so far, done).
+    pub fn drain(
+        &mut self,
+        deadline: Instant,
+        what: &str,
+        mut progress: impl FnMut() -> io::Result<(u64, bool)>,
+    ) -> io::Result<Drained> {
+        let mut rounds = 0;
+        let mut last = None;
+        loop {
+            let (answers, done) = progress()?;
+            if done {
+                return Ok(Drained::Done);
+            }
+            let now = (answers, self.activity());
+            let resolving = self.resolving()?;
+            if !resolving && rounds >= self.min_rounds && last == Some(now) {
+                return Ok(Drained::Quiet);
+            }
+            if Instant::now() >= deadline {
+                self.capped.push(what.to_owned());
+                return Ok(Drained::Capped);
+            }
+            if resolving {
+                // A neighbour entry is waiting for an answer on its own timer.
+                std::thread::sleep(POLL_INTERVAL);
+                last = None;
+                continue;
+            }
+            last = Some(now);
+            if marker_round().is_err() {
+                // No markers on this machine: only the cap is left.
+                std::thread::sleep(POLL_INTERVAL);
+            }
+            rounds += 1;
+        }
+    }
+
+    /// Whether any host has a neighbour entry still resolving (INCOMPLETE): packets
+    /// queued on it will be sent or dropped (NEIGH_FAILED) when its timer decides.
+    fn resolving(&self) -> io::Result<bool> {
+        for socket in &self.neighbour_sockets {
+            if any_incomplete(socket)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// A NETLINK_ROUTE socket made inside the calling thread's namespace.
+fn route_socket() -> io::Result<OwnedFd> {
+    let socket = sock::socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkRoute,
+    )?;
+    sock::bind(socket.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
+    Ok(socket)
+}
+
+const RTM_NEWNEIGH: u16 = 28;
+const RTM_GETNEIGH: u16 = 30;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_DUMP: u16 = 0x300;
+const NUD_INCOMPLETE: u16 = 0x01;
+const NLMSG_HEADER: usize = 16;
+
+/// Dumps the namespace's neighbour tables (IPv4 and IPv6) and says whether any entry
+/// is INCOMPLETE. The request is `struct nlmsghdr` + `struct ndmsg` (AF_UNSPEC: all
+/// families); each answer's `ndm_state` is at offset 8 of its `ndmsg`.
+fn any_incomplete(socket: &OwnedFd) -> io::Result<bool> {
+    let mut request = [0u8; NLMSG_HEADER + 12];
+    request[0..4].copy_from_slice(&((NLMSG_HEADER + 12) as u32).to_ne_bytes());
+    request[4..6].copy_from_slice(&RTM_GETNEIGH.to_ne_bytes());
+    request[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    sock::send(socket.as_raw_fd(), &request, MsgFlags::empty())?;
+    let mut incomplete = false;
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let n = sock::recv(socket.as_raw_fd(), &mut buf, MsgFlags::empty())?;
+        let mut at = 0;
+        while at + NLMSG_HEADER <= n {
+            let len = u32::from_ne_bytes(buf[at..at + 4].try_into().unwrap()) as usize;
+            let kind = u16::from_ne_bytes(buf[at + 4..at + 6].try_into().unwrap());
+            match kind {
+                NLMSG_DONE => return Ok(incomplete),
+                NLMSG_ERROR => {
+                    let code = i32::from_ne_bytes(
+                        buf[at + NLMSG_HEADER..at + NLMSG_HEADER + 4]
+                            .try_into()
+                            .unwrap(),
+                    );
+                    return Err(io::Error::from_raw_os_error(-code));
+                }
+                RTM_NEWNEIGH if len >= NLMSG_HEADER + 12 => {
+                    let s = at + NLMSG_HEADER + 8;
+                    let state = u16::from_ne_bytes(buf[s..s + 2].try_into().unwrap());
+                    incomplete |= state & NUD_INCOMPLETE != 0;
+                }
+                _ => {}
+            }
+            if len < NLMSG_HEADER {
+                break;
+            }
+            at += (len + 3) & !3;
+        }
+    }
+}
+
+/// The marker namespace's two sockets: one receives on 127.0.0.1, one sends to it.
+struct Markers {
+    _netns: Netns,
+    receiver: OwnedFd,
+    sender: OwnedFd,
+    sequence: u64,
+}
+
+static MARKERS: OnceLock<Result<Mutex<Markers>, String>> = OnceLock::new();
+
+fn markers() -> io::Result<&'static Mutex<Markers>> {
+    MARKERS
+        .get_or_init(|| open_markers().map(Mutex::new).map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|e| io::Error::other(format!("the marker namespace: {e}")))
+}
+
+fn open_markers() -> io::Result<Markers> {
+    let netns = Netns::create("markers").map_err(io::Error::other)?;
+    // `lo` starts down in a new namespace.
+    let status = netns
+        .command("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()?;
+    if !status.success() {
+        return Err(io::Error::other("`ip link set lo up` failed"));
+    }
+    let (receiver, sender) = netns
+        .run(|| -> io::Result<(OwnedFd, OwnedFd)> {
+            let udp = || {
+                sock::socket(
+                    AddressFamily::Inet,
+                    SockType::Datagram,
+                    SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+                    SockProtocol::Udp,
+                )
+            };
+            let receiver = udp()?;
+            let loopback = SockaddrIn::new(127, 0, 0, 1, 0);
+            sock::bind(receiver.as_raw_fd(), &loopback)?;
+            let at: SockaddrIn = sock::getsockname(receiver.as_raw_fd())?;
+            let sender = udp()?;
+            sock::connect(sender.as_raw_fd(), &at)?;
+            Ok((receiver, sender))
+        })
+        .map_err(io::Error::other)??;
+    Ok(Markers {
+        _netns: netns,
+        receiver,
+        sender,
+        sequence: 0,
+    })
+}
+
+/// One marker through the backlog of every CPU this thread may run on, in turn.
+pub fn marker_round() -> io::Result<()> {
+    let mut markers = markers()?
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let here = Pid::from_raw(0);
+    let allowed = sched_getaffinity(here)?;
+    let result = (0..CpuSet::count())
+        .filter(|&cpu| allowed.is_set(cpu).unwrap_or(false))
+        .try_for_each(|cpu| {
+            let mut one = CpuSet::new();
+            one.set(cpu)?;
+            sched_setaffinity(here, &one)?;
+            markers.through_this_cpu()
+        });
+    sched_setaffinity(here, &allowed)?;
+    result
+}
+
+impl Markers {
+    fn through_this_cpu(&mut self) -> io::Result<()> {
+        self.sequence += 1;
+        let sent = self.sequence.to_ne_bytes();
+        sock::send(self.sender.as_raw_fd(), &sent, MsgFlags::empty())?;
+        let deadline = Instant::now() + MARKER_WAIT;
+        let mut buf = [0u8; 8];
+        loop {
+            match sock::recv(self.receiver.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+                // Markers of an earlier, abandoned round may still be queued.
+                Ok(8) if buf == sent => return Ok(()),
+                Ok(_) => continue,
+                Err(Errno::EAGAIN) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "a marker did not come back",
+                ));
+            }
+            let mut fds = [PollFd::new(
+                std::os::fd::AsFd::as_fd(&self.receiver),
+                PollFlags::POLLIN,
+            )];
+            let ms = left.as_millis().min(1000) as u16;
+            poll(&mut fds, PollTimeout::from(ms))?;
+        }
+    }
+}
