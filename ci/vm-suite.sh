@@ -102,7 +102,7 @@ for kernel in "${kernels[@]}"; do
   leave_out=()
   while IFS=$'\t' read -r scenario why; do
     [ -n "$scenario" ] || continue
-    echo "=== kernel $kernel: NOT RUN: $scenario, a known failure ($why)"
+    echo "=== kernel $kernel: NOT RUN: $scenario ($why)"
     leave_out+=(--skip "$scenario")
     not_run+=("$kernel: $scenario")
   done < <(known_failures "$kernel")
@@ -125,7 +125,7 @@ if [ ${#times[@]} -gt 0 ]; then
   printf '  %s\n' "${times[@]}"
 fi
 if [ ${#not_run[@]} -gt 0 ]; then
-  echo "vm-suite: known failures left out (ci/kernels.toml):" >&2
+  echo "vm-suite: left out on these kernels (ci/kernels.toml, each with why):" >&2
   printf '  %s\n' "${not_run[@]}" >&2
 fi
 if [ ${#skipped[@]} -gt 0 ]; then
