@@ -5,6 +5,10 @@
 #   bash ci/vm-suite.sh 6.12.117+deb12           one kernel (anything --kernel takes)
 #   bash ci/vm-suite.sh 6.1.0-56 -- iptables/    a libtest filter: a subset of scenarios
 #   bash ci/vm-suite.sh --skip-unavailable       skip (loudly) a kernel Debian no longer has
+#   bash ci/vm-suite.sh --ci                     leave out (loudly, with why) the kernels
+#                                                ci/kernels.toml marks `ci = false`; a
+#                                                kernel's `skip` list is always left out,
+#                                                each scenario with its why
 #   bash ci/vm-suite.sh --accel kvm              qemu's accelerator (default tcg; the GitHub
 #                                                workflow uses kvm where /dev/kvm exists)
 #   bash ci/vm-suite.sh --with-host              the host's kernel first, then every guest:
