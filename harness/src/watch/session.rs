@@ -44,30 +44,21 @@ pub fn run(options: Options<'_>, out: &mut dyn Write) -> Result<()> {
         )
     };
     match options.target {
-        Target::All => {
-            let mut probe = WatchProbe::attach(Scope::All, options.samples_per_second)?;
-            header(out, "every namespace")?;
-            let namer = Namer {
-                reasons: &probe.reasons.clone(),
-                kallsyms: &kallsyms,
-                netns: &names,
+        Target::All | Target::Named(_) => {
+            let (inodes, title) = match &options.target {
+                Target::Named(list) => (
+                    Some(
+                        list.iter()
+                            .map(|n| NetnsNames::inode_of(n))
+                            .collect::<Result<Vec<_>>>()?,
+                    ),
+                    list.join(", "),
+                ),
+                _ => (None, "every namespace".to_owned()),
             };
-            stream(
-                &mut probe,
-                &namer,
-                options.duration,
-                options.table_every,
-                &|| false,
-                out,
-            )?;
-        }
-        Target::Named(list) => {
-            let inodes = list
-                .iter()
-                .map(|n| NetnsNames::inode_of(n))
-                .collect::<Result<Vec<_>>>()?;
-            let mut probe = WatchProbe::attach(Scope::Inodes(&inodes), options.samples_per_second)?;
-            header(out, &list.join(", "))?;
+            let scope = inodes.as_deref().map_or(Scope::All, Scope::Inodes);
+            let mut probe = WatchProbe::attach(scope, options.samples_per_second)?;
+            header(out, &title)?;
             let namer = Namer {
                 reasons: &probe.reasons.clone(),
                 kallsyms: &kallsyms,
