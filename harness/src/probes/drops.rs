@@ -125,6 +125,9 @@ pub struct ProbeStats {
     pub events_lost: u64,
     /// Drops counted since load without a stack because the kernel could not unwind.
     pub stacks_missing: u64,
+    /// Times since load the kernel skipped one of the probe's programs because it was
+    /// already running on that CPU (`misses.rs`); each may be a drop not counted.
+    pub recursion_misses: u64,
 }
 
 /// The loaded, attached probe. One per process: see [`DropProbe::shared`].
@@ -157,6 +160,8 @@ pub struct WatchSlot {
     slot: Slot<DropProbe>,
     lost_at_start: u64,
     events_lost_at_start: u64,
+    /// The probe's recursion misses when the slot started (see `misses.rs`).
+    misses_at_start: u64,
 }
 
 impl WatchSlot {
@@ -261,11 +266,13 @@ impl DropProbe {
         let mut maps = self.lock_maps();
         let lost_at_start = maps.lost.get(LOST_DROPS)?;
         let events_lost_at_start = maps.lost.get(LOST_EVENTS)?;
+        let misses_at_start = self.recursion_misses()?;
         let id = maps.slots.add(netns_inode)?;
         Ok(WatchSlot {
             slot: Slot::new(self, id, netns_inode),
             lost_at_start,
             events_lost_at_start,
+            misses_at_start,
         })
     }
 
@@ -309,7 +316,26 @@ impl DropProbe {
                 });
             }
         }
+        let misses = self.recursion_misses()?;
+        if misses > slot.misses_at_start {
+            return Err(ProbeError::Missed {
+                slot: slot.id(),
+                missed: misses - slot.misses_at_start,
+            });
+        }
         Ok(rows)
+    }
+
+    /// How often the kernel skipped one of the probe's programs since it was loaded,
+    /// because it was already running on that CPU (`misses.rs`).
+    pub fn recursion_misses(&self) -> Result<u64, ProbeError> {
+        let ebpf = self._ebpf.lock().unwrap_or_else(|p| p.into_inner());
+        super::misses::total(ebpf.programs().map(|(_, p)| p)).map_err(|e| ProbeError::Bpf {
+            mode: self.mode,
+            what: "reading the probe's recursion misses (BPF_OBJ_GET_INFO_BY_FD)".into(),
+            detail: e.to_string(),
+            errno: e.raw_os_error(),
+        })
     }
 
     /// Drops counted so far for this slot, names resolved, summed over CPUs, merged per
@@ -439,6 +465,7 @@ impl DropProbe {
             event_keys: maps.events.keys().filter(Result::is_ok).count(),
             events_lost: maps.lost.get(LOST_EVENTS)?,
             stacks_missing: maps.lost.get(LOST_STACKS)?,
+            recursion_misses: self.recursion_misses()?,
         })
     }
 

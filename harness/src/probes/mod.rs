@@ -58,6 +58,7 @@ pub mod datapath;
 mod drops;
 mod events;
 pub mod hooks;
+mod misses;
 mod names;
 pub mod program;
 mod slots;
@@ -118,6 +119,13 @@ pub enum ProbeError {
          was watched, so its event counts are incomplete: run fewer scenarios at once"
     )]
     EventsLost { slot: u32, lost: u64 },
+    #[error(
+        "the kernel skipped the drop probe {missed} time(s) while slot {slot} was watched \
+         (bpf recursion_misses: a drop happened on a CPU where the probe was already running, \
+         e.g. in a softirq that interrupted it), so drops may be missing from its counts and \
+         the run proves nothing: run it again, with fewer scenarios at once (--jobs 1)"
+    )]
+    Missed { slot: u32, missed: u64 },
 }
 
 fn errno_hint(errno: Option<i32>) -> &'static str {
@@ -158,7 +166,8 @@ impl ProbeError {
             | ProbeError::AlreadyWatched { .. }
             | ProbeError::Map { .. }
             | ProbeError::Lost { .. }
-            | ProbeError::EventsLost { .. } => false,
+            | ProbeError::EventsLost { .. }
+            | ProbeError::Missed { .. } => false,
         }
     }
 }
