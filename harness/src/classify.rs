@@ -108,6 +108,23 @@ pub fn classify(host: &str, drops: &[Drop<'_>], evidence: &Evidence) -> Vec<Caus
             }
             "NO_SOCKET" => add("no_socket", "no socket for the port".into(), d.packets),
             "IP_INNOROUTES" | "IP_OUTNOROUTES" => add("routing", d.reason.to_owned(), d.packets),
+            // A route that refuses (measured on 6.18): IPv4 blackhole, unreachable and
+            // prohibit routes all end in ip_error without a reason; an IPv6 blackhole
+            // route in dst_discard_out (unreachable and prohibit say IP_INNOROUTES).
+            "NOT_SPECIFIED" if d.function == "ip_error" => add(
+                "routing",
+                "ip_error: a blackhole, unreachable or prohibit route".into(),
+                d.packets,
+            ),
+            "NOT_SPECIFIED"
+                if d.function == "dst_discard_out" && d.protocol.starts_with("ipv6") =>
+            {
+                add(
+                    "routing",
+                    "dst_discard_out: an IPv6 blackhole route".into(),
+                    d.packets,
+                )
+            }
             "IP_RPFILTER" => add("rp_filter", "reverse-path check failed".into(), d.packets),
             "PKT_TOO_BIG" => add(
                 "too_big",

@@ -221,11 +221,7 @@ fn run_here(scenario: &Scenario) -> Result<FloorTimes> {
             (traffic.listen, traffic.to_host, traffic.protocol)
         {
             setns(&namespaces[to], CloneFlags::CLONE_NEWNET).context("entering a host")?;
-            sockets.push(listener(
-                traffic.protocol,
-                destination,
-                traffic.port,
-            )?);
+            sockets.push(listener(traffic.protocol, destination, traffic.port)?);
         }
         setns(&namespaces[traffic.from], CloneFlags::CLONE_NEWNET).context("entering a host")?;
         let to = SocketAddrV4::new(destination, traffic.port);

@@ -9,8 +9,8 @@ use std::ops::Range;
 use std::path::Path;
 
 use super::model::*;
-use super::routing::Family;
 use super::raw::{self, Spanned};
+use super::routing::Family;
 use super::ScenarioError;
 use crate::vocab::{Corruption, HookPoint, TCP_ACK, TCP_PSH, TCP_SYN};
 
@@ -788,7 +788,10 @@ impl Validator<'_> {
                 let owner = links
                     .iter()
                     .flat_map(|l| l.ends.iter())
-                    .find(|e| IpAddr::V4(e.addr.addr) == ip || e.addr6.map(|a| IpAddr::V6(a.addr)) == Some(ip))
+                    .find(|e| {
+                        IpAddr::V4(e.addr.addr) == ip
+                            || e.addr6.map(|a| IpAddr::V6(a.addr)) == Some(ip)
+                    })
                     .map(|e| e.host);
                 (ip, owner)
             }
@@ -1201,7 +1204,11 @@ impl Validator<'_> {
 
     /// Scenarios only ever use the benchmarking and documentation ranges, so a scenario
     /// can never address anything real even if a route leaked.
-    pub(super) fn check_range(&self, addr: IpAddr, span: Range<usize>) -> Result<(), ScenarioError> {
+    pub(super) fn check_range(
+        &self,
+        addr: IpAddr,
+        span: Range<usize>,
+    ) -> Result<(), ScenarioError> {
         if is_test_address(addr) {
             Ok(())
         } else {

@@ -46,12 +46,7 @@ impl Validator<'_> {
                     "a route needs `via` (a gateway address) or `dev` (an interface name), or a `type` such as \"blackhole\"",
                 ));
             }
-        } else if let Some(span) = spec
-            .via
-            .as_ref()
-            .or(spec.dev.as_ref())
-            .map(Spanned::span)
-        {
+        } else if let Some(span) = spec.via.as_ref().or(spec.dev.as_ref()).map(Spanned::span) {
             return Err(self.at.error(
                 span,
                 format!(
@@ -76,13 +71,26 @@ impl Validator<'_> {
         })
     }
 
-    pub(super) fn rule(&self, spec: raw::Rule, at: &Spanned<String>) -> Result<Rule, ScenarioError> {
-        let from = spec.from.as_ref().map(|p| self.prefix_or_address(p)).transpose()?;
-        let to = spec.to.as_ref().map(|p| self.prefix_or_address(p)).transpose()?;
+    pub(super) fn rule(
+        &self,
+        spec: raw::Rule,
+        at: &Spanned<String>,
+    ) -> Result<Rule, ScenarioError> {
+        let from = spec
+            .from
+            .as_ref()
+            .map(|p| self.prefix_or_address(p))
+            .transpose()?;
+        let to = spec
+            .to
+            .as_ref()
+            .map(|p| self.prefix_or_address(p))
+            .transpose()?;
         let family = self.family_of(
             spec.family.as_ref(),
             [
-                from.zip(spec.from.as_ref()).map(|(p, s)| (p.addr, s.span())),
+                from.zip(spec.from.as_ref())
+                    .map(|(p, s)| (p.addr, s.span())),
                 to.zip(spec.to.as_ref()).map(|(p, s)| (p.addr, s.span())),
                 None,
             ],
@@ -148,14 +156,14 @@ impl Validator<'_> {
                 Some((f, _)) if f == family => {}
                 Some((f, first)) => {
                     let said = if first.is_unspecified() {
-                        format!("`family = \"{}\"`", f.as_str())
+                        format!("it says `family = \"{}\"`", f.as_str())
                     } else {
-                        format!("{first} ({})", f.as_str())
+                        format!("its {first} is {}", f.as_str())
                     };
                     return Err(self.at.error(
                         span,
                         format!(
-                            "{addr} is {}, but this {what} is {said}: a {what} has one family; write one {what} per family",
+                            "{addr} is {}, but {said}: a {what} has one family (write one {what} per family)",
                             family.as_str(),
                         ),
                     ));

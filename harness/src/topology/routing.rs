@@ -22,33 +22,43 @@ pub(super) async fn install(
     handles: &[Handle],
 ) -> Result<(), TopologyError> {
     let name = |id: HostId| scenario.hosts[id].name.as_str();
-    let routes = scenario.hosts.iter().enumerate().map(|(id, host)| async move {
-        // One host's routes in file order: a later route may lean on an earlier one.
-        for route in &host.routes {
-            let dev = match route.dev.as_deref() {
-                None => None,
-                Some(dev) => Some(plan.index_by_name(id, dev).ok_or_else(|| {
-                    TopologyError::UnknownInterface {
-                        host: name(id).to_owned(),
-                        ifname: dev.to_owned(),
-                    }
-                })?),
-            };
-            add_route(&handles[id], route, dev)
-                .await
-                .map_err(|source| netlink_error(name(id), format!("adding route {route}"), source))?;
-        }
-        Ok(())
-    });
+    let routes = scenario
+        .hosts
+        .iter()
+        .enumerate()
+        .map(|(id, host)| async move {
+            // One host's routes in file order: a later route may lean on an earlier one.
+            for route in &host.routes {
+                let dev = match route.dev.as_deref() {
+                    None => None,
+                    Some(dev) => Some(plan.index_by_name(id, dev).ok_or_else(|| {
+                        TopologyError::UnknownInterface {
+                            host: name(id).to_owned(),
+                            ifname: dev.to_owned(),
+                        }
+                    })?),
+                };
+                add_route(&handles[id], route, dev)
+                    .await
+                    .map_err(|source| {
+                        netlink_error(name(id), format!("adding route {route}"), source)
+                    })?;
+            }
+            Ok(())
+        });
     first_error(futures::future::join_all(routes).await)?;
-    let rules = scenario.hosts.iter().enumerate().map(|(id, host)| async move {
-        for rule in &host.rules {
-            add_rule(&handles[id], rule)
-                .await
-                .map_err(|source| netlink_error(name(id), format!("adding rule {rule}"), source))?;
-        }
-        Ok(())
-    });
+    let rules = scenario
+        .hosts
+        .iter()
+        .enumerate()
+        .map(|(id, host)| async move {
+            for rule in &host.rules {
+                add_rule(&handles[id], rule).await.map_err(|source| {
+                    netlink_error(name(id), format!("adding rule {rule}"), source)
+                })?;
+            }
+            Ok(())
+        });
     first_error(futures::future::join_all(rules).await)
 }
 
