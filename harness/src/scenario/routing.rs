@@ -174,3 +174,59 @@ fn table_name(table: u32) -> String {
         .find(|(_, n)| *n == table)
         .map_or_else(|| table.to_string(), |(name, _)| (*name).to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_and_rules_read_like_ip() {
+        let route = Route {
+            family: Family::Ipv6,
+            kind: RouteKind::Blackhole,
+            destination: Some(Prefix {
+                addr: "2001:db8:2::".parse().unwrap(),
+                len: 64,
+            }),
+            via: None,
+            dev: None,
+            src: None,
+            metric: Some(5),
+            table: 100,
+        };
+        assert_eq!(
+            route.to_string(),
+            "blackhole 2001:db8:2::/64 metric 5 table 100"
+        );
+        let route = Route {
+            family: Family::Ipv4,
+            kind: RouteKind::Unicast,
+            destination: None,
+            via: Some("198.18.0.254".parse().unwrap()),
+            dev: Some("eth0".into()),
+            src: Some("198.18.0.1".parse().unwrap()),
+            metric: None,
+            table: MAIN_TABLE,
+        };
+        assert_eq!(
+            route.to_string(),
+            "default via 198.18.0.254 dev eth0 src 198.18.0.1"
+        );
+        let rule = Rule {
+            family: Family::Ipv4,
+            from: Some(Prefix {
+                addr: "198.18.1.9".parse().unwrap(),
+                len: 32,
+            }),
+            to: None,
+            fwmark: Some((0x10, 0xff)),
+            iif: Some("eth0".into()),
+            priority: Some(100),
+            table: 255,
+        };
+        assert_eq!(
+            rule.to_string(),
+            "from 198.18.1.9/32 fwmark 0x10/0xff iif eth0 priority 100 table local"
+        );
+    }
+}
