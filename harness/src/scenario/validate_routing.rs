@@ -278,3 +278,54 @@ fn quoted_list(names: &[&str]) -> String {
         None => String::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::scenario::{parse, Family, RouteKind, MAIN_TABLE};
+    use std::path::Path;
+
+    #[test]
+    fn routes_rules_and_traffic_take_either_family() {
+        let text = r#"
+            description = "routes"
+            [hosts.c]
+            routes = [
+              { to = "default", via = "2001:db8:1::1" },
+              { to = "default", family = "ipv6", type = "blackhole", table = 100, metric = 5 },
+              { to = "198.18.9.0/24", type = "prohibit", table = "local" },
+            ]
+            rules = [{ from = "2001:db8:1::2", fwmark = "0x10/0xff", priority = 7, table = 100 }]
+            [hosts.r]
+            [[links]]
+            a = { host = "c", addr = "198.18.1.2/24", addr6 = "2001:db8:1::2/64" }
+            b = { host = "r", addr = "198.18.1.1/24", addr6 = "2001:db8:1::1/64" }
+            [[traffic]]
+            from = "c"
+            to = "r"
+            family = "ipv6"
+            protocol = "icmp"
+        "#;
+        let s = parse(text, Path::new("s.toml"), "s", Path::new(".")).expect("valid");
+        let routes = &s.hosts[0].routes;
+        assert_eq!(routes[0].family, Family::Ipv6);
+        assert_eq!(routes[0].table, MAIN_TABLE);
+        assert_eq!(
+            (
+                routes[1].family,
+                routes[1].kind,
+                routes[1].table,
+                routes[1].metric
+            ),
+            (Family::Ipv6, RouteKind::Blackhole, 100, Some(5))
+        );
+        assert_eq!((routes[2].family, routes[2].table), (Family::Ipv4, 255));
+        let rule = &s.hosts[0].rules[0];
+        assert_eq!(rule.family, Family::Ipv6);
+        assert_eq!(rule.from.map(|p| p.len), Some(128));
+        assert_eq!(rule.fwmark, Some((0x10, 0xff)));
+        assert_eq!(
+            s.traffic[0].destination,
+            "2001:db8:1::1".parse::<std::net::IpAddr>().unwrap()
+        );
+    }
+}
