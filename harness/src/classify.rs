@@ -29,7 +29,7 @@ pub struct Evidence {
     pub conntrack_insert_failed: u64,
     /// The host has SNAT/DNAT/MASQUERADE/REDIRECT rules.
     pub has_nat_rules: bool,
-    /// ICMP messages the host sent, by type ("type=11").
+    /// ICMP messages the host sent, by type ("type=11"; ICMPv6: "icmpv6 type=3").
     pub icmp_sent: BTreeMap<String, u64>,
     /// UDP datagrams whose checksum failed (Udp.InCsumErrors + Udp6.InCsumErrors).
     pub udp_csum_errors: u64,
@@ -39,6 +39,9 @@ pub struct Evidence {
 }
 
 pub use crate::vocab::CAUSES;
+
+/// ICMPv6 time exceeded (type 3) in `Evidence::icmp_sent`.
+const ICMP6_TIME_EXCEEDED: &str = "icmpv6 type=3";
 
 /// One cause with how many packets it accounts for.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
@@ -105,6 +108,23 @@ pub fn classify(host: &str, drops: &[Drop<'_>], evidence: &Evidence) -> Vec<Caus
             }
             "NO_SOCKET" => add("no_socket", "no socket for the port".into(), d.packets),
             "IP_INNOROUTES" | "IP_OUTNOROUTES" => add("routing", d.reason.to_owned(), d.packets),
+            // A route that refuses (measured on 6.18): IPv4 blackhole, unreachable and
+            // prohibit routes all end in ip_error without a reason; an IPv6 blackhole
+            // route in dst_discard_out (unreachable and prohibit say IP_INNOROUTES).
+            "NOT_SPECIFIED" if d.function == "ip_error" => add(
+                "routing",
+                "ip_error: a blackhole, unreachable or prohibit route".into(),
+                d.packets,
+            ),
+            "NOT_SPECIFIED"
+                if d.function == "dst_discard_out" && d.protocol.starts_with("ipv6") =>
+            {
+                add(
+                    "routing",
+                    "dst_discard_out: an IPv6 blackhole route".into(),
+                    d.packets,
+                )
+            }
             "IP_RPFILTER" => add("rp_filter", "reverse-path check failed".into(), d.packets),
             "PKT_TOO_BIG" => add(
                 "too_big",
@@ -115,17 +135,23 @@ pub fn classify(host: &str, drops: &[Drop<'_>], evidence: &Evidence) -> Vec<Caus
             "TCP_LISTEN_OVERFLOW" => add("listen_overflow", d.reason.to_owned(), d.packets),
             "TC_INGRESS" | "TC_EGRESS" => add("tc", d.reason.to_owned(), d.packets),
             r if r.starts_with("NEIGH_") => add("neighbour", r.to_owned(), d.packets),
-            // ip_forward files TTL expiry under IP_INHDR; the ICMP time-exceeded it sends
-            // is what separates it from a malformed header.
-            "IP_INHDR" if d.function == "ip_forward" => {
-                let time_exceeded = evidence.icmp_sent.get("type=11").copied();
+            // ip_forward files TTL expiry under IP_INHDR, and ip6_forward hop-limit expiry
+            // too; the ICMP time-exceeded it sends (ICMP type 11, ICMPv6 type 3) is what
+            // separates it from a malformed header.
+            "IP_INHDR" if d.function == "ip_forward" || d.function == "ip6_forward" => {
+                let key = if d.function == "ip6_forward" {
+                    ICMP6_TIME_EXCEEDED
+                } else {
+                    "type=11"
+                };
+                let time_exceeded = evidence.icmp_sent.get(key).copied();
                 match time_exceeded {
                     Some(n) if n >= d.packets => {
                         add("ttl_expired", "ICMP time exceeded sent".into(), d.packets)
                     }
                     _ => add(
                         "header",
-                        "IP_INHDR in ip_forward: TTL expiry or a bad header (no ICMP time exceeded seen to tell them apart)".into(),
+                        format!("IP_INHDR in {}: TTL expiry or a bad header (no ICMP time exceeded seen to tell them apart)", d.function),
                         d.packets,
                     ),
                 }
@@ -261,6 +287,11 @@ pub fn classify_host(
                 evidence
                     .icmp_sent
                     .insert(format!("type={icmp_type}"), *value);
+            }
+            if let Some(icmp_type) = key.strip_prefix("Icmp6.OutType") {
+                evidence
+                    .icmp_sent
+                    .insert(format!("icmpv6 type={icmp_type}"), *value);
             }
         }
         if let Some(overflows) = delta.snmp.get("TcpExt.ListenOverflows") {
@@ -411,6 +442,30 @@ mod tests {
             names(&classify("r", &d, &Evidence::default())),
             vec![("header", 3)]
         );
+    }
+
+    #[test]
+    fn hop_limit_expiry_is_ttl_expiry_too() {
+        let d = [Drop {
+            reason: "IP_INHDR",
+            function: "ip6_forward",
+            protocol: "ipv6/udp",
+            packets: 3,
+        }];
+        let with_icmp6 = Evidence {
+            icmp_sent: [(ICMP6_TIME_EXCEEDED.to_owned(), 3)].into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            names(&classify("r", &d, &with_icmp6)),
+            vec![("ttl_expired", 3)]
+        );
+        // An IPv4 time exceeded is no evidence for IPv6 drops.
+        let with_icmp4 = Evidence {
+            icmp_sent: [("type=11".to_owned(), 3)].into(),
+            ..Default::default()
+        };
+        assert_eq!(names(&classify("r", &d, &with_icmp4)), vec![("header", 3)]);
     }
 
     #[test]

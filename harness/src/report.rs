@@ -438,7 +438,7 @@ impl Report {
                 from: scenario.hosts[spec.from].name.clone(),
                 to: match spec.protocol {
                     Protocol::Icmp => spec.destination.to_string(),
-                    _ => format!("{}:{}", spec.destination, spec.port),
+                    _ => std::net::SocketAddr::new(spec.destination, spec.port).to_string(),
                 },
                 protocol: spec.protocol,
                 outcome,

@@ -18,7 +18,7 @@
 //! answers a late datagram with NO_SOCKET), and they would be counted as the scenario's.
 
 use std::io::{self, IoSliceMut};
-use std::net::SocketAddrV4;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,7 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
     self as sock, sockopt, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockProtocol,
-    SockType, SockaddrIn,
+    SockType, SockaddrStorage,
 };
 use socket2::SockRef;
 
@@ -145,7 +145,7 @@ fn run_one(
     let outcome = match traffic.protocol {
         Protocol::Icmp => {
             let socket = in_netns(sender_ns, index, || {
-                open_ping_socket().and_then(|s| prepare_sender(s, traffic))
+                open_ping_socket(traffic.destination).and_then(|s| prepare_sender(s, traffic))
             })?
             .map_err(sock_err("opening an ICMP ping socket"))?;
             let outcome = echo(&socket, traffic, completion);
@@ -154,7 +154,8 @@ fn run_one(
         }
         Protocol::Udp => {
             let socket = in_netns(sender_ns, index, || {
-                open_datagram(SockProtocol::Udp).and_then(|s| prepare_sender(s, traffic))
+                open_datagram(traffic.destination, SockProtocol::Udp)
+                    .and_then(|s| prepare_sender(s, traffic))
             })?
             .map_err(sock_err("opening a UDP socket"))?;
             let outcome = datagrams(&socket, listener.as_ref(), traffic, completion);
@@ -166,7 +167,7 @@ fn run_one(
             let clients = in_netns(sender_ns, index, || {
                 (0..count)
                     .map(|_| {
-                        socket(SockType::Stream, SockProtocol::Tcp)
+                        socket(traffic.destination, SockType::Stream, SockProtocol::Tcp)
                             .and_then(|s| prepare_sender(s, traffic))
                     })
                     .collect::<io::Result<Vec<_>>>()
@@ -229,11 +230,17 @@ fn echo(
     completion: &mut Completion,
 ) -> io::Result<TrafficOutcome> {
     let mut outcome = TrafficOutcome::default();
-    let destination = SocketAddrV4::new(traffic.destination, 0);
+    let destination = SocketAddr::new(traffic.destination, 0);
+    // Echo request and reply: ICMP types 8 and 0, ICMPv6 types 128 and 129.
+    let (request, reply) = if traffic.destination.is_ipv6() {
+        (128, 129)
+    } else {
+        (8, 0)
+    };
     for seq in 1..=traffic.count {
-        // Type 8 (echo request); the kernel fills in the identifier and the checksum.
+        // The kernel fills in the identifier and the checksum.
         let mut packet = vec![0u8; 8 + traffic.payload];
-        packet[0] = 8;
+        packet[0] = request;
         packet[6..8].copy_from_slice(&(seq as u16).to_be_bytes());
         if send_to(socket, &packet, destination)? == Sent::Blocked {
             outcome.blocked += 1;
@@ -242,12 +249,13 @@ fn echo(
     }
     let count = traffic.count;
     let what = format!("traffic to {} (icmp)", traffic.destination);
+    let reply = &reply;
     await_outcome(
         Duration::from_millis(traffic.timeout_ms),
         completion,
         &what,
         || {
-            outcome.answered += drain(socket, |reply| reply.first() == Some(&0))?;
+            outcome.answered += drain(socket, |answer| answer.first() == Some(reply))?;
             outcome.errors += drain_errors(socket)?;
             let answers = u64::from(outcome.answered + outcome.errors + outcome.blocked);
             Ok((answers, answers >= u64::from(count)))
@@ -263,7 +271,7 @@ fn datagrams(
     completion: &mut Completion,
 ) -> io::Result<TrafficOutcome> {
     let mut outcome = TrafficOutcome::default();
-    let destination = SocketAddrV4::new(traffic.destination, traffic.port);
+    let destination = SocketAddr::new(traffic.destination, traffic.port);
     let payload = vec![0x5au8; traffic.payload];
     for _ in 0..traffic.count {
         if send_to(socket, &payload, destination)? == Sent::Blocked {
@@ -272,7 +280,7 @@ fn datagrams(
         outcome.sent += 1;
     }
     let count = traffic.count;
-    let what = format!("traffic to {}:{} (udp)", traffic.destination, traffic.port);
+    let what = format!("traffic to {destination} (udp)");
     await_outcome(
         Duration::from_millis(traffic.timeout_ms),
         completion,
@@ -310,7 +318,7 @@ fn connects(
     traffic: &Traffic,
     completion: &mut Completion,
 ) -> io::Result<(TrafficOutcome, Vec<OwnedFd>, Vec<Attempt>)> {
-    let destination = SocketAddrV4::new(traffic.destination, traffic.port);
+    let destination = SocketAddr::new(traffic.destination, traffic.port);
     let mut attempts = vec![Attempt::Pending; sockets.len()];
     for (socket, attempt) in sockets.iter().zip(&mut attempts) {
         if let Some(settled) = start_connect(socket, destination)? {
@@ -318,7 +326,7 @@ fn connects(
         }
     }
     let mut accepted = Vec::new();
-    let what = format!("traffic to {}:{} (tcp)", traffic.destination, traffic.port);
+    let what = format!("traffic to {destination} (tcp)");
     await_outcome(
         Duration::from_millis(traffic.timeout_ms),
         completion,
@@ -359,9 +367,15 @@ fn connects(
     Ok((outcome, accepted, attempts))
 }
 
-fn socket(kind: SockType, protocol: SockProtocol) -> io::Result<OwnedFd> {
+/// A non-blocking socket of the destination's family.
+fn socket(to: IpAddr, kind: SockType, protocol: SockProtocol) -> io::Result<OwnedFd> {
+    let family = if to.is_ipv6() {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
     Ok(sock::socket(
-        AddressFamily::Inet,
+        family,
         kind,
         SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
         protocol,
@@ -370,31 +384,47 @@ fn socket(kind: SockType, protocol: SockProtocol) -> io::Result<OwnedFd> {
 
 /// An unprivileged ICMP "ping socket": the kernel hands it the replies, so a reply is
 /// not also reported as a NO_SOCKET drop as it is with a raw socket.
-fn open_ping_socket() -> io::Result<OwnedFd> {
-    let socket = socket(SockType::Datagram, SockProtocol::Icmp)?;
-    sock::setsockopt(&socket, sockopt::Ipv4RecvErr, &true)?;
+/// (net.ipv4.ping_group_range allows them for ICMPv6 too.)
+fn open_ping_socket(to: IpAddr) -> io::Result<OwnedFd> {
+    let protocol = if to.is_ipv6() {
+        SockProtocol::IcmpV6
+    } else {
+        SockProtocol::Icmp
+    };
+    let socket = socket(to, SockType::Datagram, protocol)?;
+    set_recverr(&socket, to)?;
     Ok(socket)
 }
 
+/// IP_RECVERR / IPV6_RECVERR: ICMP errors go to the socket's error queue.
+fn set_recverr(socket: &OwnedFd, to: IpAddr) -> io::Result<()> {
+    if to.is_ipv6() {
+        sock::setsockopt(socket, sockopt::Ipv6RecvErr, &true)?;
+    } else {
+        sock::setsockopt(socket, sockopt::Ipv4RecvErr, &true)?;
+    }
+    Ok(())
+}
+
 /// A datagram socket that collects ICMP errors in its error queue.
-fn open_datagram(protocol: SockProtocol) -> io::Result<OwnedFd> {
-    let socket = socket(SockType::Datagram, protocol)?;
-    sock::setsockopt(&socket, sockopt::Ipv4RecvErr, &true)?;
+fn open_datagram(to: IpAddr, protocol: SockProtocol) -> io::Result<OwnedFd> {
+    let socket = socket(to, SockType::Datagram, protocol)?;
+    set_recverr(&socket, to)?;
     Ok(socket)
 }
 
 fn open_listener(traffic: &Traffic) -> io::Result<OwnedFd> {
     let protocol = traffic.protocol;
     let socket = match protocol {
-        Protocol::Tcp => socket(SockType::Stream, SockProtocol::Tcp)?,
-        _ => socket(SockType::Datagram, SockProtocol::Udp)?,
+        Protocol::Tcp => socket(traffic.destination, SockType::Stream, SockProtocol::Tcp)?,
+        _ => socket(traffic.destination, SockType::Datagram, SockProtocol::Udp)?,
     };
     sock::setsockopt(&socket, sockopt::ReuseAddr, &true)?;
     if let Some(bytes) = traffic.listener.rcvbuf {
         let bytes = bytes.min(libc::c_int::MAX as u32) as usize;
         sock::setsockopt(&socket, sockopt::RcvBuf, &bytes)?;
     }
-    let at = SockaddrIn::from(SocketAddrV4::new(traffic.destination, traffic.port));
+    let at = SockaddrStorage::from(SocketAddr::new(traffic.destination, traffic.port));
     sock::bind(socket.as_raw_fd(), &at)?;
     if protocol == Protocol::Tcp {
         // socket2, not nix: nix refuses a backlog above SOMAXCONN, which the kernel
@@ -407,21 +437,30 @@ fn open_listener(traffic: &Traffic) -> io::Result<OwnedFd> {
 
 /// Applies the entry's sender options: source address, TTL, don't-fragment.
 fn prepare_sender(socket: OwnedFd, traffic: &Traffic) -> io::Result<OwnedFd> {
+    let ipv6 = traffic.destination.is_ipv6();
     if let Some(ttl) = traffic.ttl {
-        sock::setsockopt(&socket, sockopt::Ipv4Ttl, &libc::c_int::from(ttl))?;
+        if ipv6 {
+            sock::setsockopt(&socket, sockopt::Ipv6Ttl, &libc::c_int::from(ttl))?;
+        } else {
+            sock::setsockopt(&socket, sockopt::Ipv4Ttl, &libc::c_int::from(ttl))?;
+        }
     }
     if traffic.dont_fragment {
-        crate::sockopt::set_int(
-            &socket,
-            libc::SOL_IP,
-            libc::IP_MTU_DISCOVER,
-            libc::IP_PMTUDISC_DO,
-        )?;
+        let (level, option, value) = if ipv6 {
+            (
+                libc::SOL_IPV6,
+                libc::IPV6_MTU_DISCOVER,
+                libc::IPV6_PMTUDISC_DO,
+            )
+        } else {
+            (libc::SOL_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_DO)
+        };
+        crate::sockopt::set_int(&socket, level, option, value)?;
     }
     if let Some(source) = traffic.source {
         sock::bind(
             socket.as_raw_fd(),
-            &SockaddrIn::from(SocketAddrV4::new(source, 0)),
+            &SockaddrStorage::from(SocketAddr::new(source, 0)),
         )?;
     }
     Ok(socket)
@@ -433,8 +472,8 @@ enum Sent {
     Blocked,
 }
 
-fn send_to(socket: &OwnedFd, bytes: &[u8], to: SocketAddrV4) -> io::Result<Sent> {
-    let to = SockaddrIn::from(to);
+fn send_to(socket: &OwnedFd, bytes: &[u8], to: SocketAddr) -> io::Result<Sent> {
+    let to = SockaddrStorage::from(to);
     let send = || sock::sendto(socket.as_raw_fd(), bytes, &to, MsgFlags::empty());
     // An ICMP error for an earlier packet is also reported by failing the next send
     // (sk_err), and that send is then not made. The error itself is counted from the
@@ -446,10 +485,11 @@ fn send_to(socket: &OwnedFd, bytes: &[u8], to: SocketAddrV4) -> io::Result<Sent>
     match send() {
         Ok(_) => Ok(Sent::OnTheWire),
         // An OUTPUT rule (EPERM), no route, an unreachable NAT target, larger than the
-        // known path MTU with DF set, or a qdisc/tc egress drop (ENOBUFS): the sender's
-        // own kernel refused it.
+        // known path MTU with DF set, or a qdisc/tc egress drop (ENOBUFS), or a route of
+        // the sender's own that refuses: blackhole (EINVAL), unreachable (EHOSTUNREACH),
+        // prohibit (EACCES). The sender's own kernel refused it.
         Err(Errno::EPERM | Errno::ENETUNREACH | Errno::EHOSTUNREACH | Errno::EMSGSIZE)
-        | Err(Errno::ENOBUFS) => Ok(Sent::Blocked),
+        | Err(Errno::ENOBUFS | Errno::EINVAL | Errno::EACCES) => Ok(Sent::Blocked),
         Err(Errno::ECONNREFUSED) => Ok(send().map(|_| Sent::OnTheWire)?),
         Err(e) => Err(e.into()),
     }
@@ -487,10 +527,10 @@ fn drain_errors(socket: &OwnedFd) -> io::Result<u32> {
     let mut buf = [0u8; 2048];
     // Room for the one control message IP_RECVERR queues: the error and the address of
     // the host that reported it.
-    let mut control = nix::cmsg_space!(libc::sock_extended_err, libc::sockaddr_in);
+    let mut control = nix::cmsg_space!(libc::sock_extended_err, libc::sockaddr_in6);
     loop {
         let mut iov = [IoSliceMut::new(&mut buf)];
-        let message = match sock::recvmsg::<SockaddrIn>(
+        let message = match sock::recvmsg::<SockaddrStorage>(
             socket.as_raw_fd(),
             &mut iov,
             Some(&mut control),
@@ -501,10 +541,12 @@ fn drain_errors(socket: &OwnedFd) -> io::Result<u32> {
             Err(e) => return Err(e.into()),
         };
         let origin = message.cmsgs()?.find_map(|cmsg| match cmsg {
-            ControlMessageOwned::Ipv4RecvErr(err, _) => Some(err.ee_origin),
+            ControlMessageOwned::Ipv4RecvErr(err, _) | ControlMessageOwned::Ipv6RecvErr(err, _) => {
+                Some(err.ee_origin)
+            }
             _ => None,
         });
-        if origin == Some(SO_EE_ORIGIN_ICMP) {
+        if matches!(origin, Some(SO_EE_ORIGIN_ICMP | SO_EE_ORIGIN_ICMP6)) {
             count += 1;
         }
     }
@@ -512,9 +554,11 @@ fn drain_errors(socket: &OwnedFd) -> io::Result<u32> {
 
 /// `SO_EE_ORIGIN_ICMP` from linux/errqueue.h (not exported by the libc crate).
 const SO_EE_ORIGIN_ICMP: u8 = 2;
+/// `SO_EE_ORIGIN_ICMP6`, the same for ICMPv6 errors.
+const SO_EE_ORIGIN_ICMP6: u8 = 3;
 
-fn start_connect(socket: &OwnedFd, to: SocketAddrV4) -> io::Result<Option<Attempt>> {
-    match sock::connect(socket.as_raw_fd(), &SockaddrIn::from(to)) {
+fn start_connect(socket: &OwnedFd, to: SocketAddr) -> io::Result<Option<Attempt>> {
+    match sock::connect(socket.as_raw_fd(), &SockaddrStorage::from(to)) {
         Ok(()) => Ok(Some(Attempt::Connected)),
         Err(Errno::EINPROGRESS) => Ok(None),
         Err(e) => Ok(Some(attempt_from_errno(e as i32).ok_or(e)?)),
@@ -525,7 +569,7 @@ fn attempt_from_errno(code: i32) -> Option<Attempt> {
     match code {
         0 => Some(Attempt::Connected),
         libc::ECONNREFUSED | libc::ECONNRESET => Some(Attempt::Refused),
-        libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EACCES | libc::EPERM => {
+        libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EACCES | libc::EPERM | libc::EINVAL => {
             Some(Attempt::Unreachable)
         }
         libc::ETIMEDOUT => Some(Attempt::TimedOut),

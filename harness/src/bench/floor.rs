@@ -147,11 +147,27 @@ fn run_here(scenario: &Scenario) -> Result<FloorTimes> {
         }
         for (id, host) in scenario.hosts.iter().enumerate() {
             for route in &host.routes {
-                let mut builder = RouteMessageBuilder::<Ipv4Addr>::new();
-                if let Some(d) = route.destination {
-                    builder = builder.destination_prefix(d.addr, d.prefix);
+                // The floor models the plain IPv4 routes of the bench's scenarios only.
+                let plain = route.kind == dropspec::scenario::RouteKind::Unicast
+                    && route.src.is_none()
+                    && route.metric.is_none()
+                    && route.table == dropspec::scenario::MAIN_TABLE
+                    && host.rules.is_empty();
+                let v4 = |a: std::net::IpAddr| match a {
+                    std::net::IpAddr::V4(a) => Some(a),
+                    std::net::IpAddr::V6(_) => None,
+                };
+                let destination = route.destination.map(|d| v4(d.addr).map(|a| (a, d.len)));
+                let via = route.via.map(v4);
+                if !plain || destination == Some(None) || via == Some(None) {
+                    anyhow::bail!("the floor measurement models plain IPv4 routes only: leave scenarios with route types, tables, rules or IPv6 routes out of the bench")
                 }
-                builder = match route.via {
+                let (destination, via) = (destination.flatten(), via.flatten());
+                let mut builder = RouteMessageBuilder::<Ipv4Addr>::new();
+                if let Some((addr, len)) = destination {
+                    builder = builder.destination_prefix(addr, len);
+                }
+                builder = match via {
                     Some(via) => builder.gateway(via),
                     None => builder.scope(rtnetlink::packet_route::route::RouteScope::Link),
                 };
@@ -198,18 +214,17 @@ fn run_here(scenario: &Scenario) -> Result<FloorTimes> {
     let started = Instant::now();
     let mut sockets = Vec::new();
     for traffic in &scenario.traffic {
+        let std::net::IpAddr::V4(destination) = traffic.destination else {
+            anyhow::bail!("the floor measurement models IPv4 traffic only: leave IPv6 traffic out of the bench")
+        };
         if let (true, Some(to), Protocol::Udp | Protocol::Tcp) =
             (traffic.listen, traffic.to_host, traffic.protocol)
         {
             setns(&namespaces[to], CloneFlags::CLONE_NEWNET).context("entering a host")?;
-            sockets.push(listener(
-                traffic.protocol,
-                traffic.destination,
-                traffic.port,
-            )?);
+            sockets.push(listener(traffic.protocol, destination, traffic.port)?);
         }
         setns(&namespaces[traffic.from], CloneFlags::CLONE_NEWNET).context("entering a host")?;
-        let to = SocketAddrV4::new(traffic.destination, traffic.port);
+        let to = SocketAddrV4::new(destination, traffic.port);
         match traffic.protocol {
             Protocol::Icmp => {
                 let socket = socket(SockType::Raw, SockFlag::empty(), SockProtocol::Icmp)?;

@@ -14,6 +14,8 @@
 //! | `read.rs`     | TOML → `raw`, every entry on its own, errors in plain words  |
 //! | `validate.rs` | the checks serde cannot make, and the build of the model     |
 //! | `model.rs`    | the validated [`Scenario`] the runtime reads                 |
+//! | `routing.rs`  | the model's routes and policy rules, either family           |
+//! | `validate_routing.rs` | the checks and build of routes, rules and families   |
 //! | `discover.rs` | finding scenario files, and their names and snapshot names   |
 //! | `names.rs`    | reason and function names against what a kernel knows        |
 //!
@@ -28,10 +30,13 @@ mod model;
 pub mod names;
 mod raw;
 mod read;
+mod routing;
 mod validate;
+mod validate_routing;
 
 pub use discover::{discover, scenario_name, snapshot_name};
 pub use model::*;
+pub use routing::*;
 pub use validate::{
     is_test_address, parse_kernel_version, DEFAULT_SOURCE_PORT, MAX_COUNT, MAX_TIMEOUT_MS,
 };

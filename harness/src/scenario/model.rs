@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+pub use super::routing::{Route, Rule};
 use std::path::PathBuf;
 
 use crate::vocab::Corruption;
@@ -57,22 +59,16 @@ pub type HostId = usize;
 #[derive(Debug, Clone)]
 pub struct Host {
     pub name: String,
-    /// Sets net.ipv4.ip_forward=1 and conf.all.forwarding=1 in this host.
+    /// Sets net.ipv4.ip_forward=1 and conf.all.forwarding=1 in this host, and
+    /// net.ipv6.conf.all.forwarding=1 when one of its links has IPv6.
     pub forwarding: bool,
     /// Per-namespace sysctls, applied after links exist: `net.ipv4.conf.all.rp_filter` → `1`.
     pub sysctls: BTreeMap<String, String>,
     pub routes: Vec<Route>,
     /// Extra addresses on the host's loopback, e.g. a source that routing does not expect.
     pub addresses: Vec<Cidr>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
-    /// `None` is the default route.
-    pub destination: Option<Cidr>,
-    pub via: Option<Ipv4Addr>,
-    /// Interface name in this host; needed when there is no gateway.
-    pub dev: Option<String>,
+    /// Policy rules (`ip rule`), added in file order.
+    pub rules: Vec<Rule>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,7 +148,8 @@ pub struct Traffic {
     pub from: HostId,
     /// The host that owns `destination`, when it is one of ours (for the listening socket).
     pub to_host: Option<HostId>,
-    pub destination: Ipv4Addr,
+    /// IPv4 or IPv6; the protocol's IPv6 form (ICMPv6 echo) for an IPv6 destination.
+    pub destination: IpAddr,
     pub protocol: Protocol,
     /// Destination port for UDP and TCP.
     pub port: u16,
@@ -164,8 +161,8 @@ pub struct Traffic {
     /// How long each attempt waits for its answer.
     pub timeout_ms: u64,
     /// Source address to bind to (one of the sender's addresses, or any with `ip_freebind`).
-    pub source: Option<Ipv4Addr>,
-    /// IP TTL of the sent packets.
+    pub source: Option<IpAddr>,
+    /// IP TTL (IPv6 hop limit) of the sent packets.
     pub ttl: Option<u8>,
     /// Set DF and refuse to fragment (IP_PMTUDISC_DO).
     pub dont_fragment: bool,

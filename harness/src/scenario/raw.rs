@@ -127,6 +127,9 @@ pub struct Host {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub addresses: Vec<Spanned<String>>,
+    /// Policy rules (`ip rule`), in file order.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -145,6 +148,48 @@ pub struct Route {
     pub via: Option<Spanned<String>>,
     #[schemars(with = "Option<String>")]
     pub dev: Option<Spanned<String>>,
+    /// "unicast" (default), "blackhole", "unreachable", "prohibit" or "throw".
+    #[serde(rename = "type")]
+    #[schemars(with = "Option<String>")]
+    pub kind: Option<Spanned<String>>,
+    pub metric: Option<u32>,
+    #[schemars(with = "Option<String>")]
+    pub src: Option<Spanned<String>>,
+    #[schemars(with = "Option<NumberOrText>")]
+    pub table: Option<Spanned<NumberOrText>>,
+    /// "ipv4" or "ipv6": needed only where no address says it (`to = "default"`
+    /// without `via`).
+    #[schemars(with = "Option<String>")]
+    pub family: Option<Spanned<String>>,
+}
+
+/// A number, or text: a table (`100`, "main"), a mark (`16`, "0x10/0xff").
+#[derive(Deserialize, JsonSchema, Clone)]
+#[serde(untagged)]
+pub enum NumberOrText {
+    Number(i64),
+    Name(String),
+}
+
+/// A policy rule (`ip rule`): which table the packets it matches are looked up in.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    #[schemars(with = "Option<String>")]
+    pub from: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
+    pub to: Option<Spanned<String>>,
+    /// A mark (`16`, `"0x10"`) or a mark with a mask (`"0x10/0xff"`).
+    #[schemars(with = "Option<NumberOrText>")]
+    pub fwmark: Option<Spanned<NumberOrText>>,
+    #[schemars(with = "Option<String>")]
+    pub iif: Option<Spanned<String>>,
+    #[schemars(with = "Option<u32>")]
+    pub priority: Option<Spanned<u32>>,
+    #[schemars(with = "Option<NumberOrText>")]
+    pub table: Option<Spanned<NumberOrText>>,
+    #[schemars(with = "Option<String>")]
+    pub family: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -214,6 +259,10 @@ pub struct Traffic {
     pub timeout_ms: Option<Spanned<u64>>,
     #[schemars(with = "Option<String>")]
     pub source: Option<Spanned<String>>,
+    /// "ipv4" or "ipv6": which of a host's addresses `to` means (default: the
+    /// family of `to` when it is an address, else ipv4).
+    #[schemars(with = "Option<String>")]
+    pub family: Option<Spanned<String>>,
     #[schemars(with = "Option<u8>")]
     pub ttl: Option<Spanned<u8>>,
     pub dont_fragment: Option<bool>,

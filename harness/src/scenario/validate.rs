@@ -10,6 +10,7 @@ use std::path::Path;
 
 use super::model::*;
 use super::raw::{self, Spanned};
+use super::routing::Family;
 use super::ScenarioError;
 use crate::vocab::{Corruption, HookPoint, TCP_ACK, TCP_PSH, TCP_SYN};
 
@@ -141,29 +142,32 @@ impl Validator<'_> {
                 spec.routes
                     .iter()
                     .filter_map(|r| r.dev.clone())
+                    .chain(spec.rules.iter().filter_map(|r| r.iif.clone()))
                     .map(|dev| (id, dev)),
             );
-            let host = self.host(name.get_ref().clone(), spec);
+            let host = self.host(name.clone(), spec);
             hosts.push(self.keep(host).unwrap_or_else(|| Host {
                 name: name.into_inner(),
                 forwarding: false,
                 sysctls: BTreeMap::new(),
                 routes: Vec::new(),
                 addresses: Vec::new(),
+                rules: Vec::new(),
             }));
         }
         let links = self.links(raw.links, &hosts);
         // Routes name interfaces, so they are checked once the links are known.
         for (id, dev) in route_devs {
-            let known = links
-                .iter()
-                .flat_map(|l| l.ends.iter())
-                .any(|e| e.host == id && &e.ifname == dev.get_ref());
+            let known = dev.get_ref() == "lo"
+                || links
+                    .iter()
+                    .flat_map(|l| l.ends.iter())
+                    .any(|e| e.host == id && &e.ifname == dev.get_ref());
             if !known {
                 self.note(self.at.error(
                     dev.span(),
                     format!(
-                        "host `{}` has a route through `{}`, but no link gives it an interface of that name",
+                        "host `{}` has a route or rule naming `{}`, but no link gives it an interface of that name",
                         hosts[id].name,
                         dev.get_ref()
                     ),
@@ -514,7 +518,7 @@ impl Validator<'_> {
         }
     }
 
-    fn host(&self, name: String, spec: raw::Host) -> Result<Host, ScenarioError> {
+    fn host(&self, name: Spanned<String>, spec: raw::Host) -> Result<Host, ScenarioError> {
         let mut sysctls = BTreeMap::new();
         for (key, value) in spec.sysctls {
             if !key.get_ref().starts_with("net.") {
@@ -542,32 +546,18 @@ impl Validator<'_> {
             .iter()
             .map(|a| self.cidr(a))
             .collect::<Result<_, _>>()?;
+        let rules = spec
+            .rules
+            .into_iter()
+            .map(|r| self.rule(r, &name))
+            .collect::<Result<_, _>>()?;
         Ok(Host {
-            name,
+            name: name.into_inner(),
             forwarding: spec.forwarding,
             sysctls,
             routes,
             addresses,
-        })
-    }
-
-    fn route(&self, spec: raw::Route) -> Result<Route, ScenarioError> {
-        let destination = if spec.to.get_ref() == "default" {
-            None
-        } else {
-            Some(self.cidr(&spec.to)?)
-        };
-        let via = spec.via.as_ref().map(|v| self.address(v)).transpose()?;
-        if via.is_none() && spec.dev.is_none() {
-            return Err(self.at.error(
-                spec.to.span(),
-                "a route needs `via` (a gateway address) or `dev` (an interface name)",
-            ));
-        }
-        Ok(Route {
-            destination,
-            via,
-            dev: spec.dev.map(Spanned::into_inner),
+            rules,
         })
     }
 
@@ -786,32 +776,49 @@ impl Validator<'_> {
 
     fn traffic(&self, spec: raw::Traffic, links: &[Link]) -> Result<Traffic, ScenarioError> {
         let from = self.host_ref(&spec.from)?;
-        let (destination, to_host) = match spec.to.get_ref().parse::<Ipv4Addr>() {
-            Ok(ip) => {
-                self.check_range(IpAddr::V4(ip), spec.to.span())?;
+        let to_address = spec.to.get_ref().parse::<IpAddr>().ok();
+        let family = self.family_of(
+            spec.family.as_ref(),
+            [to_address.map(|a| (a, spec.to.span())), None, None],
+            "traffic entry",
+        )?;
+        let (destination, to_host) = match to_address {
+            Some(ip) => {
+                self.check_range(ip, spec.to.span())?;
                 let owner = links
                     .iter()
                     .flat_map(|l| l.ends.iter())
-                    .find(|e| e.addr.addr == ip)
+                    .find(|e| {
+                        IpAddr::V4(e.addr.addr) == ip
+                            || e.addr6.map(|a| IpAddr::V6(a.addr)) == Some(ip)
+                    })
                     .map(|e| e.host);
                 (ip, owner)
             }
-            Err(_) => {
+            None => {
                 let host = self.host_ref(&spec.to)?;
                 let first = links
                     .iter()
                     .flat_map(|l| l.ends.iter())
-                    .find(|e| e.host == host)
+                    .filter(|e| e.host == host)
+                    .find_map(|e| match family {
+                        Family::Ipv4 => Some(IpAddr::V4(e.addr.addr)),
+                        Family::Ipv6 => e.addr6.map(|a| IpAddr::V6(a.addr)),
+                    })
                     .ok_or_else(|| {
-                        self.at.error(
-                            spec.to.span(),
-                            format!(
+                        let message = match family {
+                            Family::Ipv4 => format!(
                                 "host `{}` has no address to send to: give it a link, or write an address",
                                 spec.to.get_ref()
                             ),
-                        )
+                            Family::Ipv6 => format!(
+                                "host `{}` has no IPv6 address to send to: give one of its links `addr6` on both ends, or write an address",
+                                spec.to.get_ref()
+                            ),
+                        };
+                        self.at.error(spec.to.span(), message)
                     })?;
-                (first.addr.addr, Some(host))
+                (first, Some(host))
             }
         };
         let protocol = match spec.protocol.get_ref().as_str() {
@@ -880,7 +887,18 @@ impl Validator<'_> {
         if let Some(p) = spec.payload.as_ref().filter(|_| payload > 1400) {
             self.note(self.at.error(p.span(), must("payload", payload)));
         }
-        let source = spec.source.as_ref().map(|s| self.address(s)).transpose()?;
+        let source = spec.source.as_ref().map(|s| self.ip(s)).transpose()?;
+        if let (Some(source), Some(span)) = (source, spec.source.as_ref()) {
+            if Family::of(source) != family {
+                return Err(self.at.error(
+                    span.span(),
+                    format!(
+                        "source {source} is {}, but the traffic goes to {destination}: use a source of the destination's family",
+                        Family::of(source).as_str()
+                    ),
+                ));
+            }
+        }
         if let Some(ttl) = &spec.ttl {
             if *ttl.get_ref() == 0 {
                 return Err(self.at.error(ttl.span(), must("ttl", 0)));
@@ -1184,20 +1202,13 @@ impl Validator<'_> {
         Ok(Cidr { addr, prefix })
     }
 
-    fn address(&self, text: &Spanned<String>) -> Result<Ipv4Addr, ScenarioError> {
-        let addr: Ipv4Addr = text.get_ref().parse().map_err(|_| {
-            self.at.error(
-                text.span(),
-                format!("`{}` is not an IPv4 address", text.get_ref()),
-            )
-        })?;
-        self.check_range(IpAddr::V4(addr), text.span())?;
-        Ok(addr)
-    }
-
     /// Scenarios only ever use the benchmarking and documentation ranges, so a scenario
     /// can never address anything real even if a route leaked.
-    fn check_range(&self, addr: IpAddr, span: Range<usize>) -> Result<(), ScenarioError> {
+    pub(super) fn check_range(
+        &self,
+        addr: IpAddr,
+        span: Range<usize>,
+    ) -> Result<(), ScenarioError> {
         if is_test_address(addr) {
             Ok(())
         } else {

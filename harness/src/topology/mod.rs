@@ -26,7 +26,7 @@
 //! host numbers its interfaces from 2 in link order), so an address or route can name
 //! its interface without first asking the kernel for it.
 
-use crate::scenario::{Cidr, Endpoint, HostId, Route, Scenario};
+use crate::scenario::{Cidr, Endpoint, HostId, Scenario};
 use futures::future::join_all;
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
@@ -34,10 +34,11 @@ use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBu
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 pub(crate) mod error;
+mod routing;
 mod sysctl;
 
 pub mod netns;
@@ -134,6 +135,7 @@ fn build_here(scenario: &Scenario) -> Result<Vec<Netns>, TopologyError> {
     }
     runtime.block_on(configure(scenario, &plan, &namespaces, &handles))?;
     configure_ipv6(scenario, &plan, &namespaces, &handles, &runtime)?;
+    runtime.block_on(routing::install(scenario, &plan, &handles))?;
     for (host, netns) in scenario.hosts.iter().zip(&namespaces) {
         if host.sysctls.is_empty() {
             continue;
@@ -147,8 +149,8 @@ fn build_here(scenario: &Scenario) -> Result<Vec<Netns>, TopologyError> {
     Ok(namespaces)
 }
 
-/// Links, addresses and routes for every host, in three batches; each batch waits for
-/// the one before (an address needs its interface, a gateway route needs the address).
+/// Links and addresses for every host, in batches; each batch waits for the one before
+/// (an address needs its interface). Routes and rules come after IPv6 (`routing`).
 /// Within a batch, requests to one host are pipelined on its socket, which the kernel
 /// handles in order.
 async fn configure(
@@ -236,26 +238,6 @@ async fn configure(
     first_error(peers_up)?;
     first_error(addresses)?;
 
-    let routes = scenario.hosts.iter().enumerate().flat_map(|(id, host)| {
-        host.routes.iter().map(move |route| async move {
-            let dev = match route.dev.as_deref() {
-                None => None,
-                Some(dev) => Some(plan.index_by_name(id, dev).ok_or_else(|| {
-                    TopologyError::UnknownInterface {
-                        host: name(id).to_owned(),
-                        ifname: dev.to_owned(),
-                    }
-                })?),
-            };
-            add_route(&handles[id], route, dev).await.map_err(|source| {
-                netlink_error(
-                    name(id),
-                    format!("adding route {}", describe(route)),
-                    source,
-                )
-            })
-        })
-    });
     // See `sync_link`: asking for each veth end by index makes the kernel finish its
     // carrier-on work now, so the links carry traffic the moment `build` returns.
     let syncs = scenario.links.iter().enumerate().flat_map(|(l, link)| {
@@ -271,9 +253,7 @@ async fn configure(
                     })
             })
     });
-    let (routes, syncs) = futures::join!(join_all(routes), join_all(syncs));
-    first_error(routes)?;
-    first_error(syncs)?;
+    first_error(join_all(syncs).await)?;
     Ok(())
 }
 
@@ -348,41 +328,6 @@ async fn add_address(handle: &Handle, index: u32, addr: Cidr) -> Result<(), rtne
         .await
 }
 
-/// Like `ip route add`: a route without a gateway gets link scope.
-async fn add_route(
-    handle: &Handle,
-    route: &Route,
-    dev_index: Option<u32>,
-) -> Result<(), rtnetlink::Error> {
-    let mut builder = RouteMessageBuilder::<Ipv4Addr>::new();
-    if let Some(destination) = route.destination {
-        builder = builder.destination_prefix(destination.addr, destination.prefix);
-    }
-    if let Some(via) = route.via {
-        builder = builder.gateway(via);
-    } else {
-        builder = builder.scope(rtnetlink::packet_route::route::RouteScope::Link);
-    }
-    if let Some(index) = dev_index {
-        builder = builder.output_interface(index);
-    }
-    handle.route().add(builder.build()).execute().await
-}
-
-/// `default via 198.18.0.254 dev eth0`, for error messages.
-fn describe(route: &Route) -> String {
-    let mut text = route
-        .destination
-        .map_or_else(|| "default".to_owned(), |d| d.to_string());
-    if let Some(via) = route.via {
-        text.push_str(&format!(" via {via}"));
-    }
-    if let Some(dev) = &route.dev {
-        text.push_str(&format!(" dev {dev}"));
-    }
-    text
-}
-
 /// The interface index of every link end, per host: 2, 3, … in link order.
 struct Plan {
     /// `[link][end]` → interface index in that end's host.
@@ -442,6 +387,17 @@ const IPV6_INTERFACE_SYSCTLS: &[(&str, &str)] = &[("addr_gen_mode", "1"), ("disa
 ///   never reported; NOARP also skips DAD. `addr_gen_mode = 1` alone with NOARP is
 ///   enough (measured), so that is all dropspec sets.
 ///
+/// A host with `forwarding = true` forwards IPv6 too (net.ipv6.conf.all.forwarding).
+/// A forwarding interface joins the all-routers groups (ff02::2, ff05::2; `ipv6_add_dev`,
+/// `dev_forward_change`) and reports ff02::2 in MLDv2 reports to ff02::16, which the peer
+/// drops in `ip6_mc_input` (measured: 2 NOT_SPECIFIED drops per link, 2 of 2 runs; the
+/// kernel sends no router advertisement, `Icmp6OutRouterAdvertisements` stays 0). Both
+/// joins are made only on an interface with IFF_MULTICAST, so a forwarding host's IPv6
+/// interfaces have multicast off, set before forwarding is turned on (a group joined
+/// earlier, e.g. inherited from `conf.default.forwarding` when the interface is created,
+/// would be reported when IPv6 comes up): measured quiet, 0 drops and 0 MLD reports.
+/// Nothing on these links needs multicast: neighbours are permanent (below).
+///
 /// NOARP means no neighbour discovery and no ARP on that link, so both ends get
 /// permanent neighbour entries for each other's IPv4 and IPv6 address. On an IPv6 link
 /// the first packet therefore needs no ARP exchange: this is the one way such a link
@@ -469,7 +425,8 @@ fn configure_ipv6(
     let macs = runtime.block_on(async {
         let noarp = ends.iter().map(|&(l, e)| async move {
             let endpoint = end((l, e));
-            set_link_noarp(&handles[endpoint.host], plan.index(l, e))
+            let forwards = scenario.hosts[endpoint.host].forwarding;
+            set_link_quiet(&handles[endpoint.host], plan.index(l, e), forwards)
                 .await
                 .map_err(|source| {
                     let action = format!("turning ARP off on `{}`", endpoint.ifname);
@@ -504,6 +461,18 @@ fn configure_ipv6(
         for (key, value) in IPV6_INTERFACE_SYSCTLS {
             let key = format!("net.ipv6.conf.{}.{key}", endpoint.ifname);
             write_sysctl(name(endpoint.host), &key, value)?;
+        }
+    }
+    // IPv6 forwarding comes last, once multicast is off on the host's IPv6 links, so
+    // that the interfaces never join the all-routers groups (see above).
+    let mut forwarders: Vec<HostId> = ends.iter().map(|&le| end(le).host).collect();
+    forwarders.retain(|&h| scenario.hosts[h].forwarding);
+    forwarders.sort_unstable();
+    forwarders.dedup();
+    for host in forwarders {
+        namespaces[host].enter_here()?;
+        for (key, value) in IPV6_FORWARDING_SYSCTLS {
+            write_sysctl(name(host), key, value)?;
         }
     }
 
@@ -571,6 +540,9 @@ fn configure_ipv6(
     Ok(())
 }
 
+/// Written in a forwarding host once its IPv6 interfaces are quiet (see [`configure_ipv6`]).
+const IPV6_FORWARDING_SYSCTLS: &[(&str, &str)] = &[("net.ipv6.conf.all.forwarding", "1")];
+
 /// How long the build waits for the kernel to make new IPv6 addresses local.
 const IPV6_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -591,9 +563,17 @@ async fn address_is_local(
     Ok(local)
 }
 
-async fn set_link_noarp(handle: &Handle, index: u32) -> Result<(), rtnetlink::Error> {
-    let message = LinkUnspec::new_with_index(index).arp(false).build();
-    handle.link().set(message).execute().await
+/// NOARP, and on a host that forwards also no multicast (see [`configure_ipv6`]).
+async fn set_link_quiet(
+    handle: &Handle,
+    index: u32,
+    forwards: bool,
+) -> Result<(), rtnetlink::Error> {
+    let mut message = LinkUnspec::new_with_index(index).arp(false);
+    if forwards {
+        message = message.multicast(false);
+    }
+    handle.link().set(message.build()).execute().await
 }
 
 /// The link-layer address of one interface, as the kernel reports it.
@@ -704,24 +684,5 @@ mod tests {
         assert_eq!(plan.index_by_name(ids["r"], "eth1"), Some(3));
         assert_eq!(plan.index_by_name(ids["b"], "up0"), Some(2));
         assert_eq!(plan.index_by_name(ids["a"], "up0"), None);
-    }
-
-    #[test]
-    fn routes_read_like_ip_route() {
-        let route = Route {
-            destination: None,
-            via: Some(Ipv4Addr::new(198, 18, 0, 254)),
-            dev: Some("eth0".to_owned()),
-        };
-        assert_eq!(describe(&route), "default via 198.18.0.254 dev eth0");
-        let route = Route {
-            destination: Some(Cidr {
-                addr: Ipv4Addr::new(198, 18, 1, 0),
-                prefix: 24,
-            }),
-            via: None,
-            dev: Some("eth1".to_owned()),
-        };
-        assert_eq!(describe(&route), "198.18.1.0/24 dev eth1");
     }
 }
