@@ -2,7 +2,7 @@
 //! report can show what changed: a second opinion on the drop probe from the kernel's
 //! bookkeeping, and the firewall rules that did the dropping.
 //!
-//! Three kinds of counter, all read inside the host's namespace:
+//! Four kinds of counter, all read inside the host's namespace:
 //!
 //! * **SNMP counters** ([`HostCounters::snmp`]) from `/proc/net/snmp`, `/proc/net/netstat`
 //!   and `/proc/net/snmp6` — what `nstat -az` shows. Keys are `Group.Field`:
@@ -33,6 +33,9 @@
 //!   what a built-in chain's policy did only if the rules declared that chain
 //!   (`:INPUT ACCEPT [0:0]`); otherwise the policy reads `[0:0]` forever. The legacy
 //!   backend always counts policies.
+//! * **qdisc statistics** ([`HostCounters::qdisc`]) from `tc -s -j qdisc show`, for a host
+//!   with a `qdisc` fault ([`RuleSource::Qdisc`]): drops, overlimits, requeues, backlog
+//!   and packets per qdisc, keyed `eth0/drops` (see `qdisc.rs`).
 //!
 //! Gauges and settings are left out, because a difference of two readings of them means
 //! nothing a drop report could use and some can go down: `Ip.Forwarding`,
