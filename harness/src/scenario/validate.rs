@@ -166,19 +166,29 @@ impl Validator<'_> {
         self.neighbours(neighbours, &links, &mut hosts);
         // Routes name interfaces, so they are checked once the links are known.
         for (id, dev) in route_devs {
-            let known = links
+            let end = links
                 .iter()
                 .flat_map(|l| l.ends.iter())
-                .any(|e| e.host == id && &e.ifname == dev.get_ref());
-            if !known {
-                self.note(self.at.error(
+                .find(|e| e.host == id && &e.ifname == dev.get_ref());
+            match end {
+                None => self.note(self.at.error(
                     dev.span(),
                     format!(
                         "host `{}` has a route through `{}`, but no link gives it an interface of that name",
                         hosts[id].name,
                         dev.get_ref()
                     ),
-                ));
+                )),
+                // fib_check_nh_nongw: "Nexthop device is not up" (ENETDOWN).
+                Some(end) if !end.up => self.note(self.at.error(
+                    dev.span(),
+                    format!(
+                        "host `{}` has a route through `{}`, which is down (`up = false`): Linux refuses a route through a down interface",
+                        hosts[id].name,
+                        dev.get_ref()
+                    ),
+                )),
+                Some(_) => {}
             }
         }
         let faults: Vec<Fault> = raw
