@@ -123,6 +123,7 @@ fn main() -> Result<()> {
                 RuleSource::Iptables(IptablesBackend::Nft) => ("iptables-nft", &["-nvxL"]),
                 RuleSource::Iptables(IptablesBackend::Legacy) => ("iptables-legacy", &["-nvxL"]),
                 RuleSource::Nft => ("nft", &["list", "ruleset"]),
+                RuleSource::Qdisc => ("tc", &["-s", "qdisc", "show"]),
             };
             let output = netns.command(tool).args(args).env("LC_ALL", "C").output()?;
             println!(
@@ -246,6 +247,7 @@ fn save_raw(netns: &Netns, sources: &[RuleSource], dir: &Path) -> Result<()> {
                 "iptables-legacy-save-c.txt",
             ),
             RuleSource::Nft => ("nft", &["list", "ruleset"], "nft-list-ruleset.txt"),
+            RuleSource::Qdisc => ("tc", &["-s", "-j", "qdisc", "show"], "tc-s-j-qdisc.json"),
         });
     }
     for (tool, args, file) in tools {

@@ -49,7 +49,7 @@ pub struct Cause {
     pub host: String,
     /// `rule`, `conntrack_full`, `nat`, `checksum`, `no_socket`, `routing`, `rp_filter`,
     /// `neighbour`, `ttl_expired`, `too_big`, `socket_buffer`, `listen_overflow`,
-    /// `header`, `tc`, `netfilter_unexplained`, `silent`, or `other` (the reason is in
+    /// `header`, `tc`, `qdisc`, `netfilter_unexplained`, `silent`, or `other` (the reason is in
     /// `detail`).
     pub cause: String,
     pub packets: u64,
@@ -134,6 +134,11 @@ pub fn classify(host: &str, drops: &[Drop<'_>], evidence: &Evidence) -> Vec<Caus
             "SOCKET_RCVBUFF" => add("socket_buffer", "receive buffer full".into(), d.packets),
             "TCP_LISTEN_OVERFLOW" => add("listen_overflow", d.reason.to_owned(), d.packets),
             "TC_INGRESS" | "TC_EGRESS" => add("tc", d.reason.to_owned(), d.packets),
+            // A qdisc that refused a packet (full, over its rate, or a netem loss); a
+            // device without carrier drops through its noop qdisc with the same reason.
+            "QDISC_DROP" | "QDISC_OVERLIMIT" | "QDISC_CONGESTED" => {
+                add("qdisc", d.reason.to_owned(), d.packets)
+            }
             r if r.starts_with("NEIGH_") => add("neighbour", r.to_owned(), d.packets),
             // ip_forward files TTL expiry under IP_INHDR, and ip6_forward hop-limit expiry
             // too; the ICMP time-exceeded it sends (ICMP type 11, ICMPv6 type 3) is what

@@ -20,6 +20,11 @@
 //!   netlink and waits while any entry is INCOMPLETE (the state that queues packets);
 //!   when it turns FAILED, `neigh_invalidate` has dropped the queue (NEIGH_FAILED), and
 //!   the next marker round makes sure the timer that did it has returned.
+//! - **Packets held by a qdisc** (a `qdisc` fault's tbf or pfifo, or one a `tc` fault
+//!   built) leave it on the qdisc's watchdog timer. The drain dumps every host's qdiscs
+//!   over netlink and waits while any holds a packet (`qlen` or `backlog` of its
+//!   statistics not zero): a qdisc that drains at 1 mbit/s takes 8 ms per 1000-byte
+//!   packet, long after the marker rounds have found the backlogs empty.
 //!
 //! What remains a window is the cap (the entry's `timeout_ms`, or the settle cap): a
 //! drain that reaches it says so, and the report names the results that relied on it.
@@ -127,10 +132,11 @@ impl<'a> Completion<'a> {
     }
 
     /// Whether any host has a neighbour entry still resolving (INCOMPLETE): packets
-    /// queued on it will be sent or dropped (NEIGH_FAILED) when its timer decides.
+    /// queued on it will be sent or dropped (NEIGH_FAILED) when its timer decides; or a
+    /// qdisc that still holds packets (sent, or dropped, when its timer fires).
     fn resolving(&self) -> io::Result<bool> {
         for socket in &self.neighbour_sockets {
-            if any_incomplete(socket)? {
+            if any_incomplete(socket)? || any_queued(socket)? {
                 return Ok(true);
             }
         }
@@ -190,6 +196,64 @@ fn any_incomplete(socket: &OwnedFd) -> io::Result<bool> {
                     let s = at + NLMSG_HEADER + 8;
                     let state = u16::from_ne_bytes(buf[s..s + 2].try_into().unwrap());
                     incomplete |= state & NUD_INCOMPLETE != 0;
+                }
+                _ => {}
+            }
+            if len < NLMSG_HEADER {
+                break;
+            }
+            at += (len + 3) & !3;
+        }
+    }
+}
+
+const RTM_NEWQDISC: u16 = 36;
+const RTM_GETQDISC: u16 = 38;
+/// `struct tcmsg`: family, padding, ifindex, handle, parent, info.
+const TCMSG: usize = 20;
+/// `TCA_STATS`: the compat `struct tc_stats` every qdisc dump still carries, with
+/// `qlen` at offset 28 and `backlog` at 32.
+const TCA_STATS: u16 = 3;
+
+/// Dumps the namespace's qdiscs and says whether any holds a packet.
+fn any_queued(socket: &OwnedFd) -> io::Result<bool> {
+    let mut request = [0u8; NLMSG_HEADER + TCMSG];
+    request[0..4].copy_from_slice(&((NLMSG_HEADER + TCMSG) as u32).to_ne_bytes());
+    request[4..6].copy_from_slice(&RTM_GETQDISC.to_ne_bytes());
+    request[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    sock::send(socket.as_raw_fd(), &request, MsgFlags::empty())?;
+    let mut queued = false;
+    let mut buf = vec![0u8; 32 * 1024];
+    let word = |b: &[u8], at: usize| u32::from_ne_bytes(b[at..at + 4].try_into().unwrap());
+    loop {
+        let n = sock::recv(socket.as_raw_fd(), &mut buf, MsgFlags::empty())?;
+        let mut at = 0;
+        while at + NLMSG_HEADER <= n {
+            let len = word(&buf, at) as usize;
+            let kind = u16::from_ne_bytes(buf[at + 4..at + 6].try_into().unwrap());
+            match kind {
+                NLMSG_DONE => return Ok(queued),
+                NLMSG_ERROR => {
+                    let code = word(&buf, at + NLMSG_HEADER) as i32;
+                    return Err(io::Error::from_raw_os_error(-code));
+                }
+                RTM_NEWQDISC if len >= NLMSG_HEADER + TCMSG && at + len <= n => {
+                    let end = at + len;
+                    let mut attr = at + NLMSG_HEADER + TCMSG;
+                    while attr + 4 <= end {
+                        let attr_len =
+                            u16::from_ne_bytes(buf[attr..attr + 2].try_into().unwrap()) as usize;
+                        let attr_type =
+                            u16::from_ne_bytes(buf[attr + 2..attr + 4].try_into().unwrap());
+                        if attr_len < 4 {
+                            break;
+                        }
+                        if attr_type == TCA_STATS && attr_len >= 4 + 36 && attr + attr_len <= end {
+                            let stats = attr + 4;
+                            queued |= word(&buf, stats + 28) != 0 || word(&buf, stats + 32) != 0;
+                        }
+                        attr += (attr_len + 3) & !3;
+                    }
                 }
                 _ => {}
             }

@@ -14,6 +14,8 @@ use std::fs::File;
 use std::io::{self, Seek, Write};
 use std::process::ExitStatus;
 
+mod qdisc;
+
 /// A fault that could not be loaded, naming where its rules came from (`origin`: the
 /// scenario file or the fixture file) and the host it was meant for.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +40,18 @@ pub enum FaultError {
         #[source]
         source: io::Error,
     },
+    /// The running kernel has no qdisc of the fault's kind (a skip: the scenario needs
+    /// another kernel, or the module).
+    #[error(
+        "{origin}: this kernel has no `{kind}` qdisc (host `{host}`): it needs {option}; \
+         on a modular kernel `modprobe` it, or run the scenario in a guest (`dropspec vm`)"
+    )]
+    QdiscMissing {
+        origin: String,
+        host: String,
+        kind: String,
+        option: &'static str,
+    },
     #[error(
         "{origin}: `{tool}` rejected the rules for host `{host}` ({status}):\n{}\n{}",
         indent(output),
@@ -59,7 +73,7 @@ impl FaultError {
     /// the process may not enter namespaces), as opposed to a mistake in the rules.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            FaultError::ToolMissing { .. } => true,
+            FaultError::ToolMissing { .. } | FaultError::QdiscMissing { .. } => true,
             FaultError::Spawn { source, .. } => {
                 matches!(source.raw_os_error(), Some(libc::EPERM | libc::EACCES))
             }
@@ -114,6 +128,8 @@ pub fn rule_sources(scenario: &Scenario, host: HostId) -> Vec<RuleSource> {
             FaultKind::Nft { .. } => RuleSource::Nft,
             // tc filters have no per-rule counters the tools print in a stable form.
             FaultKind::Tc { .. } | FaultKind::TcDrop { .. } => continue,
+            // The qdisc's own statistics: drops, overlimits, requeues, backlog.
+            FaultKind::Qdisc(_) => RuleSource::Qdisc,
         };
         if !sources.contains(&source) {
             sources.push(source);
@@ -128,6 +144,9 @@ static TC_DROP_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tc_drop
 fn apply_fault(fault: &Fault, topology: &Topology) -> Result<(), FaultError> {
     if let FaultKind::TcDrop { dev, ingress } = &fault.kind {
         return apply_tc_drop(fault, topology, dev, *ingress);
+    }
+    if let FaultKind::Qdisc(q) = &fault.kind {
+        return apply_qdisc(fault, topology, q);
     }
     let netns = topology.host(fault.host);
     let host = netns.label().to_owned();
@@ -163,6 +182,7 @@ fn apply_fault(fault: &Fault, topology: &Topology) -> Result<(), FaultError> {
             ("tc", "iproute2", &["-batch", "-"], commands, origin)
         }
         FaultKind::TcDrop { .. } => unreachable!("handled by apply_tc_drop"),
+        FaultKind::Qdisc(_) => unreachable!("handled by apply_qdisc"),
     };
     let spawn_error = |source: io::Error| {
         if source.kind() == io::ErrorKind::NotFound {
@@ -261,6 +281,39 @@ fn apply_tc_drop(
         });
     let _ = std::fs::remove_file(&object);
     result
+}
+
+/// Installs a qdisc with `tc -batch`; a kernel without that kind of qdisc is a skip
+/// ([`FaultError::QdiscMissing`]), not a mistake in the scenario.
+fn apply_qdisc(
+    fault: &Fault,
+    topology: &Topology,
+    q: &crate::scenario::Qdisc,
+) -> Result<(), FaultError> {
+    let kind = match &q.kind {
+        crate::scenario::QdiscKind::Pfifo { .. } => "pfifo",
+        crate::scenario::QdiscKind::Tbf { .. } => "tbf",
+        crate::scenario::QdiscKind::Netem { .. } => "netem",
+    };
+    let origin = format!("qdisc {kind} on {}", q.dev);
+    let tc = Fault {
+        host: fault.host,
+        kind: FaultKind::Tc {
+            commands: qdisc::commands(q),
+            origin: origin.clone(),
+        },
+    };
+    match apply_fault(&tc, topology) {
+        Err(FaultError::Rejected { output, host, .. }) if qdisc::says_kind_unknown(&output) => {
+            Err(FaultError::QdiscMissing {
+                origin,
+                host,
+                kind: kind.to_owned(),
+                option: qdisc::kernel_option(q),
+            })
+        }
+        other => other,
+    }
 }
 
 /// The rules as an in-memory file, positioned at its start: unlike a pipe, the tool

@@ -654,7 +654,15 @@ fn drop_counters(c: &crate::counters::HostCounters) -> impl Iterator<Item = Stri
             r.backend, r.table, r.chain, r.rule, r.packets
         )
     });
-    kernel.chain(rules)
+    // A qdisc's packet count moves with every packet it passes, and tbf's overlimits
+    // with every time its watchdog found the bucket short (a matter of timer timing);
+    // its drops, requeues and left-over backlog are the stable evidence.
+    let qdisc = c
+        .qdisc
+        .iter()
+        .filter(|(k, _)| !k.ends_with("/packets") && !k.ends_with("/overlimits"))
+        .map(|(k, v)| format!("qdisc/{k} +{v}"));
+    kernel.chain(rules).chain(qdisc)
 }
 
 /// The kernel's own drop-speaking counters (SNMP and conntrack, not the rules the
@@ -688,8 +696,12 @@ pub fn kernel_drop_counters(
     snmp.chain(conntrack)
 }
 
-/// The delta of one counter by its expectation name: `Group.Field` or `conntrack.<stat>`.
+/// The delta of one counter by its expectation name: `Group.Field`, `conntrack.<stat>`
+/// or `qdisc/<dev>/<stat>`.
 fn counter_delta(c: &crate::counters::HostCounters, name: &str) -> u64 {
+    if let Some(key) = name.strip_prefix("qdisc/") {
+        return c.qdisc.get(key).copied().unwrap_or(0);
+    }
     match name.strip_prefix("conntrack.") {
         Some(stat) => c.conntrack.get(stat).copied().unwrap_or(0),
         None => c.snmp.get(name).copied().unwrap_or(0),

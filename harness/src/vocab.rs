@@ -148,10 +148,14 @@ pub const CAUSES: &[&str] = &[
     "listen_overflow",
     "header",
     "tc",
+    "qdisc",
     "netfilter_unexplained",
     "silent",
     "other",
 ];
+
+/// The qdisc statistics a `qdisc/<dev>/<stat>` counter may name (tc's JSON names).
+pub const QDISC_STATS: &[&str] = &["drops", "overlimits", "requeues", "backlog", "packets"];
 
 /// The global-only sysctls a scenario may change.
 pub const GLOBAL_SYSCTLS: &[&str] = &["net.netfilter.nf_conntrack_max"];

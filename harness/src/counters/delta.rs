@@ -16,6 +16,7 @@ pub fn delta(before: &HostCounters, after: &HostCounters) -> HostCounters {
         snmp: map_delta(&before.snmp, &after.snmp),
         conntrack: map_delta(&before.conntrack, &after.conntrack),
         rules: rules_delta(&before.rules, &after.rules),
+        qdisc: map_delta(&before.qdisc, &after.qdisc),
     }
 }
 
@@ -83,6 +84,7 @@ mod tests {
             snmp: snmp.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             conntrack: conntrack.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             rules,
+            qdisc: Default::default(),
         }
     }
 

@@ -2,7 +2,7 @@
 //! report can show what changed: a second opinion on the drop probe from the kernel's
 //! bookkeeping, and the firewall rules that did the dropping.
 //!
-//! Three kinds of counter, all read inside the host's namespace:
+//! Four kinds of counter, all read inside the host's namespace:
 //!
 //! * **SNMP counters** ([`HostCounters::snmp`]) from `/proc/net/snmp`, `/proc/net/netstat`
 //!   and `/proc/net/snmp6` — what `nstat -az` shows. Keys are `Group.Field`:
@@ -33,6 +33,9 @@
 //!   what a built-in chain's policy did only if the rules declared that chain
 //!   (`:INPUT ACCEPT [0:0]`); otherwise the policy reads `[0:0]` forever. The legacy
 //!   backend always counts policies.
+//! * **qdisc statistics** ([`HostCounters::qdisc`]) from `tc -s -j qdisc show`, for a host
+//!   with a `qdisc` fault ([`RuleSource::Qdisc`]): drops, overlimits, requeues, backlog
+//!   and packets per qdisc, keyed `eth0/drops` (see `qdisc.rs`).
 //!
 //! Gauges and settings are left out, because a difference of two readings of them means
 //! nothing a drop report could use and some can go down: `Ip.Forwarding`,
@@ -67,6 +70,7 @@ use crate::vocab::IptablesBackend;
 
 mod delta;
 mod proc;
+mod qdisc;
 mod read;
 mod rules;
 
@@ -83,12 +87,19 @@ pub struct HostCounters {
     pub conntrack: BTreeMap<String, u64>,
     /// Rules in the order the tools list them, tool by tool.
     pub rules: Vec<RuleCounter>,
+    /// Qdisc statistics of a host with a `qdisc` fault, `eth0/drops` → value (see
+    /// `counters/qdisc.rs` for the keys); expectations write them `qdisc/eth0/drops`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub qdisc: BTreeMap<String, u64>,
 }
 
 impl HostCounters {
     /// True when nothing was counted (a [`delta`] in which nothing changed).
     pub fn is_empty(&self) -> bool {
-        self.snmp.is_empty() && self.conntrack.is_empty() && self.rules.is_empty()
+        self.snmp.is_empty()
+            && self.conntrack.is_empty()
+            && self.rules.is_empty()
+            && self.qdisc.is_empty()
     }
 }
 
@@ -126,6 +137,9 @@ pub enum RuleSource {
     /// `nft list ruleset`, without the tables that belong to iptables-nft when the host
     /// also has an [`IptablesBackend::Nft`] source (both tools would list those).
     Nft,
+    /// `tc -s -j qdisc show`: the statistics of the host's qdiscs (not rules, but read
+    /// the same way, by a tool started in the host's namespace).
+    Qdisc,
 }
 
 impl RuleSource {
@@ -135,6 +149,7 @@ impl RuleSource {
             RuleSource::Iptables(IptablesBackend::Nft) => "iptables-nft",
             RuleSource::Iptables(IptablesBackend::Legacy) => "iptables-legacy",
             RuleSource::Nft => "nft",
+            RuleSource::Qdisc => "tc",
         }
     }
 
@@ -143,6 +158,7 @@ impl RuleSource {
             RuleSource::Iptables(IptablesBackend::Nft) => "iptables-nft-save",
             RuleSource::Iptables(IptablesBackend::Legacy) => "iptables-legacy-save",
             RuleSource::Nft => "nft",
+            RuleSource::Qdisc => "tc",
         }
     }
 
@@ -150,6 +166,7 @@ impl RuleSource {
         match self {
             RuleSource::Iptables(_) => &["-c"],
             RuleSource::Nft => &["list", "ruleset"],
+            RuleSource::Qdisc => &["-s", "-j", "qdisc", "show"],
         }
     }
 
@@ -157,6 +174,7 @@ impl RuleSource {
         match self {
             RuleSource::Iptables(_) => "iptables",
             RuleSource::Nft => "nftables",
+            RuleSource::Qdisc => "iproute2",
         }
     }
 

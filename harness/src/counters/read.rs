@@ -192,6 +192,10 @@ impl Collected {
                 RuleSource::Nft => {
                     nft_rules = parse_nft_ruleset(&text).map_err(parse_error(&what))?
                 }
+                RuleSource::Qdisc => {
+                    counters.qdisc =
+                        super::qdisc::parse_tc_qdisc_json(&text).map_err(parse_error(&what))?
+                }
             }
         }
         // iptables-nft keeps its rules in nf_tables tables of family ip, which `nft list

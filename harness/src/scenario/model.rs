@@ -69,6 +69,24 @@ pub struct Host {
     pub addresses: Vec<Cidr>,
     /// Policy rules (`ip rule`), added in file order.
     pub rules: Vec<Rule>,
+    /// Permanent neighbour entries, the host's own and those written on its link ends.
+    pub neighbours: Vec<Neighbour>,
+}
+
+/// A permanent neighbour entry on one of the host's interfaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Neighbour {
+    pub ifname: String,
+    pub addr: IpAddr,
+    pub lladdr: LinkAddr,
+}
+
+/// A neighbour's link-layer address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkAddr {
+    /// The real MAC address of the interface's veth peer (read when the link exists).
+    Peer,
+    Mac([u8; 6]),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +116,13 @@ pub struct Endpoint {
     pub addr: Cidr,
     /// IPv6 is off everywhere except on links whose ends both declare `addr6`.
     pub addr6: Option<Cidr6>,
+    /// This end's MTU: its own `mtu`, else the link's, else the kernel's default.
+    pub mtu: Option<u32>,
+    /// The interface's transmit queue length (`ip link set … txqueuelen`), which is also
+    /// the default `limit` of a pfifo qdisc on it.
+    pub txqueuelen: Option<u32>,
+    /// False: the interface is left administratively down (its peer has no carrier).
+    pub up: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +146,33 @@ pub enum FaultKind {
     Tc { commands: String, origin: String },
     /// dropspec's own tc BPF classifier, which drops every IPv4 packet on `dev`.
     TcDrop { dev: String, ingress: bool },
+    /// A root qdisc on one interface (`[[faults]] qdisc = {…}`).
+    Qdisc(Qdisc),
+}
+
+/// A qdisc fault, validated: each kind with the keys it takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Qdisc {
+    pub dev: String,
+    pub kind: QdiscKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QdiscKind {
+    /// A packet FIFO of `limit` packets (None: the interface's txqueuelen). With a
+    /// `rate`, it sits under a tbf of that rate and `burst` bytes, so that it fills.
+    Pfifo {
+        limit: Option<u32>,
+        rate: Option<(String, u32)>,
+    },
+    /// A token bucket: `rate` as tc writes it, `burst` and `limit` in bytes.
+    Tbf {
+        rate: String,
+        burst: u32,
+        limit: u32,
+    },
+    /// netem with random loss, in percent (as tc writes it: "100%").
+    Netem { loss: String, limit: Option<u32> },
 }
 
 #[derive(

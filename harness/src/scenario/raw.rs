@@ -130,6 +130,22 @@ pub struct Host {
     /// Policy rules (`ip rule`), in file order.
     #[serde(default)]
     pub rules: Vec<Rule>,
+    /// Static (permanent) neighbour entries, each naming its interface with `dev`.
+    #[serde(default)]
+    pub neighbours: Vec<Neighbour>,
+}
+
+/// A permanent neighbour entry: `{ addr = "198.18.0.2", lladdr = "02:00:00:00:00:99" }`.
+/// Without `lladdr` it is the real address of the interface's peer.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Neighbour {
+    #[schemars(with = "String")]
+    pub addr: Spanned<String>,
+    #[schemars(with = "Option<String>")]
+    pub lladdr: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
+    pub dev: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -212,6 +228,15 @@ pub struct Endpoint {
     pub addr6: Option<Spanned<String>>,
     #[schemars(with = "Option<String>")]
     pub name: Option<Spanned<String>>,
+    /// This end's MTU; overrides the link's `mtu`.
+    #[schemars(with = "Option<u32>")]
+    pub mtu: Option<Spanned<u32>>,
+    #[schemars(with = "Option<u32>")]
+    pub txqueuelen: Option<Spanned<u32>>,
+    /// `false`: the interface stays administratively down.
+    pub up: Option<bool>,
+    #[serde(default)]
+    pub neighbours: Vec<Neighbour>,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -230,6 +255,21 @@ pub struct Fault {
     pub tc: Option<String>,
     #[schemars(with = "Option<TcDrop>")]
     pub tc_drop: Option<Spanned<TcDrop>>,
+    #[schemars(with = "Option<Qdisc>")]
+    pub qdisc: Option<Spanned<Qdisc>>,
+}
+
+/// `qdisc = { dev = "eth0", kind = "tbf", rate = "1mbit", burst = 1600, limit = 3000 }`:
+/// which keys a kind takes is checked by the validator (`validate/qdisc.rs`).
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Qdisc {
+    pub dev: String,
+    pub kind: String,
+    pub limit: Option<u32>,
+    pub rate: Option<String>,
+    pub burst: Option<u32>,
+    pub loss: Option<String>,
 }
 
 #[derive(Deserialize, JsonSchema)]

@@ -18,6 +18,9 @@ use crate::vocab::{Corruption, HookPoint, TCP_ACK, TCP_PSH, TCP_SYN};
 pub const MAX_COUNT: u32 = 10_000;
 /// Upper bound on how long one attempt may wait for an answer.
 pub const MAX_TIMEOUT_MS: u64 = 5_000;
+mod links;
+mod qdisc;
+
 /// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
 const MAX_IFNAME: usize = 15;
 
@@ -134,7 +137,8 @@ impl Validator<'_> {
         }
         let mut hosts = Vec::new();
         let mut route_devs = Vec::new();
-        for (name, spec) in raw.hosts {
+        let mut neighbours = Vec::new();
+        for (name, mut spec) in raw.hosts {
             self.keep(self.check_host_name(&name));
             let id = hosts.len();
             self.host_ids.insert(name.get_ref().clone(), id);
@@ -145,6 +149,11 @@ impl Validator<'_> {
                     .chain(spec.rules.iter().filter_map(|r| r.iif.clone()))
                     .map(|dev| (id, dev)),
             );
+            neighbours.extend(
+                std::mem::take(&mut spec.neighbours)
+                    .into_iter()
+                    .map(|n| links::PendingNeighbour::Host(id, n)),
+            );
             let host = self.host(name.clone(), spec);
             hosts.push(self.keep(host).unwrap_or_else(|| Host {
                 name: name.into_inner(),
@@ -153,25 +162,39 @@ impl Validator<'_> {
                 routes: Vec::new(),
                 addresses: Vec::new(),
                 rules: Vec::new(),
+                neighbours: Vec::new(),
             }));
         }
-        let links = self.links(raw.links, &hosts);
+        let links = self.links(raw.links, &hosts, &mut neighbours);
+        self.neighbours(neighbours, &links, &mut hosts);
         // Routes name interfaces, so they are checked once the links are known.
         for (id, dev) in route_devs {
-            let known = dev.get_ref() == "lo"
-                || links
-                    .iter()
-                    .flat_map(|l| l.ends.iter())
-                    .any(|e| e.host == id && &e.ifname == dev.get_ref());
-            if !known {
-                self.note(self.at.error(
+            if dev.get_ref() == "lo" {
+                continue;
+            }
+            let end = links
+                .iter()
+                .flat_map(|l| l.ends.iter())
+                .find(|e| e.host == id && &e.ifname == dev.get_ref());
+            match end {
+                None => self.note(self.at.error(
                     dev.span(),
                     format!(
                         "host `{}` has a route or rule naming `{}`, but no link gives it an interface of that name",
                         hosts[id].name,
                         dev.get_ref()
                     ),
-                ));
+                )),
+                // fib_check_nh_nongw: "Nexthop device is not up" (ENETDOWN).
+                Some(end) if !end.up => self.note(self.at.error(
+                    dev.span(),
+                    format!(
+                        "host `{}` has a route through `{}`, which is down (`up = false`): Linux refuses a route through a down interface",
+                        hosts[id].name,
+                        dev.get_ref()
+                    ),
+                )),
+                Some(_) => {}
             }
         }
         let faults: Vec<Fault> = raw
@@ -226,7 +249,7 @@ impl Validator<'_> {
                 self.keep(program).flatten()
             })
             .collect();
-        let expect = self.expectations(raw.expect);
+        let expect = self.expectations(raw.expect, &faults, &hosts);
         let kernel_names = std::mem::take(&mut self.kernel_names);
         let settle_min_ms = match raw.settle_ms {
             Some(ms) if *ms.get_ref() > MAX_TIMEOUT_MS => {
@@ -558,15 +581,34 @@ impl Validator<'_> {
             routes,
             addresses,
             rules,
+            neighbours: Vec::new(),
         })
     }
 
-    fn links(&self, raw_links: Vec<raw::Link>, hosts: &[Host]) -> Vec<Link> {
+    fn links(
+        &self,
+        raw_links: Vec<raw::Link>,
+        hosts: &[Host],
+        neighbours: &mut Vec<links::PendingNeighbour>,
+    ) -> Vec<Link> {
         let mut links: Vec<Link> = Vec::new();
         let mut interface_counts = vec![0usize; hosts.len()];
-        for spec in raw_links {
+        for mut spec in raw_links {
+            let ends_neighbours = [
+                std::mem::take(&mut spec.a.neighbours),
+                std::mem::take(&mut spec.b.neighbours),
+            ];
             let link = self.link(spec, &links, &mut interface_counts, hosts);
             if let Some(link) = self.keep(link) {
+                for (end, entries) in ends_neighbours.into_iter().enumerate() {
+                    neighbours.extend(entries.into_iter().map(|entry| {
+                        links::PendingNeighbour::End {
+                            link: links.len(),
+                            end,
+                            entry,
+                        }
+                    }));
+                }
                 links.push(link);
             }
         }
@@ -630,6 +672,9 @@ impl Validator<'_> {
                 ifname,
                 addr,
                 addr6,
+                mtu: self.end_mtu(&end.mtu, &spec.mtu)?,
+                txqueuelen: end.txqueuelen.map(Spanned::into_inner),
+                up: end.up.unwrap_or(true),
             });
         }
         if let Some(mtu) = &spec.mtu {
@@ -676,14 +721,17 @@ impl Validator<'_> {
             spec.nft_file.is_some(),
             spec.tc.is_some(),
             spec.tc_drop.is_some(),
+            spec.qdisc.is_some(),
         ];
         if sources.iter().filter(|s| **s).count() != 1 {
             return Err(self.at.error(
                 spec.host.span(),
-                "a fault needs exactly one of `iptables`, `iptables_file`, `nft`, `nft_file`, `tc` or `tc_drop`",
+                "a fault needs exactly one of `iptables`, `iptables_file`, `nft`, `nft_file`, `tc`, `tc_drop` or `qdisc`",
             ));
         }
-        let kind = if let Some(tc_drop) = spec.tc_drop {
+        let kind = if let Some(qdisc) = spec.qdisc {
+            FaultKind::Qdisc(self.qdisc(qdisc, host, links, hosts)?)
+        } else if let Some(tc_drop) = spec.tc_drop {
             let span = tc_drop.span();
             let tc_drop = tc_drop.into_inner();
             let ingress = match tc_drop.direction.as_deref() {
@@ -1022,7 +1070,12 @@ impl Validator<'_> {
         })
     }
 
-    fn expectations(&mut self, spec: raw::Expect) -> Expectations {
+    fn expectations(
+        &mut self,
+        spec: raw::Expect,
+        faults: &[Fault],
+        hosts: &[Host],
+    ) -> Expectations {
         let mut drops = Vec::new();
         for d in spec.drops {
             let Some(host) = self.keep(self.host_ref(&d.host)) else {
@@ -1081,6 +1134,16 @@ impl Validator<'_> {
             let Some(host) = self.keep(self.host_ref(&c.host)) else {
                 continue;
             };
+            if c.counter.get_ref().starts_with("qdisc/") {
+                if let Some(()) = self.keep(self.qdisc_counter(&c.counter, host, faults, hosts)) {
+                    counters.push(CounterExpect {
+                        host,
+                        counter: c.counter.into_inner(),
+                        delta: c.delta,
+                    });
+                }
+                continue;
+            }
             if !c.counter.get_ref().contains('.') {
                 self.note(self.at.error(
                     c.counter.span(),

@@ -38,6 +38,7 @@ use std::net::IpAddr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 pub(crate) mod error;
+mod neighbours;
 mod routing;
 mod sysctl;
 
@@ -136,6 +137,7 @@ fn build_here(scenario: &Scenario) -> Result<Vec<Netns>, TopologyError> {
     runtime.block_on(configure(scenario, &plan, &namespaces, &handles))?;
     configure_ipv6(scenario, &plan, &namespaces, &handles, &runtime)?;
     runtime.block_on(routing::install(scenario, &plan, &handles))?;
+    neighbours::add_static(scenario, &plan, &handles, &runtime)?;
     for (host, netns) in scenario.hosts.iter().zip(&namespaces) {
         if host.sysctls.is_empty() {
             continue;
@@ -170,23 +172,17 @@ async fn configure(
         let [a, b] = &link.ends;
         let indexes = [plan.index(l, 0), plan.index(l, 1)];
         async move {
-            create_veth(
-                &handles[a.host],
-                [a, b],
-                indexes,
-                link.mtu,
-                namespaces[b.host].fd(),
-            )
-            .await
-            .map_err(|source| {
-                let action = format!(
-                    "creating veth `{}` with its peer `{}` in host `{}`",
-                    a.ifname,
-                    b.ifname,
-                    name(b.host)
-                );
-                netlink_error(name(a.host), action, source)
-            })
+            create_veth(&handles[a.host], [a, b], indexes, namespaces[b.host].fd())
+                .await
+                .map_err(|source| {
+                    let action = format!(
+                        "creating veth `{}` with its peer `{}` in host `{}`",
+                        a.ifname,
+                        b.ifname,
+                        name(b.host)
+                    );
+                    netlink_error(name(a.host), action, source)
+                })
         }
     });
     let (loopbacks, veths) = futures::join!(join_all(loopbacks), join_all(veths));
@@ -195,17 +191,23 @@ async fn configure(
 
     // The kernel opens a new veth's peer before pairing it, so a peer created up fails
     // with ENOTCONN; it is brought up here, from its own namespace.
-    let peers_up = scenario.links.iter().enumerate().map(|(l, link)| {
-        let peer = &link.ends[1];
-        async move {
-            set_link_up(&handles[peer.host], plan.index(l, 1))
-                .await
-                .map_err(|source| {
-                    let action = format!("bringing up `{}`", peer.ifname);
-                    netlink_error(name(peer.host), action, source)
-                })
-        }
-    });
+    // An end written `up = false` stays down (and its peer without carrier).
+    let peers_up = scenario
+        .links
+        .iter()
+        .enumerate()
+        .filter(|(_, link)| link.ends[1].up)
+        .map(|(l, link)| {
+            let peer = &link.ends[1];
+            async move {
+                set_link_up(&handles[peer.host], plan.index(l, 1))
+                    .await
+                    .map_err(|source| {
+                        let action = format!("bringing up `{}`", peer.ifname);
+                        netlink_error(name(peer.host), action, source)
+                    })
+            }
+        });
     let addresses = scenario.links.iter().enumerate().flat_map(|(l, link)| {
         link.ends
             .iter()
@@ -276,14 +278,13 @@ async fn set_link_up(handle: &Handle, index: u32) -> Result<(), rtnetlink::Error
 }
 
 /// Creates a veth pair from the namespace of `ends[0]` (the handle's), with the peer
-/// born directly in `peer_netns`: neither end ever appears in the root namespace. Both
-/// ends get their planned interface index and the link's mtu; only the first is
-/// created up (see [`configure`] for the peer).
+/// born directly in `peer_netns`: neither end ever appears in the root namespace. Each
+/// end gets its planned interface index, its MTU and its txqueuelen; only the first is
+/// created up, unless it is written `up = false` (see [`configure`] for the peer).
 async fn create_veth(
     handle: &Handle,
     ends: [&Endpoint; 2],
     indexes: [u32; 2],
-    mtu: Option<u32>,
     peer_netns: BorrowedFd<'_>,
 ) -> Result<(), rtnetlink::Error> {
     let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
@@ -292,11 +293,21 @@ async fn create_veth(
         .setns_by_fd(peer_netns.as_raw_fd());
     let mut veth = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
         .name(ends[0].ifname.clone())
-        .index(indexes[0])
-        .up();
-    if let Some(mtu) = mtu {
+        .index(indexes[0]);
+    if ends[0].up {
+        veth = veth.up();
+    }
+    if let Some(mtu) = ends[1].mtu {
         peer = peer.mtu(mtu);
+    }
+    if let Some(mtu) = ends[0].mtu {
         veth = veth.mtu(mtu);
+    }
+    if let Some(len) = ends[1].txqueuelen {
+        peer = peer.txqueuelen(len);
+    }
+    if let Some(len) = ends[0].txqueuelen {
+        veth = veth.txqueuelen(len);
     }
     let message = veth
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
@@ -514,7 +525,8 @@ fn configure_ipv6(
     // snapshots; in one build out of thirty the address was not yet local when the
     // build ended). So the build waits until `route get` says local.
     let started = std::time::Instant::now();
-    for &(l, e) in &ends {
+    // A down end's addresses become local only when it comes up: nothing to wait for.
+    for &(l, e) in ends.iter().filter(|&&end_at| end(end_at).up) {
         let endpoint = end((l, e));
         let addr = endpoint.addr6.expect("IPv6 ends have addr6").addr;
         loop {
@@ -577,7 +589,7 @@ async fn set_link_quiet(
 }
 
 /// The link-layer address of one interface, as the kernel reports it.
-async fn link_mac(handle: &Handle, index: u32) -> Result<Vec<u8>, rtnetlink::Error> {
+pub(super) async fn link_mac(handle: &Handle, index: u32) -> Result<Vec<u8>, rtnetlink::Error> {
     use rtnetlink::packet_route::link::LinkAttribute;
     let mut replies = handle.link().get().match_index(index).execute();
     let mut mac = Vec::new();
@@ -610,7 +622,7 @@ async fn add_address_nodad(
 }
 
 /// Like `ip neigh replace DESTINATION lladdr MAC dev … nud permanent`.
-async fn add_permanent_neighbour(
+pub(super) async fn add_permanent_neighbour(
     handle: &Handle,
     index: u32,
     destination: IpAddr,
