@@ -40,6 +40,7 @@ pub mod repeat;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod steps;
 mod sockopt;
 pub mod suggest;
 pub mod topology;

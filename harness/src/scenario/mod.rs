@@ -28,12 +28,14 @@ mod model;
 pub mod names;
 mod raw;
 mod read;
+pub mod undo;
 mod validate;
 
 pub use discover::{discover, scenario_name, snapshot_name};
 pub use model::*;
 pub use validate::{
     is_test_address, parse_kernel_version, DEFAULT_SOURCE_PORT, MAX_COUNT, MAX_TIMEOUT_MS,
+    MAX_WAIT_MS,
 };
 
 use validate::{Locator, Validator};

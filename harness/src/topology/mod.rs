@@ -38,6 +38,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 pub(crate) mod error;
+pub mod change;
 mod sysctl;
 
 pub mod netns;
@@ -370,7 +371,7 @@ async fn add_route(
 }
 
 /// `default via 198.18.0.254 dev eth0`, for error messages.
-fn describe(route: &Route) -> String {
+pub(crate) fn describe(route: &Route) -> String {
     let mut text = route
         .destination
         .map_or_else(|| "default".to_owned(), |d| d.to_string());
