@@ -113,7 +113,15 @@ pub fn run(
                 faults::remove(&scenario.faults[*fault], topology).map_err(|e| error(e.into()))?;
             }
             StepAction::Link { host, dev, up } => {
-                change::set_link(topology, *host, dev, *up).map_err(|e| error(e.into()))?;
+                let peer = scenario.links.iter().find_map(|link| {
+                    let [a, b] = &link.ends;
+                    match (a.host == *host && a.ifname == *dev, b.host == *host && b.ifname == *dev) {
+                        (true, _) => Some((b.host, b.ifname.as_str())),
+                        (_, true) => Some((a.host, a.ifname.as_str())),
+                        _ => None,
+                    }
+                });
+                change::set_link(topology, *host, dev, *up, peer).map_err(|e| error(e.into()))?;
             }
             StepAction::Route { host, route, add } => {
                 change::change_route(topology, *host, route, *add)

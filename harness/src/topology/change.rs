@@ -8,10 +8,24 @@ use std::io;
 use super::Topology;
 use crate::scenario::{HostId, Route};
 
-/// `ip link set dev DEV up|down` in `host`.
-pub fn set_link(topology: &Topology, host: HostId, dev: &str, up: bool) -> io::Result<()> {
+/// `ip link set dev DEV up|down` in `host`, then `ip link show` of both ends: a
+/// non-dump RTM_GETLINK runs the carrier change's pending "linkwatch" work now (see
+/// `sync_link`), so the next step meets the link as it will stay, not a queue that
+/// starts only when the worker gets to it.
+pub fn set_link(
+    topology: &Topology,
+    host: HostId,
+    dev: &str,
+    up: bool,
+    peer: Option<(HostId, &str)>,
+) -> io::Result<()> {
     let state = if up { "up" } else { "down" };
-    ip(topology, host, &["link", "set", "dev", dev, state])
+    ip(topology, host, &["link", "set", "dev", dev, state])?;
+    ip(topology, host, &["link", "show", "dev", dev])?;
+    if let Some((peer_host, peer_dev)) = peer {
+        ip(topology, peer_host, &["link", "show", "dev", peer_dev])?;
+    }
+    Ok(())
 }
 
 /// `ip route add|del ROUTE` in `host`, the route written as `hosts.NAME.routes` takes it.
