@@ -141,6 +141,17 @@ impl Validator<'_> {
             }
         }
         let mut accepted: Vec<bool> = vec![false; traffic.names.len()];
+        // Names any step runs, even a step with a problem of its own: an entry it names
+        // is not also reported as run by no step.
+        let named_by_steps: Vec<(&'static str, String)> = raw_steps
+            .iter()
+            .flat_map(|s| {
+                let s = s.get_ref();
+                [("traffic", &s.traffic), ("packets", &s.packets)]
+                    .into_iter()
+                    .filter_map(|(kind, name)| name.as_ref().map(|n| (kind, n.get_ref().clone())))
+            })
+            .collect();
         let mut steps = Vec::new();
         for (n, spanned) in raw_steps.into_iter().enumerate() {
             let number = n + 1;
@@ -351,7 +362,15 @@ impl Validator<'_> {
             ("packets", &packets_ran, &packets.names, packet_spans),
         ] {
             for (i, ran) in ran.iter().enumerate() {
+                let named = |n: &Spanned<String>| {
+                    named_by_steps
+                        .iter()
+                        .any(|(k, step)| *k == kind && step == n.get_ref())
+                };
                 if let (None, Some(name)) = (ran, &names[i]) {
+                    if named(name) {
+                        continue;
+                    }
                     self.note(self.at.error(
                         spans[i].clone(),
                         format!(
