@@ -117,13 +117,16 @@ pub fn apply_one(fault: &Fault, topology: &Topology) -> Result<(), FaultError> {
 pub fn remove(fault: &Fault, topology: &Topology) -> Result<(), FaultError> {
     let origin = |o: &str| format!("{o} (removing)");
     let kind = match (undo(&fault.kind), &fault.kind) {
-        (Ok(Undo::Iptables(rules)), FaultKind::Iptables { backend, origin: o, .. }) => {
+        (
+            Ok(Undo::Iptables(rules)),
             FaultKind::Iptables {
-                backend: *backend,
-                rules,
-                origin: origin(o),
-            }
-        }
+                backend, origin: o, ..
+            },
+        ) => FaultKind::Iptables {
+            backend: *backend,
+            rules,
+            origin: origin(o),
+        },
         (Ok(Undo::Nft(ruleset)), FaultKind::Nft { origin: o, .. }) => FaultKind::Nft {
             ruleset,
             origin: origin(o),

@@ -115,7 +115,10 @@ pub fn run(
             StepAction::Link { host, dev, up } => {
                 let peer = scenario.links.iter().find_map(|link| {
                     let [a, b] = &link.ends;
-                    match (a.host == *host && a.ifname == *dev, b.host == *host && b.ifname == *dev) {
+                    match (
+                        a.host == *host && a.ifname == *dev,
+                        b.host == *host && b.ifname == *dev,
+                    ) {
                         (true, _) => Some((b.host, b.ifname.as_str())),
                         (_, true) => Some((a.host, a.ifname.as_str())),
                         _ => None,
@@ -124,8 +127,7 @@ pub fn run(
                 change::set_link(topology, *host, dev, *up, peer).map_err(|e| error(e.into()))?;
             }
             StepAction::Route { host, route, add } => {
-                change::change_route(topology, *host, route, *add)
-                    .map_err(|e| error(e.into()))?;
+                change::change_route(topology, *host, route, *add).map_err(|e| error(e.into()))?;
             }
             StepAction::Accept { traffic: entry } => {
                 let spec = &scenario.traffic[*entry];

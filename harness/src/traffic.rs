@@ -251,16 +251,15 @@ pub(crate) fn run_again(
         }
     };
     let flow = sockets.flow(index);
-    let (senders, listener, accepted) = (
-        flow.senders.clone(),
-        flow.listener,
-        flow.accepted.clone(),
-    );
+    let (senders, listener, accepted) =
+        (flow.senders.clone(), flow.listener, flow.accepted.clone());
     let senders = sockets.fds(&senders);
     let listener = listener.map(|at| &sockets.open[at].1);
     match traffic.protocol {
         Protocol::Icmp => match senders.first() {
-            Some(socket) => echo(socket, traffic, completion).map_err(sock_err("sending ICMP echo")),
+            Some(socket) => {
+                echo(socket, traffic, completion).map_err(sock_err("sending ICMP echo"))
+            }
             None => Ok(TrafficOutcome::default()),
         },
         Protocol::Udp => match senders.first() {
@@ -286,13 +285,12 @@ pub(crate) fn accept_waiting(
     let (Some(listener), Some(server)) = (sockets.flow(index).listener, traffic.to_host) else {
         return Ok(0);
     };
-    let accepted = accept_ready(&sockets.open[listener].1).map_err(|source| {
-        TrafficError::Socket {
+    let accepted =
+        accept_ready(&sockets.open[listener].1).map_err(|source| TrafficError::Socket {
             index,
             what: "accepting waiting connections".to_owned(),
             source,
-        }
-    })?;
+        })?;
     let count = accepted.len() as u32;
     for conn in accepted {
         let at = sockets.keep(server, conn);

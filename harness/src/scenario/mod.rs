@@ -13,6 +13,8 @@
 //! | `raw.rs`      | what serde reads, with spans                                 |
 //! | `read.rs`     | TOML → `raw`, every entry on its own, errors in plain words  |
 //! | `validate.rs` | the checks serde cannot make, and the build of the model     |
+//! | `validate/steps.rs` | `[[steps]]`: names resolved, the order checked          |
+//! | `undo.rs`     | how a `remove` step takes a fault back, or why it cannot     |
 //! | `model.rs`    | the validated [`Scenario`] the runtime reads                 |
 //! | `discover.rs` | finding scenario files, and their names and snapshot names   |
 //! | `names.rs`    | reason and function names against what a kernel knows        |

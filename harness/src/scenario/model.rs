@@ -67,17 +67,35 @@ pub enum StepAction {
         again: bool,
         expect: TrafficExpect,
     },
-    Packets { entry: usize },
+    Packets {
+        entry: usize,
+    },
     /// Sleeps, then waits for the kernel as after any step.
-    Wait { ms: u64 },
-    Apply { fault: usize },
-    Remove { fault: usize },
+    Wait {
+        ms: u64,
+    },
+    Apply {
+        fault: usize,
+    },
+    Remove {
+        fault: usize,
+    },
     /// `ip link set DEV up|down` in the host.
-    Link { host: HostId, dev: String, up: bool },
+    Link {
+        host: HostId,
+        dev: String,
+        up: bool,
+    },
     /// `ip route add|del` in the host, the route as in `hosts.NAME.routes`.
-    Route { host: HostId, route: Route, add: bool },
+    Route {
+        host: HostId,
+        route: Route,
+        add: bool,
+    },
     /// Accepts the connections waiting on the listener of `scenario.traffic[traffic]`.
-    Accept { traffic: usize },
+    Accept {
+        traffic: usize,
+    },
 }
 
 /// A drop reason, function or counter name an expectation uses, and where it is written.

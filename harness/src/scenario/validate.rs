@@ -188,7 +188,8 @@ impl Validator<'_> {
             .collect();
         let traffic_names: Vec<_> = raw.traffic.iter().map(|t| t.name.clone()).collect();
         let traffic_spans: Vec<_> = raw.traffic.iter().map(|t| t.from.span()).collect();
-        let receiver_written: Vec<bool> = raw.traffic.iter().map(|t| t.receiver.is_some()).collect();
+        let receiver_written: Vec<bool> =
+            raw.traffic.iter().map(|t| t.receiver.is_some()).collect();
         let mut traffic: Vec<Option<Traffic>> = raw
             .traffic
             .into_iter()
@@ -209,11 +210,23 @@ impl Validator<'_> {
             .collect();
         let steps = self.steps(
             raw.steps,
-            steps::Named { kind: "traffic", names: traffic_names, built: &mut traffic },
+            steps::Named {
+                kind: "traffic",
+                names: traffic_names,
+                built: &mut traffic,
+            },
             &traffic_spans,
-            steps::Named { kind: "packets", names: packet_names, built: &mut packets },
+            steps::Named {
+                kind: "packets",
+                names: packet_names,
+                built: &mut packets,
+            },
             &packet_spans,
-            steps::Named { kind: "faults", names: fault_names, built: &mut faults },
+            steps::Named {
+                kind: "faults",
+                names: fault_names,
+                built: &mut faults,
+            },
             &fault_spans,
             &receiver_written,
             &links,

@@ -38,11 +38,7 @@ pub fn change_route(topology: &Topology, host: HostId, route: &Route, add: bool)
 
 fn ip(topology: &Topology, host: HostId, args: &[&str]) -> io::Result<()> {
     let netns = topology.host(host);
-    let output = netns
-        .command("ip")
-        .args(args)
-        .env("LC_ALL", "C")
-        .output()?;
+    let output = netns.command("ip").args(args).env("LC_ALL", "C").output()?;
     if output.status.success() {
         return Ok(());
     }

@@ -37,8 +37,8 @@ use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-pub(crate) mod error;
 pub mod change;
+pub(crate) mod error;
 mod sysctl;
 
 pub mod netns;

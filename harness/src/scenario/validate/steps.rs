@@ -60,9 +60,7 @@ impl Validator<'_> {
             if !valid {
                 self.note(self.at.error(
                     name.span(),
-                    format!(
-                        "name `{text}` must be 1–64 characters of letters, digits, `-` or `_`"
-                    ),
+                    format!("name `{text}` must be 1–64 characters of letters, digits, `-` or `_`"),
                 ));
             }
             if let Some(first) = seen.insert(text, i) {
@@ -190,7 +188,10 @@ impl Validator<'_> {
                 let Some(spec) = traffic.built[entry].as_ref() else {
                     continue;
                 };
-                if again && spec.protocol == Protocol::Tcp && !spec.listener.reads && !accepted[entry]
+                if again
+                    && spec.protocol == Protocol::Tcp
+                    && !spec.listener.reads
+                    && !accepted[entry]
                 {
                     self.note(self.at.error(
                         name.span(),
@@ -535,9 +536,17 @@ fn label(
         StepAction::Apply { fault } => format!("apply {}", name(&faults.names, *fault)),
         StepAction::Remove { fault } => format!("remove {}", name(&faults.names, *fault)),
         StepAction::Link { host: h, dev, up } => {
-            format!("link {} {dev} {}", host(*h), if *up { "up" } else { "down" })
+            format!(
+                "link {} {dev} {}",
+                host(*h),
+                if *up { "up" } else { "down" }
+            )
         }
-        StepAction::Route { host: h, route, add } => format!(
+        StepAction::Route {
+            host: h,
+            route,
+            add,
+        } => format!(
             "route {} {} {}",
             host(*h),
             if *add { "add" } else { "del" },
@@ -559,4 +568,67 @@ fn describe_route(route: &Route) -> String {
         text.push_str(&format!(" dev {dev}"));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::scenario::{parse, StepAction};
+    use std::path::Path;
+
+    #[test]
+    fn steps_resolve_names_and_defer_the_faults_they_apply() {
+        let text = r#"
+description = "x"
+[hosts.client]
+[hosts.server]
+[[links]]
+a = { host = "client", addr = "198.18.0.1/24" }
+b = { host = "server", addr = "198.18.0.2/24" }
+[[faults]]
+host = "server"
+nft = "table inet base { }"
+[[faults]]
+name = "late"
+host = "server"
+iptables = "*filter\n-A INPUT -p tcp -j DROP\nCOMMIT\n"
+[[traffic]]
+name = "conn"
+from = "client"
+to = "server"
+protocol = "tcp"
+port = 80
+[[steps]]
+traffic = "conn"
+[[steps]]
+accept = { traffic = "conn" }
+[[steps]]
+apply = "late"
+[[steps]]
+traffic = "conn"
+expect = { delivered = 1 }
+[[steps]]
+remove = "late"
+"#;
+        let s = parse(text, Path::new("x.toml"), "x", Path::new("fixtures")).unwrap();
+        assert!(s.applied_up_front(0));
+        assert!(!s.applied_up_front(1));
+        // Accepted at a step only, not on its own run.
+        assert!(!s.traffic[0].listener.reads);
+        let labels: Vec<&str> = s.steps.iter().map(|s| s.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "traffic conn",
+                "accept conn",
+                "apply late",
+                "traffic conn again",
+                "remove late"
+            ]
+        );
+        assert!(matches!(
+            &s.steps[3].action,
+            StepAction::Traffic { entry: 0, again: true, expect } if expect.delivered == Some(1)
+        ));
+        assert_eq!(s.steps[0].line, 21);
+    }
 }
