@@ -4,14 +4,20 @@
 //! what `ip` says on failure is kept for the error.
 
 use std::io;
+use std::time::{Duration, Instant};
 
 use super::Topology;
 use crate::scenario::{HostId, Route};
 
-/// `ip link set dev DEV up|down` in `host`, then `ip link show` of both ends: a
-/// non-dump RTM_GETLINK runs the carrier change's pending "linkwatch" work now (see
-/// `sync_link`), so the next step meets the link as it will stay, not a queue that
-/// starts only when the worker gets to it.
+/// `ip link set dev DEV up|down` in `host`, then waits until the kernel has finished
+/// the change on both ends: the carrier change is deferred to the "linkwatch" worker,
+/// which sets each end's operstate, swaps its qdisc (noop while the carrier is off) and
+/// tells the neighbour tables (a carrier loss flushes them), all in one go under RTNL.
+/// So once both ends read back in their final operstate (both UP, or neither: DOWN or
+/// LOWERLAYERDOWN), the next step meets the link as it will stay. A
+/// non-dump RTM_GETLINK also runs that work at once on kernels that sync it there
+/// (`linkwatch_sync_dev`); 6.1 does not, and without the wait a ping can still leave
+/// through the old neighbour entry (measured there).
 pub fn set_link(
     topology: &Topology,
     host: HostId,
@@ -21,11 +27,42 @@ pub fn set_link(
 ) -> io::Result<()> {
     let state = if up { "up" } else { "down" };
     ip(topology, host, &["link", "set", "dev", dev, state])?;
-    ip(topology, host, &["link", "show", "dev", dev])?;
-    if let Some((peer_host, peer_dev)) = peer {
-        ip(topology, peer_host, &["link", "show", "dev", peer_dev])?;
+    let mut ends = vec![(host, dev)];
+    ends.extend(peer);
+    let want = if up { "UP" } else { "not UP" };
+    let deadline = Instant::now() + SETTLE_LINK;
+    for (host, dev) in ends {
+        loop {
+            let now = operstate(topology, host, dev)?;
+            if (now == "UP") == up {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(io::Error::other(format!(
+                    "`{dev}` in host `{}` is still {now}, not {want}, {} ms after `ip link set {state}`",
+                    topology.host(host).label(),
+                    SETTLE_LINK.as_millis()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
     Ok(())
+}
+
+/// Longest a link change may take to reach both ends.
+const SETTLE_LINK: Duration = Duration::from_secs(3);
+
+/// The operstate `ip -o link show dev DEV` reports (`UP`, `DOWN`, `LOWERLAYERDOWN` …).
+fn operstate(topology: &Topology, host: HostId, dev: &str) -> io::Result<String> {
+    let text = ip_output(topology, host, &["-o", "link", "show", "dev", dev])?;
+    let mut words = text.split_whitespace();
+    while let Some(word) = words.next() {
+        if word == "state" {
+            return Ok(words.next().unwrap_or("UNKNOWN").to_owned());
+        }
+    }
+    Ok("UNKNOWN".to_owned())
 }
 
 /// `ip route add|del ROUTE` in `host`, the route written as `hosts.NAME.routes` takes it.
@@ -37,10 +74,15 @@ pub fn change_route(topology: &Topology, host: HostId, route: &Route, add: bool)
 }
 
 fn ip(topology: &Topology, host: HostId, args: &[&str]) -> io::Result<()> {
+    ip_output(topology, host, args).map(drop)
+}
+
+/// Runs `ip ARGS` in `host`; its standard output, or an error with what it said.
+fn ip_output(topology: &Topology, host: HostId, args: &[&str]) -> io::Result<String> {
     let netns = topology.host(host);
     let output = netns.command("ip").args(args).env("LC_ALL", "C").output()?;
     if output.status.success() {
-        return Ok(());
+        return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
     }
     Err(io::Error::other(format!(
         "`ip {}` in host `{}` failed ({}): {}",
