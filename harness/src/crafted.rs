@@ -161,7 +161,8 @@ enum Application {
     },
 }
 
-fn run_one(
+/// Sends `[[packets]]` entry `index` (1-based).
+pub(crate) fn run_one(
     index: usize,
     entry: &PacketEntry,
     topology: &Topology,

@@ -733,6 +733,7 @@ mod tests {
                 packets: vec![],
                 hooks: Default::default(),
                 datapath: Vec::new(),
+                steps: Vec::new(),
                 timings: Timings::default(),
             }],
             skipped: BTreeMap::new(),

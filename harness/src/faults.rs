@@ -7,6 +7,7 @@
 //! from an in-memory file, and what the tool says on failure is kept for the error.
 
 use crate::counters::RuleSource;
+use crate::scenario::undo::{undo, Undo};
 use crate::scenario::{Fault, FaultKind, HostId, IptablesBackend, Scenario};
 use crate::topology::Topology;
 use nix::sys::memfd::{memfd_create, MFdFlags};
@@ -110,11 +111,54 @@ fn indent(text: &str) -> String {
 
 /// Loads every fault into its host, in scenario order (later faults add to earlier ones
 /// on the same host).
+/// Faults a `[[steps]]` entry applies are left for it ([`apply_one`]).
 pub fn apply(scenario: &Scenario, topology: &Topology) -> Result<(), FaultError> {
-    for fault in &scenario.faults {
-        apply_fault(fault, topology)?;
+    for (i, fault) in scenario.faults.iter().enumerate() {
+        if scenario.applied_up_front(i) {
+            apply_fault(fault, topology)?;
+        }
     }
     Ok(())
+}
+
+/// Loads one fault, for an `apply` step.
+pub fn apply_one(fault: &Fault, topology: &Topology) -> Result<(), FaultError> {
+    apply_fault(fault, topology)
+}
+
+/// Takes a fault back, for a `remove` step: loads its inverse (`scenario::undo`) with
+/// the fault's own tool, so a rule of another fault on the same host stays.
+pub fn remove(fault: &Fault, topology: &Topology) -> Result<(), FaultError> {
+    let origin = |o: &str| format!("{o} (removing)");
+    let kind = match (undo(&fault.kind), &fault.kind) {
+        (
+            Ok(Undo::Iptables(rules)),
+            FaultKind::Iptables {
+                backend, origin: o, ..
+            },
+        ) => FaultKind::Iptables {
+            backend: *backend,
+            rules,
+            origin: origin(o),
+        },
+        (Ok(Undo::Nft(ruleset)), FaultKind::Nft { origin: o, .. }) => FaultKind::Nft {
+            ruleset,
+            origin: origin(o),
+        },
+        (Ok(Undo::Tc(commands)), _) => FaultKind::Tc {
+            commands,
+            origin: "removing a tc_drop or qdisc fault".to_owned(),
+        },
+        // The validator refuses a `remove` of a fault without an inverse.
+        (result, _) => unreachable!("remove of a fault the validator refused: {result:?}"),
+    };
+    apply_fault(
+        &Fault {
+            host: fault.host,
+            kind,
+        },
+        topology,
+    )
 }
 
 /// The counters that evidence this host's faults: the tools to ask for rule counters, one

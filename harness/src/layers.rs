@@ -48,6 +48,7 @@ const RULES: &[(&str, &[&str])] = &[
             "global_sysctls",
             "report",
             "scenario",
+            "steps",
             "topology",
             "traffic",
             "watchers",

@@ -5,7 +5,7 @@
 //! (the eBPF probes in [`probes`], attached once per process, and the kernel's counters)
 //! → [`traffic`] → watchers' rows → [`report`] → [`verdict`] (with [`baseline`] and the
 //! run's [`policy`]), with [`runner`] driving the steps and [`cleanup`] making sure
-//! nothing outlives a run. docs/ARCHITECTURE.md is the map.
+//! nothing outlives a run. A scenario with `[[steps]]` runs them in order through [`steps`]. docs/ARCHITECTURE.md is the map.
 //! [`global_sysctls`] changes machine-wide settings a scenario needs, and always puts them back.
 //! [`counters`] reads the kernel's own SNMP, conntrack and rule counters per host, and
 //! [`classify`] uses them to say which mechanism dropped the packets.
@@ -41,6 +41,7 @@ pub mod report;
 pub mod runner;
 pub mod scenario;
 mod sockopt;
+pub mod steps;
 pub mod suggest;
 pub mod topology;
 /// The namespace handle lives beside the topology that builds namespaces (it reports its

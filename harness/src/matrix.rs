@@ -201,6 +201,7 @@ mod tests {
             probe: "p".into(),
             reasons_unavailable: None,
             datapath: Vec::new(),
+            steps: Vec::new(),
             drops,
             traffic: vec![],
             events: vec![],

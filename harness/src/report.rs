@@ -44,6 +44,9 @@ pub struct Report {
     /// Programs under test: what the kernel saw each drop, what it reported, the difference.
     #[serde(default)]
     pub datapath: Vec<DatapathRow>,
+    /// One row per `[[steps]]` entry, in order (empty without steps).
+    #[serde(default)]
+    pub steps: Vec<crate::steps::StepRow>,
     pub timings: Timings,
 }
 
@@ -465,6 +468,7 @@ impl Report {
             packets,
             hooks: seen.hooks,
             datapath: seen.datapath,
+            steps: Vec::new(),
             timings,
         }
     }
@@ -572,6 +576,22 @@ impl Report {
                     outcome.join(", ")
                 )
                 .unwrap();
+            }
+        }
+        if !self.steps.is_empty() {
+            writeln!(out, "steps:").unwrap();
+            for (i, step) in self.steps.iter().enumerate() {
+                let result = match (&step.again, step.accepted) {
+                    (Some((Protocol::Tcp, o)), _) => {
+                        format!(": sent on {}, delivered {}", o.sent, o.delivered)
+                    }
+                    (Some((protocol, o)), _) => {
+                        format!(": x{}: {}", o.sent, outcome_text(*protocol, o))
+                    }
+                    (None, Some(n)) => format!(": accepted {n}"),
+                    (None, None) => String::new(),
+                };
+                writeln!(out, "  {}. {}{result}", i + 1, step.label).unwrap();
             }
         }
         if !self.datapath.is_empty() {
@@ -1080,6 +1100,24 @@ pub fn check(scenario: &Scenario, report: &Report) -> Vec<Mismatch> {
             }
         }
     }
+    for (i, row) in report.steps.iter().enumerate() {
+        let (Some(expect), Some((_, outcome))) =
+            (crate::steps::again_expect(scenario, i), &row.again)
+        else {
+            continue;
+        };
+        for (field, expected, actual) in traffic_fields(expect, outcome) {
+            if let Some(expected) = expected {
+                if expected != actual {
+                    mismatches.push(Mismatch(format!(
+                        "step {} ({}): expected {field} {expected}, got {actual}",
+                        i + 1,
+                        row.label
+                    )));
+                }
+            }
+        }
+    }
     for (i, (spec, row)) in scenario.packets.iter().zip(&report.packets).enumerate() {
         for (field, expected, actual) in packet_fields(&spec.expect, &row.outcome) {
             if let Some(expected) = expected {
@@ -1235,6 +1273,7 @@ count = 3
             packets: vec![],
             hooks: Default::default(),
             datapath: Vec::new(),
+            steps: Vec::new(),
             timings: Timings::default(),
         }
     }

@@ -11,6 +11,7 @@ use crate::faults::{self, FaultError};
 use crate::global_sysctls::{self, GlobalSysctlError};
 use crate::report::{Report, Timings};
 use crate::scenario::Scenario;
+use crate::steps::{self, StepError};
 use crate::topology::{Topology, TopologyError};
 use crate::traffic::{self, Sockets, TrafficError};
 use crate::watchers::{Observations, WatchError, Watching, REGISTRY};
@@ -35,6 +36,8 @@ pub enum RunError {
     GlobalSysctl(#[source] GlobalSysctlError),
     #[error("sending crafted packets: {0}")]
     Packets(#[source] CraftedError),
+    #[error("running the steps: {0}")]
+    Steps(#[source] StepError),
 }
 
 impl From<GlobalSysctlError> for RunError {
@@ -137,11 +140,18 @@ pub fn run_with(
     let mut completion = Completion::new(topology.hosts(), &mut total_drops)
         .map_err(|e| RunError::Unavailable(format!("reading the kernel's progress: {e}")))?;
     let mut sockets = Sockets::default();
-    let outcomes = traffic::run(scenario, &topology, &mut completion, &mut sockets)
-        .map_err(RunError::Traffic)?;
-    let (packet_outcomes, unread) =
-        crafted::run(scenario, &topology, &mut completion, &mut sockets)
-            .map_err(RunError::Packets)?;
+    let (outcomes, packet_outcomes, unread, step_rows) = if scenario.steps.is_empty() {
+        let outcomes = traffic::run(scenario, &topology, &mut completion, &mut sockets)
+            .map_err(RunError::Traffic)?;
+        let (packet_outcomes, unread) =
+            crafted::run(scenario, &topology, &mut completion, &mut sockets)
+                .map_err(RunError::Packets)?;
+        (outcomes, packet_outcomes, unread, Vec::new())
+    } else {
+        let ran = steps::run(scenario, &topology, &mut completion, &mut sockets)
+            .map_err(RunError::Steps)?;
+        (ran.traffic, ran.packets, ran.unread, ran.steps)
+    };
     timings.traffic = started.elapsed();
 
     let started = Instant::now();
@@ -173,7 +183,7 @@ pub fn run_with(
     timings.teardown = started.elapsed();
     timings.relied_on_window = capped;
 
-    Ok(Report::new(
+    let mut report = Report::new(
         scenario,
         kernel_release(),
         seen,
@@ -181,7 +191,9 @@ pub fn run_with(
         packet_outcomes,
         global_sysctls,
         timings,
-    ))
+    );
+    report.steps = step_rows;
+    Ok(report)
 }
 
 fn progress(watching: &[Box<dyn Watching + '_>]) -> u64 {

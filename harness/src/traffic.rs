@@ -17,6 +17,7 @@
 //! unaccepted children are reset and purged in `tcp_disconnect`; a closed listener
 //! answers a late datagram with NO_SOCKET), and they would be counted as the scenario's.
 
+use std::collections::BTreeMap;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -75,11 +76,34 @@ pub enum TrafficError {
 #[derive(Default)]
 pub struct Sockets {
     open: Vec<(HostId, OwnedFd)>,
+    /// The sockets of each traffic entry that ran, by entry index (positions in `open`),
+    /// for a later step: running it again, or accepting on its listener.
+    flows: BTreeMap<usize, Flow>,
+}
+
+/// One traffic entry's sockets, as positions in [`Sockets`]'s list.
+#[derive(Default)]
+struct Flow {
+    /// The ping or UDP socket, or the TCP clients that connected.
+    senders: Vec<usize>,
+    listener: Option<usize>,
+    /// The server ends of the connections the listener accepted.
+    accepted: Vec<usize>,
 }
 
 impl Sockets {
-    pub(crate) fn keep(&mut self, host: HostId, socket: OwnedFd) {
+    /// Keeps `socket` open until [`Sockets::close`]; returns where it is kept.
+    pub(crate) fn keep(&mut self, host: HostId, socket: OwnedFd) -> usize {
         self.open.push((host, socket));
+        self.open.len() - 1
+    }
+
+    fn flow(&mut self, entry: usize) -> &mut Flow {
+        self.flows.entry(entry).or_default()
+    }
+
+    fn fds(&self, at: &[usize]) -> Vec<&OwnedFd> {
+        at.iter().map(|i| &self.open[*i].1).collect()
     }
 
     /// Closes every socket, each from a thread inside its own host's namespace. Call it
@@ -118,7 +142,8 @@ pub fn run(
         .collect()
 }
 
-fn run_one(
+/// Runs traffic entry `index` (1-based), keeping its sockets for later steps.
+pub(crate) fn run_one(
     index: usize,
     traffic: &Traffic,
     topology: &Topology,
@@ -149,7 +174,8 @@ fn run_one(
             })?
             .map_err(sock_err("opening an ICMP ping socket"))?;
             let outcome = echo(&socket, traffic, completion);
-            sockets.keep(sender, socket);
+            let at = sockets.keep(sender, socket);
+            sockets.flow(index).senders.push(at);
             outcome.map_err(sock_err("sending ICMP echo"))
         }
         Protocol::Udp => {
@@ -159,7 +185,8 @@ fn run_one(
             })?
             .map_err(sock_err("opening a UDP socket"))?;
             let outcome = datagrams(&socket, listener.as_ref(), traffic, completion);
-            sockets.keep(sender, socket);
+            let at = sockets.keep(sender, socket);
+            sockets.flow(index).senders.push(at);
             outcome.map_err(sock_err("sending UDP datagrams"))
         }
         Protocol::Tcp => {
@@ -184,21 +211,136 @@ fn run_one(
                     // has already finished with the first one (completion).
                     drop(client);
                 } else {
-                    sockets.keep(sender, client);
+                    let connected = attempt == Attempt::Connected;
+                    let at = sockets.keep(sender, client);
+                    if connected {
+                        sockets.flow(index).senders.push(at);
+                    }
                 }
             }
             if let Some(server) = traffic.to_host {
                 for conn in accepted {
-                    sockets.keep(server, conn);
+                    let at = sockets.keep(server, conn);
+                    sockets.flow(index).accepted.push(at);
                 }
             }
             Ok(outcome)
         }
     };
     if let (Some(listener), Some(server)) = (listener, traffic.to_host) {
-        sockets.keep(server, listener);
+        let at = sockets.keep(server, listener);
+        sockets.flow(index).listener = Some(at);
     }
     outcome
+}
+
+/// Runs traffic entry `index` (1-based) again from the sockets of its first run, so
+/// the packets belong to the same flow (the same ports, the same conntrack entry):
+/// ICMP and UDP send `count` more; TCP sends `payload` bytes on every connection of
+/// the first run, and `delivered` counts the connections whose bytes were read.
+pub(crate) fn run_again(
+    index: usize,
+    traffic: &Traffic,
+    completion: &mut Completion,
+    sockets: &mut Sockets,
+) -> Result<TrafficOutcome, TrafficError> {
+    let sock_err = |what: &'static str| {
+        move |source| TrafficError::Socket {
+            index,
+            what: what.to_owned(),
+            source,
+        }
+    };
+    let flow = sockets.flow(index);
+    let (senders, listener, accepted) =
+        (flow.senders.clone(), flow.listener, flow.accepted.clone());
+    let senders = sockets.fds(&senders);
+    let listener = listener.map(|at| &sockets.open[at].1);
+    match traffic.protocol {
+        Protocol::Icmp => match senders.first() {
+            Some(socket) => {
+                echo(socket, traffic, completion).map_err(sock_err("sending ICMP echo"))
+            }
+            None => Ok(TrafficOutcome::default()),
+        },
+        Protocol::Udp => match senders.first() {
+            Some(socket) => datagrams(socket, listener, traffic, completion)
+                .map_err(sock_err("sending UDP datagrams")),
+            None => Ok(TrafficOutcome::default()),
+        },
+        Protocol::Tcp => {
+            let servers = sockets.fds(&accepted);
+            stream_data(&senders, &servers, traffic, completion)
+                .map_err(sock_err("sending data on the TCP connections"))
+        }
+    }
+}
+
+/// Accepts the connections waiting on traffic entry `index`'s listener (an `accept`
+/// step) and keeps them; returns how many.
+pub(crate) fn accept_waiting(
+    index: usize,
+    traffic: &Traffic,
+    sockets: &mut Sockets,
+) -> Result<u32, TrafficError> {
+    let (Some(listener), Some(server)) = (sockets.flow(index).listener, traffic.to_host) else {
+        return Ok(0);
+    };
+    let accepted =
+        accept_ready(&sockets.open[listener].1).map_err(|source| TrafficError::Socket {
+            index,
+            what: "accepting waiting connections".to_owned(),
+            source,
+        })?;
+    let count = accepted.len() as u32;
+    for conn in accepted {
+        let at = sockets.keep(server, conn);
+        sockets.flow(index).accepted.push(at);
+    }
+    Ok(count)
+}
+
+/// Writes `payload` bytes on every client and reads them at the server ends.
+fn stream_data(
+    clients: &[&OwnedFd],
+    servers: &[&OwnedFd],
+    traffic: &Traffic,
+    completion: &mut Completion,
+) -> io::Result<TrafficOutcome> {
+    let payload = vec![0x5au8; traffic.payload.max(1)];
+    let mut outcome = TrafficOutcome::default();
+    for client in clients {
+        // MSG_NOSIGNAL: a reset connection fails the send instead of killing the process.
+        match sock::send(client.as_raw_fd(), &payload, MsgFlags::MSG_NOSIGNAL) {
+            Ok(_) => outcome.sent += 1,
+            Err(Errno::EPIPE | Errno::ECONNRESET) => outcome.blocked += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let wanted = u64::from(outcome.sent) * payload.len() as u64;
+    let mut read = 0u64;
+    let what = format!("data to {}:{} (tcp)", traffic.destination, traffic.port);
+    await_outcome(
+        Duration::from_millis(traffic.timeout_ms),
+        completion,
+        &what,
+        || {
+            let mut buf = [0u8; 2048];
+            for server in servers {
+                loop {
+                    match sock::recv(server.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+                        Ok(0) | Err(Errno::EAGAIN) => break,
+                        Ok(n) => read += n as u64,
+                        Err(Errno::ECONNRESET) => break,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            Ok((read, read >= wanted))
+        },
+    )?;
+    outcome.delivered = (read / payload.len() as u64) as u32;
+    Ok(outcome)
 }
 
 fn in_netns<T: Send>(

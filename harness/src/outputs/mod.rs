@@ -109,6 +109,7 @@ pub(crate) mod tests {
             probe: "tp_btf/kfree_skb".into(),
             reasons_unavailable: None,
             datapath: Vec::new(),
+            steps: Vec::new(),
             drops,
             traffic: Vec::new(),
             events: Vec::new(),

@@ -13,6 +13,8 @@
 //! | `raw.rs`      | what serde reads, with spans                                 |
 //! | `read.rs`     | TOML → `raw`, every entry on its own, errors in plain words  |
 //! | `validate.rs` | the checks serde cannot make, and the build of the model     |
+//! | `validate/steps.rs` | `[[steps]]`: names resolved, the order checked          |
+//! | `undo.rs`     | how a `remove` step takes a fault back, or why it cannot     |
 //! | `model.rs`    | the validated [`Scenario`] the runtime reads                 |
 //! | `routing.rs`  | the model's routes and policy rules, either family           |
 //! | `validate_routing.rs` | the checks and build of routes, rules and families   |
@@ -31,6 +33,7 @@ pub mod names;
 mod raw;
 mod read;
 mod routing;
+pub mod undo;
 mod validate;
 mod validate_routing;
 
@@ -39,6 +42,7 @@ pub use model::*;
 pub use routing::*;
 pub use validate::{
     is_test_address, parse_kernel_version, DEFAULT_SOURCE_PORT, MAX_COUNT, MAX_TIMEOUT_MS,
+    MAX_WAIT_MS,
 };
 
 use validate::{Locator, Validator};

@@ -35,6 +35,69 @@ pub struct Scenario {
     /// Names only a kernel can confirm (drop reasons, functions), with where the file
     /// writes them, for `scenario::names::check`.
     pub kernel_names: Vec<KernelName>,
+    /// `[[steps]]`, in order. Empty: every fault up front, then every traffic entry, then
+    /// every `[[packets]]` entry, as written.
+    pub steps: Vec<Step>,
+}
+
+impl Scenario {
+    /// Whether fault `index` is applied before watching starts: every fault no step applies.
+    pub fn applied_up_front(&self, index: usize) -> bool {
+        !self
+            .steps
+            .iter()
+            .any(|s| s.action == StepAction::Apply { fault: index })
+    }
+}
+
+/// One `[[steps]]` entry with its references resolved to indexes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// Where the step is written (1-based line), for messages.
+    pub line: usize,
+    /// The entry's name as written, for messages (`traffic "before"`, `link r eth1 down`).
+    pub label: String,
+    pub action: StepAction,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepAction {
+    /// Runs `scenario.traffic[entry]`; `again`: an earlier step ran it, so this run sends
+    /// from the same sockets (the same flow) and is held to `expect`.
+    Traffic {
+        entry: usize,
+        again: bool,
+        expect: TrafficExpect,
+    },
+    Packets {
+        entry: usize,
+    },
+    /// Sleeps, then waits for the kernel as after any step.
+    Wait {
+        ms: u64,
+    },
+    Apply {
+        fault: usize,
+    },
+    Remove {
+        fault: usize,
+    },
+    /// `ip link set DEV up|down` in the host.
+    Link {
+        host: HostId,
+        dev: String,
+        up: bool,
+    },
+    /// `ip route add|del` in the host, the route as in `hosts.NAME.routes`.
+    Route {
+        host: HostId,
+        route: Route,
+        add: bool,
+    },
+    /// Accepts the connections waiting on the listener of `scenario.traffic[traffic]`.
+    Accept {
+        traffic: usize,
+    },
 }
 
 /// A drop reason, function or counter name an expectation uses, and where it is written.

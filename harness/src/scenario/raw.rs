@@ -37,6 +37,66 @@ pub struct ScenarioFile {
     pub global_sysctls: BTreeMap<Spanned<String>, Spanned<SysctlValue>>,
     #[serde(default)]
     pub programs: Vec<Program>,
+    /// `[[steps]]`: the run in order (see `Step`); without it, faults, then traffic, then
+    /// packets.
+    #[serde(default)]
+    #[schemars(with = "Vec<Step>")]
+    pub steps: Vec<Spanned<Step>>,
+}
+
+/// One `[[steps]]` entry: exactly one of its actions.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Runs the `[[traffic]]` entry of this name (again, from the same sockets, when an
+    /// earlier step ran it).
+    #[schemars(with = "Option<String>")]
+    pub traffic: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
+    pub packets: Option<Spanned<String>>,
+    #[schemars(with = "Option<u64>")]
+    pub wait_ms: Option<Spanned<u64>>,
+    /// Applies the `[[faults]]` entry of this name (it is then not applied up front).
+    #[schemars(with = "Option<String>")]
+    pub apply: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
+    pub remove: Option<Spanned<String>>,
+    #[schemars(with = "Option<LinkStep>")]
+    pub link: Option<Spanned<LinkStep>>,
+    #[schemars(with = "Option<RouteStep>")]
+    pub route: Option<Spanned<RouteStep>>,
+    #[schemars(with = "Option<AcceptStep>")]
+    pub accept: Option<Spanned<AcceptStep>>,
+    /// What a later run of a traffic entry must achieve (its first run has the entry's).
+    #[schemars(with = "Option<TrafficExpect>")]
+    pub expect: Option<Spanned<TrafficExpect>>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkStep {
+    #[schemars(with = "String")]
+    pub host: Spanned<String>,
+    #[schemars(with = "String")]
+    pub dev: Spanned<String>,
+    #[schemars(with = "String")]
+    pub state: Spanned<String>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteStep {
+    #[schemars(with = "String")]
+    pub host: Spanned<String>,
+    pub add: Option<Route>,
+    pub del: Option<Route>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptStep {
+    #[schemars(with = "String")]
+    pub traffic: Spanned<String>,
 }
 
 /// `[[programs]]`: an eBPF program under test, attached to one interface of a host.
@@ -242,6 +302,8 @@ pub struct Endpoint {
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Fault {
+    #[schemars(with = "Option<String>")]
+    pub name: Option<Spanned<String>>,
     #[schemars(with = "String")]
     pub host: Spanned<String>,
     pub iptables: Option<String>,
@@ -282,6 +344,8 @@ pub struct TcDrop {
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Traffic {
+    #[schemars(with = "Option<String>")]
+    pub name: Option<Spanned<String>>,
     #[schemars(with = "String")]
     pub from: Spanned<String>,
     #[schemars(with = "String")]
@@ -407,6 +471,8 @@ pub struct DropExpect {
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Packets {
+    #[schemars(with = "Option<String>")]
+    pub name: Option<Spanned<String>>,
     #[schemars(with = "String")]
     pub from: Spanned<String>,
     #[schemars(with = "String")]

@@ -14,6 +14,9 @@ use super::routing::Family;
 use super::ScenarioError;
 use crate::vocab::{Corruption, HookPoint, TCP_ACK, TCP_PSH, TCP_SYN};
 
+mod steps;
+pub use steps::MAX_WAIT_MS;
+
 /// Upper bound on packets one traffic entry may send: traffic loops are bounded by design.
 pub const MAX_COUNT: u32 = 10_000;
 /// Upper bound on how long one attempt may wait for an answer.
@@ -38,6 +41,7 @@ pub(super) fn takes(key: &str) -> Option<String> {
         "port" | "source_port" => "a port number from 1 to 65,535".to_owned(),
         "timeout_ms" => ms(1),
         "settle_ms" => ms(0),
+        "wait_ms" => ms(1),
         "mtu" => "a whole number from 68 (the IPv4 minimum) to 65,535".to_owned(),
         "ttl" => whole(1, 255),
         "payload" => "a whole number of bytes from 0 to 1,400 (one unfragmented packet)".to_owned(),
@@ -197,30 +201,66 @@ impl Validator<'_> {
                 Some(_) => {}
             }
         }
-        let faults: Vec<Fault> = raw
+        // Steps name entries by index in the file, so failed entries keep their place
+        // (None) until the steps are resolved.
+        let fault_names: Vec<_> = raw.faults.iter().map(|f| f.name.clone()).collect();
+        let fault_spans: Vec<_> = raw.faults.iter().map(|f| f.host.span()).collect();
+        let mut faults: Vec<Option<Fault>> = raw
             .faults
             .into_iter()
-            .filter_map(|f| {
+            .map(|f| {
                 let fault = self.fault(f, &links, &hosts);
                 self.keep(fault)
             })
             .collect();
-        let traffic = raw
+        let traffic_names: Vec<_> = raw.traffic.iter().map(|t| t.name.clone()).collect();
+        let traffic_spans: Vec<_> = raw.traffic.iter().map(|t| t.from.span()).collect();
+        let receiver_written: Vec<bool> =
+            raw.traffic.iter().map(|t| t.receiver.is_some()).collect();
+        let mut traffic: Vec<Option<Traffic>> = raw
             .traffic
             .into_iter()
-            .filter_map(|t| {
+            .map(|t| {
                 let traffic = self.traffic(t, &links);
                 self.keep(traffic)
             })
             .collect();
-        let packets = raw
+        let packet_names: Vec<_> = raw.packets.iter().map(|p| p.name.clone()).collect();
+        let packet_spans: Vec<_> = raw.packets.iter().map(|p| p.from.span()).collect();
+        let mut packets: Vec<Option<PacketEntry>> = raw
             .packets
             .into_iter()
-            .filter_map(|p| {
+            .map(|p| {
                 let packet = self.packet(p, &links);
                 self.keep(packet)
             })
             .collect();
+        let steps = self.steps(
+            raw.steps,
+            steps::Named {
+                kind: "traffic",
+                names: traffic_names,
+                built: &mut traffic,
+            },
+            &traffic_spans,
+            steps::Named {
+                kind: "packets",
+                names: packet_names,
+                built: &mut packets,
+            },
+            &packet_spans,
+            steps::Named {
+                kind: "faults",
+                names: fault_names,
+                built: &mut faults,
+            },
+            &fault_spans,
+            &receiver_written,
+            &links,
+        );
+        let faults: Vec<Fault> = faults.into_iter().flatten().collect();
+        let traffic: Vec<Traffic> = traffic.into_iter().flatten().collect();
+        let packets: Vec<PacketEntry> = packets.into_iter().flatten().collect();
         let program_names: Vec<String> = raw
             .programs
             .iter()
@@ -304,6 +344,7 @@ impl Validator<'_> {
             settle_min_ms,
             kernel_names,
             programs,
+            steps,
         })
     }
 

@@ -37,6 +37,7 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
+pub mod change;
 pub(crate) mod error;
 mod neighbours;
 mod routing;

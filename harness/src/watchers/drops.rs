@@ -140,6 +140,9 @@ fn collect(
         std::collections::BTreeMap::new();
     for (host, slot) in scenario.hosts.iter().zip(slots) {
         for d in probe.read(slot).map_err(error)? {
+            if is_nftables_request(&d.function, d.l3) {
+                continue;
+            }
             let protocol = if d.l4.is_empty() {
                 d.l3.to_string()
             } else {
@@ -187,6 +190,14 @@ fn collect(
     fold_stackless_rows(&mut rows);
     rows.sort();
     Ok(rows)
+}
+
+/// The netlink request a fault's tool (`iptables-nft-restore`, `nft`) sends nf_tables:
+/// 6.1 frees its clone with kfree_skb at the end of `nfnetlink_rcv_batch` (NOT_SPECIFIED,
+/// no Ethernet protocol: `0x0000`), 6.18 does not. It is a message, not a packet, and
+/// only a `[[steps]]` `apply`/`remove` sends one while the scenario is watched.
+fn is_nftables_request(function: &str, l3: &str) -> bool {
+    stable_function_name(function) == "nfnetlink_rcv_batch" && l3 == "0x0000"
 }
 
 /// A kernel function name without the suffixes the compiler adds to its clones
