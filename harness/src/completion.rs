@@ -123,9 +123,15 @@ impl<'a> Completion<'a> {
                 continue;
             }
             last = Some(now);
-            if marker_round().is_err() {
+            match marker_round(deadline) {
+                Ok(Round::Done) => {}
+                // The cap passed while a marker was on its way: not quiet, capped.
+                Ok(Round::Late) => {
+                    last = None;
+                    continue;
+                }
                 // No markers on this machine: only the cap is left.
-                std::thread::sleep(POLL_INTERVAL);
+                Err(_) => std::thread::sleep(POLL_INTERVAL),
             }
             rounds += 1;
         }
@@ -319,41 +325,66 @@ fn open_markers() -> io::Result<Markers> {
     })
 }
 
-/// One marker through the backlog of every CPU this thread may run on, in turn.
-pub fn marker_round() -> io::Result<()> {
+/// How a marker round ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Round {
+    /// A marker came back on every CPU.
+    Done,
+    /// The caller's deadline passed first. A round never outlasts it: on a loaded
+    /// machine softirqs wait for ksoftirqd, and a round that waited its full
+    /// `MARKER_WAIT` per CPU once kept unanswered TCP attempts open past their 1 s
+    /// SYN retransmission, so their drops were counted twice.
+    Late,
+}
+
+/// One marker through the backlog of every CPU this thread may run on, in turn, for
+/// as long as `deadline` allows.
+pub fn marker_round(deadline: Instant) -> io::Result<Round> {
     let mut markers = markers()?
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let here = Pid::from_raw(0);
     let allowed = sched_getaffinity(here)?;
-    let result = (0..CpuSet::count())
-        .filter(|&cpu| allowed.is_set(cpu).unwrap_or(false))
-        .try_for_each(|cpu| {
-            let mut one = CpuSet::new();
-            one.set(cpu)?;
-            sched_setaffinity(here, &one)?;
-            markers.through_this_cpu()
-        });
+    let mut result = Ok(Round::Done);
+    for cpu in (0..CpuSet::count()).filter(|&cpu| allowed.is_set(cpu).unwrap_or(false)) {
+        let mut one = CpuSet::new();
+        let step = one
+            .set(cpu)
+            .and_then(|()| sched_setaffinity(here, &one))
+            .map_err(io::Error::from)
+            .and_then(|()| markers.through_this_cpu(deadline));
+        match step {
+            Ok(Round::Done) => {}
+            other => {
+                result = other;
+                break;
+            }
+        }
+    }
     sched_setaffinity(here, &allowed)?;
     result
 }
 
 impl Markers {
-    fn through_this_cpu(&mut self) -> io::Result<()> {
+    fn through_this_cpu(&mut self, caller_deadline: Instant) -> io::Result<Round> {
         self.sequence += 1;
         let sent = self.sequence.to_ne_bytes();
         sock::send(self.sender.as_raw_fd(), &sent, MsgFlags::empty())?;
-        let deadline = Instant::now() + MARKER_WAIT;
+        let own_deadline = Instant::now() + MARKER_WAIT;
+        let deadline = own_deadline.min(caller_deadline);
         let mut buf = [0u8; 8];
         loop {
             match sock::recv(self.receiver.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
                 // Markers of an earlier, abandoned round may still be queued.
-                Ok(8) if buf == sent => return Ok(()),
+                Ok(8) if buf == sent => return Ok(Round::Done),
                 Ok(_) => continue,
                 Err(Errno::EAGAIN) => {}
                 Err(e) => return Err(e.into()),
             }
             let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() && deadline < own_deadline {
+                return Ok(Round::Late);
+            }
             if left.is_zero() {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,

@@ -1059,6 +1059,41 @@ pub fn unchecked_without_reasons(scenario: &Scenario, report: &Report) -> Vec<St
 }
 
 /// Holds a report against the scenario's inline expectations.
+/// Counter that grows when a SYN is retransmitted (`/proc/net/netstat`).
+const SYN_RETRANSMITS: &str = "TcpExt.TCPSynRetrans";
+
+/// Signs that the run measured the harness rather than the scenario, whatever the
+/// expectations say. The harness closes an unanswered TCP attempt once the kernel is done
+/// with its SYN, long before the 1 s retransmission timer; a retransmitted SYN means it
+/// was held off the CPU past that, and every count of those SYNs' drops is too high.
+/// A scenario that means to retransmit says so by expecting the counter on that host.
+pub fn harness_interference(scenario: &Scenario, report: &Report) -> Vec<String> {
+    let expected = |host: &str| {
+        scenario
+            .expect
+            .counters
+            .iter()
+            .any(|e| e.counter == SYN_RETRANSMITS && scenario.hosts[e.host].name == host)
+    };
+    report
+        .counters
+        .iter()
+        .filter(|(host, _)| !expected(host))
+        .filter_map(|(host, counters)| {
+            let n = counter_delta(counters, SYN_RETRANSMITS);
+            (n > 0).then(|| {
+                format!(
+                    "host {host}: {n} SYN retransmission(s) ({SYN_RETRANSMITS} +{n}): the harness \
+                     was held off the CPU for over a second before it could close its unanswered \
+                     TCP attempts, so drop counts include retransmitted SYNs and prove nothing; \
+                     run again on a less loaded machine (a scenario that means to retransmit \
+                     expects the counter on that host)"
+                )
+            })
+        })
+        .collect()
+}
+
 pub fn check(scenario: &Scenario, report: &Report) -> Vec<Mismatch> {
     let mut mismatches = Vec::new();
     if !expectations_apply(scenario, report) {

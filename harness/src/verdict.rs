@@ -83,6 +83,7 @@ pub fn judge(
         .into_iter()
         .map(|m| m.0)
         .collect();
+    problems.extend(report::harness_interference(scenario, &report));
     // Functions of modules that were not loaded before the run are checked now.
     problems.extend(
         crate::names::check_functions_after_run(scenario)
