@@ -279,6 +279,10 @@ fn run_one(
     tap.stop_receiving()
         .map_err(socket_error("detaching the AF_PACKET socket"))?;
     collect(&mut outcome).map_err(socket_error("reading the last answers"))?;
+    if matches!(application, Application::Tcp { .. }) && entry.receiver == Receiver::Reads {
+        // Reading the stream may have made the receiver send a window update.
+        completion.note_sent();
+    }
     if let Application::Tcp { receiver, sender } = &application {
         for socket in [receiver, sender] {
             // In repair mode close(2) sends nothing: no FIN, no RST.

@@ -9,7 +9,8 @@
 //! namespaces asynchronously, in a workqueue; nothing waits for it.)
 //!
 //! A namespace belongs to a *thread*, not to the process: [`Netns`] (in `netns.rs`)
-//! is the handle, and runs code in a namespace only on a thread made for it.
+//! is the handle, and runs a closure in a namespace on the calling thread, moving it back
+//! afterwards.
 //!
 //! [`Topology::build`] uses one thread for the whole scenario. That thread creates the
 //! namespaces one after another, and while it stands in each one it writes the sysctls
