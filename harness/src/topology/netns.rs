@@ -85,14 +85,10 @@ impl Netns {
     /// to the namespace it was in. A panic in `f` comes back as
     /// [`TopologyError::Panicked`], with the thread back where it was.
     pub fn run<T: Send, F: FnOnce() -> T + Send>(&self, f: F) -> Result<T, TopologyError> {
-        let back = Return::open(&self.label)?;
-        self.enter_here()?;
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-        drop(back);
-        result.map_err(|panic| TopologyError::Panicked {
-            doing: format!("host `{}`", self.label),
-            message: panic_message(panic),
-        })
+        and_back(&format!("host `{}`", self.label), &self.label, || {
+            self.enter_here()?;
+            Ok(f())
+        })?
     }
 
     /// A command that enters this namespace before it executes, so whatever it changes
@@ -155,6 +151,24 @@ fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "(no message)".to_owned())
+}
+
+/// Runs `f`, which may move the calling thread into other namespaces, on the calling
+/// thread, and moves the thread back into the namespace it was in (also when `f`
+/// panics, which comes back as [`TopologyError::Panicked`]); `doing` introduces any
+/// error, `label` names the namespace in an error opening it.
+pub(crate) fn and_back<T, F: FnOnce() -> T>(
+    doing: &str,
+    label: &str,
+    f: F,
+) -> Result<T, TopologyError> {
+    let back = Return::open(label)?;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    drop(back);
+    result.map_err(|panic| TopologyError::Panicked {
+        doing: doing.to_owned(),
+        message: panic_message(panic),
+    })
 }
 
 /// Runs `f` on a fresh thread named after `name` and waits for it, turning a panic
