@@ -298,15 +298,18 @@ pub fn marker_round() -> io::Result<()> {
         .collect();
     // SAFETY: sched_getcpu has no arguments and no preconditions.
     let current = unsafe { libc::sched_getcpu() };
-    if let Some(at) = cpus.iter().position(|&cpu| cpu as i64 == i64::from(current)) {
+    if let Some(at) = cpus
+        .iter()
+        .position(|&cpu| cpu as i64 == i64::from(current))
+    {
         cpus.rotate_left(at);
     }
     let result = cpus.into_iter().try_for_each(|cpu| {
-            let mut one = CpuSet::new();
-            one.set(cpu)?;
-            sched_setaffinity(here, &one)?;
-            markers.through_this_cpu()
-        });
+        let mut one = CpuSet::new();
+        one.set(cpu)?;
+        sched_setaffinity(here, &one)?;
+        markers.through_this_cpu()
+    });
     sched_setaffinity(here, &allowed)?;
     result
 }

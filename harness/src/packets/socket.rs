@@ -11,9 +11,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::errno::Errno;
-use nix::sys::socket::{
-    self as sock, sockopt, AddressFamily, MsgFlags, SockFlag, SockType,
-};
+use nix::sys::socket::{self as sock, sockopt, AddressFamily, MsgFlags, SockFlag, SockType};
 use socket2::{SockFilter, SockRef};
 
 use super::Mac;

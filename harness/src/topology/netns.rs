@@ -123,13 +123,12 @@ struct Return {
 
 impl Return {
     fn open(label: &str) -> Result<Return, TopologyError> {
-        let file =
-            File::open("/proc/thread-self/ns/net").map_err(|source| {
-                TopologyError::OpenNamespace {
-                    host: label.to_owned(),
-                    source,
-                }
-            })?;
+        let file = File::open("/proc/thread-self/ns/net").map_err(|source| {
+            TopologyError::OpenNamespace {
+                host: label.to_owned(),
+                source,
+            }
+        })?;
         Ok(Return { fd: file.into() })
     }
 }
