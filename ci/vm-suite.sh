@@ -11,6 +11,10 @@
 #                                                each scenario with its why
 #   bash ci/vm-suite.sh --accel kvm              qemu's accelerator (default tcg; the GitHub
 #                                                workflow uses kvm where /dev/kvm exists)
+#   bash ci/vm-suite.sh --release                the guests run a release build of the suite
+#                                                (TCG emulates every instruction: the debug
+#                                                build's harness code is most of a guest's
+#                                                time; the build costs minutes once)
 #   bash ci/vm-suite.sh --with-host              the host's kernel first, then every guest:
 #                                                the whole kernel matrix, each against its
 #                                                own baselines, with the time each took
@@ -31,12 +35,14 @@ skip_unavailable=false
 ci_only=false
 with_host=false
 accel=tcg
+profile=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --) shift; filter=("$@"); break ;;
     --skip-unavailable) skip_unavailable=true; shift ;;
     --ci) ci_only=true; shift ;;
     --with-host) with_host=true; shift ;;
+    --release) profile=(--release); shift ;;
     --accel) accel=$2; shift 2 ;;
     *) kernels+=("$1"); shift ;;
   esac
@@ -58,7 +64,7 @@ PY
 fi
 
 cargo build --locked -p dropspec --bin dropspec
-suite=$(cargo test --locked -p dropspec --test scenarios --no-run --message-format=json \
+suite=$(cargo test --locked "${profile[@]}" -p dropspec --test scenarios --no-run --message-format=json \
   | grep '"kind":\["test"\]' | grep '"name":"scenarios"' \
   | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n1)
 if [ -z "$suite" ]; then

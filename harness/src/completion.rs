@@ -68,6 +68,8 @@ pub struct Completion<'a> {
     neighbour_sockets: Vec<OwnedFd>,
     min_rounds: usize,
     activity: &'a mut dyn FnMut() -> u64,
+    /// The last drain ended [`Drained::Quiet`] and nothing was noted as sent since.
+    quiet: bool,
     /// What relied on a window, for the report.
     pub capped: Vec<String>,
 }
@@ -83,6 +85,7 @@ impl<'a> Completion<'a> {
             neighbour_sockets,
             min_rounds: 2 * hosts.len() + 2,
             activity,
+            quiet: false,
             capped: Vec::new(),
         })
     }
@@ -92,9 +95,35 @@ impl<'a> Completion<'a> {
         (self.activity)()
     }
 
+    /// Says that something may have been put into the kernel since the last drain (a
+    /// read that makes TCP send a window update, say): [`Completion::is_quiet`] no longer
+    /// holds. Sending traffic is followed by a drain, which says it anyway.
+    pub fn note_sent(&mut self) {
+        self.quiet = false;
+    }
+
+    /// Whether the kernel is known to be done with everything sent so far: the last
+    /// drain ended [`Drained::Quiet`] (not on an answer, not on its cap), and nothing
+    /// was noted as sent since. Another drain would then only repeat its rounds.
+    pub fn is_quiet(&self) -> bool {
+        self.quiet
+    }
+
     /// Waits until `progress` says done, or the kernel has finished with everything sent
     /// so far, or `deadline` passed. `progress` returns (answers so far, done).
     pub fn drain(
+        &mut self,
+        deadline: Instant,
+        what: &str,
+        progress: impl FnMut() -> io::Result<(u64, bool)>,
+    ) -> io::Result<Drained> {
+        self.quiet = false;
+        let drained = self.drain_rounds(deadline, what, progress)?;
+        self.quiet = drained == Drained::Quiet;
+        Ok(drained)
+    }
+
+    fn drain_rounds(
         &mut self,
         deadline: Instant,
         what: &str,
@@ -345,8 +374,21 @@ pub fn marker_round(deadline: Instant) -> io::Result<Round> {
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let here = Pid::from_raw(0);
     let allowed = sched_getaffinity(here)?;
+    // Starting on the CPU this thread is on saves a migration per round: on a loaded
+    // machine each one waits for the other CPU to let the thread in.
+    let mut cpus: Vec<usize> = (0..CpuSet::count())
+        .filter(|&cpu| allowed.is_set(cpu).unwrap_or(false))
+        .collect();
+    // SAFETY: sched_getcpu has no arguments and no preconditions.
+    let current = unsafe { libc::sched_getcpu() };
+    if let Some(at) = cpus
+        .iter()
+        .position(|&cpu| cpu as i64 == i64::from(current))
+    {
+        cpus.rotate_left(at);
+    }
     let mut result = Ok(Round::Done);
-    for cpu in (0..CpuSet::count()).filter(|&cpu| allowed.is_set(cpu).unwrap_or(false)) {
+    for cpu in cpus {
         let mut one = CpuSet::new();
         let step = one
             .set(cpu)

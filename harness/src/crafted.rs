@@ -130,7 +130,7 @@ pub fn run(
 /// Closing such a socket frees its queue from an RCU callback (`udp_destruct_common`),
 /// in the context of whatever task the CPU runs then, with `skb->dev` overwritten by
 /// UDP's scratch data: no namespace could be trusted with those drops. So they are read
-/// empty instead, from a thread inside their host, after the host is no longer watched
+/// empty instead, from inside their host (`Netns::run`), after the host is no longer watched
 /// (checksums are verified on that read, and a bad one is dropped then, unseen), and
 /// only then closed.
 #[derive(Default)]
@@ -144,7 +144,7 @@ impl Unread {
     pub fn close(self, topology: &Topology) {
         for (host, socket) in self.sockets {
             let fd = socket.as_raw_fd();
-            // Best effort: if the thread cannot be made, closing still frees the queue.
+            // Best effort: if the host cannot be entered, closing still frees the queue.
             let _ = topology.host(host).run(|| read_all(fd));
         }
     }
@@ -280,6 +280,10 @@ pub(crate) fn run_one(
     tap.stop_receiving()
         .map_err(socket_error("detaching the AF_PACKET socket"))?;
     collect(&mut outcome).map_err(socket_error("reading the last answers"))?;
+    if matches!(application, Application::Tcp { .. }) && entry.receiver == Receiver::Reads {
+        // Reading the stream may have made the receiver send a window update.
+        completion.note_sent();
+    }
     if let Application::Tcp { receiver, sender } = &application {
         for socket in [receiver, sender] {
             // In repair mode close(2) sends nothing: no FIN, no RST.

@@ -252,13 +252,24 @@ fn apply_fault(fault: &Fault, topology: &Topology) -> Result<(), FaultError> {
         tool,
         source,
     })?;
+    // Started from the calling thread while it stands in the host (`Netns::run`): the
+    // child is born there, with no pre-exec hook, so the standard library can spawn it
+    // with posix_spawn (vfork) instead of copying this process's page tables in a fork.
     let output = netns
-        .command(tool)
-        .args(args)
-        // The tools' messages are quoted in errors and read by people: keep them English.
-        .env("LC_ALL", "C")
-        .stdin(stdin)
-        .output()
+        .run(|| {
+            std::process::Command::new(tool)
+                .args(args)
+                // The tools' messages are quoted in errors and read by people: keep them
+                // English.
+                .env("LC_ALL", "C")
+                .stdin(stdin)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+        })
+        .map_err(io::Error::other)
+        .and_then(|spawned| spawned)
+        .and_then(|child| child.wait_with_output())
         .map_err(spawn_error)?;
     if output.status.success() {
         return Ok(());

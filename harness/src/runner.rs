@@ -156,11 +156,15 @@ pub fn run_with(
     timings.traffic = started.elapsed();
 
     let started = Instant::now();
-    // A scenario's own minimum (settle_ms) first, then whatever the kernel still holds.
-    std::thread::sleep(Duration::from_millis(scenario.settle_min_ms));
-    completion
-        .drain(Instant::now() + SETTLE_CAP, "settling", || Ok((0, false)))
-        .map_err(|e| RunError::Unavailable(format!("reading the kernel's progress: {e}")))?;
+    // A scenario's own minimum (settle_ms) first, then whatever the kernel still holds,
+    // unless the last drain already found it done with everything and nothing was sent
+    // since (a second drain would only repeat its rounds).
+    if scenario.settle_min_ms > 0 || !completion.is_quiet() {
+        std::thread::sleep(Duration::from_millis(scenario.settle_min_ms));
+        completion
+            .drain(Instant::now() + SETTLE_CAP, "settling", || Ok((0, false)))
+            .map_err(|e| RunError::Unavailable(format!("reading the kernel's progress: {e}")))?;
+    }
     let capped = std::mem::take(&mut completion.capped);
     drop(completion);
     // Restored as soon as the kernel is done with the traffic: the shortest window.

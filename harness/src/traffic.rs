@@ -106,7 +106,7 @@ impl Sockets {
         at.iter().map(|i| &self.open[*i].1).collect()
     }
 
-    /// Closes every socket, each from a thread inside its own host's namespace. Call it
+    /// Closes every socket from inside its own host's namespace (`Netns::run`). Call it
     /// after the watchers finished and before the topology goes: whatever closing frees
     /// (a reset, a purged queue) is then in no watched namespace, and a drop the probe
     /// can only place by the current task lands in the (unwatched) host, never in
@@ -120,7 +120,7 @@ impl Sockets {
             }
         }
         for (host, sockets) in by_host {
-            // If no thread can be made, the sockets close here instead, just as unwatched.
+            // If the host cannot be entered, the sockets close here instead, just as unwatched.
             let _ = topology.host(host).run(move || drop(sockets));
         }
     }

@@ -21,6 +21,9 @@ use super::shell::{self, ShellRun};
 pub struct ScenarioCost {
     pub label: String,
     pub name: String,
+    /// `[[packets]]` entries when the scenario has no `[[traffic]]` (then its traffic
+    /// phase is those entries alone), else 0.
+    pub crafted_entries: usize,
     pub dropspec: Vec<Timings>,
     /// CPU time (user + system, this process and its waited-for children) per run.
     pub dropspec_cpu: Vec<Duration>,
@@ -110,6 +113,11 @@ pub fn measure(
         .map(|(label, s)| ScenarioCost {
             label: label.clone(),
             name: s.name.clone(),
+            crafted_entries: if s.traffic.is_empty() {
+                s.packets.len()
+            } else {
+                0
+            },
             ..ScenarioCost::default()
         })
         .collect();

@@ -53,8 +53,8 @@
 //!
 //! ## Cost
 //!
-//! The `/proc` part of a read is one short-lived thread that enters the namespace,
-//! reads four small files and parses them: about 0.3 ms. Each rule tool is a process
+//! The `/proc` part of a read is the calling thread entering the namespace
+//! ([`Netns::run`](crate::netns::Netns::run)), reading four small files and parses them: about 0.3 ms. Each rule tool is a process
 //! that costs 1–2 ms (`iptables-legacy-save` ~1.2 ms, `iptables-nft-save` ~1.7 ms, `nft`
 //! ~2 ms on the 2-core machine of `examples/counters_smoke.rs`), so a host without
 //! faults starts none (the faults module names only the tools for the kinds

@@ -11,9 +11,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::errno::Errno;
-use nix::sys::socket::{
-    self as sock, sockopt, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType,
-};
+use nix::sys::socket::{self as sock, sockopt, AddressFamily, MsgFlags, SockFlag, SockType};
 use socket2::{SockFilter, SockRef};
 
 use super::Mac;
@@ -47,11 +45,54 @@ fn io_hint(e: &io::Error) -> &'static str {
 /// An AF_PACKET socket bound to one interface of one host: it sends whole Ethernet
 /// frames as they are, and receives the frames that arrive on that interface (its own
 /// outgoing frames are not looped back to it).
+///
+/// Both ends of its life would wait for an RCU grace period (`synchronize_net`, several
+/// milliseconds on a loaded machine) if done plainly: binding a socket that was created
+/// with a protocol first unhooks it, and `packet_release` always waits. So it is created
+/// with protocol 0 (hooked only by the bind), and dropping it hands the fd to a closer
+/// thread ([`close_later`]) instead of closing it on the scenario's path. Nothing can be
+/// queued on it by then (see [`PacketSocket::stop_receiving`]), so the close frees
+/// nothing, whenever it happens.
 #[derive(Debug)]
 pub struct PacketSocket {
-    fd: OwnedFd,
+    fd: Option<OwnedFd>,
     ifindex: i32,
     mac: Mac,
+}
+
+impl Drop for PacketSocket {
+    fn drop(&mut self) {
+        if let Some(fd) = self.fd.take() {
+            close_later(fd);
+        }
+    }
+}
+
+/// Closes `fd` on a thread of its own, one for the process, in the order given. If that
+/// thread cannot be made, it is closed here.
+fn close_later(fd: OwnedFd) {
+    use std::sync::mpsc::{channel, Sender};
+    use std::sync::{Mutex, OnceLock};
+    static CLOSER: OnceLock<Option<Mutex<Sender<OwnedFd>>>> = OnceLock::new();
+    let closer = CLOSER.get_or_init(|| {
+        let (sender, receiver) = channel::<OwnedFd>();
+        std::thread::Builder::new()
+            .name("dropspec closer".into())
+            .spawn(move || receiver.into_iter().for_each(drop))
+            .ok()
+            .map(|_| Mutex::new(sender))
+    });
+    let fd = match closer {
+        Some(sender) => match sender.lock() {
+            Ok(sender) => match sender.send(fd) {
+                Ok(()) => return,
+                Err(unsent) => unsent.0,
+            },
+            Err(_) => fd,
+        },
+        None => fd,
+    };
+    drop(fd);
 }
 
 impl PacketSocket {
@@ -73,7 +114,7 @@ impl PacketSocket {
 
     /// Puts one frame on the wire exactly as given (the socket is bound: no address).
     pub fn send(&self, frame: &[u8]) -> io::Result<()> {
-        match sock::send(self.fd.as_raw_fd(), frame, MsgFlags::empty())? {
+        match sock::send(self.raw(), frame, MsgFlags::empty())? {
             n if n != frame.len() => Err(io::Error::other(format!(
                 "AF_PACKET sent {n} of {} bytes",
                 frame.len()
@@ -84,7 +125,7 @@ impl PacketSocket {
 
     /// Receives one waiting frame into `buf`, without blocking; `None` when none waits.
     pub fn receive(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        match sock::recv(self.fd.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
+        match sock::recv(self.raw(), buf, MsgFlags::MSG_DONTWAIT) {
             Ok(n) => Ok(Some(n)),
             Err(Errno::EAGAIN) => Ok(None),
             Err(e) => Err(e.into()),
@@ -97,7 +138,12 @@ impl PacketSocket {
     pub fn stop_receiving(&self) -> io::Result<()> {
         // A classic BPF program of one instruction: `ret #0`, accept nothing.
         let reject_all = SockFilter::new(0x06 /* BPF_RET | BPF_K */, 0, 0, 0);
-        SockRef::from(&self.fd).attach_filter(&[reject_all])
+        let fd = self.fd.as_ref().expect("only Drop takes the fd");
+        SockRef::from(fd).attach_filter(&[reject_all])
+    }
+
+    fn raw(&self) -> std::os::fd::RawFd {
+        self.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd())
     }
 }
 
@@ -133,16 +179,22 @@ fn open_bound(ifname: &str) -> Result<PacketSocket, (&'static str, io::Error)> {
     let ifindex = interface_index(ifname).map_err(|e| ("looking up", e))?;
     let mac = hardware_address(ifname).map_err(|e| ("reading the MAC address of", e))?;
     bind_to_interface(&fd, ifindex).map_err(|e| ("binding to", e))?;
-    Ok(PacketSocket { fd, ifindex, mac })
+    Ok(PacketSocket {
+        fd: Some(fd),
+        ifindex,
+        mac,
+    })
 }
 
-/// socket(AF_PACKET, SOCK_RAW, ETH_P_ALL), on the calling thread's namespace.
+/// socket(AF_PACKET, SOCK_RAW, 0), on the calling thread's namespace: protocol 0, so
+/// it receives nothing until [`bind_to_interface`] hooks it (for ETH_P_ALL) at once on
+/// the interface, with no unhooking and no grace period to wait for.
 fn open_packet_socket() -> io::Result<OwnedFd> {
     let fd = sock::socket(
         AddressFamily::Packet,
         SockType::Raw,
         SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-        SockProtocol::EthAll,
+        None,
     )?;
     // Without this every frame the socket sends would also be queued back to it.
     crate::sockopt::set_int(&fd, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)?;
@@ -165,14 +217,34 @@ fn interface_index(ifname: &str) -> io::Result<i32> {
     i32::try_from(index).map_err(io::Error::other)
 }
 
-/// The MAC address of `ifname` in the calling thread's namespace, from its AF_PACKET
-/// entry in getifaddrs(3) (a netlink dump, so it asks that namespace, not the root one).
+/// The MAC address of `ifname` in the calling thread's namespace: SIOCGIFHWADDR on a
+/// socket made there (one ioctl, where getifaddrs(3) dumps every link and address).
 fn hardware_address(ifname: &str) -> io::Result<Mac> {
     check_name(ifname)?;
-    nix::ifaddrs::getifaddrs()?
-        .filter(|entry| entry.interface_name == ifname)
-        .find_map(|entry| entry.address?.as_link_addr()?.addr())
-        .ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV))
+    let socket = sock::socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: ifreq is plain data; all zeroes is a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (to, from) in request.ifr_name.iter_mut().zip(ifname.bytes()) {
+        *to = from as libc::c_char;
+    }
+    // SAFETY: request is a valid ifreq with a NUL-terminated name (checked shorter than
+    // IFNAMSIZ), and the kernel writes only within it.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFHWADDR, &mut request) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFHWADDR filled in the hwaddr member of the union.
+    let data = unsafe { request.ifr_ifru.ifru_hwaddr.sa_data };
+    let mut mac = [0u8; 6];
+    for (to, from) in mac.iter_mut().zip(data) {
+        *to = from as u8;
+    }
+    Ok(mac)
 }
 
 /// Binds to one interface, for every protocol. nix has no safe way to build a

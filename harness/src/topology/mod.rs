@@ -9,9 +9,11 @@
 //! namespaces asynchronously, in a workqueue; nothing waits for it.)
 //!
 //! A namespace belongs to a *thread*, not to the process: [`Netns`] (in `netns.rs`)
-//! is the handle, and runs code in a namespace only on a thread made for it.
+//! is the handle, and runs a closure in a namespace on the calling thread, moving it back
+//! afterwards.
 //!
-//! [`Topology::build`] uses one thread for the whole scenario. That thread creates the
+//! [`Topology::build`] uses one thread for the whole scenario (the caller's, which it
+//! moves back to its own namespace at the end). That thread creates the
 //! namespaces one after another, and while it stands in each one it writes the sysctls
 //! that must precede any link and opens that host's netlink socket (a netlink socket
 //! stays bound to the namespace it was created in, wherever the thread goes next).
@@ -85,11 +87,17 @@ impl Topology {
     /// in them. On error nothing is left behind: every namespace made so far is held
     /// only by an fd that the error path drops.
     ///
-    /// This blocks for a few milliseconds while a thread of its own does the work; from
-    /// async code, call it through `spawn_blocking`.
+    /// This blocks for a few milliseconds while the calling thread does the work in the
+    /// namespaces and then returns to its own (a thread of its own does it when called
+    /// from within a tokio runtime, whose current-thread runtime below could not start
+    /// there); from async code, call it through `spawn_blocking`.
     pub fn build(scenario: &Scenario) -> Result<Topology, TopologyError> {
         let doing = format!("building scenario `{}`", scenario.name);
-        let hosts = on_new_thread(&doing, "build", || build_here(scenario))??;
+        let hosts = if tokio::runtime::Handle::try_current().is_ok() {
+            on_new_thread(&doing, "build", || build_here(scenario))??
+        } else {
+            netns::and_back(&doing, "build", || build_here(scenario))??
+        };
         Ok(Topology { hosts })
     }
 
@@ -102,7 +110,7 @@ impl Topology {
     }
 }
 
-/// The whole build, on a thread made for it (it ends in whichever namespace it entered
+/// The whole build (the thread ends in whichever namespace it entered
 /// last).
 fn build_here(scenario: &Scenario) -> Result<Vec<Netns>, TopologyError> {
     let plan = Plan::new(scenario);

@@ -1,9 +1,12 @@
 //! One anonymous network namespace, and running code inside it.
 //!
-//! A namespace belongs to a *thread*, not to the process, so code that enters one runs
-//! on a thread made for that purpose and never on a shared async worker:
-//! [`Netns::run`] makes such a thread, and [`Netns::command`] enters the namespace in
-//! the child process between fork and exec.
+//! A namespace belongs to a *thread*, not to the process. [`Netns::run`] moves the
+//! calling thread into the namespace for the length of one closure and back into the
+//! namespace it came from (also when the closure panics), so nothing but that closure
+//! ever runs there; no thread is made for it (a new thread costs a scheduling round trip,
+//! milliseconds on a loaded machine, and a scenario makes dozens of these calls).
+//! [`Netns::command`] enters the namespace in the child process between fork and exec.
+//! Code that may run other work while inside (an async worker) must not call `run`.
 //!
 //! The errors are [`TopologyError`]s: every caller (topology, traffic, packets, counters)
 //! already wraps that type. It lives in `topology/error.rs`, which imports nothing but
@@ -29,11 +32,11 @@ pub struct Netns {
 }
 
 impl Netns {
-    /// Creates a namespace on a short-lived thread of its own; `label` names it in errors.
+    /// Creates a namespace (the calling thread unshares and comes back); `label` names
+    /// it in errors.
     pub fn create(label: &str) -> Result<Netns, TopologyError> {
-        on_new_thread(&format!("host `{label}`"), label, || {
-            Netns::unshare_here(label)
-        })?
+        let _back = Return::open(label)?;
+        Netns::unshare_here(label)
     }
 
     /// Moves the calling thread into a new namespace and returns that namespace.
@@ -78,10 +81,11 @@ impl Netns {
         })
     }
 
-    /// Runs `f` on a new thread that has entered this namespace, and waits for it.
-    /// A panic in `f` comes back as [`TopologyError::Panicked`].
+    /// Runs `f` on the calling thread inside this namespace, then moves the thread back
+    /// to the namespace it was in. A panic in `f` comes back as
+    /// [`TopologyError::Panicked`], with the thread back where it was.
     pub fn run<T: Send, F: FnOnce() -> T + Send>(&self, f: F) -> Result<T, TopologyError> {
-        on_new_thread(&format!("host `{}`", self.label), &self.label, || {
+        and_back(&format!("host `{}`", self.label), &self.label, || {
             self.enter_here()?;
             Ok(f())
         })?
@@ -111,6 +115,61 @@ impl Netns {
     }
 }
 
+/// The namespace a thread stood in before [`Netns::run`] or [`Netns::create`] moved
+/// it: dropping this moves the thread back.
+struct Return {
+    fd: OwnedFd,
+}
+
+impl Return {
+    fn open(label: &str) -> Result<Return, TopologyError> {
+        let file = File::open("/proc/thread-self/ns/net").map_err(|source| {
+            TopologyError::OpenNamespace {
+                host: label.to_owned(),
+                source,
+            }
+        })?;
+        Ok(Return { fd: file.into() })
+    }
+}
+
+impl Drop for Return {
+    fn drop(&mut self) {
+        if let Err(e) = setns(&self.fd, CloneFlags::CLONE_NEWNET) {
+            // A thread left in a scenario's namespace would do the rest of its work
+            // (the next scenario, the report) in the wrong place: stop here instead.
+            eprintln!("dropspec: cannot return a thread to its network namespace: {e}");
+            std::process::abort();
+        }
+    }
+}
+
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
+}
+
+/// Runs `f`, which may move the calling thread into other namespaces, on the calling
+/// thread, and moves the thread back into the namespace it was in (also when `f`
+/// panics, which comes back as [`TopologyError::Panicked`]); `doing` introduces any
+/// error, `label` names the namespace in an error opening it.
+pub(crate) fn and_back<T, F: FnOnce() -> T>(
+    doing: &str,
+    label: &str,
+    f: F,
+) -> Result<T, TopologyError> {
+    let back = Return::open(label)?;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    drop(back);
+    result.map_err(|panic| TopologyError::Panicked {
+        doing: doing.to_owned(),
+        message: panic_message(panic),
+    })
+}
+
 /// Runs `f` on a fresh thread named after `name` and waits for it, turning a panic
 /// into an error; `doing` introduces any error.
 pub(crate) fn on_new_thread<T: Send, F: FnOnce() -> T + Send>(
@@ -129,11 +188,7 @@ pub(crate) fn on_new_thread<T: Send, F: FnOnce() -> T + Send>(
             })?;
         thread.join().map_err(|panic| TopologyError::Panicked {
             doing: doing.to_owned(),
-            message: panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "(no message)".to_owned()),
+            message: panic_message(panic),
         })
     })
 }
