@@ -73,27 +73,30 @@ struct {
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
 
-/* IPv4 protocol or IPv6 next header, 0 when the network header is unset or unexpected. */
-static __always_inline __u8 l4_protocol(struct sk_buff *skb, __u16 *l3)
+/*
+ * IPv4 protocol or IPv6 next header of the packet whose network header starts at
+ * head + nh, 0 when the header is unset or unexpected. One read covers both: byte 0
+ * (the version), 6 (IPv6 next header) and 9 (IPv4 protocol).
+ */
+static __always_inline __u8 l4_protocol(unsigned char *head, __u16 nh, __u16 *l3)
 {
-	__u16 nh = BPF_CORE_READ(skb, network_header);
 	/* ~0 is "never set" (skb_network_header_was_set); 0 on a fresh skb is no better. */
 	if (nh == 0 || nh == (__u16)~0U)
 		return 0;
-	unsigned char *hdr = BPF_CORE_READ(skb, head) + nh;
-	__u8 first = 0, proto = 0;
-	if (bpf_probe_read_kernel(&first, 1, hdr))
+	__u8 hdr[10];
+	if (bpf_probe_read_kernel(hdr, sizeof(hdr), head + nh))
 		return 0;
+	__u8 version = hdr[0] >> 4;
 	/* skb->protocol is still 0 on some output paths: trust the header's version. */
-	if (*l3 == 0 && (first >> 4) == 4)
+	if (*l3 == 0 && version == 4)
 		*l3 = ETH_P_IP;
-	else if (*l3 == 0 && (first >> 4) == 6)
+	else if (*l3 == 0 && version == 6)
 		*l3 = ETH_P_IPV6;
-	if (*l3 == ETH_P_IP && (first >> 4) == 4)
-		bpf_probe_read_kernel(&proto, 1, hdr + 9);
-	else if (*l3 == ETH_P_IPV6 && (first >> 4) == 6)
-		bpf_probe_read_kernel(&proto, 1, hdr + 6);
-	return proto;
+	if (*l3 == ETH_P_IP && version == 4)
+		return hdr[9];
+	if (*l3 == ETH_P_IPV6 && version == 6)
+		return hdr[6];
+	return 0;
 }
 
 /*
@@ -142,14 +145,20 @@ static __always_inline void take_stack(void *ctx, __u64 location,
 		key->stack[i] = frames[start + i];
 }
 
+/*
+ * Counts one drop. `btf` is a constant per program: true in the tp_btf programs,
+ * whose skb and sockets are BTF-typed and read with direct loads; false in the
+ * classic tracepoint program, where every field is a bpf_probe_read_kernel (CO-RE).
+ */
 static __always_inline void count_drop(void *ctx, struct sk_buff *skb, __u64 location,
-				       __u32 reason, struct sock *rx_sk)
+				       __u32 reason, struct sock *rx_sk, const _Bool btf)
 {
 	if (reason == cfg_reason_not_dropped || reason == cfg_reason_consumed)
 		return;
 
-	struct sock *sk = BPF_CORE_READ(skb, sk);
-	__u32 *slot = watched_slot(netns_of_skb(skb, sk, rx_sk));
+	struct sock *sk = btf ? skb->sk : BPF_CORE_READ(skb, sk);
+	__u32 *slot = btf ? watched_slot_of_skb_btf(skb, sk, rx_sk)
+			  : watched_slot(netns_of_skb(skb, sk, rx_sk));
 	if (!slot)
 		return;
 	/*
@@ -159,7 +168,8 @@ static __always_inline void count_drop(void *ctx, struct sk_buff *skb, __u64 loc
 	 * counting them would make exact counts flaky.
 	 */
 	if (sk) {
-		__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+		__u16 family = btf ? sk->__sk_common.skc_family
+				   : BPF_CORE_READ(sk, __sk_common.skc_family);
 		if (family == AF_UNIX || family == AF_NETLINK)
 			return;
 	}
@@ -169,10 +179,32 @@ static __always_inline void count_drop(void *ctx, struct sk_buff *skb, __u64 loc
 	key.slot = *slot;
 	key.reason = reason;
 	key.location = location;
-	key.l3proto = bpf_ntohs(BPF_CORE_READ(skb, protocol));
-	key.l4proto = l4_protocol(skb, &key.l3proto);
+	__u32 len;
+	if (btf) {
+		key.l3proto = bpf_ntohs(skb->protocol);
+		key.l4proto = l4_protocol(skb->head, skb->network_header, &key.l3proto);
+		len = skb->len;
+	} else {
+		key.l3proto = bpf_ntohs(BPF_CORE_READ(skb, protocol));
+		key.l4proto = l4_protocol(BPF_CORE_READ(skb, head),
+					  BPF_CORE_READ(skb, network_header), &key.l3proto);
+		len = BPF_CORE_READ(skb, len);
+	}
 	if (cfg_take_stacks) {
-		/* The key has no stack yet: it names the distinct drop. */
+		/*
+		 * A flood's drops are nearly all past their samples: their row (no stack,
+		 * SKIPPED) already has this CPU's packets, and one lookup adds to it. Only
+		 * otherwise is the sample count asked (the key, stack still zero, names the
+		 * distinct drop).
+		 */
+		key.stack_status = DROPSPEC_STACK_SKIPPED;
+		struct dropspec_drop_value *skipped = bpf_map_lookup_elem(&dropspec_drops, &key);
+		if (skipped && skipped->packets) {
+			skipped->packets += 1;
+			skipped->bytes += len;
+			return;
+		}
+		key.stack_status = 0;
 		__u32 *taken = bpf_map_lookup_elem(&dropspec_stacks, &key);
 		if (taken && *taken >= DROPSPEC_STACK_SAMPLES) {
 			key.stack_status = DROPSPEC_STACK_SKIPPED;
@@ -188,7 +220,6 @@ static __always_inline void count_drop(void *ctx, struct sk_buff *skb, __u64 loc
 	} else {
 		key.stack_status = DROPSPEC_STACK_NONE;
 	}
-	__u32 len = BPF_CORE_READ(skb, len);
 
 	struct dropspec_drop_value first = { .packets = 1, .bytes = len };
 	struct dropspec_drop_value *value =
@@ -203,21 +234,21 @@ SEC("tp_btf/kfree_skb")
 int BPF_PROG(dropspec_tpbtf, struct sk_buff *skb, void *location, __u32 reason,
 	     struct sock *rx_sk)
 {
-	count_drop(ctx, skb, (__u64)location, reason, rx_sk);
+	count_drop(ctx, skb, (__u64)location, reason, rx_sk, 1);
 	return 0;
 }
 
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(dropspec_tpbtf3, struct sk_buff *skb, void *location, __u32 reason)
 {
-	count_drop(ctx, skb, (__u64)location, reason, 0);
+	count_drop(ctx, skb, (__u64)location, reason, 0, 1);
 	return 0;
 }
 
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(dropspec_tpbtf2, struct sk_buff *skb, void *location)
 {
-	count_drop(ctx, skb, (__u64)location, DROPSPEC_NO_REASON, 0);
+	count_drop(ctx, skb, (__u64)location, DROPSPEC_NO_REASON, 0, 1);
 	return 0;
 }
 
@@ -240,7 +271,7 @@ int dropspec_tp(void *ctx)
 						       : (__u32)tp_field(ctx, cfg_tp_reason, 4);
 	struct sock *rx_sk = (struct sock *)tp_field(ctx, cfg_tp_rx_sk, 8);
 	if (skb)
-		count_drop(ctx, skb, location, reason, rx_sk);
+		count_drop(ctx, skb, location, reason, rx_sk, 0);
 	return 0;
 }
 

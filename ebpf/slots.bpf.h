@@ -111,6 +111,44 @@ static __always_inline struct net *netns_of_skb(struct sk_buff *skb, struct sock
 	return BPF_CORE_READ(task, nsproxy, net_ns);
 }
 
+/*
+ * The slot watching the namespace netns_of_skb() would name, for BTF-typed programs
+ * (tp_btf, fentry/fexit), whose `skb`, `sk` and `rx_sk` the verifier knows as kernel
+ * pointers: every field is a direct load (the JIT makes each one fault-safe, a bad
+ * pointer reading 0) instead of a bpf_probe_read_kernel call, which was most of the
+ * probe's cost per drop. NULL when nobody watches it.
+ *
+ * The order and the fall-throughs are netns_of_skb()'s. UDP's dev_scratch (see there)
+ * is not a pointer: it packs truesize, length and two flags below bit 57, so it never
+ * has the top bit that every 64-bit kernel address has (x86-64 and arm64 alike, tags
+ * included). Such a value is not followed: the drop falls through to the sockets and
+ * the task exactly as when netns_of_skb()'s read of it fails.
+ */
+static __always_inline __u32 *watched_slot_of_skb_btf(struct sk_buff *skb, struct sock *sk,
+						      struct sock *rx_sk)
+{
+	struct net *net = 0;
+	struct net_device *dev = skb->dev;
+	if (dev && (unsigned long)dev >= 0x8000000000000000UL)
+		net = dev->nd_net.net;
+	if (!net && rx_sk)
+		net = rx_sk->__sk_common.skc_net.net;
+	if (!net && sk)
+		net = sk->__sk_common.skc_net.net;
+	__u32 inum;
+	if (net) {
+		inum = net->ns.inum;
+	} else {
+		/* Rare (no device, no socket): read as netns_of_skb() does (the task's
+		 * BTF pointer, bpf_get_current_task_btf, does not exist on 5.10). */
+		struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+		inum = BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
+	}
+	if (!inum)
+		return 0;
+	return bpf_map_lookup_elem(&dropspec_netns, &inum);
+}
+
 /* The slot watching `net`, or NULL when nobody watches it (or `net` is unknown). */
 static __always_inline __u32 *watched_slot(struct net *net)
 {

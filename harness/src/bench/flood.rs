@@ -71,6 +71,8 @@ pub enum Mode {
     Dropspec,
     /// The bpftrace one-liner.
     Bpftrace,
+    /// An empty tp_btf program (ebpf/empty.bpf.c): what any program on kfree_skb costs.
+    Empty,
     /// dropspec's probe, watching 1, 10, 100 and 1,000 namespaces in turn (up to
     /// --watch), all in one process, with all the idle namespaces existing throughout:
     /// only the number watched changes between measurements.
@@ -83,6 +85,7 @@ impl Mode {
             Mode::None => "none",
             Mode::Dropspec => "dropspec",
             Mode::Bpftrace => "bpftrace",
+            Mode::Empty => "empty",
             Mode::Filter => "filter",
         }
     }
@@ -293,8 +296,10 @@ pub fn worker(mode: Mode, packets: u64, watch: usize, rounds: usize) -> Result<(
     };
     let mut bpftrace = None;
     let mut slots = Vec::new();
+    let mut _empty = None;
     match mode {
         Mode::None | Mode::Filter => {}
+        Mode::Empty => _empty = Some(attach_empty()?),
         Mode::Dropspec => {
             let probe = DropProbe::shared().context("loading dropspec's probe")?;
             // Read kallsyms now rather than on a thread racing the flood for the CPU.
@@ -406,6 +411,22 @@ fn filter_floods(
         }
     }
     Ok(())
+}
+
+/// The empty program of ebpf/empty.bpf.c, attached to tp_btf/kfree_skb until dropped.
+static EMPTY_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/empty.bpf.o"));
+
+fn attach_empty() -> Result<aya::Ebpf> {
+    let btf = aya::Btf::from_sys_fs().context("reading the kernel's BTF")?;
+    let mut ebpf = aya::Ebpf::load(EMPTY_OBJECT).context("loading ebpf/empty.bpf.c")?;
+    let prog: &mut aya::programs::BtfTracePoint = ebpf
+        .program_mut("dropspec_tp_empty")
+        .context("dropspec_tp_empty missing from empty.bpf.o")?
+        .try_into()?;
+    prog.load("kfree_skb", &btf)
+        .context("loading the empty program")?;
+    prog.attach().context("attaching the empty program")?;
+    Ok(ebpf)
 }
 
 fn thread_cpu_time() -> Duration {

@@ -195,6 +195,22 @@ impl<'a> Btf<'a> {
         })
     }
 
+    /// Type `id`'s raw record (common part and kind-specific bytes), for
+    /// [`super::loader_btf`].
+    pub(crate) fn record(&self, id: u32) -> Option<&'a [u8]> {
+        let start = *self.offsets.get(id.checked_sub(1)? as usize)? as usize;
+        let end = self
+            .offsets
+            .get(id as usize)
+            .map_or(self.types.len(), |&next| next as usize);
+        self.types.get(start..end)
+    }
+
+    /// The string at `offset` of the string section.
+    pub(crate) fn name_at(&self, offset: u32) -> Result<&'a str, KernelError> {
+        self.string_at(offset)
+    }
+
     /// All types, in id order.
     pub fn types(&self) -> impl Iterator<Item = Result<Type<'a>, KernelError>> + '_ {
         (1..=self.type_count()).map(|id| self.type_by_id(id))

@@ -7,12 +7,11 @@
 //! binary needs neither the gzipped BTF blobs nor a decompressor; a unit test rebuilds
 //! the table from the blobs and fails when it is stale (`DROPSPEC_BLESS=1` rewrites it).
 
-use super::kallsyms::{Kallsyms, PROC_KALLSYMS};
+use super::kallsyms::Kallsyms;
 use super::reasons::ReasonTable;
 use super::stacks::base_name;
 use super::KernelError;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 /// `NAME release release …` per line; `#` lines are comments.
 const KNOWN_REASONS: &str = include_str!("known_reasons.txt");
@@ -41,8 +40,8 @@ pub fn running_reasons() -> Result<BTreeSet<String>, KernelError> {
 /// reports drop them. BTF is no substitute: pahole leaves out functions the compiler
 /// cloned (`ip_rcv_finish_core.isra.0` on 6.1 and 6.12), which drops are reported in.
 pub fn running_functions() -> Result<BTreeSet<String>, KernelError> {
-    let bytes = super::read_file(Path::new(PROC_KALLSYMS))?;
-    let kallsyms = Kallsyms::parse(&String::from_utf8_lossy(&bytes));
+    // Shared with the drop probe, which names drops from the same read.
+    let kallsyms = Kallsyms::shared_names()?;
     // Drops are reported under the source function's name, without the compiler's
     // clone suffix (`__netif_receive_skb_core.constprop.0`).
     Ok(kallsyms.names().map(|n| base_name(n).to_owned()).collect())
@@ -74,6 +73,7 @@ pub fn render_known_reasons(kernels: &[(String, Vec<u8>)]) -> Result<String, Ker
 mod tests {
     use super::*;
     use crate::kernel::reasons::tests::{fixture_btf, fixture_kernels};
+    use std::path::Path;
 
     #[test]
     fn known_reasons_table_matches_the_saved_kernels() {

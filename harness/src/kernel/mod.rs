@@ -8,6 +8,7 @@
 pub mod btf;
 pub mod kallsyms;
 pub mod known;
+pub mod loader_btf;
 pub mod reasons;
 pub mod stacks;
 pub mod tracefs;

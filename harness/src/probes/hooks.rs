@@ -25,6 +25,7 @@ use super::names::l3_name;
 use super::slots::{LostCounters, Slot, SlotOwner, SlotTable};
 use super::{error_text, ProbeError};
 use crate::kernel::btf::Btf;
+use crate::kernel::loader_btf;
 use crate::kernel::{self as kernel_info};
 use crate::policy::HooksRequest;
 use aya::maps::{MapData, PerCpuHashMap};
@@ -347,9 +348,16 @@ impl HookFamily {
             .zip(params)
             .filter_map(|(point, params)| params.map(|_| point))
             .collect();
+        // Only what the hook programs need (see kernel::loader_btf); attach failures are
+        // reported per hook point, so a cut lacking something would show as one.
+        let wanted = loader_btf::Wanted {
+            structs: loader_btf::PROBE_STRUCTS,
+            tracepoints: &[],
+            functions: &functions,
+        };
+        let aya_btf = loader_btf::for_aya(&btf, &wanted).map_err(|e| e.to_string())?;
         drop(btf);
-        let aya_btf = aya::Btf::parse(&btf_bytes, aya::Endianness::default())
-            .map_err(|e| format!("parsing the kernel's BTF: {e}"))?;
+        drop(btf_bytes);
 
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&aya_btf))

@@ -25,9 +25,7 @@ impl KallsymsCache {
         if let Some(cached) = cache.as_ref().filter(|c| c.modules == modules) {
             return cached.symbols.clone();
         }
-        let symbols = Kallsyms::from_proc()
-            .map(Arc::new)
-            .map_err(ProbeError::from);
+        let symbols = Kallsyms::shared_from_proc().map_err(ProbeError::from);
         *cache = Some(SymbolCache {
             modules,
             symbols: symbols.clone(),

@@ -314,5 +314,19 @@ mod tests {
             after_device.contains("if (net)") && after_device.contains("rx_sk"),
             "netns_of_skb no longer falls through when the device yields no namespace"
         );
+        // The same in the direct-load variant of the tp_btf programs: dev_scratch (no
+        // top bit) is not followed, and a device without a namespace falls through.
+        let body = &shared[shared
+            .find("watched_slot_of_skb_btf(struct sk_buff")
+            .unwrap()..];
+        let body = &body[..body.find("\n}").unwrap()];
+        let after_device = &body[body.find("nd_net.net").unwrap()..];
+        assert!(
+            body.contains(">= 0x8000000000000000UL")
+                && after_device.contains("if (!net && rx_sk)")
+                && after_device.contains("if (!net && sk)")
+                && after_device.contains("bpf_get_current_task"),
+            "watched_slot_of_skb_btf no longer falls through as netns_of_skb does"
+        );
     }
 }

@@ -9,10 +9,12 @@ use crate::bench::stats::{fmt_bytes, fmt_ratio, median, summarize, table};
 use crate::bench::{flood, profile, progress, Settings};
 
 pub(crate) fn flood_section(exe: &Path, settings: &Settings) -> Result<String> {
+    // Indexes matter below: 0 none, 1 dropspec, 2 bpftrace, 3 the empty program.
     let modes = [
         flood::Mode::None,
         flood::Mode::Dropspec,
         flood::Mode::Bpftrace,
+        flood::Mode::Empty,
     ];
     let mut results: Vec<Vec<flood::FloodResult>> = vec![Vec::new(); modes.len()];
     for rep in 0..settings.flood_reps {
@@ -42,7 +44,7 @@ pub(crate) fn flood_section(exe: &Path, settings: &Settings) -> Result<String> {
         let c = summarize(&cpu_ns(rs));
         foreign = foreign.max(rs.iter().map(|r| r.foreign).max().unwrap_or(0));
         let accuracy = match mode {
-            flood::Mode::None | flood::Mode::Filter => "–".to_owned(),
+            flood::Mode::None | flood::Mode::Filter | flood::Mode::Empty => "–".to_owned(),
             flood::Mode::Dropspec => {
                 let wrong: Vec<String> = rs
                     .iter()
@@ -122,13 +124,34 @@ pub(crate) fn flood_section(exe: &Path, settings: &Settings) -> Result<String> {
         ],
         &rows,
     ));
+    // Per round: the same round's dropspec and bpftrace floods, next to each other in time.
+    let rounds_ahead = results[1]
+        .iter()
+        .zip(&results[2])
+        .filter(|(d, b)| d.cpu_pps() > b.cpu_pps())
+        .count();
+    let rounds = results[1].len().min(results[2].len());
+    let goal_ratio = slowdown(1) <= 1.10;
+    let goal_empty = slowdown(1) <= slowdown(3) * 1.05;
+    let goal_bpftrace = slowdown(1) < slowdown(2) && rounds_ahead == rounds;
     s.push_str(&format!(
-        "\nCPU slowdown with dropspec's probe {} vs bpftrace's one-liner {} (wall clock: {} vs {}); target, dropspec's overhead no worse than bpftrace's: {}. Miscounted packets: {miscounts} (target 0: {}). kfree_skb programs of other processes seen during the floods: up to {foreign}.\n",
+        "\nCPU slowdown with dropspec's probe {} vs bpftrace's one-liner {} and an empty tp_btf program {} (wall clock: {} vs {} and {}); dropspec's probe ahead of bpftrace's in {rounds_ahead} of {rounds} rounds. Miscounted packets: {miscounts} (target 0: {}). kfree_skb programs of other processes seen during the floods: up to {foreign}.\n\nGoals (issue 15): dropspec's probe ≤ 1.10×: {} ({}); within 5 % of the empty program: {} ({} ÷ {} = {:.3}); below bpftrace's one-liner, in the medians and in every round: {} ({} vs {}, {rounds_ahead}/{rounds} rounds); counts exact: {}.\n",
         fmt_ratio(slowdown(1)),
         fmt_ratio(slowdown(2)),
+        fmt_ratio(slowdown(3)),
         fmt_ratio(wall_slowdown(1)),
         fmt_ratio(wall_slowdown(2)),
-        verdict(slowdown(1) <= slowdown(2)),
+        fmt_ratio(wall_slowdown(3)),
+        verdict(miscounts == 0),
+        verdict(goal_ratio),
+        fmt_ratio(slowdown(1)),
+        verdict(goal_empty),
+        fmt_ratio(slowdown(1)),
+        fmt_ratio(slowdown(3)),
+        slowdown(1) / slowdown(3),
+        verdict(goal_bpftrace),
+        fmt_ratio(slowdown(1)),
+        fmt_ratio(slowdown(2)),
         verdict(miscounts == 0),
     ));
     Ok(s)
