@@ -13,8 +13,14 @@ use super::raw::{self, Spanned};
 use super::ScenarioError;
 use crate::vocab::{Corruption, HookPoint, TCP_ACK, TCP_PSH, TCP_SYN};
 
+mod fragments;
+mod sockets;
+
 /// Upper bound on packets one traffic entry may send: traffic loops are bounded by design.
 pub const MAX_COUNT: u32 = 10_000;
+/// The largest UDP or ICMP echo payload in one IPv4 datagram: 65,535 minus the IPv4
+/// header (20) and the UDP or ICMP header (8).
+pub const MAX_TRAFFIC_PAYLOAD: usize = 65_507;
 /// Upper bound on how long one attempt may wait for an answer.
 pub const MAX_TIMEOUT_MS: u64 = 5_000;
 /// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
@@ -36,7 +42,10 @@ pub(super) fn takes(key: &str) -> Option<String> {
         "settle_ms" => ms(0),
         "mtu" => "a whole number from 68 (the IPv4 minimum) to 65,535".to_owned(),
         "ttl" => whole(1, 255),
-        "payload" => "a whole number of bytes from 0 to 1,400 (one unfragmented packet)".to_owned(),
+        "payload" => format!(
+            "a whole number of bytes from 0 to {} (the largest UDP or ICMP payload over IPv4; the sender's kernel fragments what exceeds the link MTU)",
+            grouped(MAX_TRAFFIC_PAYLOAD as u64)
+        ),
         "ip" => "4 or 6".to_owned(),
         _ => return None,
     })
@@ -877,7 +886,11 @@ impl Validator<'_> {
             },
             |p| *p.get_ref(),
         );
-        if let Some(p) = spec.payload.as_ref().filter(|_| payload > 1400) {
+        if let Some(p) = spec
+            .payload
+            .as_ref()
+            .filter(|_| payload > MAX_TRAFFIC_PAYLOAD)
+        {
             self.note(self.at.error(p.span(), must("payload", payload)));
         }
         let source = spec.source.as_ref().map(|s| self.address(s)).transpose()?;
@@ -900,13 +913,30 @@ impl Validator<'_> {
             || spec.rcvbuf.is_some()
             || spec.backlog.is_some()
             || spec.hold.is_some()
-            || spec.accept_until_empty.is_some();
+            || spec.accept_until_empty.is_some()
+            || spec.accept.is_some()
+            || !spec.listener_sockopts.is_empty();
         if receiver_options && (protocol == Protocol::Icmp || !listen) {
             return Err(self.at.error(
                 spec.protocol.span(),
-                "`receiver`, `rcvbuf`, `backlog`, `hold` and `accept_until_empty` describe the listening socket: they need udp or tcp with `listen = true`",
+                "`receiver`, `rcvbuf`, `backlog`, `hold`, `accept`, `accept_until_empty` and `listener_sockopts` describe the listening socket: they need udp or tcp with `listen = true`",
             ));
         }
+        let accept = self.accept(
+            spec.accept.as_ref(),
+            protocol,
+            reads,
+            spec.receiver.is_some(),
+        )?;
+        if let (Some(a), Accept::Never) = (&spec.accept_until_empty, accept) {
+            return Err(self.at.error(
+                a.span(),
+                "`accept_until_empty` drains the accept queue of a listener that accepts: it needs accept = \"on_arrival\"",
+            ));
+        }
+        let listener_sockopts =
+            self.sockopts("listener_sockopts", &spec.listener_sockopts, protocol)?;
+        let sockopts = self.sockopts("sockopts", &spec.sockopts, protocol)?;
         if let Some(backlog) = &spec.backlog {
             if protocol != Protocol::Tcp {
                 return Err(self
@@ -933,6 +963,8 @@ impl Validator<'_> {
             backlog: spec.backlog.map_or(128, Spanned::into_inner),
             hold: spec.hold.is_some_and(Spanned::into_inner),
             accept_until_empty: spec.accept_until_empty.is_some_and(Spanned::into_inner),
+            accept,
+            sockopts: listener_sockopts,
         };
         let expect = self.traffic_expect(protocol, spec.expect)?;
         Ok(Traffic {
@@ -948,6 +980,8 @@ impl Validator<'_> {
             source,
             ttl: spec.ttl.map(Spanned::into_inner),
             dont_fragment: spec.dont_fragment.unwrap_or(false),
+            sndbuf: spec.sndbuf.map(Spanned::into_inner),
+            sockopts,
             listener,
             expect,
         })
@@ -1266,10 +1300,10 @@ impl Validator<'_> {
             (IpAddr::V4(near.addr.addr), IpAddr::V4(far.addr.addr))
         };
         let source = self
-            .packet_address(spec.source.as_ref(), ipv6)?
+            .packet_address(spec.source.as_ref(), ipv6, true)?
             .unwrap_or(link_source);
         let destination = self
-            .packet_address(spec.destination.as_ref(), ipv6)?
+            .packet_address(spec.destination.as_ref(), ipv6, false)?
             .unwrap_or(link_destination);
 
         let protocol_span = spec.protocol.span();
@@ -1429,15 +1463,15 @@ impl Validator<'_> {
             },
             |p| *p.get_ref(),
         );
-        if payload > 1400 {
-            return Err(self.at.error(
-                spec.payload
-                    .as_ref()
-                    .expect("only a given payload can be too big")
-                    .span(),
-                must("payload", payload),
-            ));
-        }
+        let fragments = self.fragments(
+            &spec,
+            ipv6,
+            protocol,
+            protocol == PacketProtocol::Tcp && receiver != Receiver::Nobody,
+            payload,
+            count,
+            link.mtu,
+        )?;
         let ttl = match &spec.ttl {
             None => 64,
             Some(t) => u8::try_from(*t.get_ref()).map_err(|_| {
@@ -1475,14 +1509,19 @@ impl Validator<'_> {
             corrupt,
             receiver,
             timeout_ms,
+            fragments,
             expect,
         })
     }
 
+    /// A crafted packet's address. A destination must be in the test ranges; a source
+    /// may be anything (multicast, 0.0.0.0/8, loopback, broadcast: martian sources are
+    /// faults to test), because the frame never leaves the scenario's namespaces.
     fn packet_address(
         &self,
         text: Option<&Spanned<String>>,
         ipv6: bool,
+        any_range: bool,
     ) -> Result<Option<IpAddr>, ScenarioError> {
         let Some(text) = text else {
             return Ok(None);
@@ -1502,7 +1541,9 @@ impl Validator<'_> {
                 ),
             ));
         }
-        self.check_range(addr, text.span())?;
+        if !any_range {
+            self.check_range(addr, text.span())?;
+        }
         Ok(Some(addr))
     }
 
