@@ -299,8 +299,7 @@ fn run_one(
         let deadline = std::time::Instant::now() + Duration::from_millis(entry.timeout_ms);
         while std::time::Instant::now() < deadline {
             collect(&mut outcome).map_err(socket_error("waiting for reassembly"))?;
-            let answers =
-                outcome.delivered + outcome.answered + outcome.errors + outcome.resets;
+            let answers = outcome.delivered + outcome.answered + outcome.errors + outcome.resets;
             if u64::from(answers) >= count {
                 break;
             }

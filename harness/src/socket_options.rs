@@ -129,8 +129,9 @@ pub fn names() -> Vec<&'static str> {
 
 /// The README's table: `| name | level | applies to | what it changes |`.
 pub fn markdown_table() -> String {
-    let mut out =
-        String::from("| option | level | sockets | what it changes in the kernel |\n| --- | --- | --- | --- |\n");
+    let mut out = String::from(
+        "| option | level | sockets | what it changes in the kernel |\n| --- | --- | --- | --- |\n",
+    );
     for o in OPTIONS {
         let level = match o.level {
             SOL_SOCKET => "SOL_SOCKET",
@@ -141,7 +142,10 @@ pub fn markdown_table() -> String {
             Any => "any",
             Tcp => "tcp",
         };
-        out.push_str(&format!("| `{}` | {level} | {applies} | {} |\n", o.name, o.effect));
+        out.push_str(&format!(
+            "| `{}` | {level} | {applies} | {} |\n",
+            o.name, o.effect
+        ));
     }
     out
 }
@@ -154,7 +158,12 @@ mod tests {
     fn names_are_unique_and_sorted_within_a_level() {
         for pair in OPTIONS.windows(2) {
             if pair[0].level == pair[1].level {
-                assert!(pair[0].name < pair[1].name, "{} / {}", pair[0].name, pair[1].name);
+                assert!(
+                    pair[0].name < pair[1].name,
+                    "{} / {}",
+                    pair[0].name,
+                    pair[1].name
+                );
             }
         }
         assert_eq!(find("SO_MARK").unwrap().optname, 36);
@@ -164,8 +173,8 @@ mod tests {
 
     #[test]
     fn the_readme_carries_the_table() {
-        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-            .unwrap();
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
         assert!(
             readme.contains(&markdown_table()),
             "README.md must contain the socket option table; paste:\n{}",

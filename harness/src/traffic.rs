@@ -410,8 +410,9 @@ fn open_listener(traffic: &Traffic) -> io::Result<OwnedFd> {
 /// Sets socket options by name (`sockopts`), each as an `int`.
 fn set_options(socket: &OwnedFd, options: &[SetOption]) -> io::Result<()> {
     for o in options {
-        crate::sockopt::set_int(socket, o.level, o.optname, o.value)
-            .map_err(|e| io::Error::new(e.kind(), format!("setting {} = {}: {e}", o.name, o.value)))?;
+        crate::sockopt::set_int(socket, o.level, o.optname, o.value).map_err(|e| {
+            io::Error::new(e.kind(), format!("setting {} = {}: {e}", o.name, o.value))
+        })?;
     }
     Ok(())
 }

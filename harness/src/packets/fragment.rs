@@ -47,7 +47,8 @@ pub fn build_fragments(spec: &FrameSpec, pieces: &[Piece], identification: u32) 
             };
             frame.extend_from_slice(&destination_mac);
             frame.extend_from_slice(&spec.source_mac);
-            let offset_field = |more: bool| (piece.offset / 8) as u16 | if more { 0x2000 } else { 0 };
+            let offset_field =
+                |more: bool| (piece.offset / 8) as u16 | if more { 0x2000 } else { 0 };
             match (spec.source, spec.destination) {
                 (IpAddr::V4(s), IpAddr::V4(d)) => {
                     frame.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
@@ -121,8 +122,16 @@ mod tests {
         let s = spec("198.18.0.1", "198.18.0.2", 100);
         let whole = build(&s);
         let pieces = [
-            Piece { offset: 0, length: 64, more: true },
-            Piece { offset: 64, length: 44, more: false },
+            Piece {
+                offset: 0,
+                length: 64,
+                more: true,
+            },
+            Piece {
+                offset: 64,
+                length: 44,
+                more: false,
+            },
         ];
         let frames = build_fragments(&s, &pieces, 7);
         assert_eq!(frames.len(), 2);
@@ -146,8 +155,16 @@ mod tests {
         let s = spec("2001:db8::1", "2001:db8::2", 100);
         let whole = build(&s);
         let pieces = [
-            Piece { offset: 0, length: 56, more: true },
-            Piece { offset: 56, length: 52, more: false },
+            Piece {
+                offset: 0,
+                length: 56,
+                more: true,
+            },
+            Piece {
+                offset: 56,
+                length: 52,
+                more: false,
+            },
         ];
         let frames = build_fragments(&s, &pieces, 0x01020304);
         assert_eq!(frames[0][14 + 6], NEXT_HEADER_FRAGMENT);
@@ -162,7 +179,15 @@ mod tests {
     #[test]
     fn pieces_past_the_end_are_filler() {
         let s = spec("198.18.0.1", "198.18.0.2", 8);
-        let frames = build_fragments(&s, &[Piece { offset: 65528, length: 16, more: false }], 1);
+        let frames = build_fragments(
+            &s,
+            &[Piece {
+                offset: 65528,
+                length: 16,
+                more: false,
+            }],
+            1,
+        );
         assert_eq!(&frames[0][20..22], &[0x1f, 0xff]);
         assert!(frames[0][34..].iter().all(|b| *b == FILLER));
     }

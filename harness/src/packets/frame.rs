@@ -340,7 +340,13 @@ pub fn classify_reply(frame: &[u8], us: IpAddr, peer: IpAddr) -> Option<Reply> {
         ETHERTYPE_IPV6 => {
             let s: [u8; 16] = ip.get(8..24)?.try_into().ok()?;
             let d: [u8; 16] = ip.get(24..40)?.try_into().ok()?;
-            (IpAddr::from(s), IpAddr::from(d), *ip.get(6)?, ip.get(40..)?, true)
+            (
+                IpAddr::from(s),
+                IpAddr::from(d),
+                *ip.get(6)?,
+                ip.get(40..)?,
+                true,
+            )
         }
         _ => return None,
     };
@@ -756,7 +762,9 @@ mod tests {
         });
         // Time exceeded from the router: ICMP header, then our IP header and 8 bytes.
         let mut error = v4(
-            Transport::Other { protocol: PROTO_ICMP },
+            Transport::Other {
+                protocol: PROTO_ICMP,
+            },
             8 + 28,
             Corruption::None,
         );
@@ -770,6 +778,9 @@ mod tests {
             Some(Reply::IcmpError { kind: 11, code: 0 })
         );
         // The same error about someone else's packet is not ours.
-        assert_eq!(classify_reply(&frame, us, "198.19.0.3".parse().unwrap()), None);
+        assert_eq!(
+            classify_reply(&frame, us, "198.19.0.3".parse().unwrap()),
+            None
+        );
     }
 }

@@ -50,7 +50,11 @@ impl Validator<'_> {
         let transport = transport_header(protocol);
         let family = if ipv6 { "IPv6" } else { "IPv4" };
         let name = protocol.name(ipv6);
-        let payload_span = || spec.payload.as_ref().map_or(spec.from.span(), Spanned::span);
+        let payload_span = || {
+            spec.payload
+                .as_ref()
+                .map_or(spec.from.span(), Spanned::span)
+        };
         // 65,535: the IPv4 total length counts its header, the IPv6 payload length not.
         let max_payload = 65_535 - if ipv6 { 0 } else { header } - transport;
         if payload > max_payload {
@@ -184,9 +188,10 @@ impl Validator<'_> {
                         None
                     };
                     if let Some(problem) = problem {
-                        return Err(self
-                            .at
-                            .error(list.span(), format!("fragment {i} of `fragments`: {problem}")));
+                        return Err(self.at.error(
+                            list.span(),
+                            format!("fragment {i} of `fragments`: {problem}"),
+                        ));
                     }
                     written.push(Fragment {
                         offset: f.offset,

@@ -20,7 +20,11 @@ impl Validator<'_> {
         receiver_given: bool,
     ) -> Result<Accept, ScenarioError> {
         let Some(text) = accept else {
-            return Ok(if reads { Accept::OnArrival } else { Accept::Never });
+            return Ok(if reads {
+                Accept::OnArrival
+            } else {
+                Accept::Never
+            });
         };
         let accept = Accept::parse(text.get_ref()).ok_or_else(|| {
             self.at.error(
