@@ -1469,7 +1469,6 @@ impl Validator<'_> {
             protocol,
             protocol == PacketProtocol::Tcp && receiver != Receiver::Nobody,
             payload,
-            count,
             link.mtu,
         )?;
         let ttl = match &spec.ttl {
@@ -1965,7 +1964,8 @@ b = { host = "server", addr = "198.18.0.2/24", addr6 = "2001:db8::2/64" }
             ("protocol = \"udp\"\nport = 9\nreceiver = \"none\"\ndestination = \"10.0.0.1\"\n", "outside the ranges dropspec may use"),
             ("protocol = \"udp\"\nport = 9\nreceiver = \"none\"\ndestination = \"2001:db8::9\"\n", "is not an IPv4 address"),
             ("protocol = \"icmp\"\nttl = 256\n", "`ttl` must be a whole number from 0 to 255, not 256"),
-            ("protocol = \"icmp\"\npayload = 1401\n", "from 0 to 1,400 (one unfragmented packet), not 1401"),
+            ("protocol = \"icmp\"\npayload = 1473\n", "over the link's MTU of 1500: one unfragmented icmp packet carries at most 1,472 bytes here"),
+            ("protocol = \"icmp\"\nsource = \"224.0.0.1\"\ndestination = \"224.0.0.2\"\n", "224.0.0.2 is outside the ranges"),
             ("protocol = \"icmp\"\ncount = 0\n", "`count` must be a whole number from 1 to 10,000, not 0"),
         ];
         for (entry, expected) in cases {

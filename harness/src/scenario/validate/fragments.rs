@@ -42,9 +42,10 @@ impl Validator<'_> {
         protocol: PacketProtocol,
         tcp_receiver: bool,
         payload: usize,
-        count: u32,
         mtu: Option<u32>,
     ) -> Result<Vec<Fragment>, ScenarioError> {
+        // Already checked by the caller.
+        let count = spec.count.as_ref().map_or(1, |c| *c.get_ref());
         let mtu = mtu.unwrap_or(DEFAULT_MTU);
         let header = if ipv6 { 40 } else { 20 };
         let transport = transport_header(protocol);
