@@ -84,11 +84,25 @@ static __always_inline __u8 l4_protocol(struct sk_buff *skb, __u16 *l3)
 	__u8 first = 0, proto = 0;
 	if (bpf_probe_read_kernel(&first, 1, hdr))
 		return 0;
-	/* skb->protocol is still 0 on some output paths: trust the header's version. */
-	if (*l3 == 0 && (first >> 4) == 4)
-		*l3 = ETH_P_IP;
-	else if (*l3 == 0 && (first >> 4) == 6)
-		*l3 = ETH_P_IPV6;
+	/*
+	 * skb->protocol is still 0 on some output paths: trust the header's version, but
+	 * only where its length field says it covers this skb from the network header on.
+	 * An skb dropped before its header was written (a datagram's pending fragments
+	 * freed in __ip_flush_pending_frames) holds whatever that memory held before,
+	 * often an older packet's header.
+	 */
+	if (*l3 == 0) {
+		unsigned char *data = BPF_CORE_READ(skb, data);
+		__u32 len = BPF_CORE_READ(skb, len);
+		__u32 from_nh = len - (__u32)(hdr - data);
+		__u16 length = 0;
+		if ((first >> 4) == 4 && !bpf_probe_read_kernel(&length, 2, hdr + 2) &&
+		    bpf_ntohs(length) == from_nh)
+			*l3 = ETH_P_IP;
+		else if ((first >> 4) == 6 && !bpf_probe_read_kernel(&length, 2, hdr + 4) &&
+			 bpf_ntohs(length) + 40 == from_nh)
+			*l3 = ETH_P_IPV6;
+	}
 	if (*l3 == ETH_P_IP && (first >> 4) == 4)
 		bpf_probe_read_kernel(&proto, 1, hdr + 9);
 	else if (*l3 == ETH_P_IPV6 && (first >> 4) == 6)
