@@ -76,9 +76,11 @@ struct {
 /*
  * IPv4 protocol or IPv6 next header of the packet whose network header starts at
  * head + nh, 0 when the header is unset or unexpected. One read covers both: byte 0
- * (the version), 6 (IPv6 next header) and 9 (IPv4 protocol).
+ * (the version), 2-5 (the IPv4 total or IPv6 payload length), 6 (IPv6 next header) and
+ * 9 (IPv4 protocol). `data` and `len` are the skb's, to check those lengths against.
  */
-static __always_inline __u8 l4_protocol(unsigned char *head, __u16 nh, __u16 *l3)
+static __always_inline __u8 l4_protocol(unsigned char *head, __u16 nh, unsigned char *data,
+					__u32 len, __u16 *l3)
 {
 	/* ~0 is "never set" (skb_network_header_was_set); 0 on a fresh skb is no better. */
 	if (nh == 0 || nh == (__u16)~0U)
@@ -87,11 +89,22 @@ static __always_inline __u8 l4_protocol(unsigned char *head, __u16 nh, __u16 *l3
 	if (bpf_probe_read_kernel(hdr, sizeof(hdr), head + nh))
 		return 0;
 	__u8 version = hdr[0] >> 4;
-	/* skb->protocol is still 0 on some output paths: trust the header's version. */
-	if (*l3 == 0 && version == 4)
-		*l3 = ETH_P_IP;
-	else if (*l3 == 0 && version == 6)
-		*l3 = ETH_P_IPV6;
+	/*
+	 * skb->protocol is still 0 on some output paths: trust the header's version, but
+	 * only where its length field says it covers this skb from the network header on.
+	 * An skb dropped before its header was written (a datagram's pending fragments
+	 * freed in __ip_flush_pending_frames) holds whatever that memory held before,
+	 * often an older packet's header.
+	 */
+	if (*l3 == 0) {
+		__u32 from_nh = len - (__u32)(head + nh - data);
+		__u16 length = ((__u16)hdr[version == 4 ? 2 : 4] << 8) |
+			       hdr[version == 4 ? 3 : 5];
+		if (version == 4 && length == from_nh)
+			*l3 = ETH_P_IP;
+		else if (version == 6 && length + 40 == from_nh)
+			*l3 = ETH_P_IPV6;
+	}
 	if (*l3 == ETH_P_IP && version == 4)
 		return hdr[9];
 	if (*l3 == ETH_P_IPV6 && version == 6)
@@ -181,14 +194,16 @@ static __always_inline void count_drop(void *ctx, struct sk_buff *skb, __u64 loc
 	key.location = location;
 	__u32 len;
 	if (btf) {
-		key.l3proto = bpf_ntohs(skb->protocol);
-		key.l4proto = l4_protocol(skb->head, skb->network_header, &key.l3proto);
 		len = skb->len;
+		key.l3proto = bpf_ntohs(skb->protocol);
+		key.l4proto = l4_protocol(skb->head, skb->network_header, skb->data, len,
+					  &key.l3proto);
 	} else {
+		len = BPF_CORE_READ(skb, len);
 		key.l3proto = bpf_ntohs(BPF_CORE_READ(skb, protocol));
 		key.l4proto = l4_protocol(BPF_CORE_READ(skb, head),
-					  BPF_CORE_READ(skb, network_header), &key.l3proto);
-		len = BPF_CORE_READ(skb, len);
+					  BPF_CORE_READ(skb, network_header),
+					  BPF_CORE_READ(skb, data), len, &key.l3proto);
 	}
 	if (cfg_take_stacks) {
 		/*

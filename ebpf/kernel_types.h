@@ -77,6 +77,7 @@ struct sk_buff {
 	__be16 protocol;
 	__u16 network_header;
 	unsigned char *head;
+	unsigned char *data;
 };
 
 /* The argument of every netfilter hook function; its `net` is the hook's namespace. */

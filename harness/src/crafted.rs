@@ -252,10 +252,28 @@ pub(crate) fn run_one(
         Ok(())
     };
 
+    let pieces: Vec<packets::Piece> = entry
+        .fragments
+        .iter()
+        .map(|f| packets::Piece {
+            offset: f.offset,
+            length: f.length,
+            more: f.more,
+        })
+        .collect();
     for i in 0..entry.count {
-        let frame = packets::build(&frame_spec(entry, i, tap.mac(), peer_mac));
-        tap.send(&frame)
-            .map_err(socket_error("sending a frame on the AF_PACKET socket"))?;
+        let spec = frame_spec(entry, i, tap.mac(), peer_mac);
+        let frames = if pieces.is_empty() {
+            vec![packets::build(&spec)]
+        } else {
+            // Apart from every other entry's, so no reassembly queue is shared.
+            let identification = ((index as u32) << 12).wrapping_add(i + 1);
+            packets::build_fragments(&spec, &pieces, identification)
+        };
+        for frame in &frames {
+            tap.send(frame)
+                .map_err(socket_error("sending a frame on the AF_PACKET socket"))?;
+        }
         outcome.sent += 1;
         if (i + 1) % BATCH == 0 {
             collect(&mut outcome).map_err(socket_error("reading between batches"))?;
@@ -275,6 +293,20 @@ pub(crate) fn run_one(
         },
     )
     .map_err(socket_error("waiting for the outcome"))?;
+    if !pieces.is_empty() {
+        // The kernel may hold an incomplete datagram in a reassembly queue, which the
+        // completion markers cannot see: its answer (an ICMP time exceeded when the queue
+        // expires) comes only after the namespace's ipfrag_time. Wait the whole timeout.
+        let deadline = std::time::Instant::now() + Duration::from_millis(entry.timeout_ms);
+        while std::time::Instant::now() < deadline {
+            collect(&mut outcome).map_err(socket_error("waiting for reassembly"))?;
+            let answers = outcome.delivered + outcome.answered + outcome.errors + outcome.resets;
+            if u64::from(answers) >= count {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 
     // Close without leaving anything queued: a queued skb purged at close is a drop.
     tap.stop_receiving()

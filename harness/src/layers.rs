@@ -13,11 +13,15 @@ use std::path::Path;
 const RULES: &[(&str, &[&str])] = &[
     // The model: itself, the shared names and the name suggester (a leaf), nothing of
     // the runtime.
-    ("scenario", &["scenario", "suggest", "vocab"]),
+    (
+        "scenario",
+        &["scenario", "socket_options", "suggest", "vocab"],
+    ),
     // Builds the model's `KnownNames` from what the kernel layer and the counters read.
     ("names.rs", &["counters", "kernel", "scenario"]),
     // Leaves.
     ("vocab.rs", &[]),
+    ("socket_options.rs", &[]),
     ("topology/error.rs", &[]),
     ("topology/sysctl.rs", &[]),
     // The kernel layer has its own errors; probes wrap them.

@@ -40,6 +40,7 @@ pub mod repeat;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod socket_options;
 mod sockopt;
 pub mod steps;
 pub mod suggest;

@@ -32,7 +32,7 @@ use nix::sys::socket::{
 use socket2::SockRef;
 
 use crate::completion::Completion;
-use crate::scenario::{HostId, Protocol, Scenario, Traffic};
+use crate::scenario::{Accept, HostId, Protocol, Scenario, SetOption, Traffic};
 use crate::topology::{Netns, Topology, TopologyError};
 
 /// What one traffic entry achieved.
@@ -468,6 +468,7 @@ fn connects(
         }
     }
     let mut accepted = Vec::new();
+    let accepts = traffic.listener.accept == Accept::OnArrival;
     let what = format!("traffic to {destination} (tcp)");
     await_outcome(
         Duration::from_millis(traffic.timeout_ms),
@@ -479,16 +480,16 @@ fn connects(
                     *attempt = poll_connect(socket)?;
                 }
             }
-            if let (Some(listener), true) = (listener, traffic.listener.reads) {
+            if let (Some(listener), true) = (listener, accepts) {
                 accepted.extend(accept_ready(listener)?);
             }
             let settled = attempts.iter().filter(|a| **a != Attempt::Pending).count();
             Ok((settled as u64, settled == attempts.len()))
         },
     )?;
-    // Only a listener that reads accepts, as it would: one that never reads keeps its
+    // Only a listener that accepts on arrival accepts: one that never does keeps its
     // queue (closing it later, unwatched, is what resets those children).
-    if let (Some(listener), true) = (listener, traffic.listener.reads) {
+    if let (Some(listener), true) = (listener, accepts) {
         accepted.extend(accept_ready(listener)?);
         if traffic.listener.accept_until_empty {
             accepted.extend(accept_until_eagain(listener)?);
@@ -562,6 +563,7 @@ fn open_listener(traffic: &Traffic) -> io::Result<OwnedFd> {
         _ => socket(traffic.destination, SockType::Datagram, SockProtocol::Udp)?,
     };
     sock::setsockopt(&socket, sockopt::ReuseAddr, &true)?;
+    set_options(&socket, &traffic.listener.sockopts)?;
     if let Some(bytes) = traffic.listener.rcvbuf {
         let bytes = bytes.min(libc::c_int::MAX as u32) as usize;
         sock::setsockopt(&socket, sockopt::RcvBuf, &bytes)?;
@@ -577,9 +579,25 @@ fn open_listener(traffic: &Traffic) -> io::Result<OwnedFd> {
     Ok(socket)
 }
 
-/// Applies the entry's sender options: source address, TTL, don't-fragment.
+/// Sets socket options by name (`sockopts`), each as an `int`.
+fn set_options(socket: &OwnedFd, options: &[SetOption]) -> io::Result<()> {
+    for o in options {
+        crate::sockopt::set_int(socket, o.level, o.optname, o.value).map_err(|e| {
+            io::Error::new(e.kind(), format!("setting {} = {}: {e}", o.name, o.value))
+        })?;
+    }
+    Ok(())
+}
+
+/// Applies the entry's sender options: socket options by name, send buffer, source
+/// address, TTL, don't-fragment.
 fn prepare_sender(socket: OwnedFd, traffic: &Traffic) -> io::Result<OwnedFd> {
     let ipv6 = traffic.destination.is_ipv6();
+    set_options(&socket, &traffic.sockopts)?;
+    if let Some(bytes) = traffic.sndbuf {
+        let bytes = bytes.min(libc::c_int::MAX as u32) as usize;
+        sock::setsockopt(&socket, sockopt::SndBuf, &bytes)?;
+    }
     if let Some(ttl) = traffic.ttl {
         if ipv6 {
             sock::setsockopt(&socket, sockopt::Ipv6Ttl, &libc::c_int::from(ttl))?;

@@ -9,8 +9,8 @@ use super::{Corruption, TCP_RST, TRUNCATED_BY, WRONG_MAC};
 
 pub type Mac = [u8; 6];
 
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
+pub(super) const ETHERTYPE_IPV4: u16 = 0x0800;
+pub(super) const ETHERTYPE_IPV6: u16 = 0x86dd;
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
@@ -168,7 +168,7 @@ pub fn build(spec: &FrameSpec) -> Vec<u8> {
     frame
 }
 
-fn ipv4_header(
+pub(super) fn ipv4_header(
     spec: &FrameSpec,
     source: Ipv4Addr,
     destination: Ipv4Addr,
@@ -202,7 +202,7 @@ fn ipv4_header(
     h
 }
 
-fn ipv6_header(
+pub(super) fn ipv6_header(
     spec: &FrameSpec,
     source: Ipv6Addr,
     destination: Ipv6Addr,
@@ -229,7 +229,7 @@ fn ipv6_header(
 }
 
 /// The transport header and payload, with its checksum.
-fn transport_segment(spec: &FrameSpec, protocol: u8) -> Vec<u8> {
+pub(super) fn transport_segment(spec: &FrameSpec, protocol: u8) -> Vec<u8> {
     let ipv6 = spec.source.is_ipv6();
     let (mut segment, checksum_at) = match spec.transport {
         Transport::Udp {
@@ -317,51 +317,100 @@ pub enum Reply {
 }
 
 /// Classifies a frame received on the sender's interface, or `None` when it is not an
-/// IP packet from `peer` to `us`.
+/// IP packet for `us` about the packets sent to `peer`: a reply from `peer`, or an ICMP
+/// or ICMPv6 error from any host (a router on the way, say) that quotes a packet from
+/// `us` to `peer`. A non-first fragment carries no transport header and is `Other`.
 pub fn classify_reply(frame: &[u8], us: IpAddr, peer: IpAddr) -> Option<Reply> {
     let ethertype = u16::from_be_bytes(frame.get(12..14)?.try_into().ok()?);
     let ip = frame.get(14..)?;
-    let (source, destination, protocol, transport) = match ethertype {
+    let (source, destination, mut protocol, mut transport, first) = match ethertype {
         ETHERTYPE_IPV4 => {
             let ihl = usize::from(*ip.first()? & 0x0f) * 4;
             let s: [u8; 4] = ip.get(12..16)?.try_into().ok()?;
             let d: [u8; 4] = ip.get(16..20)?.try_into().ok()?;
+            let offset = u16::from_be_bytes(ip.get(6..8)?.try_into().ok()?) & 0x1fff;
             (
                 IpAddr::from(s),
                 IpAddr::from(d),
                 *ip.get(9)?,
                 ip.get(ihl..)?,
+                offset == 0,
             )
         }
         ETHERTYPE_IPV6 => {
             let s: [u8; 16] = ip.get(8..24)?.try_into().ok()?;
             let d: [u8; 16] = ip.get(24..40)?.try_into().ok()?;
-            (IpAddr::from(s), IpAddr::from(d), *ip.get(6)?, ip.get(40..)?)
+            (
+                IpAddr::from(s),
+                IpAddr::from(d),
+                *ip.get(6)?,
+                ip.get(40..)?,
+                true,
+            )
         }
         _ => return None,
     };
-    if source != peer || destination != us {
+    let mut first = first;
+    if ethertype == ETHERTYPE_IPV6 && protocol == IPV6_FRAGMENT_HEADER {
+        // A fragmented answer (an echo reply to a large request): look past the header.
+        first = u16::from_be_bytes(transport.get(2..4)?.try_into().ok()?) & 0xfff8 == 0;
+        protocol = *transport.first()?;
+        transport = transport.get(8..)?;
+    }
+    if destination != us {
         return None;
     }
-    Some(match protocol {
+    if !first {
+        return (source == peer).then_some(Reply::Other);
+    }
+    let error = match protocol {
         PROTO_ICMP => match (*transport.first()?, *transport.get(1)?) {
-            (0, _) => Reply::EchoReply {
-                id: u16::from_be_bytes(transport.get(4..6)?.try_into().ok()?),
-            },
-            (kind @ (3 | 11 | 12), code) => Reply::IcmpError { kind, code },
-            _ => Reply::Other,
+            (kind @ (3 | 11 | 12), code) => Some(Reply::IcmpError { kind, code }),
+            _ => None,
         },
         PROTO_ICMPV6 => match (*transport.first()?, *transport.get(1)?) {
-            (129, _) => Reply::EchoReply {
+            (kind @ 1..=4, code) => Some(Reply::IcmpError { kind, code }),
+            _ => None,
+        },
+        _ => None,
+    };
+    if source != peer {
+        // Only an error about our packets counts from a third host.
+        let quoted = transport.get(8..)?;
+        let (s, d): (IpAddr, IpAddr) = if ethertype == ETHERTYPE_IPV4 {
+            let s: [u8; 4] = quoted.get(12..16)?.try_into().ok()?;
+            let d: [u8; 4] = quoted.get(16..20)?.try_into().ok()?;
+            (s.into(), d.into())
+        } else {
+            let s: [u8; 16] = quoted.get(8..24)?.try_into().ok()?;
+            let d: [u8; 16] = quoted.get(24..40)?.try_into().ok()?;
+            (s.into(), d.into())
+        };
+        return error.filter(|_| (s, d) == (us, peer));
+    }
+    if let Some(error) = error {
+        return Some(error);
+    }
+    Some(match protocol {
+        PROTO_ICMP => match *transport.first()? {
+            0 => Reply::EchoReply {
                 id: u16::from_be_bytes(transport.get(4..6)?.try_into().ok()?),
             },
-            (kind @ 1..=4, code) => Reply::IcmpError { kind, code },
+            _ => Reply::Other,
+        },
+        PROTO_ICMPV6 => match *transport.first()? {
+            129 => Reply::EchoReply {
+                id: u16::from_be_bytes(transport.get(4..6)?.try_into().ok()?),
+            },
             _ => Reply::Other,
         },
         PROTO_TCP if transport.get(13)? & TCP_RST != 0 => Reply::TcpReset,
         _ => Reply::Other,
     })
 }
+
+/// The IPv6 next-header number of a fragment header.
+const IPV6_FRAGMENT_HEADER: u8 = 44;
 
 /// `02:00:00:00:00:01`, for reports and error messages.
 pub fn format_mac(mac: &Mac) -> String {
@@ -700,5 +749,38 @@ mod tests {
             Some(Reply::IcmpError { kind: 1, code: 4 })
         );
         assert_eq!(classify_reply(&[0u8; 10], us, peer), None);
+    }
+
+    #[test]
+    fn errors_from_a_router_count_when_they_quote_our_packet() {
+        let us: IpAddr = "198.18.0.1".parse().unwrap();
+        let far: IpAddr = "198.19.0.2".parse().unwrap();
+        let router: IpAddr = "198.18.0.2".parse().unwrap();
+        let ours = build(&FrameSpec {
+            destination: far,
+            ..v4(UDP, 4, Corruption::None)
+        });
+        // Time exceeded from the router: ICMP header, then our IP header and 8 bytes.
+        let mut error = v4(
+            Transport::Other {
+                protocol: PROTO_ICMP,
+            },
+            8 + 28,
+            Corruption::None,
+        );
+        (error.source, error.destination) = (router, us);
+        let mut frame = build(&error);
+        frame[34] = 11;
+        frame[35] = 0;
+        frame[42..70].copy_from_slice(&ours[14..42]);
+        assert_eq!(
+            classify_reply(&frame, us, far),
+            Some(Reply::IcmpError { kind: 11, code: 0 })
+        );
+        // The same error about someone else's packet is not ours.
+        assert_eq!(
+            classify_reply(&frame, us, "198.19.0.3".parse().unwrap()),
+            None
+        );
     }
 }

@@ -10,8 +10,11 @@
 //! receiving kernel verifies every checksum in software, whatever the offload settings
 //! of either veth end (measured on 6.18: `ethtool -K rx/tx off` changes nothing).
 
+mod fragment;
 mod frame;
 mod socket;
+
+pub use fragment::{build_fragments, Piece};
 
 pub use frame::{
     build, checksum, classify_reply, format_mac, wrong_checksum, FrameSpec, Mac, Reply, Transport,

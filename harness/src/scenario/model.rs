@@ -281,6 +281,10 @@ pub struct Traffic {
     pub ttl: Option<u8>,
     /// Set DF and refuse to fragment (IP_PMTUDISC_DO).
     pub dont_fragment: bool,
+    /// SO_SNDBUF of the sending sockets, in bytes (the kernel doubles it).
+    pub sndbuf: Option<u32>,
+    /// Options set on the sending sockets before they send or connect (`sockopts`).
+    pub sockopts: Vec<SetOption>,
     pub listener: Listener,
     pub expect: TrafficExpect,
 }
@@ -302,6 +306,44 @@ pub struct Listener {
     /// non-blocking server does when woken. Otherwise the listener only accepts what is
     /// ready, and never makes a failing call (which Retina counts as TCP_ACCEPT_BASIC).
     pub accept_until_empty: bool,
+    /// TCP: when the listener calls accept(2).
+    pub accept: Accept,
+    /// Options set on the listening socket before bind(2) and listen(2).
+    pub sockopts: Vec<SetOption>,
+}
+
+/// When a TCP listener accepts (`accept = …`). An enum so that other moments (on a
+/// later step) can join it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accept {
+    /// Never: connections stay in the accept queue, which fills up.
+    Never,
+    /// As connections complete, while the traffic runs (the default).
+    OnArrival,
+    /// Only at the scenario's `accept` steps (`[[steps]]`), never on the entry's own run:
+    /// set by the steps' validation, not written as `accept = …`.
+    AtSteps,
+}
+
+impl Accept {
+    pub const NAMES: [&'static str; 2] = ["never", "on_arrival"];
+
+    pub fn parse(name: &str) -> Option<Accept> {
+        match name {
+            "never" => Some(Accept::Never),
+            "on_arrival" => Some(Accept::OnArrival),
+            _ => None,
+        }
+    }
+}
+
+/// A socket option by name (`socket_options::OPTIONS`) and the `int` it is set to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetOption {
+    pub name: String,
+    pub level: i32,
+    pub optname: i32,
+    pub value: i32,
 }
 
 /// Expected outcomes of one traffic entry; `None` means "not asserted".
@@ -559,7 +601,19 @@ pub struct PacketEntry {
     pub corrupt: Corruption,
     pub receiver: Receiver,
     pub timeout_ms: u64,
+    /// Empty: each datagram goes out whole. Otherwise the fragments each datagram is
+    /// sent as, in this order.
+    pub fragments: Vec<Fragment>,
     pub expect: PacketExpect,
+}
+
+/// Bytes `offset..offset + length` of a datagram (what follows the IP header), sent as
+/// one fragment; beyond the datagram's end the bytes are filler. `more` is the MF flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fragment {
+    pub offset: u32,
+    pub length: u32,
+    pub more: bool,
 }
 
 /// Expected outcomes of one `[[packets]]` entry; `None` means "not asserted".

@@ -379,6 +379,20 @@ pub struct Traffic {
     pub hold: Option<Spanned<bool>>,
     #[schemars(with = "Option<bool>")]
     pub accept_until_empty: Option<Spanned<bool>>,
+    /// TCP: when the listener calls accept(2): "never" or "on_arrival".
+    #[schemars(with = "Option<String>")]
+    pub accept: Option<Spanned<String>>,
+    /// SO_SNDBUF of the sending sockets, in bytes (the kernel doubles it).
+    #[schemars(with = "Option<u32>")]
+    pub sndbuf: Option<Spanned<u32>>,
+    /// Socket options of the sending sockets, by name: `{ SO_MARK = 7, IP_TOS = 0x10 }`.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, i64>")]
+    pub sockopts: BTreeMap<Spanned<String>, Spanned<i64>>,
+    /// Socket options of the listening socket, by name.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, i64>")]
+    pub listener_sockopts: BTreeMap<Spanned<String>, Spanned<i64>>,
     #[schemars(with = "Option<TrafficExpect>")]
     pub expect: Option<Spanned<TrafficExpect>>,
 }
@@ -503,8 +517,28 @@ pub struct Packets {
     pub receiver: Option<Spanned<String>>,
     #[schemars(with = "Option<u64>")]
     pub timeout_ms: Option<Spanned<u64>>,
+    /// Split each datagram (transport header and payload) into fragments of this many
+    /// bytes (a multiple of 8).
+    #[schemars(with = "Option<u32>")]
+    pub fragment_size: Option<Spanned<u32>>,
+    /// With `fragment_size`: which fragments to send, by index from 0, in this order.
+    #[schemars(with = "Option<Vec<u32>>")]
+    pub fragments_sent: Option<Spanned<Vec<u32>>>,
+    /// Fragments written out: byte ranges of the datagram, overlaps and offsets allowed.
+    #[schemars(with = "Option<Vec<RawFragment>>")]
+    pub fragments: Option<Spanned<Vec<RawFragment>>>,
     #[schemars(with = "Option<PacketExpect>")]
     pub expect: Option<Spanned<PacketExpect>>,
+}
+
+/// One fragment of `fragments`: `{ offset = 0, length = 64 }`; `more` (the MF flag)
+/// defaults to whether the fragment ends before the datagram does.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawFragment {
+    pub offset: u32,
+    pub length: u32,
+    pub more: Option<bool>,
 }
 
 /// `protocol = "udp"` or `protocol = 253`.

@@ -14,11 +14,16 @@ use super::routing::Family;
 use super::ScenarioError;
 use crate::vocab::{Corruption, HookPoint, TCP_ACK, TCP_PSH, TCP_SYN};
 
+mod fragments;
+mod sockets;
 mod steps;
 pub use steps::MAX_WAIT_MS;
 
 /// Upper bound on packets one traffic entry may send: traffic loops are bounded by design.
 pub const MAX_COUNT: u32 = 10_000;
+/// The largest UDP or ICMP echo payload in one IPv4 datagram: 65,535 minus the IPv4
+/// header (20) and the UDP or ICMP header (8).
+pub const MAX_TRAFFIC_PAYLOAD: usize = 65_507;
 /// Upper bound on how long one attempt may wait for an answer.
 pub const MAX_TIMEOUT_MS: u64 = 5_000;
 mod links;
@@ -44,7 +49,10 @@ pub(super) fn takes(key: &str) -> Option<String> {
         "wait_ms" => ms(1),
         "mtu" => "a whole number from 68 (the IPv4 minimum) to 65,535".to_owned(),
         "ttl" => whole(1, 255),
-        "payload" => "a whole number of bytes from 0 to 1,400 (one unfragmented packet)".to_owned(),
+        "payload" => format!(
+            "a whole number of bytes from 0 to {} (the largest UDP or ICMP payload over IPv4; the sender's kernel fragments what exceeds the link MTU)",
+            grouped(MAX_TRAFFIC_PAYLOAD as u64)
+        ),
         "ip" => "4 or 6".to_owned(),
         _ => return None,
     })
@@ -973,7 +981,11 @@ impl Validator<'_> {
             },
             |p| *p.get_ref(),
         );
-        if let Some(p) = spec.payload.as_ref().filter(|_| payload > 1400) {
+        if let Some(p) = spec
+            .payload
+            .as_ref()
+            .filter(|_| payload > MAX_TRAFFIC_PAYLOAD)
+        {
             self.note(self.at.error(p.span(), must("payload", payload)));
         }
         let source = spec.source.as_ref().map(|s| self.ip(s)).transpose()?;
@@ -1007,13 +1019,30 @@ impl Validator<'_> {
             || spec.rcvbuf.is_some()
             || spec.backlog.is_some()
             || spec.hold.is_some()
-            || spec.accept_until_empty.is_some();
+            || spec.accept_until_empty.is_some()
+            || spec.accept.is_some()
+            || !spec.listener_sockopts.is_empty();
         if receiver_options && (protocol == Protocol::Icmp || !listen) {
             return Err(self.at.error(
                 spec.protocol.span(),
-                "`receiver`, `rcvbuf`, `backlog`, `hold` and `accept_until_empty` describe the listening socket: they need udp or tcp with `listen = true`",
+                "`receiver`, `rcvbuf`, `backlog`, `hold`, `accept`, `accept_until_empty` and `listener_sockopts` describe the listening socket: they need udp or tcp with `listen = true`",
             ));
         }
+        let accept = self.accept(
+            spec.accept.as_ref(),
+            protocol,
+            reads,
+            spec.receiver.is_some(),
+        )?;
+        if let (Some(a), Accept::Never) = (&spec.accept_until_empty, accept) {
+            return Err(self.at.error(
+                a.span(),
+                "`accept_until_empty` drains the accept queue of a listener that accepts: it needs accept = \"on_arrival\"",
+            ));
+        }
+        let listener_sockopts =
+            self.sockopts("listener_sockopts", &spec.listener_sockopts, protocol)?;
+        let sockopts = self.sockopts("sockopts", &spec.sockopts, protocol)?;
         if let Some(backlog) = &spec.backlog {
             if protocol != Protocol::Tcp {
                 return Err(self
@@ -1040,6 +1069,8 @@ impl Validator<'_> {
             backlog: spec.backlog.map_or(128, Spanned::into_inner),
             hold: spec.hold.is_some_and(Spanned::into_inner),
             accept_until_empty: spec.accept_until_empty.is_some_and(Spanned::into_inner),
+            accept,
+            sockopts: listener_sockopts,
         };
         let expect = self.traffic_expect(protocol, spec.expect)?;
         Ok(Traffic {
@@ -1055,6 +1086,8 @@ impl Validator<'_> {
             source,
             ttl: spec.ttl.map(Spanned::into_inner),
             dont_fragment: spec.dont_fragment.unwrap_or(false),
+            sndbuf: spec.sndbuf.map(Spanned::into_inner),
+            sockopts,
             listener,
             expect,
         })
@@ -1381,10 +1414,10 @@ impl Validator<'_> {
             (IpAddr::V4(near.addr.addr), IpAddr::V4(far.addr.addr))
         };
         let source = self
-            .packet_address(spec.source.as_ref(), ipv6)?
+            .packet_address(spec.source.as_ref(), ipv6, true)?
             .unwrap_or(link_source);
         let destination = self
-            .packet_address(spec.destination.as_ref(), ipv6)?
+            .packet_address(spec.destination.as_ref(), ipv6, false)?
             .unwrap_or(link_destination);
 
         let protocol_span = spec.protocol.span();
@@ -1544,15 +1577,14 @@ impl Validator<'_> {
             },
             |p| *p.get_ref(),
         );
-        if payload > 1400 {
-            return Err(self.at.error(
-                spec.payload
-                    .as_ref()
-                    .expect("only a given payload can be too big")
-                    .span(),
-                must("payload", payload),
-            ));
-        }
+        let fragments = self.fragments(
+            &spec,
+            ipv6,
+            protocol,
+            protocol == PacketProtocol::Tcp && receiver != Receiver::Nobody,
+            payload,
+            link.mtu,
+        )?;
         let ttl = match &spec.ttl {
             None => 64,
             Some(t) => u8::try_from(*t.get_ref()).map_err(|_| {
@@ -1590,14 +1622,19 @@ impl Validator<'_> {
             corrupt,
             receiver,
             timeout_ms,
+            fragments,
             expect,
         })
     }
 
+    /// A crafted packet's address. A destination must be in the test ranges; a source
+    /// may be anything (multicast, 0.0.0.0/8, loopback, broadcast: martian sources are
+    /// faults to test), because the frame never leaves the scenario's namespaces.
     fn packet_address(
         &self,
         text: Option<&Spanned<String>>,
         ipv6: bool,
+        any_range: bool,
     ) -> Result<Option<IpAddr>, ScenarioError> {
         let Some(text) = text else {
             return Ok(None);
@@ -1617,7 +1654,9 @@ impl Validator<'_> {
                 ),
             ));
         }
-        self.check_range(addr, text.span())?;
+        if !any_range {
+            self.check_range(addr, text.span())?;
+        }
         Ok(Some(addr))
     }
 
@@ -2039,7 +2078,8 @@ b = { host = "server", addr = "198.18.0.2/24", addr6 = "2001:db8::2/64" }
             ("protocol = \"udp\"\nport = 9\nreceiver = \"none\"\ndestination = \"10.0.0.1\"\n", "outside the ranges dropspec may use"),
             ("protocol = \"udp\"\nport = 9\nreceiver = \"none\"\ndestination = \"2001:db8::9\"\n", "is not an IPv4 address"),
             ("protocol = \"icmp\"\nttl = 256\n", "`ttl` must be a whole number from 0 to 255, not 256"),
-            ("protocol = \"icmp\"\npayload = 1401\n", "from 0 to 1,400 (one unfragmented packet), not 1401"),
+            ("protocol = \"icmp\"\npayload = 1473\n", "over the link's MTU of 1500: one unfragmented icmp packet carries at most 1,472 bytes here"),
+            ("protocol = \"icmp\"\nsource = \"224.0.0.1\"\ndestination = \"224.0.0.2\"\n", "224.0.0.2 is outside the ranges"),
             ("protocol = \"icmp\"\ncount = 0\n", "`count` must be a whole number from 1 to 10,000, not 0"),
         ];
         for (entry, expected) in cases {

@@ -348,6 +348,7 @@ impl Validator<'_> {
                     }
                     // It accepts here, and only here (and at later accept steps).
                     spec.listener.reads = false;
+                    spec.listener.accept = Accept::AtSteps;
                 }
                 accepted[entry] = true;
                 StepAction::Accept { traffic: entry }
