@@ -327,7 +327,9 @@ impl DatapathProbe {
         // Which frees are not drops, by this kernel's numbers (CONSUMED is 1 from 6.3;
         // on 6.1, 1 is NOT_SPECIFIED, the reason of every XDP drop).
         let arity = crate::kernel::read_file(std::path::Path::new(crate::kernel::VMLINUX_BTF))
-            .and_then(|bytes| crate::kernel::btf::Btf::parse(&bytes)?.tracepoint_args("kfree_skb"))?;
+            .and_then(|bytes| {
+                crate::kernel::btf::Btf::parse(&bytes)?.tracepoint_args("kfree_skb")
+            })?;
         let program = match arity {
             Some(2) => PROGRAM_NO_REASON,
             Some(3..) => PROGRAM,
@@ -543,15 +545,35 @@ mod tests {
 
     #[test]
     fn without_reasons_the_function_decides_as_measured_on_5_10() {
-        assert!(caused_by(Attach::TcIngress, NO_REASON, "__netif_receive_skb_core"));
+        assert!(caused_by(
+            Attach::TcIngress,
+            NO_REASON,
+            "__netif_receive_skb_core"
+        ));
         assert!(!caused_by(Attach::TcIngress, NO_REASON, "__udp4_lib_rcv"));
         assert!(caused_by(Attach::TcEgress, NO_REASON, "__dev_queue_xmit"));
-        assert!(!caused_by(Attach::TcEgress, NO_REASON, "__netif_receive_skb_core"));
+        assert!(!caused_by(
+            Attach::TcEgress,
+            NO_REASON,
+            "__netif_receive_skb_core"
+        ));
         assert!(caused_by(Attach::Xdp, NO_REASON, "veth_poll"));
-        assert!(!caused_by(Attach::Xdp, NO_REASON, "netif_receive_generic_xdp"));
-        assert!(caused_by(Attach::XdpGeneric, NO_REASON, "netif_receive_generic_xdp"));
+        assert!(!caused_by(
+            Attach::Xdp,
+            NO_REASON,
+            "netif_receive_generic_xdp"
+        ));
+        assert!(caused_by(
+            Attach::XdpGeneric,
+            NO_REASON,
+            "netif_receive_generic_xdp"
+        ));
         assert!(!caused_by(Attach::XdpGeneric, NO_REASON, "veth_poll"));
         // With reasons, the function alone is not enough.
-        assert!(!caused_by(Attach::TcIngress, "NO_SOCKET", "__netif_receive_skb_core"));
+        assert!(!caused_by(
+            Attach::TcIngress,
+            "NO_SOCKET",
+            "__netif_receive_skb_core"
+        ));
     }
 }
