@@ -20,7 +20,9 @@
 //! `DROPSPEC_HOOKS` picks the attachment: `fexit`, `kprobe`, `off`, or unset for
 //! fexit first.
 
-use super::abi::{HookKey, HookValue, HOOK_LOST_COUNTERS};
+use super::abi::{
+    HookKey, HookValue, HOOK_LOST_COUNTERS, HOOK_LOST_DEEP, HOOK_LOST_KEYS, HOOK_LOST_UNPAIRED,
+};
 use super::names::l3_name;
 use super::slots::{LostCounters, Slot, SlotOwner, SlotTable};
 use super::{error_text, ProbeError};
@@ -244,14 +246,24 @@ impl HookFamily {
         let maps = loaded.lock_maps();
         let lost = maps.lost.total()?.saturating_sub(slot.lost_at_start);
         if lost > 0 {
+            // Which kind, over the whole process (the slot kept only the sum at its start).
+            let kind = |index| maps.lost.get(index).unwrap_or(0);
             return Err(ProbeError::Map {
                 map: "dropspec_lost (hooks.bpf.c)",
                 op: "reading the hook-point counters",
                 detail: format!(
-                    "{lost} calls could not be counted while slot {} was watched (map full, \
-                     a kretprobe missed a return, or calls nested too deep), so the counts \
-                     are incomplete: run fewer scenarios at once",
-                    slot.slot.id()
+                    "{lost} calls could not be counted while slot {} was watched, so the \
+                     counts are incomplete (in this process so far: {} returns a kretprobe \
+                     missed, {} calls nested too deep, {} with the map full). A kernel \
+                     gives a kretprobe made through perf a fixed number of instances \
+                     (num_possible_cpus() on kernels without CONFIG_PREEMPTION, such as \
+                     Debian's 5.10: one on a one-CPU machine), so nested or concurrent calls \
+                     beyond it lose their returns (docs/kernel-findings.md, \"5.10: \
+                     kretprobes\"); otherwise run fewer scenarios at once",
+                    slot.slot.id(),
+                    kind(HOOK_LOST_UNPAIRED),
+                    kind(HOOK_LOST_DEEP),
+                    kind(HOOK_LOST_KEYS),
                 ),
             });
         }
