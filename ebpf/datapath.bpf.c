@@ -5,7 +5,8 @@
  * per packet (reason, caller, length, first bytes) in a ring buffer. Which of them the
  * program caused is decided in user space from reason and caller (TC_INGRESS /
  * TC_EGRESS at tc; NOT_SPECIFIED at veth_xdp_rcv_skb or do_xdp_generic for XDP, as
- * measured on 6.18 and documented in docs/kernel-findings.md).
+ * measured on 6.18 and documented in docs/kernel-findings.md; before 5.17, without
+ * reasons, from the caller alone).
  *
  * Per packet rather than counted, unlike drops.bpf.c: the report names each unreported
  * packet's addresses, and only a handful of interfaces are watched.
@@ -51,13 +52,12 @@ struct {
 	__uint(max_entries, 1 << 20);
 } datapath_drops SEC(".maps");
 
-SEC("tp_btf/kfree_skb")
-int dropspec_datapath_kfree_skb(__u64 *ctx)
+/* Stands for "this kernel passes no reason" (before 5.17); DROPSPEC_NO_REASON in drops.h. */
+#define DATAPATH_NO_REASON 0xfffffffeu
+
+static __always_inline int record_drop(struct sk_buff *skb, __u64 location, __u32 reason)
 {
-	/* kfree_skb(skb, location, reason[, rx_sk]): the same first three from 5.17 on. */
-	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 	struct sk_buff___datapath *s = (struct sk_buff___datapath *)skb;
-	__u32 reason = (__u32)ctx[2];
 	/* Frees that are not drops. Their numbers are the running kernel's (1 is CONSUMED
 	 * from 6.3 but NOT_SPECIFIED on 6.1), set by the loader from its BTF. */
 	if (reason == cfg_reason_not_dropped || reason == cfg_reason_consumed)
@@ -80,7 +80,7 @@ int dropspec_datapath_kfree_skb(__u64 *ctx)
 	rec->ifindex = key.ifindex;
 	rec->reason = reason;
 	rec->len = BPF_CORE_READ(s, len);
-	rec->location = ctx[1];
+	rec->location = location;
 	rec->pad0 = 0;
 	rec->pad1 = 0;
 	unsigned char *head = BPF_CORE_READ(s, head);
@@ -97,6 +97,24 @@ int dropspec_datapath_kfree_skb(__u64 *ctx)
 		__builtin_memset(rec->head, 0, sizeof(rec->head));
 	bpf_ringbuf_submit(rec, 0);
 	return 0;
+}
+
+SEC("tp_btf/kfree_skb")
+int dropspec_datapath_kfree_skb(__u64 *ctx)
+{
+	/* kfree_skb(skb, location, reason[, rx_sk]): the same first three from 5.17 on. */
+	return record_drop((struct sk_buff *)ctx[0], ctx[1], (__u32)ctx[2]);
+}
+
+/*
+ * Before 5.17 kfree_skb(skb, location) passes no reason (the verifier refuses a read of
+ * ctx[2]): every drop is recorded with DATAPATH_NO_REASON, and which are the program's
+ * is decided from the freeing function alone (probes/datapath.rs, caused_by).
+ */
+SEC("tp_btf/kfree_skb")
+int dropspec_datapath_kfree_skb2(__u64 *ctx)
+{
+	return record_drop((struct sk_buff *)ctx[0], ctx[1], DATAPATH_NO_REASON);
 }
 
 char LICENSE[] SEC("license") = "GPL";

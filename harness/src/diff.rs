@@ -4,7 +4,9 @@
 //! kernel a fleet runs today and on the one it is moving to. Each difference is one
 //! [`Change`]; renumbered reasons are listed as harmless (scenarios name reasons, and
 //! names are stable), everything else is a behaviour change that fails the diff unless
-//! the user has accepted it — one line of the change's summary in an accept file.
+//! the user has accepted it — one line of the change's summary in an accept file, with
+//! its explanation on `why:` lines under it (`ci/kernel-changes.txt` explains every
+//! change between the kernels of the matrix, for the upgrade diffs in docs/).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -633,12 +635,14 @@ fn outcome_difference(old: &TrafficOutcome, new: &TrafficOutcome) -> (String, St
     (from.join(", "), to.join(", "))
 }
 
-/// The diff as text or Markdown, with accepted changes marked.
+/// The diff as text or Markdown, with accepted changes marked and each change's
+/// explanation from the accept file (see [`parse_explanations`]) after it.
 pub fn render(
     old: &SavedRun,
     new: &SavedRun,
     changes: &[Change],
     accepted: &BTreeSet<String>,
+    explanations: &BTreeMap<String, String>,
     markdown: bool,
 ) -> String {
     let mut out = String::new();
@@ -657,11 +661,14 @@ pub fn render(
         }
         for c in items {
             let summary = c.summary();
-            let mark = if accepted.contains(&summary) {
-                " [accepted]"
+            let mut mark = if accepted.contains(&summary) && !markdown {
+                " [accepted]".to_owned()
             } else {
-                ""
+                String::new()
             };
+            if let Some(why) = explanations.get(&summary) {
+                mark.push_str(&format!(": {why}"));
+            }
             if markdown {
                 writeln!(out, "- {summary}{mark}").unwrap();
             } else {
@@ -685,12 +692,47 @@ pub fn unaccepted<'a>(changes: &'a [Change], accepted: &BTreeSet<String>) -> Vec
         .collect()
 }
 
-/// Reads an accept file: one change summary per line, `#` comments.
+/// Reads an accept file: one change summary per line, `#` comments, and under a change
+/// optionally its explanation on lines starting with `why:` (indented or not).
 pub fn parse_accepted(text: &str) -> BTreeSet<String> {
     text.lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with("why:"))
         .map(str::to_owned)
+        .collect()
+}
+
+/// The explanations of an accept file: change summary -> its `why:` lines, joined.
+pub fn parse_explanations(text: &str) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(why) = line.strip_prefix("why:") {
+            if let Some(summary) = &current {
+                let text = out.entry(summary.clone()).or_default();
+                if !text.is_empty() {
+                    text.push(' ');
+                }
+                text.push_str(why.trim());
+            }
+        } else {
+            current = Some(line.to_owned());
+        }
+    }
+    out
+}
+
+/// Changes the explanations do not explain: what `ci/kernel-docs.sh` refuses to publish.
+pub fn unexplained<'a>(
+    changes: &'a [Change],
+    explanations: &BTreeMap<String, String>,
+) -> Vec<&'a Change> {
+    changes
+        .iter()
+        .filter(|c| !c.is_harmless() && !explanations.contains_key(&c.summary()))
         .collect()
 }
 
@@ -765,6 +807,16 @@ mod tests {
         assert_eq!(unaccepted(&changes, &BTreeSet::new()).len(), 1);
         let accepted = parse_accepted(&format!("# known\n{}\n", summaries[1]));
         assert!(unaccepted(&changes, &accepted).is_empty());
+        // Explanations: `why:` lines under a change, not changes themselves.
+        let file = format!("{}\n  why: first half,\n  why: second half\n", summaries[1]);
+        assert!(unaccepted(&changes, &parse_accepted(&file)).is_empty());
+        let why = parse_explanations(&file);
+        assert_eq!(
+            why.get(&summaries[1]).map(String::as_str),
+            Some("first half, second half")
+        );
+        assert!(unexplained(&changes, &why).is_empty());
+        assert_eq!(unexplained(&changes, &BTreeMap::new()).len(), 1);
     }
 
     #[test]

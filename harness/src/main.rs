@@ -597,18 +597,32 @@ fn diff_runs(old: &Path, new: &Path, markdown: bool, accept: Option<&Path>) -> R
         })
     };
     let (old, new) = (read(old)?, read(new)?);
-    let accepted = match accept {
-        Some(path) => diff::parse_accepted(
-            &std::fs::read_to_string(path)
-                .with_context(|| format!("reading accepted changes {}", path.display()))?,
-        ),
-        None => Default::default(),
+    let accept_text = match accept {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading accepted changes {}", path.display()))?,
+        None => String::new(),
     };
+    let accepted = diff::parse_accepted(&accept_text);
+    let explanations = diff::parse_explanations(&accept_text);
     let changes = diff::diff(&old, &new);
     print!(
         "{}",
-        diff::render(&old, &new, &changes, &accepted, markdown)
+        diff::render(&old, &new, &changes, &accepted, &explanations, markdown)
     );
+    if !explanations.is_empty() {
+        // An accept file that explains changes should explain them all (the upgrade
+        // diffs of ci/kernel-docs.sh); say which it does not.
+        let missing = diff::unexplained(&changes, &explanations);
+        if !missing.is_empty() {
+            eprintln!(
+                "{} behaviour change(s) not explained (no `why:` line in the accept file):",
+                missing.len()
+            );
+            for c in missing {
+                eprintln!("  {}", c.summary());
+            }
+        }
+    }
     let open = diff::unaccepted(&changes, &accepted);
     if open.is_empty() {
         Ok(ExitCode::SUCCESS)

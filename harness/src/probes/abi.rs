@@ -107,13 +107,10 @@ unsafe impl aya::Pod for HookKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for HookValue {}
 
-/// DROPSPEC_HOOK_LOST_* in ebpf/hooks.h. User space reads only their sum
-/// (`LostCounters::total`); each is named so that the ABI test holds hooks.h to it.
-#[cfg_attr(not(test), allow(dead_code))]
+/// DROPSPEC_HOOK_LOST_* in ebpf/hooks.h. User space checks their sum
+/// (`LostCounters::total`) and names each in the error; the ABI test holds hooks.h to them.
 pub(super) const HOOK_LOST_KEYS: u32 = 0;
-#[cfg_attr(not(test), allow(dead_code))]
 pub(super) const HOOK_LOST_UNPAIRED: u32 = 1;
-#[cfg_attr(not(test), allow(dead_code))]
 pub(super) const HOOK_LOST_DEEP: u32 = 2;
 pub(super) const HOOK_LOST_COUNTERS: u32 = 3;
 

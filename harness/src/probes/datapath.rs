@@ -6,15 +6,20 @@
 //! and is written down in docs/kernel-findings.md ("Programs under test").
 //!
 //! The probe loads on first use only (a scenario without `[[programs]]` costs nothing),
-//! and watches interfaces, not whole namespaces: (watch slot, ifindex) pairs.
+//! and watches interfaces, not whole namespaces: (watch slot, ifindex) pairs. It is
+//! attached only while a slot is watched, and detached when the last one is released:
+//! a second program on `skb:kfree_skb` changes how the tracepoint calls its programs
+//! (through `__traceiter_kfree_skb` instead of one static call), which adds a frame
+//! above every other probe's call site (docs/kernel-findings.md, "6.16.12").
 
 use super::abi::{DatapathDrop, DatapathIface, DATAPATH_LOST_COUNTERS};
 use super::slots::{LostCounters, Slot, SlotOwner, SlotTable};
 use super::{check_privileges, error_text, ProbeError, ProbeMode};
 use crate::kernel::kallsyms::Kallsyms;
-use crate::kernel::reasons::ReasonTable;
+use crate::kernel::reasons::{ReasonTable, NO_REASON};
 use crate::scenario::Attach;
 use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
+use aya::programs::tp_btf::BtfTracePointLinkId;
 use aya::programs::BtfTracePoint;
 use aya::{Btf, Ebpf, EbpfLoader};
 use std::collections::BTreeMap;
@@ -160,7 +165,27 @@ fn tcp_flags(bits: u8) -> String {
 /// tracepoint fires for XDP_DROP (`xdp_exception` is for XDP_ABORTED and unknown
 /// actions), so for XDP the function is the evidence. Native XDP on a driver other than
 /// veth frees frames without an skb and is not seen at all: dropspec's links are veth.
+///
+/// Before 5.17 there are no reasons ([`NO_REASON`]): the function alone decides.
+/// Measured in Debian's 5.10.0-32 (bpftrace on `skb:kfree_skb` by caller agreeing):
+/// tc's drops are freed in the same functions as above (`sch_handle_ingress` and
+/// `sch_handle_egress` are inlined into them); native XDP's in `veth_poll`
+/// (`veth_xdp_rcv_skb` and `veth_xdp_rcv` are inlined there) and generic XDP's in
+/// `netif_receive_generic_xdp` (not inlined there). Which of these functions a build
+/// keeps is the compiler's choice, so each attach point accepts its function and the
+/// callers it was inlined into, and nothing else. The other drops these functions
+/// make are a frame of a protocol nobody handles (ingress; dropspec's traffic is
+/// IPv4, IPv6 and ARP) and veth's own failures (allocation, a page it cannot build).
 pub fn caused_by(attach: Attach, reason: &str, function: &str) -> bool {
+    if reason == NO_REASON {
+        let functions: &[&str] = match attach {
+            Attach::TcIngress => &["__netif_receive_skb_core"],
+            Attach::TcEgress => &["__dev_queue_xmit"],
+            Attach::Xdp => &["veth_xdp_rcv_skb", "veth_xdp_rcv", "veth_poll"],
+            Attach::XdpGeneric => &["netif_receive_generic_xdp", "do_xdp_generic"],
+        };
+        return functions.contains(&function);
+    }
     match attach {
         Attach::TcIngress => reason == "TC_INGRESS",
         Attach::TcEgress => reason == "TC_EGRESS",
@@ -187,7 +212,54 @@ struct Maps {
     lost: LostCounters,
     /// Records drained for slots other than the reader's, kept until their turn.
     pending: BTreeMap<u32, Vec<DatapathDrop>>,
-    _ebpf: Ebpf,
+    /// The entry point this kernel's kfree_skb takes: [`PROGRAM`] or [`PROGRAM_NO_REASON`].
+    program: &'static str,
+    /// The tracepoint link while any slot is watched.
+    link: Option<BtfTracePointLinkId>,
+    ebpf: Ebpf,
+}
+
+const PROGRAM: &str = "dropspec_datapath_kfree_skb";
+/// Kernels whose kfree_skb passes no reason (before 5.17).
+const PROGRAM_NO_REASON: &str = "dropspec_datapath_kfree_skb2";
+
+impl Maps {
+    fn program(&mut self) -> Result<&mut BtfTracePoint, ProbeError> {
+        let name = self.program;
+        self.ebpf
+            .program_mut(name)
+            .ok_or_else(|| ProbeError::Unsupported {
+                mode: ProbeMode::BtfTracepoint,
+                detail: format!("{name} missing from datapath.bpf.o: rebuild"),
+            })?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| bpf_error("loading", &e))
+    }
+
+    /// Attaches the probe to the tracepoint unless it is already.
+    fn attach(&mut self) -> Result<(), ProbeError> {
+        if self.link.is_none() {
+            let link = self
+                .program()?
+                .attach()
+                .map_err(|e| bpf_error("attaching the datapath probe", &e))?;
+            self.link = Some(link);
+        }
+        Ok(())
+    }
+
+    /// Detaches the probe when no slot is watched any more.
+    fn detach_if_idle(&mut self) -> Result<(), ProbeError> {
+        if self.slots.len() > 0 {
+            return Ok(());
+        }
+        if let Some(link) = self.link.take() {
+            self.program()?
+                .detach(link)
+                .map_err(|e| bpf_error("detaching the datapath probe", &e))?;
+        }
+        Ok(())
+    }
 }
 
 impl Loaded {
@@ -210,7 +282,7 @@ impl SlotOwner for Loaded {
             let _ = maps.ifaces.remove(&key);
         }
         maps.pending.remove(&id);
-        Ok(())
+        maps.detach_if_idle()
     }
 }
 
@@ -242,7 +314,9 @@ impl DatapathProbe {
 
     fn load() -> Result<DatapathProbe, ProbeError> {
         check_privileges()?;
-        let reasons = ReasonTable::from_running_kernel()?;
+        // Before 5.17 there are none: drops are still recorded, and told apart by
+        // function (`caused_by`).
+        let reasons = ReasonTable::from_running_kernel_or_none()?;
         let kallsyms = Kallsyms::from_proc().ok();
         let btf = Btf::from_sys_fs().map_err(|e| ProbeError::Unsupported {
             mode: ProbeMode::BtfTracepoint,
@@ -252,6 +326,22 @@ impl DatapathProbe {
         })?;
         // Which frees are not drops, by this kernel's numbers (CONSUMED is 1 from 6.3;
         // on 6.1, 1 is NOT_SPECIFIED, the reason of every XDP drop).
+        let arity = crate::kernel::read_file(std::path::Path::new(crate::kernel::VMLINUX_BTF))
+            .and_then(|bytes| {
+                crate::kernel::btf::Btf::parse(&bytes)?.tracepoint_args("kfree_skb")
+            })?;
+        let program = match arity {
+            Some(2) => PROGRAM_NO_REASON,
+            Some(3..) => PROGRAM,
+            other => {
+                return Err(ProbeError::Unsupported {
+                    mode: ProbeMode::BtfTracepoint,
+                    detail: format!(
+                        "the kernel's BTF describes kfree_skb with {other:?} arguments; the datapath probe knows 2 (before 5.17) and 3 or more"
+                    ),
+                })
+            }
+        };
         let not_dropped = reasons.number("NOT_DROPPED_YET").unwrap_or(u32::MAX);
         let consumed = reasons.number("CONSUMED").unwrap_or(u32::MAX);
         let mut ebpf = EbpfLoader::new()
@@ -261,17 +351,16 @@ impl DatapathProbe {
             .load(OBJECT)
             .map_err(|e| bpf_error("loading the probe object", &e))?;
         let prog: &mut BtfTracePoint = ebpf
-            .program_mut("dropspec_datapath_kfree_skb")
+            .program_mut(program)
             .ok_or_else(|| ProbeError::Unsupported {
                 mode: ProbeMode::BtfTracepoint,
-                detail: "dropspec_datapath_kfree_skb missing from datapath.bpf.o: rebuild".into(),
+                detail: format!("{program} missing from datapath.bpf.o: rebuild"),
             })?
             .try_into()
             .map_err(|e: aya::programs::ProgramError| bpf_error("loading", &e))?;
+        // Loaded now, attached by `watch` while a slot is watched.
         prog.load("kfree_skb", &btf)
-            .map_err(|e| bpf_error("loading dropspec_datapath_kfree_skb", &e))?;
-        prog.attach()
-            .map_err(|e| bpf_error("attaching dropspec_datapath_kfree_skb", &e))?;
+            .map_err(|e| bpf_error(&format!("loading {program}"), &e))?;
         let take = |ebpf: &mut Ebpf, name: &'static str| {
             ebpf.take_map(name).ok_or_else(|| ProbeError::Map {
                 map: name,
@@ -307,7 +396,9 @@ impl DatapathProbe {
                     ring,
                     lost,
                     pending: BTreeMap::new(),
-                    _ebpf: ebpf,
+                    program,
+                    link: None,
+                    ebpf,
                 }),
             },
             reasons,
@@ -323,8 +414,18 @@ impl DatapathProbe {
     ) -> Result<DatapathSlot, ProbeError> {
         let mut maps = self.loaded.lock();
         let lost_at_start = maps.lost.total()?;
-        let id = maps.slots.add(netns_inode)?;
+        maps.attach()?;
+        let id = match maps.slots.add(netns_inode) {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = maps.detach_if_idle();
+                return Err(e);
+            }
+        };
+        drop(maps);
+        // From here the slot's release (on drop) detaches the probe when it is the last.
         let slot = Slot::new(&self.loaded, id, netns_inode);
+        let mut maps = self.loaded.lock();
         for &ifindex in ifindexes {
             let key = DatapathIface { slot: id, ifindex };
             maps.ifaces.insert(key, 1, 0).map_err(|e| ProbeError::Map {
@@ -439,6 +540,40 @@ mod tests {
             Attach::XdpGeneric,
             "NOT_SPECIFIED",
             "do_xdp_generic"
+        ));
+    }
+
+    #[test]
+    fn without_reasons_the_function_decides_as_measured_on_5_10() {
+        assert!(caused_by(
+            Attach::TcIngress,
+            NO_REASON,
+            "__netif_receive_skb_core"
+        ));
+        assert!(!caused_by(Attach::TcIngress, NO_REASON, "__udp4_lib_rcv"));
+        assert!(caused_by(Attach::TcEgress, NO_REASON, "__dev_queue_xmit"));
+        assert!(!caused_by(
+            Attach::TcEgress,
+            NO_REASON,
+            "__netif_receive_skb_core"
+        ));
+        assert!(caused_by(Attach::Xdp, NO_REASON, "veth_poll"));
+        assert!(!caused_by(
+            Attach::Xdp,
+            NO_REASON,
+            "netif_receive_generic_xdp"
+        ));
+        assert!(caused_by(
+            Attach::XdpGeneric,
+            NO_REASON,
+            "netif_receive_generic_xdp"
+        ));
+        assert!(!caused_by(Attach::XdpGeneric, NO_REASON, "veth_poll"));
+        // With reasons, the function alone is not enough.
+        assert!(!caused_by(
+            Attach::TcIngress,
+            "NO_SOCKET",
+            "__netif_receive_skb_core"
         ));
     }
 }

@@ -20,7 +20,9 @@
 //! `DROPSPEC_HOOKS` picks the attachment: `fexit`, `kprobe`, `off`, or unset for
 //! fexit first.
 
-use super::abi::{HookKey, HookValue, HOOK_LOST_COUNTERS};
+use super::abi::{
+    HookKey, HookValue, HOOK_LOST_COUNTERS, HOOK_LOST_DEEP, HOOK_LOST_KEYS, HOOK_LOST_UNPAIRED,
+};
 use super::names::l3_name;
 use super::slots::{LostCounters, Slot, SlotOwner, SlotTable};
 use super::{error_text, ProbeError};
@@ -234,17 +236,35 @@ impl HookFamily {
         let Some(loaded) = &self.loaded else {
             return Ok(Vec::new());
         };
+        if ftrace_disabled() {
+            // Turned off after the family attached: what it counted since is not all.
+            return Err(ProbeError::Map {
+                map: "dropspec_hook_counts (hooks.bpf.c)",
+                op: "reading the hook-point counters",
+                detail: format!("turned off while they were counting: {FTRACE_OFF}"),
+            });
+        }
         let maps = loaded.lock_maps();
         let lost = maps.lost.total()?.saturating_sub(slot.lost_at_start);
         if lost > 0 {
+            // Which kind, over the whole process (the slot kept only the sum at its start).
+            let kind = |index| maps.lost.get(index).unwrap_or(0);
             return Err(ProbeError::Map {
                 map: "dropspec_lost (hooks.bpf.c)",
                 op: "reading the hook-point counters",
                 detail: format!(
-                    "{lost} calls could not be counted while slot {} was watched (map full, \
-                     a kretprobe missed a return, or calls nested too deep), so the counts \
-                     are incomplete: run fewer scenarios at once",
-                    slot.slot.id()
+                    "{lost} calls could not be counted while slot {} was watched, so the \
+                     counts are incomplete (in this process so far: {} returns a kretprobe \
+                     missed, {} calls nested too deep, {} with the map full). A kernel \
+                     gives a kretprobe made through perf a fixed number of instances \
+                     (num_possible_cpus() on kernels without CONFIG_PREEMPTION, such as \
+                     Debian's 5.10: one on a one-CPU machine), so nested or concurrent calls \
+                     beyond it lose their returns (docs/kernel-findings.md, \"5.10: \
+                     kretprobes\"); otherwise run fewer scenarios at once",
+                    slot.slot.id(),
+                    kind(HOOK_LOST_UNPAIRED),
+                    kind(HOOK_LOST_DEEP),
+                    kind(HOOK_LOST_KEYS),
                 ),
             });
         }
@@ -400,6 +420,18 @@ impl HookFamily {
                 fallback,
             });
         }
+        if ftrace_disabled() {
+            // Attached, but they would count nothing: say so instead of reporting zeros.
+            for status in &mut statuses {
+                if let Ok(attachment) = status.attachment {
+                    let passed_over = status.fallback.take().map(|why| format!("{why}; "));
+                    status.attachment = Err(format!(
+                        "{}{attachment} attached, but {FTRACE_OFF}",
+                        passed_over.unwrap_or_default()
+                    ));
+                }
+            }
+        }
         if statuses.iter().all(|s| s.attachment.is_err()) {
             // Nothing attached: report per point, and keep nothing loaded.
             return Ok(HookFamily {
@@ -433,6 +465,18 @@ impl HookFamily {
             }),
         })
     }
+}
+
+/// Why no hook point counts while `kernel.ftrace_enabled` is 0 (docs/hook-points.md).
+const FTRACE_OFF: &str = "kernel.ftrace_enabled = 0: fentry/fexit and entry kprobes sit on \
+     the function's ftrace call site, which the kernel then never calls (every count 0 on \
+     Debian's 5.10 and 6.12); nothing else sees a return, so there is no fallback: set \
+     kernel.ftrace_enabled = 1";
+
+/// Whether `kernel.ftrace_enabled` is 0. A kernel without the file (no ftrace) has no
+/// fentry/fexit or ftrace-based kprobes either, and says so when they attach.
+fn ftrace_disabled() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/ftrace_enabled").is_ok_and(|v| v.trim() == "0")
 }
 
 /// Attaches one hook point's entry and exit, fexit first unless `only` says otherwise.
