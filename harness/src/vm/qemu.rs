@@ -69,6 +69,9 @@ pub(super) struct Finished {
     pub peak_rss_kib: Option<u64>,
 }
 
+/// CPUs a guest's kernel is told are possible (`possible_cpus=`), whatever it runs on.
+const POSSIBLE_CPUS: u32 = 4;
+
 /// `,` separates qemu's option values; a literal one is doubled.
 fn qemu_escape(path: &Path) -> String {
     path.to_string_lossy().replace(',', ",,")
@@ -82,6 +85,14 @@ impl Guest<'_> {
         // Under TCG every speculation mitigation is emulated work, and none changes how
         // the network stack drops packets.
         append.push_str(" mitigations=off");
+        // A guest runs one vCPU (two once made a 6.12 guest panic under TCG), but real
+        // machines have several, and some kernel limits scale with the CPUs *possible*:
+        // a kretprobe made through perf on a kernel without CONFIG_PREEMPTION (Debian's
+        // 5.10) gets num_possible_cpus() instances, so with one possible CPU the nested
+        // nf_hook_slow of a tcp-reset lost its return (docs/kernel-findings.md, "5.10:
+        // kretprobes"). Possible CPUs that are never online cost a little per-CPU memory
+        // and change nothing else.
+        append.push_str(&format!(" possible_cpus={}", self.cpus.max(POSSIBLE_CPUS)));
         if !self.verbose {
             append.push_str(" quiet");
         }
