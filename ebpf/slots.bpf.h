@@ -83,6 +83,21 @@ static __always_inline struct net *netns_of_sock(struct sock *sk)
 }
 
 /*
+ * Whether skb->dev holds neither a device nor UDP's dev_scratch, which packs truesize in
+ * its low 32 bits and the length above them: a small non-zero value is the colour bit of
+ * an rb_node's parent (the skb sits in a tree, as an IP fragment queue's fragments do,
+ * and those are freed by the reassembly timer). Such a drop is not given the task's
+ * namespace: in softirq the task is whichever one the timer interrupted, and on a
+ * one-CPU guest that was once a harness thread in the server's namespace, so two
+ * fragments were counted there. (A zero-length UDP datagram's scratch looks the same and
+ * has a socket-less drop go uncounted: no scenario sends one.)
+ */
+static __always_inline int not_device_nor_scratch(const void *dev)
+{
+	return dev && (unsigned long)dev < 0x100000000UL;
+}
+
+/*
  * The namespace a packet belongs to. Measured on 6.18, in order of reliability: the
  * device the skb is on, the receiving socket (kfree_skb's rx_sk, 6.12 on), the skb's
  * own socket (`sk`, skb->sk read by the caller, which often needs it anyway), and last
@@ -107,6 +122,8 @@ static __always_inline struct net *netns_of_skb(struct sk_buff *skb, struct sock
 		return netns_of_sock(rx_sk);
 	if (sk)
 		return netns_of_sock(sk);
+	if (not_device_nor_scratch(dev))
+		return 0;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	return BPF_CORE_READ(task, nsproxy, net_ns);
 }
@@ -138,6 +155,8 @@ static __always_inline __u32 *watched_slot_of_skb_btf(struct sk_buff *skb, struc
 	__u32 inum;
 	if (net) {
 		inum = net->ns.inum;
+	} else if (not_device_nor_scratch(dev)) {
+		return 0;
 	} else {
 		/* Rare (no device, no socket): read as netns_of_skb() does (the task's
 		 * BTF pointer, bpf_get_current_task_btf, does not exist on 5.10). */
