@@ -7,7 +7,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use super::Topology;
-use crate::scenario::{Family, HostId, Route};
+use crate::scenario::{Family, HostId, Route, Scenario};
 
 /// `ip link set dev DEV up|down` in `host`, then waits until the kernel has finished
 /// the change on both ends: the carrier change is deferred to the "linkwatch" worker,
@@ -29,25 +29,60 @@ pub fn set_link(
     ip(topology, host, &["link", "set", "dev", dev, state])?;
     let mut ends = vec![(host, dev)];
     ends.extend(peer);
-    let want = if up { "UP" } else { "not UP" };
     let deadline = Instant::now() + SETTLE_LINK;
     for (host, dev) in ends {
-        loop {
-            let now = operstate(topology, host, dev)?;
-            if (now == "UP") == up {
-                break;
-            }
-            if Instant::now() >= deadline {
-                return Err(io::Error::other(format!(
-                    "`{dev}` in host `{}` is still {now}, not {want}, {} ms after `ip link set {state}`",
-                    topology.host(host).label(),
-                    SETTLE_LINK.as_millis()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(1));
+        wait_operstate(topology, host, dev, up, deadline)
+            .map_err(|e| io::Error::other(format!("{e} after `ip link set {state}`")))?;
+    }
+    Ok(())
+}
+
+/// Waits until every end of the built topology that is up reads back the operstate it
+/// will keep: UP where both ends are up, else DOWN or LOWERLAYERDOWN. A new veth end
+/// reads UNKNOWN until the "linkwatch" worker has handled the carrier change its
+/// creation queued (`veth_newlink` turns each end's carrier off after registering it);
+/// that work also swaps the qdisc and, on carrier loss, flushes the neighbour table.
+/// Kernels that sync it in RTM_GETLINK (`sync_link` in the build) are settled already;
+/// 5.10 and 6.1 are not, and may run it up to a second later (a veth whose ifindex
+/// equals its peer's, as in two namespaces, is not an urgent event): the first ARP
+/// request then dies in the noop qdisc, or a neighbour entry the traffic made is
+/// flushed with the pings queued on it (`neigh_destroy`), both measured there.
+pub fn settle(topology: &Topology, scenario: &Scenario) -> io::Result<()> {
+    let deadline = Instant::now() + SETTLE_LINK;
+    for link in &scenario.links {
+        let both_up = link.ends.iter().all(|end| end.up);
+        for end in link.ends.iter().filter(|end| end.up) {
+            wait_operstate(topology, end.host, &end.ifname, both_up, deadline)
+                .map_err(|e| io::Error::other(format!("{e} after the link was made")))?;
         }
     }
     Ok(())
+}
+
+/// Polls `dev`'s operstate until it is UP (`up`) or settled without carrier (DOWN,
+/// LOWERLAYERDOWN: anything but UP and the UNKNOWN of a device linkwatch has not seen).
+fn wait_operstate(
+    topology: &Topology,
+    host: HostId,
+    dev: &str,
+    up: bool,
+    deadline: Instant,
+) -> io::Result<()> {
+    let want = if up { "UP" } else { "DOWN or LOWERLAYERDOWN" };
+    loop {
+        let now = operstate(topology, host, dev)?;
+        if (up && now == "UP") || (!up && now != "UP" && now != "UNKNOWN") {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(io::Error::other(format!(
+                "`{dev}` in host `{}` is still {now}, not {want}, {} ms",
+                topology.host(host).label(),
+                SETTLE_LINK.as_millis()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// Longest a link change may take to reach both ends.

@@ -96,6 +96,12 @@ pub enum TopologyError {
         addr: String,
         waited_ms: u64,
     },
+    /// A link end never settled into its operstate (`change::settle`).
+    #[error("{source}")]
+    LinkNotSettled {
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl TopologyError {
@@ -127,7 +133,8 @@ impl TopologyError {
             | TopologyError::Thread { .. }
             | TopologyError::Panicked { .. }
             | TopologyError::Runtime { .. }
-            | TopologyError::Ipv6AddressNotReady { .. } => false,
+            | TopologyError::Ipv6AddressNotReady { .. }
+            | TopologyError::LinkNotSettled { .. } => false,
         }
     }
 }

@@ -98,7 +98,10 @@ impl Topology {
         } else {
             netns::and_back(&doing, "build", || build_here(scenario))??
         };
-        Ok(Topology { hosts })
+        let topology = Topology { hosts };
+        change::settle(&topology, scenario)
+            .map_err(|source| TopologyError::LinkNotSettled { source })?;
+        Ok(topology)
     }
 
     pub fn host(&self, id: HostId) -> &Netns {
