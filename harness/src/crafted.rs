@@ -473,9 +473,22 @@ fn bind(socket: &OwnedFd, addr: SocketAddr) -> io::Result<()> {
 
 /// The destination application's UDP socket, bound to the destination address and port.
 fn udp_socket(at: SocketAddr) -> io::Result<OwnedFd> {
-    let socket = new_socket(family(&at), SockType::Datagram, SockProtocol::Udp)?;
-    bind(&socket, at)?;
-    Ok(socket)
+    // An earlier entry's receiver on the same port is closed before this one opens, yet a
+    // CI rehearsal once saw this bind fail with EADDRINUSE (checksum/control_v6, entry #2,
+    // under DROPSPEC_PROBE=tracepoint; cause not found). Bounded retries, 200 ms at most,
+    // then the error as before.
+    let mut tries = 0;
+    loop {
+        let socket = new_socket(family(&at), SockType::Datagram, SockProtocol::Udp)?;
+        match bind(&socket, at) {
+            Ok(()) => return Ok(socket),
+            Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// An ICMP (or ICMPv6) ping socket whose identifier is [`ECHO_ID`], so the kernel hands
