@@ -320,10 +320,7 @@ fn markers() -> io::Result<&'static Mutex<Markers>> {
 fn open_markers() -> io::Result<Markers> {
     let netns = Netns::create("markers").map_err(io::Error::other)?;
     // `lo` starts down in a new namespace.
-    let status = netns
-        .command("ip")
-        .args(["link", "set", "lo", "up"])
-        .status()?;
+    let status = crate::forks::status(netns.command("ip").args(["link", "set", "lo", "up"]))?;
     if !status.success() {
         return Err(io::Error::other("`ip link set lo up` failed"));
     }

@@ -332,13 +332,13 @@ pub(crate) fn run_one(
         }
         // Read empty by the last collect, after the kernel was done with the entry: it
         // closes now, freeing nothing, so a later entry can bind the same port.
-        Application::Udp(socket) => drop(socket),
+        Application::Udp(socket) => crate::forks::close_now(socket),
         // Repaired ends close in `tcp_disconnect`, which purges their receive queues: read
         // empty, they free nothing as a drop (the sender's unacknowledged copy goes through
         // __kfree_skb, not traced) and close now, so a later entry can reuse the 4-tuple.
         // An unread one would purge its segments as drops: it closes after watching.
         Application::Tcp { receiver, sender } if entry.receiver == Receiver::Reads => {
-            drop((receiver, sender))
+            crate::forks::close_now((receiver, sender))
         }
         Application::Tcp { receiver, sender } => {
             sockets.keep(entry.to, receiver);
@@ -472,23 +472,12 @@ fn bind(socket: &OwnedFd, addr: SocketAddr) -> io::Result<()> {
 }
 
 /// The destination application's UDP socket, bound to the destination address and port.
+/// An earlier entry's receiver on the same port was closed with `forks::close_now`, so
+/// no child another thread started still holds it.
 fn udp_socket(at: SocketAddr) -> io::Result<OwnedFd> {
-    // An earlier entry's receiver on the same port is closed before this one opens, yet a
-    // CI rehearsal once saw this bind fail with EADDRINUSE (checksum/control_v6, entry #2,
-    // under DROPSPEC_PROBE=tracepoint; cause not found). Bounded retries, 200 ms at most,
-    // then the error as before.
-    let mut tries = 0;
-    loop {
-        let socket = new_socket(family(&at), SockType::Datagram, SockProtocol::Udp)?;
-        match bind(&socket, at) {
-            Ok(()) => return Ok(socket),
-            Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) && tries < 100 => {
-                tries += 1;
-                std::thread::sleep(std::time::Duration::from_millis(2));
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    let socket = new_socket(family(&at), SockType::Datagram, SockProtocol::Udp)?;
+    bind(&socket, at)?;
+    Ok(socket)
 }
 
 /// An ICMP (or ICMPv6) ping socket whose identifier is [`ECHO_ID`], so the kernel hands

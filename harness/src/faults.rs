@@ -257,15 +257,16 @@ fn apply_fault(fault: &Fault, topology: &Topology) -> Result<(), FaultError> {
     // with posix_spawn (vfork) instead of copying this process's page tables in a fork.
     let output = netns
         .run(|| {
-            std::process::Command::new(tool)
-                .args(args)
-                // The tools' messages are quoted in errors and read by people: keep them
-                // English.
-                .env("LC_ALL", "C")
-                .stdin(stdin)
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
+            crate::forks::spawn(
+                std::process::Command::new(tool)
+                    .args(args)
+                    // The tools' messages are quoted in errors and read by people: keep
+                    // them English.
+                    .env("LC_ALL", "C")
+                    .stdin(stdin)
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped()),
+            )
         })
         .map_err(io::Error::other)
         .and_then(|spawned| spawned)

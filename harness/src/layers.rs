@@ -22,6 +22,7 @@ const RULES: &[(&str, &[&str])] = &[
     // Leaves.
     ("vocab.rs", &[]),
     ("socket_options.rs", &[]),
+    ("forks.rs", &[]),
     ("topology/error.rs", &[]),
     ("topology/sysctl.rs", &[]),
     // The kernel layer has its own errors; probes wrap them.
@@ -30,7 +31,10 @@ const RULES: &[(&str, &[&str])] = &[
     ("topology/netns.rs", &["topology"]),
     // The counters read what they are told to read; which fault needs which counter is
     // the faults' decision, so they never name faults or the scenario.
-    ("counters", &["counters", "netns", "topology", "vocab"]),
+    (
+        "counters",
+        &["counters", "forks", "netns", "topology", "vocab"],
+    ),
     // A program under test and the kernel's word on its drops: the model's `[[programs]]`
     // and the kernel's names, nothing of the run; the watcher pairs them for the report.
     ("probes/program.rs", &["scenario"]),

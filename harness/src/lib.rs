@@ -25,6 +25,7 @@ pub mod coverage;
 pub mod crafted;
 pub mod diff;
 pub mod faults;
+pub mod forks;
 pub mod global_sysctls;
 pub mod kernel;
 #[cfg(test)]

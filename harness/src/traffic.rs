@@ -208,8 +208,10 @@ pub(crate) fn run_one(
                     // on the wire after 1 s, and the scenario may take that long on a
                     // loaded machine. Closing it now sends nothing (SYN_SENT -> CLOSE)
                     // and frees its SYN with __kfree_skb, which is no drop; the kernel
-                    // has already finished with the first one (completion).
-                    drop(client);
+                    // has already finished with the first one (completion). Closed
+                    // while no child holds a copy of it (forks.rs), or it could live on
+                    // long enough to retransmit.
+                    crate::forks::close_now(client);
                 } else {
                     let connected = attempt == Attempt::Connected;
                     let at = sockets.keep(sender, client);

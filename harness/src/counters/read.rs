@@ -90,14 +90,15 @@ fn start_reading(netns: &Netns, rule_sources: &[RuleSource]) -> Started {
         let children = sources
             .iter()
             .map(|&source| {
-                let child = std::process::Command::new(source.tool())
-                    .args(source.args())
-                    // Parsed below, and quoted in errors: keep the tools' words English.
-                    .env("LC_ALL", "C")
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn();
+                let child = crate::forks::spawn(
+                    std::process::Command::new(source.tool())
+                        .args(source.args())
+                        // Parsed below, and quoted in errors: keep the tools' words English.
+                        .env("LC_ALL", "C")
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::piped())
+                        .stderr(Stdio::piped()),
+                );
                 (source, child)
             })
             .collect::<Vec<_>>();

@@ -68,6 +68,9 @@ impl Guardian {
         // SAFETY: both descriptors are new and ours alone.
         let (ours, theirs) =
             unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // The child holds a copy of every descriptor until `guard` closes them, just
+        // before it says READY: no socket may be closed for reuse until then (forks.rs).
+        let _starting = crate::forks::starting();
         // SAFETY: the child runs only `guard`, which makes async-signal-safe system calls
         // on memory prepared before the fork, and never returns.
         match unsafe { libc::fork() } {

@@ -394,9 +394,7 @@ impl HookFamily {
                 if !Path::new("/sys/module").join(module).exists() {
                     // Debian builds NAT and conntrack as modules that load on first use;
                     // load them now, or their functions cannot be probed.
-                    let loaded = Command::new("modprobe")
-                        .arg(module)
-                        .output()
+                    let loaded = crate::forks::output(Command::new("modprobe").arg(module))
                         .is_ok_and(|o| o.status.success());
                     if loaded {
                         modules_loaded.push(module.to_owned());

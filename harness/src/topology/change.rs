@@ -119,7 +119,7 @@ fn ip(topology: &Topology, host: HostId, args: &[&str]) -> io::Result<()> {
 /// Runs `ip ARGS` in `host`; its standard output, or an error with what it said.
 fn ip_output(topology: &Topology, host: HostId, args: &[&str]) -> io::Result<String> {
     let netns = topology.host(host);
-    let output = netns.command("ip").args(args).env("LC_ALL", "C").output()?;
+    let output = crate::forks::output(netns.command("ip").args(args).env("LC_ALL", "C"))?;
     if output.status.success() {
         return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
     }
