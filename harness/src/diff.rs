@@ -776,6 +776,8 @@ mod tests {
                 hooks: Default::default(),
                 datapath: Vec::new(),
                 steps: Vec::new(),
+                icmp_send_watched: false,
+                reruns: Vec::new(),
                 timings: Timings::default(),
             }],
             skipped: BTreeMap::new(),

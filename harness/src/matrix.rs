@@ -202,6 +202,8 @@ mod tests {
             reasons_unavailable: None,
             datapath: Vec::new(),
             steps: Vec::new(),
+            icmp_send_watched: false,
+            reruns: Vec::new(),
             drops,
             traffic: vec![],
             events: vec![],

@@ -47,6 +47,14 @@ pub struct Report {
     /// One row per `[[steps]]` entry, in order (empty without steps).
     #[serde(default)]
     pub steps: Vec<crate::steps::StepRow>,
+    /// Whether the probe counted `icmp:icmp_send` on this run's kernel: then every ICMP
+    /// error the kernel counts as sent must be among the events ([`probe_missed`]).
+    #[serde(default)]
+    pub icmp_send_watched: bool,
+    /// Earlier attempts of this scenario in the same run, each discarded because the
+    /// probe was shown to have missed events ([`probe_missed`]), with what it missed.
+    #[serde(default)]
+    pub reruns: Vec<String>,
     pub timings: Timings,
 }
 
@@ -375,6 +383,8 @@ pub struct Observations {
     pub counter_totals: Vec<(String, crate::counters::HostCounters)>,
     pub hooks: HookReport,
     pub datapath: Vec<DatapathRow>,
+    /// Whether `icmp:icmp_send` was counted (see [`Report::icmp_send_watched`]).
+    pub icmp_send_watched: bool,
 }
 
 impl Observations {
@@ -469,6 +479,8 @@ impl Report {
             hooks: seen.hooks,
             datapath: seen.datapath,
             steps: Vec::new(),
+            icmp_send_watched: seen.icmp_send_watched,
+            reruns: Vec::new(),
             timings,
         }
     }
@@ -649,6 +661,9 @@ impl Report {
                 ms(t.total())
             )
             .unwrap();
+        }
+        for rerun in &self.reruns {
+            writeln!(out, "discarded (run again): {rerun}").unwrap();
         }
         if !self.timings.relied_on_window.is_empty() {
             writeln!(
@@ -1094,6 +1109,53 @@ pub fn harness_interference(scenario: &Scenario, report: &Report) -> Vec<String>
         .collect()
 }
 
+/// The kernel's counters of ICMP errors sent (IPv4): each is incremented by
+/// `icmp_push_reply`, right after `__icmp_send` fired the `icmp:icmp_send` tracepoint.
+const ICMP_ERRORS_SENT: [&str; 5] = [
+    "Icmp.OutDestUnreachs",
+    "Icmp.OutTimeExcds",
+    "Icmp.OutParmProbs",
+    "Icmp.OutSrcQuenchs",
+    "Icmp.OutRedirects",
+];
+
+/// Signs that the probe was not run for tracepoint calls the kernel made during the
+/// scenario, so its counts prove nothing: a host whose kernel counters say it sent more
+/// ICMP errors than the probe saw `icmp_send` events. (On 6.18 a whole neighbour-timer
+/// or reassembly-timer run, its `icmp_send` calls and the `kfree_skb` calls right after
+/// them, once in about 15 suite runs went uncounted with no recursion miss recorded and
+/// the namespace still watched; cause open, docs/kernel-findings.md.) Where the
+/// tracepoint is counted the two agree exactly: 292 of 292 host runs of the suite.
+pub fn probe_missed(report: &Report) -> Vec<String> {
+    if !report.icmp_send_watched {
+        return Vec::new();
+    }
+    report
+        .counters
+        .iter()
+        .filter_map(|(host, counters)| {
+            let sent: u64 = ICMP_ERRORS_SENT
+                .iter()
+                .map(|name| counter_delta(counters, name))
+                .sum();
+            let seen: u64 = report
+                .events
+                .iter()
+                .filter(|(h, event, _)| h == host && event.starts_with("icmp_send"))
+                .map(|(_, _, n)| n)
+                .sum();
+            (sent != seen).then(|| {
+                format!(
+                    "host {host}: the kernel counted {sent} ICMP error(s) sent ({}), the probe \
+                     saw {seen} icmp_send event(s): the probe missed tracepoint calls, so its \
+                     drop counts for this run prove nothing",
+                    ICMP_ERRORS_SENT.join(", ")
+                )
+            })
+        })
+        .collect()
+}
+
 pub fn check(scenario: &Scenario, report: &Report) -> Vec<Mismatch> {
     let mut mismatches = Vec::new();
     if !expectations_apply(scenario, report) {
@@ -1309,6 +1371,8 @@ count = 3
             hooks: Default::default(),
             datapath: Vec::new(),
             steps: Vec::new(),
+            icmp_send_watched: false,
+            reruns: Vec::new(),
             timings: Timings::default(),
         }
     }
@@ -1325,6 +1389,25 @@ count = 3
             bytes: packets * 84,
             stack: vec![],
         }
+    }
+
+    /// Every ICMP error the kernel counted must be among the probe's icmp_send events
+    /// where that tracepoint is watched; elsewhere nothing is claimed.
+    #[test]
+    fn icmp_errors_the_probe_did_not_see_are_missed_events() {
+        let mut r = report(vec![], 0);
+        let mut counters = crate::counters::HostCounters::default();
+        counters.snmp.insert("Icmp.OutDestUnreachs".into(), 3);
+        r.counters = vec![("server".into(), counters)];
+        r.events = vec![("server".into(), "icmp_send type=3 code=3".into(), 3)];
+        r.icmp_send_watched = true;
+        assert!(probe_missed(&r).is_empty());
+        r.events.clear();
+        let missed = probe_missed(&r);
+        assert_eq!(missed.len(), 1, "{missed:?}");
+        assert!(missed[0].starts_with("host server: the kernel counted 3 ICMP error(s)"));
+        r.icmp_send_watched = false;
+        assert!(probe_missed(&r).is_empty());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::completion::Completion;
 use crate::crafted::{self, CraftedError};
 use crate::faults::{self, FaultError};
 use crate::global_sysctls::{self, GlobalSysctlError};
-use crate::report::{Report, Timings};
+use crate::report::{self, Report, Timings};
 use crate::scenario::Scenario;
 use crate::steps::{self, StepError};
 use crate::topology::{Topology, TopologyError};
@@ -90,8 +90,29 @@ pub fn unavailable_reason() -> Option<String> {
     None
 }
 
+/// Attempts of one scenario when the probe is shown to have missed events.
+const ATTEMPTS: usize = 3;
+
+/// Builds the scenario, drives it, watches it and tears it down. A run in which the probe
+/// is shown to have missed tracepoint calls (`report::probe_missed`) proves nothing, so
+/// it is discarded and the scenario run again from scratch, up to [`ATTEMPTS`] times in
+/// all; the report lists the discarded attempts (`Report::reruns`), the verdict says so,
+/// and if the last attempt missed events too the verdict fails with what was missed.
 pub fn run(scenario: &Scenario) -> Result<Report, RunError> {
-    run_with(scenario, |_| {})
+    let mut reruns = Vec::new();
+    loop {
+        let mut report = run_with(scenario, |_| {})?;
+        let missed = report::probe_missed(&report);
+        if missed.is_empty() || reruns.len() + 1 >= ATTEMPTS {
+            report.reruns = reruns;
+            return Ok(report);
+        }
+        reruns.push(format!(
+            "attempt {}: {}",
+            reruns.len() + 1,
+            missed.join("; ")
+        ));
+    }
 }
 
 /// As [`run`], calling `before_teardown` with the scenario's namespaces once the

@@ -84,6 +84,14 @@ pub fn judge(
         .map(|m| m.0)
         .collect();
     problems.extend(report::harness_interference(scenario, &report));
+    problems.extend(report::probe_missed(&report));
+    if !report.reruns.is_empty() {
+        notes.push(format!(
+            "run {} times: earlier attempts were discarded because the probe missed events ({})",
+            report.reruns.len() + 1,
+            report.reruns.join("; ")
+        ));
+    }
     // Functions of modules that were not loaded before the run are checked now.
     problems.extend(
         crate::names::check_functions_after_run(scenario)

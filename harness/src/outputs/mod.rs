@@ -110,6 +110,8 @@ pub(crate) mod tests {
             reasons_unavailable: None,
             datapath: Vec::new(),
             steps: Vec::new(),
+            icmp_send_watched: false,
+            reruns: Vec::new(),
             drops,
             traffic: Vec::new(),
             events: Vec::new(),

@@ -88,6 +88,11 @@ impl Watching for Watch<'_> {
         into.probe = self.probe.mode().to_string();
         into.reasons_unavailable = self.probe.reasons().missing().map(str::to_owned);
         into.drops = collect(self.probe, self.scenario, &self.slots)?;
+        into.icmp_send_watched = self
+            .probe
+            .events_available()
+            .iter()
+            .any(|(name, status)| name == "icmp_send" && status.is_ok());
         for (host, slot) in self.scenario.hosts.iter().zip(&self.slots) {
             for e in self.probe.read_events(slot).map_err(error)? {
                 into.events.push((host.name.clone(), e.event, e.count));
