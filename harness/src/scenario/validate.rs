@@ -173,6 +173,7 @@ impl Validator<'_> {
                 sysctls: BTreeMap::new(),
                 routes: Vec::new(),
                 addresses: Vec::new(),
+                addresses6: Vec::new(),
                 rules: Vec::new(),
                 neighbours: Vec::new(),
             }));
@@ -613,10 +614,15 @@ impl Validator<'_> {
             .into_iter()
             .map(|r| self.route(r))
             .collect::<Result<_, _>>()?;
-        let addresses = spec
-            .addresses
-            .iter()
+        let (addresses6, addresses): (Vec<_>, Vec<_>) =
+            spec.addresses.iter().partition(|a| a.get_ref().contains(':'));
+        let addresses = addresses
+            .into_iter()
             .map(|a| self.cidr(a))
+            .collect::<Result<_, _>>()?;
+        let addresses6 = addresses6
+            .into_iter()
+            .map(|a| self.cidr6(a))
             .collect::<Result<_, _>>()?;
         let rules = spec
             .rules
@@ -629,6 +635,7 @@ impl Validator<'_> {
             sysctls,
             routes,
             addresses,
+            addresses6,
             rules,
             neighbours: Vec::new(),
         })
@@ -1041,8 +1048,8 @@ impl Validator<'_> {
             ));
         }
         let listener_sockopts =
-            self.sockopts("listener_sockopts", &spec.listener_sockopts, protocol)?;
-        let sockopts = self.sockopts("sockopts", &spec.sockopts, protocol)?;
+            self.sockopts("listener_sockopts", &spec.listener_sockopts, protocol, family)?;
+        let sockopts = self.sockopts("sockopts", &spec.sockopts, protocol, family)?;
         if let Some(backlog) = &spec.backlog {
             if protocol != Protocol::Tcp {
                 return Err(self
