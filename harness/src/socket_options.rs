@@ -123,7 +123,7 @@ pub const OPTIONS: &[SocketOption] = &[
     opt("IPV6_MTU", SOL_IPV6, libc::IPV6_MTU, Ipv6, (1280, 65535),
         "the largest packet the socket sends: longer datagrams are fragmented at this size (or refused with EMSGSIZE under IPV6_DONTFRAG)"),
     opt("IPV6_MTU_DISCOVER", SOL_IPV6, libc::IPV6_MTU_DISCOVER, Ipv6, (0, 5),
-        "path MTU discovery: 0 fragment at 1280, 1 want, 2 do (EMSGSIZE above the path MTU), 3 probe, 4 interface MTU, 5 omit (the `dont_fragment` key sets 2)"),
+        "path MTU discovery: 0 don't and 1 want (the sender fragments above the path MTU), 2 do (no fragmenting by the sender), 3 probe, 4 interface MTU, 5 omit (the `dont_fragment` key sets 2)"),
     opt("IPV6_TCLASS", SOL_IPV6, libc::IPV6_TCLASS, Ipv6, (-1, 255),
         "the traffic class byte (DSCP and ECN) of every packet sent, -1 the default 0: matched by ip6tables `-m dscp`, nft `ip6 dscp`"),
     opt("IPV6_TRANSPARENT", SOL_IPV6, libc::IPV6_TRANSPARENT, Ipv6, BOOL,
@@ -155,6 +155,19 @@ pub const OPTIONS: &[SocketOption] = &[
 /// The option of that exact name (the kernel's, upper case).
 pub fn find(name: &str) -> Option<&'static SocketOption> {
     OPTIONS.iter().find(|o| o.name == name)
+}
+
+/// The IPv4 option that does on an IPv4 socket what an `IPV6_*` one does on an IPv6
+/// socket, where there is one.
+pub fn ipv4_counterpart(name: &str) -> Option<&'static str> {
+    match name {
+        "IPV6_UNICAST_HOPS" => Some("IP_TTL"),
+        "IPV6_TCLASS" => Some("IP_TOS"),
+        "IPV6_MTU_DISCOVER" => Some("IP_MTU_DISCOVER"),
+        "IPV6_FREEBIND" => Some("IP_FREEBIND"),
+        "IPV6_TRANSPARENT" => Some("IP_TRANSPARENT"),
+        _ => None,
+    }
 }
 
 /// Every name, for suggestions.
@@ -209,6 +222,11 @@ mod tests {
         assert_eq!(find("TCP_NODELAY").unwrap().level, 6);
         assert_eq!(find("IPV6_UNICAST_HOPS").unwrap().optname, 16);
         assert_eq!(find("IPV6_UNICAST_HOPS").unwrap().level, 41);
+        for name in names().into_iter().filter(|n| n.starts_with("IPV6_")) {
+            if let Some(v4) = ipv4_counterpart(name) {
+                assert!(find(v4).is_some(), "{name} → {v4}");
+            }
+        }
     }
 
     #[test]

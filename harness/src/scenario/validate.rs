@@ -614,8 +614,10 @@ impl Validator<'_> {
             .into_iter()
             .map(|r| self.route(r))
             .collect::<Result<_, _>>()?;
-        let (addresses6, addresses): (Vec<_>, Vec<_>) =
-            spec.addresses.iter().partition(|a| a.get_ref().contains(':'));
+        let (addresses6, addresses): (Vec<_>, Vec<_>) = spec
+            .addresses
+            .iter()
+            .partition(|a| a.get_ref().contains(':'));
         let addresses = addresses
             .into_iter()
             .map(|a| self.cidr(a))
@@ -1047,8 +1049,12 @@ impl Validator<'_> {
                 "`accept_until_empty` drains the accept queue of a listener that accepts: it needs accept = \"on_arrival\"",
             ));
         }
-        let listener_sockopts =
-            self.sockopts("listener_sockopts", &spec.listener_sockopts, protocol, family)?;
+        let listener_sockopts = self.sockopts(
+            "listener_sockopts",
+            &spec.listener_sockopts,
+            protocol,
+            family,
+        )?;
         let sockopts = self.sockopts("sockopts", &spec.sockopts, protocol, family)?;
         if let Some(backlog) = &spec.backlog {
             if protocol != Protocol::Tcp {

@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use super::super::model::{Accept, Protocol, SetOption};
-use crate::scenario::Family;
 use super::super::raw::Spanned;
 use super::super::ScenarioError;
 use super::{did_you_mean, Validator};
+use crate::scenario::Family;
 use crate::socket_options;
 
 impl Validator<'_> {
@@ -74,10 +74,14 @@ impl Validator<'_> {
                 )
             })?;
             if option.applies.needs_ipv6() && family != Family::Ipv6 {
+                let instead = socket_options::ipv4_counterpart(option.name)
+                    .map_or(String::new(), |v4| {
+                        format!(", or use `{v4}`, its IPv4 twin")
+                    });
                 return Err(self.at.error(
                     name.span(),
                     format!(
-                        "`{}` is an IPv6 option (SOL_IPV6); this entry's sockets are IPv4: send to an IPv6 address (`family = \"ipv6\"` or an IPv6 `to`), or use the IPv4 option",
+                        "`{}` is an IPv6 option (SOL_IPV6) and this entry's sockets are IPv4: send to an IPv6 address (`family = \"ipv6\"` or an IPv6 `to`){instead}",
                         option.name,
                     ),
                 ));
