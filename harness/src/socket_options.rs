@@ -5,7 +5,11 @@
 //! names and values against it, the runtime sets them with setsockopt(2) as an `int`.
 //!
 //! Only options whose value is one `int` are here; the ones the harness needs for its
-//! own counting (`IP_RECVERR`) or sets itself from other keys are left out on purpose.
+//! own counting (`IP_RECVERR`, `IPV6_RECVERR`) or sets itself from other keys are left
+//! out on purpose, and so is `IPV6_V6ONLY`: the harness binds and connects to one
+//! IPv6 address, never the wildcard, so it would change nothing. The `IPV6_*` options
+//! (level SOL_IPV6) apply to the sockets of an IPv6 entry only; on an IPv4 socket the
+//! kernel would refuse them (ENOPROTOOPT), so validation does.
 //! README "Socket options" is rendered from the same words (a test keeps them equal).
 
 /// Which sockets an option applies to.
@@ -15,6 +19,20 @@ pub enum Applies {
     Any,
     /// TCP sockets only.
     Tcp,
+    /// Any IPv6 socket (an entry whose destination is IPv6).
+    Ipv6,
+    /// IPv6 TCP sockets only.
+    Ipv6Tcp,
+}
+
+impl Applies {
+    pub fn needs_tcp(self) -> bool {
+        matches!(self, Applies::Tcp | Applies::Ipv6Tcp)
+    }
+
+    pub fn needs_ipv6(self) -> bool {
+        matches!(self, Applies::Ipv6 | Applies::Ipv6Tcp)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,9 +69,10 @@ const fn opt(
     }
 }
 
-use Applies::{Any, Tcp};
+use Applies::{Any, Ipv6, Ipv6Tcp, Tcp};
 const SOL_SOCKET: i32 = libc::SOL_SOCKET;
 const SOL_IP: i32 = libc::SOL_IP;
+const SOL_IPV6: i32 = libc::SOL_IPV6;
 const SOL_TCP: i32 = libc::SOL_TCP;
 const BOOL: (i64, i64) = (0, 1);
 
@@ -95,6 +114,22 @@ pub const OPTIONS: &[SocketOption] = &[
         "allows binding and sending from a non-local address (TPROXY); needs CAP_NET_ADMIN"),
     opt("IP_TTL", SOL_IP, libc::IP_TTL, Any, (1, 255),
         "the TTL of every unicast packet sent (the `ttl` key sets the same)"),
+    opt("IPV6_DONTFRAG", SOL_IPV6, libc::IPV6_DONTFRAG, Ipv6, BOOL,
+        "a datagram longer than the path MTU fails with EMSGSIZE instead of being fragmented by the sender"),
+    opt("IPV6_FREEBIND", SOL_IPV6, libc::IPV6_FREEBIND, Ipv6, BOOL,
+        "allows binding an IPv6 address the host does not have (since 4.15)"),
+    opt("IPV6_MINHOPCOUNT", SOL_IPV6, libc::IPV6_MINHOPCOUNT, Ipv6Tcp, (0, 255),
+        "segments arriving with a smaller hop limit are dropped (TcpExt.TCPMinTTLDrop, reason TCP_MINTTL on 6.12 and later; RFC 5082 GTSM)"),
+    opt("IPV6_MTU", SOL_IPV6, libc::IPV6_MTU, Ipv6, (1280, 65535),
+        "the largest packet the socket sends: longer datagrams are fragmented at this size (or refused with EMSGSIZE under IPV6_DONTFRAG)"),
+    opt("IPV6_MTU_DISCOVER", SOL_IPV6, libc::IPV6_MTU_DISCOVER, Ipv6, (0, 5),
+        "path MTU discovery: 0 don't and 1 want (the sender fragments above the path MTU), 2 do (no fragmenting by the sender), 3 probe, 4 interface MTU, 5 omit (the `dont_fragment` key sets 2)"),
+    opt("IPV6_TCLASS", SOL_IPV6, libc::IPV6_TCLASS, Ipv6, (-1, 255),
+        "the traffic class byte (DSCP and ECN) of every packet sent, -1 the default 0: matched by ip6tables `-m dscp`, nft `ip6 dscp`"),
+    opt("IPV6_TRANSPARENT", SOL_IPV6, libc::IPV6_TRANSPARENT, Ipv6, BOOL,
+        "allows binding and sending from a non-local IPv6 address (TPROXY); needs CAP_NET_ADMIN"),
+    opt("IPV6_UNICAST_HOPS", SOL_IPV6, libc::IPV6_UNICAST_HOPS, Ipv6, (-1, 255),
+        "the hop limit of every unicast packet sent, -1 the route's (net.ipv6.conf.*.hop_limit); a router drops a packet whose hop limit runs out (the `ttl` key sets the same)"),
     opt("TCP_DEFER_ACCEPT", SOL_TCP, libc::TCP_DEFER_ACCEPT, Tcp, (0, INT_MAX),
         "listener: seconds during which a handshake's final ACK without data is dropped (TcpExt.TCPDeferAcceptDrop) and the connection stays half-open"),
     opt("TCP_KEEPCNT", SOL_TCP, libc::TCP_KEEPCNT, Tcp, (1, 127),
@@ -122,6 +157,19 @@ pub fn find(name: &str) -> Option<&'static SocketOption> {
     OPTIONS.iter().find(|o| o.name == name)
 }
 
+/// The IPv4 option that does on an IPv4 socket what an `IPV6_*` one does on an IPv6
+/// socket, where there is one.
+pub fn ipv4_counterpart(name: &str) -> Option<&'static str> {
+    match name {
+        "IPV6_UNICAST_HOPS" => Some("IP_TTL"),
+        "IPV6_TCLASS" => Some("IP_TOS"),
+        "IPV6_MTU_DISCOVER" => Some("IP_MTU_DISCOVER"),
+        "IPV6_FREEBIND" => Some("IP_FREEBIND"),
+        "IPV6_TRANSPARENT" => Some("IP_TRANSPARENT"),
+        _ => None,
+    }
+}
+
 /// Every name, for suggestions.
 pub fn names() -> Vec<&'static str> {
     OPTIONS.iter().map(|o| o.name).collect()
@@ -136,11 +184,14 @@ pub fn markdown_table() -> String {
         let level = match o.level {
             SOL_SOCKET => "SOL_SOCKET",
             SOL_IP => "SOL_IP",
+            SOL_IPV6 => "SOL_IPV6",
             _ => "SOL_TCP",
         };
         let applies = match o.applies {
             Any => "any",
             Tcp => "tcp",
+            Ipv6 => "ipv6",
+            Ipv6Tcp => "ipv6 tcp",
         };
         out.push_str(&format!(
             "| `{}` | {level} | {applies} | {} |\n",
@@ -169,6 +220,13 @@ mod tests {
         assert_eq!(find("SO_MARK").unwrap().optname, 36);
         assert_eq!(find("IP_TOS").unwrap().optname, 1);
         assert_eq!(find("TCP_NODELAY").unwrap().level, 6);
+        assert_eq!(find("IPV6_UNICAST_HOPS").unwrap().optname, 16);
+        assert_eq!(find("IPV6_UNICAST_HOPS").unwrap().level, 41);
+        for name in names().into_iter().filter(|n| n.starts_with("IPV6_")) {
+            if let Some(v4) = ipv4_counterpart(name) {
+                assert!(find(v4).is_some(), "{name} → {v4}");
+            }
+        }
     }
 
     #[test]

@@ -130,6 +130,8 @@ pub struct Host {
     pub routes: Vec<Route>,
     /// Extra addresses on the host's loopback, e.g. a source that routing does not expect.
     pub addresses: Vec<Cidr>,
+    /// The IPv6 ones of `addresses` (IPv6 is turned on for `lo` only when there are some).
+    pub addresses6: Vec<Cidr6>,
     /// Policy rules (`ip rule`), added in file order.
     pub rules: Vec<Rule>,
     /// Permanent neighbour entries, the host's own and those written on its link ends.

@@ -184,6 +184,8 @@ pub struct Host {
     pub sysctls: BTreeMap<Spanned<String>, SysctlValue>,
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// Extra addresses on the host's loopback (`lo`), IPv4 or IPv6 with a prefix:
+    /// "198.18.1.9/32", "2001:db8:7::9/128".
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub addresses: Vec<Spanned<String>>,

@@ -173,6 +173,7 @@ impl Validator<'_> {
                 sysctls: BTreeMap::new(),
                 routes: Vec::new(),
                 addresses: Vec::new(),
+                addresses6: Vec::new(),
                 rules: Vec::new(),
                 neighbours: Vec::new(),
             }));
@@ -613,10 +614,17 @@ impl Validator<'_> {
             .into_iter()
             .map(|r| self.route(r))
             .collect::<Result<_, _>>()?;
-        let addresses = spec
+        let (addresses6, addresses): (Vec<_>, Vec<_>) = spec
             .addresses
             .iter()
+            .partition(|a| a.get_ref().contains(':'));
+        let addresses = addresses
+            .into_iter()
             .map(|a| self.cidr(a))
+            .collect::<Result<_, _>>()?;
+        let addresses6 = addresses6
+            .into_iter()
+            .map(|a| self.cidr6(a))
             .collect::<Result<_, _>>()?;
         let rules = spec
             .rules
@@ -629,6 +637,7 @@ impl Validator<'_> {
             sysctls,
             routes,
             addresses,
+            addresses6,
             rules,
             neighbours: Vec::new(),
         })
@@ -1040,9 +1049,13 @@ impl Validator<'_> {
                 "`accept_until_empty` drains the accept queue of a listener that accepts: it needs accept = \"on_arrival\"",
             ));
         }
-        let listener_sockopts =
-            self.sockopts("listener_sockopts", &spec.listener_sockopts, protocol)?;
-        let sockopts = self.sockopts("sockopts", &spec.sockopts, protocol)?;
+        let listener_sockopts = self.sockopts(
+            "listener_sockopts",
+            &spec.listener_sockopts,
+            protocol,
+            family,
+        )?;
+        let sockopts = self.sockopts("sockopts", &spec.sockopts, protocol, family)?;
         if let Some(backlog) = &spec.backlog {
             if protocol != Protocol::Tcp {
                 return Err(self

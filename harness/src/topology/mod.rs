@@ -41,6 +41,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 pub mod change;
 pub(crate) mod error;
+mod loopback6;
 mod neighbours;
 mod routing;
 mod sysctl;
@@ -148,6 +149,7 @@ fn build_here(scenario: &Scenario) -> Result<Vec<Netns>, TopologyError> {
     }
     runtime.block_on(configure(scenario, &plan, &namespaces, &handles))?;
     configure_ipv6(scenario, &plan, &namespaces, &handles, &runtime)?;
+    loopback6::add_addresses(scenario, &namespaces, &handles, &runtime)?;
     runtime.block_on(routing::install(scenario, &plan, &handles))?;
     neighbours::add_static(scenario, &plan, &handles, &runtime)?;
     for (host, netns) in scenario.hosts.iter().zip(&namespaces) {

@@ -7,7 +7,8 @@ use super::super::model::{Accept, Protocol, SetOption};
 use super::super::raw::Spanned;
 use super::super::ScenarioError;
 use super::{did_you_mean, Validator};
-use crate::socket_options::{self, Applies};
+use crate::scenario::Family;
+use crate::socket_options;
 
 impl Validator<'_> {
     /// `accept = "never" | "on_arrival"`, squared with the older `receiver` key: a TCP
@@ -52,12 +53,13 @@ impl Validator<'_> {
     }
 
     /// `sockopts = { SO_MARK = 7 }`: every name from the table, every value in range,
-    /// TCP options on TCP sockets only.
+    /// TCP options on TCP sockets only, IPv6 options on IPv6 sockets only.
     pub(super) fn sockopts(
         &self,
         key: &str,
         options: &BTreeMap<Spanned<String>, Spanned<i64>>,
         protocol: Protocol,
+        family: Family,
     ) -> Result<Vec<SetOption>, ScenarioError> {
         let mut set = Vec::new();
         for (name, value) in options {
@@ -71,7 +73,20 @@ impl Validator<'_> {
                     ),
                 )
             })?;
-            if option.applies == Applies::Tcp && protocol != Protocol::Tcp {
+            if option.applies.needs_ipv6() && family != Family::Ipv6 {
+                let instead = socket_options::ipv4_counterpart(option.name)
+                    .map_or(String::new(), |v4| {
+                        format!(", or use `{v4}`, its IPv4 twin")
+                    });
+                return Err(self.at.error(
+                    name.span(),
+                    format!(
+                        "`{}` is an IPv6 option (SOL_IPV6) and this entry's sockets are IPv4: send to an IPv6 address (`family = \"ipv6\"` or an IPv6 `to`){instead}",
+                        option.name,
+                    ),
+                ));
+            }
+            if option.applies.needs_tcp() && protocol != Protocol::Tcp {
                 return Err(self.at.error(
                     name.span(),
                     format!(
