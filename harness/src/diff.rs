@@ -778,6 +778,7 @@ mod tests {
                 steps: Vec::new(),
                 icmp_send_watched: false,
                 reruns: Vec::new(),
+                commands: Vec::new(),
                 timings: Timings::default(),
             }],
             skipped: BTreeMap::new(),

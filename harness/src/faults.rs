@@ -15,6 +15,7 @@ use std::fs::File;
 use std::io::{self, Seek, Write};
 use std::process::ExitStatus;
 
+mod command;
 mod qdisc;
 
 /// A fault that could not be loaded, naming where its rules came from (`origin`: the
@@ -67,6 +68,15 @@ pub enum FaultError {
         /// its line number (`iptables-restore: line 3 failed`).
         output: String,
     },
+    /// A `command` fault exited with a non-zero status.
+    #[error("{origin}: `{command}` failed in host `{host}` ({status}):\n{output}")]
+    CommandFailed {
+        origin: String,
+        host: String,
+        command: String,
+        status: ExitStatus,
+        output: String,
+    },
 }
 
 impl FaultError {
@@ -78,7 +88,7 @@ impl FaultError {
             FaultError::Spawn { source, .. } => {
                 matches!(source.raw_os_error(), Some(libc::EPERM | libc::EACCES))
             }
-            FaultError::Rejected { .. } => false,
+            FaultError::Rejected { .. } | FaultError::CommandFailed { .. } => false,
         }
     }
 }
@@ -112,18 +122,23 @@ fn indent(text: &str) -> String {
 /// Loads every fault into its host, in scenario order (later faults add to earlier ones
 /// on the same host).
 /// Faults a `[[steps]]` entry applies are left for it ([`apply_one`]).
-pub fn apply(scenario: &Scenario, topology: &Topology) -> Result<(), FaultError> {
+/// Returns what each `command` fault printed, for the report (`command::ran`).
+pub fn apply(scenario: &Scenario, topology: &Topology) -> Result<Vec<String>, FaultError> {
+    let mut printed = Vec::new();
     for (i, fault) in scenario.faults.iter().enumerate() {
         if scenario.applied_up_front(i) {
-            apply_fault(fault, topology)?;
+            printed.extend(apply_one(fault, topology)?);
         }
     }
-    Ok(())
+    Ok(printed)
 }
 
-/// Loads one fault, for an `apply` step.
-pub fn apply_one(fault: &Fault, topology: &Topology) -> Result<(), FaultError> {
-    apply_fault(fault, topology)
+/// Loads one fault, for an `apply` step; a `command` fault returns what it printed.
+pub fn apply_one(fault: &Fault, topology: &Topology) -> Result<Vec<String>, FaultError> {
+    if let FaultKind::Command { argv, origin } = &fault.kind {
+        return command::run(topology.host(fault.host), argv, origin);
+    }
+    apply_fault(fault, topology).map(|()| Vec::new())
 }
 
 /// Takes a fault back, for a `remove` step: loads its inverse (`scenario::undo`) with
@@ -174,6 +189,8 @@ pub fn rule_sources(scenario: &Scenario, host: HostId) -> Vec<RuleSource> {
             FaultKind::Tc { .. } | FaultKind::TcDrop { .. } => continue,
             // The qdisc's own statistics: drops, overlimits, requeues, backlog.
             FaultKind::Qdisc(_) => RuleSource::Qdisc,
+            // What a command changes is its own business; its output is in the report.
+            FaultKind::Command { .. } => continue,
         };
         if !sources.contains(&source) {
             sources.push(source);
@@ -227,6 +244,7 @@ fn apply_fault(fault: &Fault, topology: &Topology) -> Result<(), FaultError> {
         }
         FaultKind::TcDrop { .. } => unreachable!("handled by apply_tc_drop"),
         FaultKind::Qdisc(_) => unreachable!("handled by apply_qdisc"),
+        FaultKind::Command { .. } => unreachable!("handled by apply_one"),
     };
     let spawn_error = |source: io::Error| {
         if source.kind() == io::ErrorKind::NotFound {

@@ -204,6 +204,7 @@ mod tests {
             steps: Vec::new(),
             icmp_send_watched: false,
             reruns: Vec::new(),
+            commands: Vec::new(),
             drops,
             traffic: vec![],
             events: vec![],

@@ -55,6 +55,10 @@ pub struct Report {
     /// probe was shown to have missed events ([`probe_missed`]), with what it missed.
     #[serde(default)]
     pub reruns: Vec<String>,
+    /// What each `command` fault printed (`command on HOST: ARGV: exit 0` and its
+    /// output): not in the snapshot, the output of a tool follows its version.
+    #[serde(default)]
+    pub commands: Vec<String>,
     pub timings: Timings,
 }
 
@@ -481,6 +485,7 @@ impl Report {
             steps: Vec::new(),
             icmp_send_watched: seen.icmp_send_watched,
             reruns: Vec::new(),
+            commands: Vec::new(),
             timings,
         }
     }
@@ -625,6 +630,9 @@ impl Report {
             writeln!(out, "restored global sysctl {key} to {original}").unwrap();
         }
         out.push_str(&self.render_snapshot());
+        for line in &self.commands {
+            writeln!(out, "{line}").unwrap();
+        }
         self.hooks.render(&mut out);
         for row in &self.datapath {
             writeln!(
@@ -1373,6 +1381,7 @@ count = 3
             steps: Vec::new(),
             icmp_send_watched: false,
             reruns: Vec::new(),
+            commands: Vec::new(),
             timings: Timings::default(),
         }
     }

@@ -139,7 +139,7 @@ pub fn run_with(
 
     let started = Instant::now();
     let topology = Topology::build(scenario)?;
-    faults::apply(scenario, &topology)?;
+    let mut commands = faults::apply(scenario, &topology)?;
     timings.setup = started.elapsed();
 
     // Watching starts after set-up, so only what the traffic causes is counted.
@@ -172,6 +172,7 @@ pub fn run_with(
     } else {
         let ran = steps::run(scenario, &topology, &mut completion, &mut sockets)
             .map_err(RunError::Steps)?;
+        commands.extend(ran.commands);
         (ran.traffic, ran.packets, ran.unread, ran.steps)
     };
     timings.traffic = started.elapsed();
@@ -219,6 +220,7 @@ pub fn run_with(
         timings,
     );
     report.steps = step_rows;
+    report.commands = commands;
     Ok(report)
 }
 

@@ -50,6 +50,8 @@ pub struct Ran {
     pub packets: Vec<PacketOutcome>,
     pub steps: Vec<StepRow>,
     pub unread: Unread,
+    /// What `command` faults applied by steps printed (`faults::apply_one`).
+    pub commands: Vec<String>,
 }
 
 pub fn run(
@@ -63,6 +65,7 @@ pub fn run(
         packets: vec![PacketOutcome::default(); scenario.packets.len()],
         steps: Vec::new(),
         unread: Unread::default(),
+        commands: Vec::new(),
     };
     for (n, step) in scenario.steps.iter().enumerate() {
         let error = |source: Box<dyn std::error::Error + Send + Sync>| StepError {
@@ -106,8 +109,9 @@ pub fn run(
             }
             StepAction::Wait { ms } => std::thread::sleep(Duration::from_millis(*ms)),
             StepAction::Apply { fault } => {
-                faults::apply_one(&scenario.faults[*fault], topology)
+                let printed = faults::apply_one(&scenario.faults[*fault], topology)
                     .map_err(|e| error(e.into()))?;
+                ran.commands.extend(printed);
             }
             StepAction::Remove { fault } => {
                 faults::remove(&scenario.faults[*fault], topology).map_err(|e| error(e.into()))?;

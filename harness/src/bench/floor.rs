@@ -203,8 +203,8 @@ fn run_here(scenario: &Scenario) -> Result<FloorTimes> {
             }
             FaultKind::Nft { ruleset, .. } => ("nft", &["-f", "-"], ruleset),
             FaultKind::Tc { commands, .. } => ("tc", &["-batch", "-"], commands),
-            FaultKind::TcDrop { .. } | FaultKind::Qdisc(_) => {
-                anyhow::bail!("the floor measurement does not model tc_drop or qdisc faults: leave such scenarios out of the bench")
+            FaultKind::TcDrop { .. } | FaultKind::Qdisc(_) | FaultKind::Command { .. } => {
+                anyhow::bail!("the floor measurement does not model tc_drop, qdisc or command faults: leave such scenarios out of the bench")
             }
         };
         load_rules(&namespaces[fault.host], tool, args, text)?;

@@ -151,8 +151,8 @@ pub fn script_for(scenario: &Scenario, tag: &str, dir: &Path) -> Result<String> 
             ),
             FaultKind::Nft { ruleset, .. } => ("nft -f".to_owned(), ruleset),
             FaultKind::Tc { commands, .. } => ("tc -batch".to_owned(), commands),
-            FaultKind::TcDrop { .. } | FaultKind::Qdisc(_) => {
-                anyhow::bail!("the shell way does not model tc_drop or qdisc faults: leave such scenarios out of the bench")
+            FaultKind::TcDrop { .. } | FaultKind::Qdisc(_) | FaultKind::Command { .. } => {
+                anyhow::bail!("the shell way does not model tc_drop, qdisc or command faults: leave such scenarios out of the bench")
             }
         };
         std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;

@@ -112,6 +112,7 @@ pub(crate) mod tests {
             steps: Vec::new(),
             icmp_send_watched: false,
             reruns: Vec::new(),
+            commands: Vec::new(),
             drops,
             traffic: Vec::new(),
             events: Vec::new(),

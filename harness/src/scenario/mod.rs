@@ -41,8 +41,8 @@ pub use discover::{discover, scenario_name, snapshot_name};
 pub use model::*;
 pub use routing::*;
 pub use validate::{
-    is_test_address, parse_kernel_version, DEFAULT_SOURCE_PORT, MAX_COUNT, MAX_TIMEOUT_MS,
-    MAX_WAIT_MS,
+    is_test_address, parse_kernel_version, COMMAND_PROGRAMS, DEFAULT_SOURCE_PORT, MAX_COUNT,
+    MAX_TIMEOUT_MS, MAX_WAIT_MS,
 };
 
 use validate::{Locator, Validator};

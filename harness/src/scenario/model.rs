@@ -213,6 +213,9 @@ pub enum FaultKind {
     TcDrop { dev: String, ingress: bool },
     /// A root qdisc on one interface (`[[faults]] qdisc = {…}`).
     Qdisc(Qdisc),
+    /// The escape hatch: one allowed program with its arguments (`[[faults]] command`),
+    /// run inside the host's namespace without a shell.
+    Command { argv: Vec<String>, origin: String },
 }
 
 /// A qdisc fault, validated: each kind with the keys it takes.

@@ -321,6 +321,10 @@ pub struct Fault {
     pub tc_drop: Option<Spanned<TcDrop>>,
     #[schemars(with = "Option<Qdisc>")]
     pub qdisc: Option<Spanned<Qdisc>>,
+    /// An escape hatch: one program and its arguments, run inside the host's namespace
+    /// (no shell); which programs and arguments are allowed: `validate/command.rs`.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub command: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `qdisc = { dev = "eth0", kind = "tbf", rate = "1mbit", burst = 1600, limit = 3000 }`:

@@ -17,6 +17,7 @@ use crate::vocab::{Corruption, HookPoint, TCP_ACK, TCP_PSH, TCP_SYN};
 mod fragments;
 mod sockets;
 mod steps;
+pub use command::ALLOWED as COMMAND_PROGRAMS;
 pub use steps::MAX_WAIT_MS;
 
 /// Upper bound on packets one traffic entry may send: traffic loops are bounded by design.
@@ -26,6 +27,7 @@ pub const MAX_COUNT: u32 = 10_000;
 pub const MAX_TRAFFIC_PAYLOAD: usize = 65_507;
 /// Upper bound on how long one attempt may wait for an answer.
 pub const MAX_TIMEOUT_MS: u64 = 5_000;
+mod command;
 mod links;
 mod qdisc;
 
@@ -780,14 +782,20 @@ impl Validator<'_> {
             spec.tc.is_some(),
             spec.tc_drop.is_some(),
             spec.qdisc.is_some(),
+            spec.command.is_some(),
         ];
         if sources.iter().filter(|s| **s).count() != 1 {
             return Err(self.at.error(
                 spec.host.span(),
-                "a fault needs exactly one of `iptables`, `iptables_file`, `nft`, `nft_file`, `tc`, `tc_drop` or `qdisc`",
+                "a fault needs exactly one of `iptables`, `iptables_file`, `nft`, `nft_file`, `tc`, `tc_drop`, `qdisc` or `command`",
             ));
         }
-        let kind = if let Some(qdisc) = spec.qdisc {
+        let kind = if let Some(command) = spec.command {
+            FaultKind::Command {
+                argv: self.command(command)?,
+                origin: format!("{} (command)", self.at.path.display()),
+            }
+        } else if let Some(qdisc) = spec.qdisc {
             FaultKind::Qdisc(self.qdisc(qdisc, host, links, hosts)?)
         } else if let Some(tc_drop) = spec.tc_drop {
             let span = tc_drop.span();
