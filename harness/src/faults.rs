@@ -189,7 +189,10 @@ pub fn rule_sources(scenario: &Scenario, host: HostId) -> Vec<RuleSource> {
             FaultKind::Tc { .. } | FaultKind::TcDrop { .. } => continue,
             // The qdisc's own statistics: drops, overlimits, requeues, backlog.
             FaultKind::Qdisc(_) => RuleSource::Qdisc,
-            // What a command changes is its own business; its output is in the report.
+            // A `tc` command may add qdiscs, an `nft` one rules: their statistics.
+            FaultKind::Command { argv, .. } if argv[0] == "tc" => RuleSource::Qdisc,
+            FaultKind::Command { argv, .. } if argv[0] == "nft" => RuleSource::Nft,
+            // Other tools' changes have no counters dropspec reads; the output is in the report.
             FaultKind::Command { .. } => continue,
         };
         if !sources.contains(&source) {

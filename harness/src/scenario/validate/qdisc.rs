@@ -129,12 +129,19 @@ impl Validator<'_> {
         }
         let has_qdisc = faults
             .iter()
-            .any(|f| f.host == host && matches!(&f.kind, FaultKind::Qdisc(q) if q.dev == dev));
+            .any(|f| f.host == host && match &f.kind {
+                FaultKind::Qdisc(q) => q.dev == dev,
+                // A `command` fault that runs tc on that interface.
+                FaultKind::Command { argv, .. } => {
+                    argv[0] == "tc" && argv.windows(2).any(|w| w[0] == "dev" && w[1] == dev)
+                }
+                _ => false,
+            });
         if !has_qdisc {
             return Err(self.at.error(
                 name.span(),
                 format!(
-                    "qdisc counter `{text}`: host `{}` has no `qdisc` fault on `{dev}`, so its qdisc statistics are not read",
+                    "qdisc counter `{text}`: host `{}` has no `qdisc` fault (nor a `tc` command) on `{dev}`, so its qdisc statistics are not read",
                     hosts[host].name
                 ),
             ));
