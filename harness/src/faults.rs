@@ -141,6 +141,15 @@ pub fn apply_one(fault: &Fault, topology: &Topology) -> Result<Vec<String>, Faul
     apply_fault(fault, topology).map(|()| Vec::new())
 }
 
+/// Runs a `run` step's command in the host; returns what it printed, for the report.
+pub fn run_command(
+    netns: &crate::topology::Netns,
+    argv: &[String],
+    origin: &str,
+) -> Result<Vec<String>, FaultError> {
+    command::run(netns, argv, origin)
+}
+
 /// Takes a fault back, for a `remove` step: loads its inverse (`scenario::undo`) with
 /// the fault's own tool, so a rule of another fault on the same host stays.
 pub fn remove(fault: &Fault, topology: &Topology) -> Result<(), FaultError> {

@@ -133,6 +133,15 @@ pub fn run(
             StepAction::Route { host, route, add } => {
                 change::change_route(topology, *host, route, *add).map_err(|e| error(e.into()))?;
             }
+            StepAction::Run { host, argv } => {
+                let printed = faults::run_command(
+                    topology.host(*host),
+                    argv,
+                    &format!("{} (step {})", scenario.path.display(), n + 1),
+                )
+                .map_err(|e| error(e.into()))?;
+                ran.commands.extend(printed);
+            }
             StepAction::Accept { traffic: entry } => {
                 let spec = &scenario.traffic[*entry];
                 let accepted = traffic::accept_waiting(entry + 1, spec, sockets)

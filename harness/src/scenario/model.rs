@@ -94,6 +94,11 @@ pub enum StepAction {
         route: Route,
         add: bool,
     },
+    /// `run = { host, command }`: one allowed program run in the host (the escape hatch).
+    Run {
+        host: HostId,
+        argv: Vec<String>,
+    },
     /// Accepts the connections waiting on the listener of `scenario.traffic[traffic]`.
     Accept {
         traffic: usize,

@@ -67,6 +67,9 @@ pub struct Step {
     pub route: Option<Spanned<RouteStep>>,
     #[schemars(with = "Option<AcceptStep>")]
     pub accept: Option<Spanned<AcceptStep>>,
+    /// The escape hatch as a step: one allowed program run in a host (`validate/command.rs`).
+    #[schemars(with = "Option<RunStep>")]
+    pub run: Option<Spanned<RunStep>>,
     /// What a later run of a traffic entry must achieve (its first run has the entry's).
     #[schemars(with = "Option<TrafficExpect>")]
     pub expect: Option<Spanned<TrafficExpect>>,
@@ -90,6 +93,15 @@ pub struct RouteStep {
     pub host: Spanned<String>,
     pub add: Option<Route>,
     pub del: Option<Route>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunStep {
+    #[schemars(with = "String")]
+    pub host: Spanned<String>,
+    #[schemars(with = "Vec<String>")]
+    pub command: Spanned<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize, JsonSchema)]

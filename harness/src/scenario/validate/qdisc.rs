@@ -127,16 +127,17 @@ impl Validator<'_> {
         if !QDISC_STATS.contains(&stat) {
             return Err(form());
         }
-        let has_qdisc = faults
-            .iter()
-            .any(|f| f.host == host && match &f.kind {
-                FaultKind::Qdisc(q) => q.dev == dev,
-                // A `command` fault that runs tc on that interface.
-                FaultKind::Command { argv, .. } => {
-                    argv[0] == "tc" && argv.windows(2).any(|w| w[0] == "dev" && w[1] == dev)
+        let has_qdisc = faults.iter().any(|f| {
+            f.host == host
+                && match &f.kind {
+                    FaultKind::Qdisc(q) => q.dev == dev,
+                    // A `command` fault that runs tc on that interface.
+                    FaultKind::Command { argv, .. } => {
+                        argv[0] == "tc" && argv.windows(2).any(|w| w[0] == "dev" && w[1] == dev)
+                    }
+                    _ => false,
                 }
-                _ => false,
-            });
+        });
         if !has_qdisc {
             return Err(self.at.error(
                 name.span(),

@@ -165,11 +165,12 @@ impl Validator<'_> {
                 step.link.is_some(),
                 step.route.is_some(),
                 step.accept.is_some(),
+                step.run.is_some(),
             ];
             if actions.iter().filter(|a| **a).count() != 1 {
                 self.note(self.at.error(
                     span,
-                    "a step does exactly one thing: `traffic`, `packets`, `wait_ms`, `apply`, `remove`, `link`, `route` or `accept`",
+                    "a step does exactly one thing: `traffic`, `packets`, `wait_ms`, `apply`, `remove`, `link`, `route`, `accept` or `run`",
                 ));
                 continue;
             }
@@ -300,6 +301,15 @@ impl Validator<'_> {
                     continue;
                 };
                 action
+            } else if let Some(run) = step.run {
+                let run = run.into_inner();
+                let Some(host) = self.keep(self.host_ref(&run.host)) else {
+                    continue;
+                };
+                let Some(argv) = self.keep(self.command(run.command)) else {
+                    continue;
+                };
+                StepAction::Run { host, argv }
             } else if let Some(route) = step.route {
                 let Some(action) = self.keep(self.route_step(route, links)) else {
                     continue;
@@ -554,6 +564,7 @@ fn label(
             describe_route(route)
         ),
         StepAction::Accept { traffic: t } => format!("accept {}", name(&traffic.names, *t)),
+        StepAction::Run { host: h, argv } => format!("run {} {}", host(*h), argv.join(" ")),
     }
 }
 
