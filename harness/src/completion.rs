@@ -28,6 +28,11 @@
 //!
 //! What remains a window is the cap (the entry's `timeout_ms`, or the settle cap): a
 //! drain that reaches it says so, and the report names the results that relied on it.
+//! The cap counts from the last moment the kernel still held something on a timer (an
+//! INCOMPLETE neighbour entry, a qdisc with packets), up to [`DECIDING_CAP`] from the
+//! start of the drain: a neighbour entry that takes longer than `timeout_ms` to fail on a
+//! slow machine (a TCG guest under load) still has its errors counted, because the
+//! kernel said it had not decided yet.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -49,6 +54,10 @@ use crate::netns::Netns;
 /// (only a machine so loaded that a softirq waits this long: the drain then reports).
 const MARKER_WAIT: Duration = Duration::from_secs(2);
 const POLL_INTERVAL: Duration = Duration::from_micros(500);
+/// How long, from the start of a drain, the kernel's own timers (a neighbour entry
+/// resolving, a qdisc draining) may hold a drain past its cap. Default neighbour
+/// resolution gives up after about 3 s (`mcast_solicit` 3 × `retrans_time` 1 s).
+pub const DECIDING_CAP: Duration = Duration::from_secs(5);
 
 /// How a drain ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +138,10 @@ impl<'a> Completion<'a> {
         what: &str,
         mut progress: impl FnMut() -> io::Result<(u64, bool)>,
     ) -> io::Result<Drained> {
+        let started = Instant::now();
+        let budget = deadline.saturating_duration_since(started);
+        let ceiling = deadline.max(started + DECIDING_CAP);
+        let mut deadline = deadline;
         let mut rounds = 0;
         let mut last = None;
         loop {
@@ -140,6 +153,9 @@ impl<'a> Completion<'a> {
             let resolving = self.resolving()?;
             if !resolving && rounds >= self.min_rounds && last == Some(now) {
                 return Ok(Drained::Quiet);
+            }
+            if resolving {
+                deadline = extended(deadline, Instant::now(), budget, ceiling);
             }
             if Instant::now() >= deadline {
                 self.capped.push(what.to_owned());
@@ -177,6 +193,12 @@ impl<'a> Completion<'a> {
         }
         Ok(false)
     }
+}
+
+/// The drain's deadline once the kernel is seen still deciding at `now`: the whole
+/// budget again from `now`, never past `ceiling`, never earlier than it was.
+fn extended(deadline: Instant, now: Instant, budget: Duration, ceiling: Instant) -> Instant {
+    deadline.max((now + budget).min(ceiling))
 }
 
 /// A NETLINK_ROUTE socket made inside the calling thread's namespace.
@@ -437,5 +459,30 @@ impl Markers {
             let ms = left.as_millis().min(1000) as u16;
             poll(&mut fds, PollTimeout::from(ms))?;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kernel_still_deciding_restarts_the_budget_up_to_the_ceiling() {
+        let start = Instant::now();
+        let budget = Duration::from_millis(200);
+        let deadline = start + budget;
+        let ceiling = deadline.max(start + DECIDING_CAP);
+        // Still resolving at 150 ms: 200 ms more from there.
+        let at = start + Duration::from_millis(150);
+        assert_eq!(extended(deadline, at, budget, ceiling), at + budget);
+        // Still resolving at 4.9 s: only up to the ceiling.
+        let late = start + Duration::from_millis(4900);
+        assert_eq!(extended(deadline, late, budget, ceiling), ceiling);
+        // Never earlier than the deadline already was (the settle drain's 5 s cap).
+        let settle = start + Duration::from_secs(5);
+        assert_eq!(
+            extended(settle, start, Duration::from_secs(5), settle),
+            settle
+        );
     }
 }
