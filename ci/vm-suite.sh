@@ -11,6 +11,8 @@
 #                                                each scenario with its why
 #   bash ci/vm-suite.sh --accel kvm              qemu's accelerator (default tcg; the GitHub
 #                                                workflow uses kvm where /dev/kvm exists)
+#   bash ci/vm-suite.sh --cpus 2                 guests with two vCPUs (TCG then runs them in
+#                                                turn on one host thread; default one)
 #   bash ci/vm-suite.sh --release                the guests run a release build of the suite
 #                                                (TCG emulates every instruction: the debug
 #                                                build's harness code is most of a guest's
@@ -35,6 +37,7 @@ skip_unavailable=false
 ci_only=false
 with_host=false
 accel=tcg
+cpus=1
 profile=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -44,6 +47,7 @@ while [ $# -gt 0 ]; do
     --with-host) with_host=true; shift ;;
     --release) profile=(--release); shift ;;
     --accel) accel=$2; shift 2 ;;
+    --cpus) cpus=$2; shift 2 ;;
     *) kernels+=("$1"); shift ;;
   esac
 done
@@ -146,7 +150,7 @@ for kernel in "${kernels[@]}"; do
   if [ ${#filter[@]} -eq 0 ]; then
     guest_command=(bash -c '"$0" "${@}" && echo "=== hook points by kprobe" && DROPSPEC_HOOKS=kprobe "$0" hook "${@}"' "$suite" "${leave_out[@]}")
   fi
-  if target/debug/dropspec vm --kernel "$kernel" --accel "$accel" --timeout "${DROPSPEC_VM_TIMEOUT:-900}" \
+  if target/debug/dropspec vm --kernel "$kernel" --accel "$accel" --cpus "$cpus" --timeout "${DROPSPEC_VM_TIMEOUT:-900}" \
       --env CI=true --env DROPSPEC_REQUIRE_PRIVILEGED=1 --env DROPSPEC_REQUIRE_HOOKS=1 \
       -- "${guest_command[@]}"; then
     echo "=== kernel $kernel: suite passed in $(( $(date +%s) - started ))s"

@@ -202,7 +202,8 @@ struct VmArgs {
     /// Guest CPUs. One by default. Completion no longer rests on a quiet window (the old
     /// reason), but under multi-threaded TCG a second vCPU crashed a 6.12 guest in 1 of 6
     /// suite runs: "Oops: int3" in ip_local_deliver while a static key was being patched
-    /// (cross-modifying code). `--cpus 2` works otherwise (5 of 6 runs green).
+    /// (cross-modifying code). With more than one, TCG therefore runs the vCPUs in turn
+    /// on one host thread (`thread=single`).
     #[arg(long, default_value_t = 1)]
     cpus: u32,
     /// Seconds for boot, command and power-off together; qemu is killed after that.

@@ -96,9 +96,16 @@ impl Guest<'_> {
         if !self.verbose {
             append.push_str(" quiet");
         }
-        let accel = match self.accel {
-            Accel::Tcg => "tcg,thread=multi",
-            Accel::Kvm => "kvm",
+        // More than one vCPU under TCG: round-robin on one host thread (thread=single).
+        // Multi-threaded TCG once crashed a 6.12 guest with two vCPUs ("Oops: int3" in
+        // ip_local_deliver while a static key was being patched: code one vCPU rewrote
+        // while another ran it); single-threaded TCG runs one vCPU at a time, so no vCPU
+        // ever runs half-patched code, and the guest still has two CPUs (two backlogs,
+        // timers on either) for completion to get right.
+        let accel = match (self.accel, self.cpus) {
+            (Accel::Tcg, 0 | 1) => "tcg,thread=multi",
+            (Accel::Tcg, _) => "tcg,thread=single",
+            (Accel::Kvm, _) => "kvm",
         };
         let mut args: Vec<String> = vec![
             "-nodefaults".into(),
@@ -407,7 +414,7 @@ mod tests {
             "-fsdev local,id=dropspec-rw0,path=/work/a,,b,security_model=passthrough,multidevs=remap -device"
         ));
         assert!(joined.contains("-kernel /cache/k/boot/vmlinuz-6.1.0-56-amd64"));
-        assert!(joined.contains("-accel tcg,thread=multi"));
+        assert!(joined.contains("-accel tcg,thread=single -cpu max -smp 2"));
         assert!(joined.contains("console=ttyS0 panic=-1"));
     }
 
