@@ -99,16 +99,30 @@ static __always_inline void push(__u32 hook, struct net *net, struct sk_buff *sk
 		if (!frames)
 			return;
 	}
+	__u64 now = bpf_ktime_get_ns();
 	__u32 depth = frames->depth;
+	/* Frames left by calls whose exit never ran: dropped, and lost if watched. */
+	for (int i = 0; i < DROPSPEC_HOOK_DEPTH; i++) {
+		if (depth == 0 || depth > DROPSPEC_HOOK_DEPTH)
+			break;
+		struct dropspec_hook_frame *top = &frames->frame[(depth - 1) & (DROPSPEC_HOOK_DEPTH - 1)];
+		if (now - top->entered < DROPSPEC_HOOK_STALE_NS)
+			break;
+		if (top->slot != DROPSPEC_HOOK_UNWATCHED)
+			count_lost(DROPSPEC_HOOK_LOST_STALE);
+		depth--;
+	}
+	__u32 *slot = watched_slot(net);
 	frames->depth = depth + 1;
 	if (depth >= DROPSPEC_HOOK_DEPTH) {
 		/* Counted by depth only; its exit finds no frame and counts nothing. */
-		count_lost(DROPSPEC_HOOK_LOST_DEEP);
+		if (slot)
+			count_lost(DROPSPEC_HOOK_LOST_DEEP);
 		return;
 	}
 	struct dropspec_hook_frame *frame = &frames->frame[depth];
 	frame->hook = hook;
-	__u32 *slot = watched_slot(net);
+	frame->entered = now;
 	frame->slot = slot ? *slot : DROPSPEC_HOOK_UNWATCHED;
 	frame->len = skb ? BPF_CORE_READ(skb, len) : 0;
 	frame->l3proto = skb ? bpf_ntohs(BPF_CORE_READ(skb, protocol)) : 0;

@@ -52,7 +52,17 @@ struct dropspec_hook_frame {
 	__u16 l3proto;
 	__u16 pad;
 	__u64 err_ptr; /* inet_csk_accept: where its errno will be written */
+	__u64 entered; /* bpf_ktime_get_ns() at the entry: see DROPSPEC_HOOK_STALE_NS */
 };
+
+/*
+ * A frame older than this when its context enters another call belongs to a call whose
+ * exit never ran: a tracing program the kernel skipped as recursion (an fexit program
+ * interrupted, or preempted on its CPU, by another run of itself). No hook function's
+ * call lasts a second; a stale frame left in place would sit under every later call of
+ * its thread until the stack was "too deep" for all of them.
+ */
+#define DROPSPEC_HOOK_STALE_NS 1000000000ULL
 
 struct dropspec_hook_frames {
 	__u32 depth;
@@ -68,8 +78,9 @@ struct dropspec_hook_frames {
 #define DROPSPEC_HOOK_LOST_KEYS 0     /* failures not counted: dropspec_hook_counts full */
 #define DROPSPEC_HOOK_LOST_UNPAIRED 1 /* an exit that is not its context's last entry (a
 				       * kretprobe missed a return) */
-#define DROPSPEC_HOOK_LOST_DEEP 2     /* calls nested deeper than DROPSPEC_HOOK_DEPTH */
-#define DROPSPEC_HOOK_LOST_COUNTERS 3
+#define DROPSPEC_HOOK_LOST_DEEP 2     /* watched calls nested deeper than DROPSPEC_HOOK_DEPTH */
+#define DROPSPEC_HOOK_LOST_STALE 3    /* watched calls whose exit never ran (stale frames) */
+#define DROPSPEC_HOOK_LOST_COUNTERS 4
 
 _Static_assert(sizeof(struct dropspec_hook_key) == 16, "dropspec_hook_key ABI");
 _Static_assert(sizeof(struct dropspec_hook_value) == 16, "dropspec_hook_value ABI");

@@ -94,14 +94,21 @@ pub fn unavailable_reason() -> Option<String> {
 const ATTEMPTS: usize = 3;
 
 /// Builds the scenario, drives it, watches it and tears it down. A run in which the probe
-/// is shown to have missed tracepoint calls (`report::probe_missed`) proves nothing, so
-/// it is discarded and the scenario run again from scratch, up to [`ATTEMPTS`] times in
-/// all; the report lists the discarded attempts (`Report::reruns`), the verdict says so,
-/// and if the last attempt missed events too the verdict fails with what was missed.
+/// is shown to have missed tracepoint calls (`report::probe_missed`), or a watcher says
+/// it could not count every call (`WatchError::calls_lost`), proves nothing, so it is
+/// discarded and the scenario run again from scratch, up to [`ATTEMPTS`] times in all;
+/// the report lists the discarded attempts (`Report::reruns`), the verdict says so, and if
+/// the last attempt missed events too the verdict fails with what was missed.
 pub fn run(scenario: &Scenario) -> Result<Report, RunError> {
     let mut reruns = Vec::new();
     loop {
-        let mut report = run_with(scenario, |_| {})?;
+        let mut report = match run_with(scenario, |_| {}) {
+            Err(RunError::Watch(e)) if e.calls_lost() && reruns.len() + 1 < ATTEMPTS => {
+                reruns.push(format!("attempt {}: {e}", reruns.len() + 1));
+                continue;
+            }
+            result => result?,
+        };
         let missed = report::probe_missed(&report);
         if missed.is_empty() || reruns.len() + 1 >= ATTEMPTS {
             report.reruns = reruns;

@@ -112,7 +112,8 @@ unsafe impl aya::Pod for HookValue {}
 pub(super) const HOOK_LOST_KEYS: u32 = 0;
 pub(super) const HOOK_LOST_UNPAIRED: u32 = 1;
 pub(super) const HOOK_LOST_DEEP: u32 = 2;
-pub(super) const HOOK_LOST_COUNTERS: u32 = 3;
+pub(super) const HOOK_LOST_STALE: u32 = 3;
+pub(super) const HOOK_LOST_COUNTERS: u32 = 4;
 
 // ---- ebpf/datapath.h ----------------------------------------------------------------
 
@@ -296,6 +297,7 @@ pub(super) mod tests {
             ("DROPSPEC_HOOK_LOST_KEYS", HOOK_LOST_KEYS),
             ("DROPSPEC_HOOK_LOST_UNPAIRED", HOOK_LOST_UNPAIRED),
             ("DROPSPEC_HOOK_LOST_DEEP", HOOK_LOST_DEEP),
+            ("DROPSPEC_HOOK_LOST_STALE", HOOK_LOST_STALE),
             ("DROPSPEC_HOOK_LOST_COUNTERS", HOOK_LOST_COUNTERS),
         ] {
             assert_eq!(c_number(header, name), value as usize, "{name}");

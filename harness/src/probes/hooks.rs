@@ -21,7 +21,8 @@
 //! fexit first.
 
 use super::abi::{
-    HookKey, HookValue, HOOK_LOST_COUNTERS, HOOK_LOST_DEEP, HOOK_LOST_KEYS, HOOK_LOST_UNPAIRED,
+    HookKey, HookValue, HOOK_LOST_COUNTERS, HOOK_LOST_DEEP, HOOK_LOST_KEYS, HOOK_LOST_STALE,
+    HOOK_LOST_UNPAIRED,
 };
 use super::names::l3_name;
 use super::slots::{LostCounters, Slot, SlotOwner, SlotTable};
@@ -154,6 +155,18 @@ impl Loaded {
         // As the drop probe does: a panic elsewhere leaves the maps usable.
         self.maps.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// How often the kernel skipped one of the family's programs since it was loaded,
+    /// because it was already running on that CPU (`misses.rs`): an entry skipped is a
+    /// call not counted, an exit skipped a frame left stale.
+    fn recursion_misses(&self) -> Result<u64, ProbeError> {
+        let ebpf = self._ebpf.lock().unwrap_or_else(|p| p.into_inner());
+        super::misses::total(ebpf.programs().map(|(_, p)| p)).map_err(|e| ProbeError::Map {
+            map: "hooks.bpf.c programs",
+            op: "reading the recursion misses (BPF_OBJ_GET_INFO_BY_FD)",
+            detail: e.to_string(),
+        })
+    }
 }
 
 impl SlotOwner for Loaded {
@@ -171,6 +184,7 @@ impl SlotOwner for Loaded {
 pub struct HookSlot {
     slot: Slot<Loaded>,
     lost_at_start: u64,
+    misses_at_start: u64,
 }
 
 impl HookSlot {
@@ -222,12 +236,14 @@ impl HookFamily {
         let Some(loaded) = &self.loaded else {
             return Ok(None);
         };
+        let misses_at_start = loaded.recursion_misses()?;
         let mut maps = loaded.lock_maps();
         let lost_at_start = maps.lost.total()?;
         let id = maps.slots.add(netns_inode)?;
         Ok(Some(HookSlot {
             slot: Slot::new(loaded, id, netns_inode),
             lost_at_start,
+            misses_at_start,
         }))
     }
 
@@ -244,18 +260,35 @@ impl HookFamily {
                 detail: format!("turned off while they were counting: {FTRACE_OFF}"),
             });
         }
+        let misses = loaded
+            .recursion_misses()?
+            .saturating_sub(slot.misses_at_start);
+        if misses > 0 {
+            return Err(ProbeError::CallsLost {
+                map: "hooks.bpf.c programs",
+                op: "reading the hook-point counters",
+                detail: format!(
+                    "the kernel skipped the hook-point programs {misses} time(s) while slot {} \
+                     was watched (bpf recursion_misses: a call on a CPU where the same program \
+                     was already running, interrupted or preempted), so calls may be missing \
+                     from its counts and the run proves nothing",
+                    slot.slot.id()
+                ),
+            });
+        }
         let maps = loaded.lock_maps();
         let lost = maps.lost.total()?.saturating_sub(slot.lost_at_start);
         if lost > 0 {
             // Which kind, over the whole process (the slot kept only the sum at its start).
             let kind = |index| maps.lost.get(index).unwrap_or(0);
-            return Err(ProbeError::Map {
+            return Err(ProbeError::CallsLost {
                 map: "dropspec_lost (hooks.bpf.c)",
                 op: "reading the hook-point counters",
                 detail: format!(
                     "{lost} calls could not be counted while slot {} was watched, so the \
                      counts are incomplete (in this process so far: {} returns a kretprobe \
-                     missed, {} calls nested too deep, {} with the map full). A kernel \
+                     missed, {} calls nested too deep, {} calls whose exit program the \
+                     kernel skipped as recursion, {} with the map full). A kernel \
                      gives a kretprobe made through perf a fixed number of instances \
                      (num_possible_cpus() on kernels without CONFIG_PREEMPTION, such as \
                      Debian's 5.10: one on a one-CPU machine), so nested or concurrent calls \
@@ -264,6 +297,7 @@ impl HookFamily {
                     slot.slot.id(),
                     kind(HOOK_LOST_UNPAIRED),
                     kind(HOOK_LOST_DEEP),
+                    kind(HOOK_LOST_STALE),
                     kind(HOOK_LOST_KEYS),
                 ),
             });

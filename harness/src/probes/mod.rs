@@ -101,6 +101,15 @@ pub enum ProbeError {
          before watching the namespace again"
     )]
     AlreadyWatched { inode: u64, slot: u32 },
+    /// The probe could not count every call while a slot was watched (a tracing program
+    /// the kernel skipped, a kretprobe out of instances): the counts are incomplete, and
+    /// the run proves nothing.
+    #[error("{op} on BPF map {map} failed: {detail}")]
+    CallsLost {
+        map: &'static str,
+        op: &'static str,
+        detail: String,
+    },
     #[error("{op} on BPF map {map} failed: {detail}")]
     Map {
         map: &'static str,
@@ -165,6 +174,7 @@ impl ProbeError {
             | ProbeError::BadNetnsInode { .. }
             | ProbeError::AlreadyWatched { .. }
             | ProbeError::Map { .. }
+            | ProbeError::CallsLost { .. }
             | ProbeError::Lost { .. }
             | ProbeError::EventsLost { .. }
             | ProbeError::Missed { .. } => false,

@@ -83,6 +83,20 @@ pub enum WatchError {
 }
 
 impl WatchError {
+    /// A watcher's probe could not count every call of the run
+    /// ([`crate::probes::ProbeError::CallsLost`]): the run proves nothing either way, so
+    /// the runner runs the scenario again.
+    pub fn calls_lost(&self) -> bool {
+        matches!(self, WatchError::Failed { source: Some(source), .. }
+        if matches!(
+            source.downcast_ref::<crate::probes::ProbeError>(),
+            Some(
+                crate::probes::ProbeError::CallsLost { .. }
+                    | crate::probes::ProbeError::Missed { .. }
+            )
+        ))
+    }
+
     /// A failure of `watcher`, or a skip when `unavailable` says the machine lacks
     /// something rather than dropspec having a bug.
     pub fn from_source<E>(watcher: &'static str, unavailable: bool, e: E) -> WatchError
@@ -98,5 +112,30 @@ impl WatchError {
                 source: Some(Box::new(e)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probes::ProbeError;
+
+    #[test]
+    fn only_calls_the_kernel_skipped_make_a_run_worth_repeating() {
+        let lost = ProbeError::CallsLost {
+            map: "m",
+            op: "o",
+            detail: "d".into(),
+        };
+        assert!(WatchError::from_source("hooks", false, lost).calls_lost());
+        let missed = ProbeError::Missed { slot: 1, missed: 2 };
+        assert!(WatchError::from_source("drops", false, missed).calls_lost());
+        let map = ProbeError::Map {
+            map: "m",
+            op: "o",
+            detail: "d".into(),
+        };
+        assert!(!WatchError::from_source("hooks", false, map).calls_lost());
+        assert!(!WatchError::Unavailable("no".into()).calls_lost());
     }
 }
