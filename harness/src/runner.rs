@@ -101,7 +101,9 @@ const ATTEMPTS: usize = 3;
 pub fn run(scenario: &Scenario) -> Result<Report, RunError> {
     let mut reruns = Vec::new();
     loop {
+        let started = Instant::now();
         let mut report = run_with(scenario, |_| {})?;
+        crate::spans::scenario(&scenario.name, started, &report.timings);
         let missed = report::probe_missed(&report);
         if missed.is_empty() || reruns.len() + 1 >= ATTEMPTS {
             report.reruns = reruns;

@@ -24,6 +24,7 @@ fn workspace() -> PathBuf {
 }
 
 fn main() {
+    dropspec::spans::begin("scenario suite");
     let args = Arguments::from_args();
     // A bad DROPSPEC_* value stops the whole run before anything is built: a misspelt
     // DROPSPEC_REQUIRE_PRIVILEGED must not quietly turn CI's no-skip rule off.
@@ -181,6 +182,7 @@ fn cli_agrees(root: &Path) -> Result<(), String> {
 
 /// One scenario as a trial: run it, and let the library's one verdict decide.
 fn run_trial(root: &Path, path: &Path, policy: &Policy) -> Result<Completion, Failed> {
+    let started = std::time::Instant::now();
     let scenarios_dir = root.join("scenarios");
     let scenario = scenario::load(path, &scenarios_dir, &root.join("fixtures"))
         .map_err(|e| Failed::from(e.to_string()))?;
@@ -224,6 +226,7 @@ fn run_trial(root: &Path, path: &Path, policy: &Policy) -> Result<Completion, Fa
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(scenario.name.clone(), verdict_word(&judgement.verdict));
+    dropspec::spans::trial(&scenario.name, started, verdict_word(&judgement.verdict));
     match judgement.verdict {
         Verdict::Passed => Ok(Completion::Completed),
         Verdict::Skipped(why) => Ok(Completion::ignored_with(why)),
