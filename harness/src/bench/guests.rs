@@ -236,7 +236,7 @@ fn build_suite(root: &Path, build: Build) -> Result<(PathBuf, Duration)> {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["target"]["name"] == "scenarios" && v["target"]["kind"][0] == "test")
         .filter_map(|v| v["executable"].as_str().map(PathBuf::from))
-        .last()
+        .next_back()
         .context("cargo built no scenarios test binary")?;
     Ok((executable, elapsed))
 }

@@ -173,7 +173,7 @@ pub(crate) fn guests_section(runs: &[GuestRun], errors: &[String]) -> String {
             ) + &format!("; {} trials: {}", i.trials, i.verdicts)
         }),
         row(
-            "host, before (not in the wall): the test binary (`cargo test --no-run`, up to date)",
+            "host, before (not in the wall): the test binary built (`cargo test --no-run`)",
             &|r, _| fmt_s(s(r.host_build)),
         ),
         row("host: kernel from the cache, initramfs built", &|r, _| {
@@ -185,9 +185,10 @@ pub(crate) fn guests_section(runs: &[GuestRun], errors: &[String]) -> String {
                     .map(|u| format!("; guest kernel up {} of it", fmt_s(u)))
                     .unwrap_or_default()
         }),
-        row("the command (both passes)", &|r, _| {
-            share(s(r.outcome.command_time), w(r))
-        }),
+        row(
+            "the command (the suite, then the hook points by kprobe)",
+            &|r, _| share(s(r.outcome.command_time), w(r)),
+        ),
         row("– in trials (load, run, judge each scenario)", &|r, i| {
             share(i.trials_s, w(r))
         }),
@@ -306,15 +307,22 @@ pub(crate) fn guests_section(runs: &[GuestRun], errors: &[String]) -> String {
             ));
         }
     }
-    let best = runs
+    let whole: Vec<&GuestRun> = runs
         .iter()
-        .filter(|r| r.outcome.exit_code == 0)
-        .map(|r| s(r.wall))
-        .fold(f64::INFINITY, f64::min);
-    out.push_str(&format!(
-        "\nGoal (issue 15), the suite ≤ 30 s per kernel under TCG: best {} ({}).\n",
-        fmt_s(best),
-        if best <= GOAL_S { "met" } else { "**missed**" }
-    ));
+        .filter(|r| r.filter.is_none() && r.outcome.exit_code == 0)
+        .collect();
+    if whole.is_empty() {
+        out.push_str("\nGoal (issue 15), the suite ≤ 30 s per kernel under TCG: not judged (no whole-suite run passed here).\n");
+    } else {
+        let best = whole
+            .iter()
+            .map(|r| s(r.wall))
+            .fold(f64::INFINITY, f64::min);
+        out.push_str(&format!(
+            "\nGoal (issue 15), the suite ≤ 30 s per kernel under TCG: best {} ({}).\n",
+            fmt_s(best),
+            if best <= GOAL_S { "met" } else { "**missed**" }
+        ));
+    }
     out
 }
