@@ -103,7 +103,12 @@ pub fn run(scenario: &Scenario) -> Result<Report, RunError> {
     loop {
         let started = Instant::now();
         let mut report = run_with(scenario, |_| {})?;
-        crate::spans::scenario(&scenario.name, started, &report.timings);
+        let t = &report.timings;
+        crate::spans::scenario(
+            &scenario.name,
+            started,
+            [t.setup, t.attach, t.traffic, t.settle, t.teardown],
+        );
         let missed = report::probe_missed(&report);
         if missed.is_empty() || reruns.len() + 1 >= ATTEMPTS {
             report.reruns = reruns;

@@ -15,8 +15,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::report::Timings;
-
 /// The variable; `DROPSPEC_INTERNAL_*` is the policy's internal prefix.
 pub const ENV: &str = "DROPSPEC_INTERNAL_SPANS";
 
@@ -88,19 +86,21 @@ pub fn span<T>(name: &str, f: impl FnOnce() -> T) -> T {
     out
 }
 
-/// One run of a scenario by the runner, started at `started`: its wall time and phases.
-pub fn scenario(name: &str, started: Instant, timings: &Timings) {
+/// One run of a scenario by the runner, started at `started`: its wall time and phases
+/// (setup, attach, traffic, settle, teardown: the report's `Timings`).
+pub fn scenario(name: &str, started: Instant, phases: [Duration; 5]) {
     let Some(sink) = sink() else { return };
+    let [setup, attach, traffic, settle, teardown] = phases;
     emit(
         sink,
         json!({
             "scenario": name,
             "ms": ms(started.elapsed()),
-            "setup_ms": ms(timings.setup),
-            "attach_ms": ms(timings.attach),
-            "traffic_ms": ms(timings.traffic),
-            "settle_ms": ms(timings.settle),
-            "teardown_ms": ms(timings.teardown),
+            "setup_ms": ms(setup),
+            "attach_ms": ms(attach),
+            "traffic_ms": ms(traffic),
+            "settle_ms": ms(settle),
+            "teardown_ms": ms(teardown),
         }),
         started,
     );
