@@ -67,11 +67,26 @@ fn main() {
         .collect();
     trials.push(Trial::test("snapshots/all_referenced", {
         let names = names.clone();
-        move || unreferenced_snapshots(&workspace().join("snapshots"), &names)
+        move || {
+            let started = std::time::Instant::now();
+            let result = unreferenced_snapshots(&workspace().join("snapshots"), &names);
+            dropspec::spans::trial("snapshots/all_referenced", started, word(&result));
+            result
+        }
     }));
     trials.push(Trial::ignorable_test("controls/no_harness_drops", {
         let names = names.clone();
-        move || no_harness_drops(&workspace(), &names, policy)
+        move || {
+            let started = std::time::Instant::now();
+            let result = no_harness_drops(&workspace(), &names, policy);
+            let word = match &result {
+                Ok(Completion::Completed) => "passed",
+                Ok(_) => "skipped",
+                Err(_) => "failed",
+            };
+            dropspec::spans::trial("controls/no_harness_drops", started, word);
+            result
+        }
     }));
     // Only a whole-suite run can compare. cargo-nextest runs one trial per process
     // (`--exact NAME`), so there this check never runs (nor could it: each process sees
@@ -95,6 +110,15 @@ fn main() {
         }
     }
     conclusion.exit();
+}
+
+/// A trial's outcome as `dropspec::spans` records it.
+fn word(result: &Result<(), Failed>) -> &'static str {
+    if result.is_ok() {
+        "passed"
+    } else {
+        "failed"
+    }
 }
 
 /// Each trial's verdict, by scenario name: "passed", "failed" or "skipped".

@@ -62,10 +62,8 @@ pub struct Process {
     pub uptime_s: Option<f64>,
     /// Probe loads and kallsyms reads: (name, start, ms).
     pub spans: Vec<(String, f64, f64)>,
-    /// Per scenario: the runner's runs summed.
-    pub runs: BTreeMap<String, Phases>,
-    /// Each runner run: (scenario, start, ms), in order.
-    pub run_spans: Vec<(String, f64, f64)>,
+    /// Each runner run: (scenario, start, phases), in order.
+    pub run_spans: Vec<(String, f64, Phases)>,
     /// Per trial, in order: (name, start, ms, verdict).
     pub trials: Vec<(String, f64, f64, String)>,
 }
@@ -104,8 +102,20 @@ impl Process {
 
     pub fn phases(&self) -> Phases {
         let mut sum = Phases::default();
-        for p in self.runs.values() {
+        for (_, _, p) in &self.run_spans {
             sum.add(p);
+        }
+        sum
+    }
+
+    /// The runner's runs made within a trial that started at `start` and took `ms`,
+    /// summed: a scenario's own trial, or a trial that runs others (the controls' check).
+    pub fn runs_within(&self, start: f64, ms: f64) -> Phases {
+        let mut sum = Phases::default();
+        for (_, at, p) in &self.run_spans {
+            if *at >= start && *at <= start + ms {
+                sum.add(p);
+            }
         }
         sum
     }
@@ -180,10 +190,7 @@ pub fn parse_spans(text: &str) -> Result<Vec<Process>> {
         if let Some(name) = line.span {
             process.spans.push((name, line.start_ms, line.ms));
         } else if let Some(name) = line.scenario {
-            process
-                .run_spans
-                .push((name.clone(), line.start_ms, line.ms));
-            process.runs.entry(name).or_default().add(&Phases {
+            let phases = Phases {
                 runs: 1,
                 total: line.ms,
                 setup: line.setup_ms,
@@ -191,7 +198,8 @@ pub fn parse_spans(text: &str) -> Result<Vec<Process>> {
                 traffic: line.traffic_ms,
                 settle: line.settle_ms,
                 teardown: line.teardown_ms,
-            });
+            };
+            process.run_spans.push((name, line.start_ms, phases));
         } else if let Some(name) = line.trial {
             process.trials.push((
                 name,
@@ -422,8 +430,10 @@ mod tests {
         let p = parse_spans(text).unwrap();
         assert_eq!(p.len(), 2);
         assert_eq!(p[0].span_ms("drop probe load"), 800.0);
-        assert_eq!(p[0].runs["a/b"].runs, 2);
+        assert_eq!(p[0].run_spans.len(), 2);
         assert_eq!(p[0].phases().setup, 20.0);
+        assert_eq!(p[0].runs_within(5.0, 120.0).runs, 2);
+        assert_eq!(p[0].runs_within(5.0, 50.0).runs, 1);
         assert_eq!(p[0].last_ms(), 810.0);
         assert_eq!(p[1].hooks.as_deref(), Some("kprobe"));
         assert_eq!(p[1].verdicts()["skipped"], 1);

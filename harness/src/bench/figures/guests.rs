@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::bench::guests::{GuestRun, Phases, Process};
+use crate::bench::guests::{GuestRun, Phases};
 use crate::bench::stats::table;
 
 /// Issue 15: the suite ≤ 30 s per kernel under TCG.
@@ -96,18 +96,18 @@ fn inside(run: &GuestRun) -> Inside {
     }
 }
 
-fn slowest(run: &GuestRun, n: usize) -> Vec<(String, &Process, f64, String)> {
-    let mut all: Vec<(String, &Process, f64, String)> = run
+fn slowest(run: &GuestRun, n: usize) -> Vec<(String, Phases, f64, String)> {
+    let mut all: Vec<(String, Phases, f64, String)> = run
         .processes
         .iter()
         .flat_map(|p| {
-            p.trials.iter().map(move |(name, _, ms, verdict)| {
+            p.trials.iter().map(move |(name, start, ms, verdict)| {
                 let pass = if p.hooks.is_some() {
                     format!("{name} (hooks by kprobe)")
                 } else {
                     name.clone()
                 };
-                (pass, p, *ms, verdict.clone())
+                (pass, p.runs_within(*start, *ms), *ms, verdict.clone())
             })
         })
         .collect();
@@ -253,15 +253,13 @@ pub(crate) fn guests_section(runs: &[GuestRun], errors: &[String]) -> String {
 
     for (r, i) in runs.iter().zip(&insides) {
         out.push_str(&format!(
-            "\nThe 10 slowest trials, {} build (of {}; phases are the runner's, summed over its runs of the scenario):\n\n",
+            "\nThe 10 slowest trials, {} build (of {}; phases are the runner's, summed over the runs made within the trial):\n\n",
             r.build.name(),
             i.trials
         ));
         let rows: Vec<Vec<String>> = slowest(r, 10)
             .into_iter()
-            .map(|(name, p, ms, verdict)| {
-                let base = name.trim_end_matches(" (hooks by kprobe)");
-                let ph = p.runs.get(base).copied().unwrap_or_default();
+            .map(|(name, ph, ms, verdict)| {
                 let f = |v: f64| format!("{:.0} ms", v);
                 vec![
                     format!("`{name}`"),

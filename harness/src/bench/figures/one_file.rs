@@ -96,7 +96,7 @@ fn profile(runs: &[Run]) -> String {
         r.process
             .run_spans
             .first()
-            .map_or((0.0, 0.0), |s| (s.1, s.2))
+            .map_or((0.0, 0.0), |s| (s.1, s.2.total))
     };
     let phases = |r: &Run| r.process.phases();
     let rows: Vec<Vec<String>> = [
