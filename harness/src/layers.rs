@@ -18,15 +18,17 @@ const RULES: &[(&str, &[&str])] = &[
         &["scenario", "socket_options", "suggest", "vocab"],
     ),
     // Builds the model's `KnownNames` from what the kernel layer and the counters read.
-    ("names.rs", &["counters", "kernel", "scenario"]),
+    ("names.rs", &["counters", "kernel", "scenario", "spans"]),
     // Leaves.
     ("vocab.rs", &[]),
+    // Timing lines for `dropspec bench` (DROPSPEC_INTERNAL_SPANS), named from any layer.
+    ("spans.rs", &[]),
     ("socket_options.rs", &[]),
     ("forks.rs", &[]),
     ("topology/error.rs", &[]),
     ("topology/sysctl.rs", &[]),
     // The kernel layer has its own errors; probes wrap them.
-    ("kernel", &["kernel", "policy"]),
+    ("kernel", &["kernel", "policy", "spans"]),
     // The namespace handle reports its errors as the topology's (a leaf, above).
     ("topology/netns.rs", &["topology"]),
     // The counters read what they are told to read; which fault needs which counter is
@@ -38,7 +40,7 @@ const RULES: &[(&str, &[&str])] = &[
     // A program under test and the kernel's word on its drops: the model's `[[programs]]`
     // and the kernel's names, nothing of the run; the watcher pairs them for the report.
     ("probes/program.rs", &["scenario"]),
-    ("probes/datapath.rs", &["kernel", "scenario"]),
+    ("probes/datapath.rs", &["kernel", "scenario", "spans"]),
     (
         "watchers/datapath.rs",
         &["probes", "report", "scenario", "topology"],
@@ -56,6 +58,7 @@ const RULES: &[(&str, &[&str])] = &[
             "global_sysctls",
             "report",
             "scenario",
+            "spans",
             "steps",
             "topology",
             "traffic",

@@ -43,6 +43,7 @@ pub mod runner;
 pub mod scenario;
 pub mod socket_options;
 mod sockopt;
+pub mod spans;
 pub mod steps;
 pub mod suggest;
 pub mod topology;

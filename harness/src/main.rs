@@ -240,6 +240,7 @@ struct VmArgs {
 }
 
 fn main() -> ExitCode {
+    dropspec::spans::begin("dropspec");
     let cli = Cli::parse();
     // Every command runs under the same policy: a bad DROPSPEC_* value stops any of them.
     if let Err(e) = Policy::current() {
@@ -751,7 +752,10 @@ fn run(paths: &[PathBuf], options: &RunOptions<'_>, ci: &CiOutputs) -> Result<Ex
             }
         );
     }
-    let (scenarios, places): (Vec<_>, Vec<_>) = match load_all(&files, root.as_deref()) {
+    let loaded = dropspec::spans::span("scenario files loaded and checked", || {
+        load_all(&files, root.as_deref())
+    });
+    let (scenarios, places): (Vec<_>, Vec<_>) = match loaded {
         Ok(s) => s.into_iter().unzip(),
         Err(errors) => {
             for e in &errors {
@@ -760,7 +764,7 @@ fn run(paths: &[PathBuf], options: &RunOptions<'_>, ci: &CiOutputs) -> Result<Ex
             bail!("{} scenario file(s) invalid: nothing was run", errors.len());
         }
     };
-    for line in cleanup::reap_before_run()
+    for line in dropspec::spans::span("leftovers of earlier runs reaped", cleanup::reap_before_run)
         .context("removing what an earlier run left")?
         .lines()
     {
@@ -798,7 +802,9 @@ fn run(paths: &[PathBuf], options: &RunOptions<'_>, ci: &CiOutputs) -> Result<Ex
                 } else {
                     runner::run(s)
                 };
-                let judgement = verdict::judge(s, report, baselines, &policy);
+                let judgement = dropspec::spans::span("verdict (baseline compared)", || {
+                    verdict::judge(s, report, baselines, &policy)
+                });
                 {
                     let mut progress = output.lock().unwrap();
                     progress.clear();

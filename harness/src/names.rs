@@ -13,24 +13,25 @@ use crate::scenario::{Scenario, ScenarioError};
 /// the check falls back as `scenario::names` documents.
 pub fn on_this_machine() -> KnownNames {
     KnownNames {
-        functions: known::running_functions().ok(),
+        functions: crate::spans::span("names: kernel functions", known::running_functions).ok(),
         ..on_this_machine_but_functions()
     }
 }
 
 /// [`on_this_machine`] without reading kallsyms.
 fn on_this_machine_but_functions() -> KnownNames {
-    let (counters, unread_counter_groups) = match counters::counter_names() {
-        Some((names, unread)) => (Some(names), unread.into_iter().map(String::from).collect()),
-        None => (None, Vec::new()),
-    };
+    let (counters, unread_counter_groups) =
+        match crate::spans::span("names: counter names", counters::counter_names) {
+            Some((names, unread)) => (Some(names), unread.into_iter().map(String::from).collect()),
+            None => (None, Vec::new()),
+        };
     KnownNames {
         counters,
         unread_counter_groups,
         release: std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .ok()
             .map(|r| r.trim().to_owned()),
-        reasons: known::running_reasons().ok(),
+        reasons: crate::spans::span("names: drop reasons (BTF)", known::running_reasons).ok(),
         functions: None,
         bundled_reasons: known::bundled_reasons(),
     }
@@ -44,16 +45,23 @@ fn on_this_machine_but_functions() -> KnownNames {
 /// [`check_functions_after_run`], when the scenario's faults have loaded what they need.
 pub fn check(scenario: &Scenario) -> Vec<ScenarioError> {
     static KNOWN: std::sync::OnceLock<KnownNames> = std::sync::OnceLock::new();
-    let known = KNOWN.get_or_init(|| {
-        if modular_kernel() {
-            // Not read at all: kallsyms costs seconds in a TCG guest.
-            KnownNames {
-                functions: None,
-                ..on_this_machine_but_functions()
-            }
-        } else {
-            on_this_machine()
-        }
+    static WITH_FUNCTIONS: std::sync::OnceLock<KnownNames> = std::sync::OnceLock::new();
+    let known = KNOWN.get_or_init(on_this_machine_but_functions);
+    // Functions are read only for a scenario that names one: collecting kallsyms's
+    // 150,000 names costs 100-350 ms here before anything runs (the drop probe reads
+    // kallsyms anyway, but on its own thread while the scenario sets up). On a modular
+    // kernel they are not read at all (seconds in a TCG guest): they wait for
+    // `check_functions_after_run`.
+    let names_a_function = scenario
+        .kernel_names
+        .iter()
+        .any(|n| matches!(n.kind, crate::scenario::KernelNameKind::Function));
+    if !names_a_function || modular_kernel() {
+        return names::check(scenario, known);
+    }
+    let known = WITH_FUNCTIONS.get_or_init(|| KnownNames {
+        functions: crate::spans::span("names: kernel functions", known::running_functions).ok(),
+        ..known.clone()
     });
     names::check(scenario, known)
 }

@@ -102,6 +102,7 @@ const ATTEMPTS: usize = 3;
 pub fn run(scenario: &Scenario) -> Result<Report, RunError> {
     let mut reruns = Vec::new();
     loop {
+        let started = Instant::now();
         let mut report = match run_with(scenario, |_| {}) {
             Err(RunError::Watch(e)) if e.calls_lost() && reruns.len() + 1 < ATTEMPTS => {
                 reruns.push(format!("attempt {}: {e}", reruns.len() + 1));
@@ -109,6 +110,12 @@ pub fn run(scenario: &Scenario) -> Result<Report, RunError> {
             }
             result => result?,
         };
+        let t = &report.timings;
+        crate::spans::scenario(
+            &scenario.name,
+            started,
+            [t.setup, t.attach, t.traffic, t.settle, t.teardown],
+        );
         let missed = report::probe_missed(&report);
         if missed.is_empty() || reruns.len() + 1 >= ATTEMPTS {
             report.reruns = reruns;

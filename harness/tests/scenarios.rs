@@ -24,6 +24,7 @@ fn workspace() -> PathBuf {
 }
 
 fn main() {
+    dropspec::spans::begin("scenario suite");
     let args = Arguments::from_args();
     // A bad DROPSPEC_* value stops the whole run before anything is built: a misspelt
     // DROPSPEC_REQUIRE_PRIVILEGED must not quietly turn CI's no-skip rule off.
@@ -66,11 +67,26 @@ fn main() {
         .collect();
     trials.push(Trial::test("snapshots/all_referenced", {
         let names = names.clone();
-        move || unreferenced_snapshots(&workspace().join("snapshots"), &names)
+        move || {
+            let started = std::time::Instant::now();
+            let result = unreferenced_snapshots(&workspace().join("snapshots"), &names);
+            dropspec::spans::trial("snapshots/all_referenced", started, word(&result));
+            result
+        }
     }));
     trials.push(Trial::ignorable_test("controls/no_harness_drops", {
         let names = names.clone();
-        move || no_harness_drops(&workspace(), &names, policy)
+        move || {
+            let started = std::time::Instant::now();
+            let result = no_harness_drops(&workspace(), &names, policy);
+            let word = match &result {
+                Ok(Completion::Completed) => "passed",
+                Ok(_) => "skipped",
+                Err(_) => "failed",
+            };
+            dropspec::spans::trial("controls/no_harness_drops", started, word);
+            result
+        }
     }));
     // Only a whole-suite run can compare. cargo-nextest runs one trial per process
     // (`--exact NAME`), so there this check never runs (nor could it: each process sees
@@ -94,6 +110,15 @@ fn main() {
         }
     }
     conclusion.exit();
+}
+
+/// A trial's outcome as `dropspec::spans` records it.
+fn word(result: &Result<(), Failed>) -> &'static str {
+    if result.is_ok() {
+        "passed"
+    } else {
+        "failed"
+    }
 }
 
 /// Each trial's verdict, by scenario name: "passed", "failed" or "skipped".
@@ -181,6 +206,7 @@ fn cli_agrees(root: &Path) -> Result<(), String> {
 
 /// One scenario as a trial: run it, and let the library's one verdict decide.
 fn run_trial(root: &Path, path: &Path, policy: &Policy) -> Result<Completion, Failed> {
+    let started = std::time::Instant::now();
     let scenarios_dir = root.join("scenarios");
     let scenario = scenario::load(path, &scenarios_dir, &root.join("fixtures"))
         .map_err(|e| Failed::from(e.to_string()))?;
@@ -224,6 +250,7 @@ fn run_trial(root: &Path, path: &Path, policy: &Policy) -> Result<Completion, Fa
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(scenario.name.clone(), verdict_word(&judgement.verdict));
+    dropspec::spans::trial(&scenario.name, started, verdict_word(&judgement.verdict));
     match judgement.verdict {
         Verdict::Passed => Ok(Completion::Completed),
         Verdict::Skipped(why) => Ok(Completion::ignored_with(why)),

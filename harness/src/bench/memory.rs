@@ -80,7 +80,18 @@ pub struct SuiteRun {
 /// this process (fork or vfork alike) is this process's own peak — after loading the
 /// probe, 40 MiB. A freshly started parent is a few MiB.
 pub fn peak_rss_via_small_parent(exe: &Path, root: &Path, args: &[&str]) -> Result<SuiteRun> {
+    peak_rss_with_env(exe, root, args, &[])
+}
+
+/// [`peak_rss_via_small_parent`] with these variables set for the child.
+pub fn peak_rss_with_env(
+    exe: &Path,
+    root: &Path,
+    args: &[&str],
+    env: &[(&str, &Path)],
+) -> Result<SuiteRun> {
     let output = Command::new(exe)
+        .envs(env.iter().copied())
         .args(["bench", "--peak-rss-of", &args.join(" ")])
         .current_dir(root)
         .stdin(Stdio::null())

@@ -16,6 +16,7 @@ mod choose;
 mod figures;
 mod flood;
 mod floor;
+mod guests;
 mod memory;
 mod profile;
 mod scaling;
@@ -31,8 +32,8 @@ use anyhow::{bail, Context, Result};
 use dropspec::runner;
 
 use figures::{
-    filter_section, flood_section, load_average, machine_section, memory_section, profile_section,
-    scaling_section, scenario_section, write_between_markers,
+    filter_section, flood_section, guests_section, load_average, machine_section, memory_section,
+    profile_section, scaling_section, scenario_section, write_between_markers,
 };
 
 #[derive(clap::Args, Debug)]
@@ -59,6 +60,17 @@ pub struct Args {
     /// and `<!-- bench:figures:end -->` lines (BENCHMARKS.md).
     #[arg(long)]
     pub write: Option<PathBuf>,
+    /// Kernel for the guests part: a name ci/kernels.toml lists (its pinned package) or
+    /// anything `dropspec vm --kernel` takes (repeatable, comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "6.12")]
+    pub guest_kernel: Vec<String>,
+    /// Builds of the suite's test binary the guests part runs, one guest each (default:
+    /// debug and release; `--quick`: debug, and only `sockets/`).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub guest_builds: Vec<guests::Build>,
+    /// vCPUs of the guests part's guests (as `dropspec vm --cpus`).
+    #[arg(long, default_value_t = 1)]
+    pub guest_cpus: u32,
     /// Internal: measure one flood in this mode and print the result (a child process).
     #[arg(long, hide = true, value_enum)]
     pub flood_worker: Option<flood::Mode>,
@@ -87,6 +99,8 @@ pub enum Part {
     Scaling,
     /// Peak RSS of a suite run and the probe's map memory.
     Memory,
+    /// The whole suite in a qemu guest (TCG): wall per kernel and where it goes.
+    Guests,
 }
 
 struct Settings {
@@ -191,6 +205,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if wants(Part::Memory) {
         emit(memory_section(&exe, &root)?);
     }
+    if wants(Part::Guests) {
+        emit(guests_part(&args, &root));
+    }
     emit(format!(
         "\nBench wall time {:.0} s; load average at the end: {}.\n",
         started.elapsed().as_secs_f64(),
@@ -202,4 +219,37 @@ pub fn run(args: Args) -> Result<ExitCode> {
         progress(&format!("figures written into {}", path.display()));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The guests part: one guest per kernel and build; a failed guest run is reported in
+/// the section, not fatal to the bench.
+fn guests_part(args: &Args, root: &std::path::Path) -> String {
+    let builds = if !args.guest_builds.is_empty() {
+        args.guest_builds.clone()
+    } else if args.quick {
+        vec![guests::Build::Debug]
+    } else {
+        vec![guests::Build::Debug, guests::Build::Release]
+    };
+    let mut runs = Vec::new();
+    let mut errors = Vec::new();
+    for kernel in &args.guest_kernel {
+        for &build in &builds {
+            let plan = guests::Plan {
+                root,
+                kernel,
+                build,
+                cpus: args.guest_cpus.max(1),
+                filter: args.quick.then_some("sockets/"),
+            };
+            match guests::run(&plan, &progress) {
+                Ok(run) => runs.push(run),
+                Err(e) => {
+                    progress(&format!("guests: {e:#}"));
+                    errors.push(format!("{kernel}, {} build: {e:#}", build.name()));
+                }
+            }
+        }
+    }
+    guests_section(&runs, &errors)
 }

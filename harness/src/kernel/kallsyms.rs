@@ -57,8 +57,10 @@ impl Kallsyms {
                 return Ok(kallsyms.clone());
             }
         }
-        let bytes = super::read_file(Path::new(PROC_KALLSYMS))?;
-        let kallsyms = Arc::new(Kallsyms::parse(&String::from_utf8_lossy(&bytes)));
+        let kallsyms = crate::spans::span("kallsyms read", || {
+            let bytes = super::read_file(Path::new(PROC_KALLSYMS))?;
+            Ok::<_, KernelError>(Arc::new(Kallsyms::parse(&String::from_utf8_lossy(&bytes))))
+        })?;
         *last = Some((modules, kallsyms.clone()));
         Ok(kallsyms)
     }

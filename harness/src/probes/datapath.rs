@@ -307,7 +307,7 @@ impl DatapathProbe {
     pub fn shared() -> Result<&'static DatapathProbe, ProbeError> {
         static PROBE: OnceLock<Result<DatapathProbe, ProbeError>> = OnceLock::new();
         PROBE
-            .get_or_init(DatapathProbe::load)
+            .get_or_init(|| crate::spans::span("datapath probe load", DatapathProbe::load))
             .as_ref()
             .map_err(Clone::clone)
     }

@@ -221,7 +221,12 @@ impl DropProbe {
         static SHARED: OnceLock<Result<DropProbe, ProbeError>> = OnceLock::new();
         static WARM_KALLSYMS: Once = Once::new();
         let probe = SHARED
-            .get_or_init(|| DropProbe::load(ProbeMode::from_env()?))
+            .get_or_init(|| {
+                crate::spans::span(
+                    "drop probe load",
+                    || DropProbe::load(ProbeMode::from_env()?),
+                )
+            })
             .as_ref()
             .map_err(Clone::clone)?;
         // Reading kallsyms takes 50-150 ms; do it while the first scenario sets up, so

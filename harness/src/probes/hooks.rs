@@ -352,7 +352,7 @@ impl HookFamily {
                 return HookFamily::none_attached(format!("turned off ({HOOKS_ENV}=off)"))
             }
         };
-        match HookFamily::try_load(only) {
+        match crate::spans::span("hook probe load", || HookFamily::try_load(only)) {
             Ok(family) => family,
             Err(why) => HookFamily::none_attached(why),
         }

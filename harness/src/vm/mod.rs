@@ -64,10 +64,15 @@ pub struct VmOutcome {
     pub kernel: GuestKernel,
     /// The command's exit code in the guest (125: stage 1 could not set the guest up).
     pub exit_code: i32,
+    /// From the call to starting qemu: the kernel from the cache (or downloaded), the
+    /// initramfs built.
+    pub prepare_time: Duration,
     /// From starting qemu to the command starting.
     pub boot_time: Duration,
     /// From the command starting to its exit code arriving.
     pub command_time: Duration,
+    /// From the exit code arriving to qemu having exited.
+    pub shutdown_time: Duration,
     /// Peak resident memory of the qemu process (VmHWM), when it could be read.
     pub qemu_peak_rss_kib: Option<u64>,
 }
@@ -215,6 +220,7 @@ pub fn run(
     status: &mut dyn Write,
 ) -> Result<VmOutcome, VmError> {
     let _signals = SignalGuard::install();
+    let called = std::time::Instant::now();
     if options.command.is_empty() {
         return Err(VmError::BadRequest(
             "no command: dropspec vm --kernel 6.1 -- <command…>".into(),
@@ -282,12 +288,15 @@ pub fn run(
         shares: &writable,
         verbose: options.verbose,
     };
+    let prepare_time = called.elapsed();
     let finished = guest.run(&marker, options.timeout, console)?;
     Ok(VmOutcome {
         kernel,
         exit_code: finished.exit_code,
+        prepare_time,
         boot_time: finished.boot_time,
         command_time: finished.command_time,
+        shutdown_time: finished.shutdown_time,
         qemu_peak_rss_kib: finished.peak_rss_kib,
     })
 }

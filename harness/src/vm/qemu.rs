@@ -66,6 +66,8 @@ pub(super) struct Finished {
     pub exit_code: i32,
     pub boot_time: Duration,
     pub command_time: Duration,
+    /// From the exit code arriving to qemu having exited (power-off).
+    pub shutdown_time: Duration,
     pub peak_rss_kib: Option<u64>,
 }
 
@@ -236,6 +238,7 @@ impl Guest<'_> {
                 });
             }
         };
+        let ended = Instant::now();
         drop(qemu);
         let _ = reader.join();
         // Events sent between the last tick and qemu's exit.
@@ -250,6 +253,7 @@ impl Guest<'_> {
                 exit_code,
                 boot_time: ready - started,
                 command_time: at - ready,
+                shutdown_time: ended.saturating_duration_since(at),
                 peak_rss_kib,
             }),
             (None, Some((exit_code, _))) => Ok(Finished {
@@ -257,6 +261,7 @@ impl Guest<'_> {
                 exit_code,
                 boot_time: Duration::ZERO,
                 command_time: Duration::ZERO,
+                shutdown_time: Duration::ZERO,
                 peak_rss_kib,
             }),
             (ready, None) => Err(VmError::GuestDied {

@@ -3,8 +3,10 @@
 //! and put between BENCHMARKS.md's markers.
 
 mod flood;
+mod guests;
 mod machine;
 mod memory;
+mod one_file;
 mod scaling;
 mod scenarios;
 
@@ -13,6 +15,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 pub(super) use flood::{filter_section, flood_section, profile_section};
+pub(super) use guests::guests_section;
 pub(super) use machine::{load_average, machine_section};
 pub(super) use memory::memory_section;
 pub(super) use scaling::scaling_section;
