@@ -6,6 +6,10 @@
 //! through every CPU's backlog, neighbour tables read, until a whole pass changes
 //! nothing watched), so each step's drops are complete before the next change is made,
 //! and a drop that comes late is counted, never hidden by the next step.
+//!
+//! Before a step that may delete rules (`remove`, `run`) the watchers read what the
+//! change would take away (`checkpoint`: a removed rule's counters), so the drops that
+//! rule made while it existed are still explained by it.
 
 use std::time::{Duration, Instant};
 
@@ -59,6 +63,7 @@ pub fn run(
     topology: &Topology,
     completion: &mut Completion,
     sockets: &mut Sockets,
+    checkpoint: &dyn Fn() -> Result<(), crate::watchers::WatchError>,
 ) -> Result<Ran, StepError> {
     let mut ran = Ran {
         traffic: vec![TrafficOutcome::default(); scenario.traffic.len()],
@@ -78,6 +83,12 @@ pub fn run(
             label: step.label.clone(),
             ..StepRow::default()
         };
+        if matches!(
+            step.action,
+            StepAction::Remove { .. } | StepAction::Run { .. }
+        ) {
+            checkpoint().map_err(|e| error(e.into()))?;
+        }
         match &step.action {
             StepAction::Traffic {
                 entry,
