@@ -170,7 +170,12 @@ pub fn run_with(
                 .map_err(RunError::Packets)?;
         (outcomes, packet_outcomes, unread, Vec::new())
     } else {
-        let checkpoint = || watching.iter().try_for_each(|w| w.checkpoint());
+        let checkpoint = || {
+            watching
+                .iter()
+                .try_for_each(|w| w.checkpoint())
+                .map_err(|e| e.into())
+        };
         let ran = steps::run(
             scenario,
             &topology,

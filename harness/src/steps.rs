@@ -63,7 +63,7 @@ pub fn run(
     topology: &Topology,
     completion: &mut Completion,
     sockets: &mut Sockets,
-    checkpoint: &dyn Fn() -> Result<(), crate::watchers::WatchError>,
+    checkpoint: &dyn Fn() -> Result<(), Box<dyn std::error::Error + Send + Sync>>,
 ) -> Result<Ran, StepError> {
     let mut ran = Ran {
         traffic: vec![TrafficOutcome::default(); scenario.traffic.len()],
@@ -87,7 +87,7 @@ pub fn run(
             step.action,
             StepAction::Remove { .. } | StepAction::Run { .. }
         ) {
-            checkpoint().map_err(|e| error(e.into()))?;
+            checkpoint().map_err(error)?;
         }
         match &step.action {
             StepAction::Traffic {
