@@ -7,9 +7,10 @@
 //! nothing watched), so each step's drops are complete before the next change is made,
 //! and a drop that comes late is counted, never hidden by the next step.
 //!
-//! Before a step that may delete rules (`remove`, `run`) the watchers read what the
-//! change would take away (`checkpoint`: a removed rule's counters), so the drops that
-//! rule made while it existed are still explained by it.
+//! Before a step that changes a host's rules (`remove`, `run`, `apply`: any of them may
+//! delete a rule or rewrite a chain it declares) the watchers read what the change could
+//! take away (`checkpoint`: a removed rule's counters), so the drops that rule made while
+//! it existed are still explained by it.
 
 use std::time::{Duration, Instant};
 
@@ -85,7 +86,7 @@ pub fn run(
         };
         if matches!(
             step.action,
-            StepAction::Remove { .. } | StepAction::Run { .. }
+            StepAction::Remove { .. } | StepAction::Run { .. } | StepAction::Apply { .. }
         ) {
             checkpoint().map_err(error)?;
         }

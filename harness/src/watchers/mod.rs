@@ -65,7 +65,7 @@ pub trait Watching {
     }
 
     /// The scenario is about to change something a watcher reads at the end (a step
-    /// removes a fault or runs a command, which may delete rules): read now what the
+    /// applies or removes a fault or runs a command, which may delete or reset rules): read now what the
     /// change would take away (a removed rule's counters).
     fn checkpoint(&self) -> Result<(), WatchError> {
         Ok(())
