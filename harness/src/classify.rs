@@ -411,6 +411,41 @@ mod tests {
             .starts_with("inferred"));
     }
 
+    /// steps/rule_removed_mid_scenario: a rule drops 3 pings, then a step removes it.
+    /// The plain before/after difference has lost the rule (netfilter_unexplained); the
+    /// counters read before the removal (`OverRun`) name it.
+    #[test]
+    fn a_rule_removed_midway_still_explains_its_drops() {
+        use crate::counters::{delta, OverRun, RuleCounter};
+        let text = "-A INPUT -p icmp -j DROP";
+        let reading = |packets| HostCounters {
+            rules: vec![RuleCounter {
+                backend: "iptables-nft".into(),
+                table: "filter".into(),
+                chain: "INPUT".into(),
+                rule: text.into(),
+                packets,
+                bytes: packets * 84,
+            }],
+            ..HostCounters::default()
+        };
+        let drops = [Drop {
+            reason: "NETFILTER_DROP",
+            function: "nft_do_chain",
+            protocol: "ipv4/icmp",
+            packets: 3,
+        }];
+        let (before, at_removal, after) = (reading(0), reading(3), HostCounters::default());
+        let plain = classify_host("server", &drops, &delta(&before, &after), &after);
+        assert_eq!(names(&plain), vec![("netfilter_unexplained", 3)]);
+        let mut run = OverRun::new(before);
+        run.read(at_removal);
+        run.read(after);
+        let causes = classify_host("server", &drops, run.moved(), &run.totals());
+        assert_eq!(names(&causes), vec![("rule", 3)]);
+        assert!(causes[0].detail.contains(text));
+    }
+
     #[test]
     fn unexplained_netfilter_drops_are_not_guessed() {
         let causes = classify("h", &[nf(3)], &Evidence::default());

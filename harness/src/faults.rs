@@ -8,7 +8,7 @@
 
 use crate::counters::RuleSource;
 use crate::scenario::undo::{undo, Undo};
-use crate::scenario::{Fault, FaultKind, HostId, IptablesBackend, Scenario};
+use crate::scenario::{Fault, FaultKind, HostId, IptablesBackend, Scenario, StepAction};
 use crate::topology::Topology;
 use nix::sys::memfd::{memfd_create, MFdFlags};
 use std::fs::File;
@@ -198,17 +198,39 @@ pub fn rule_sources(scenario: &Scenario, host: HostId) -> Vec<RuleSource> {
             FaultKind::Tc { .. } | FaultKind::TcDrop { .. } => continue,
             // The qdisc's own statistics: drops, overlimits, requeues, backlog.
             FaultKind::Qdisc(_) => RuleSource::Qdisc,
-            // A `tc` command may add qdiscs, an `nft` one rules: their statistics.
-            FaultKind::Command { argv, .. } if argv[0] == "tc" => RuleSource::Qdisc,
-            FaultKind::Command { argv, .. } if argv[0] == "nft" => RuleSource::Nft,
-            // Other tools' changes have no counters dropspec reads; the output is in the report.
-            FaultKind::Command { .. } => continue,
+            FaultKind::Command { argv, .. } => match command_source(argv) {
+                Some(source) => source,
+                None => continue,
+            },
         };
         if !sources.contains(&source) {
             sources.push(source);
         }
     }
+    // A `run` step's command is read as a `command` fault's.
+    for step in &scenario.steps {
+        let source = match &step.action {
+            StepAction::Run { host: h, argv } if *h == host => command_source(argv),
+            _ => None,
+        };
+        if let Some(source) = source.filter(|s| !sources.contains(s)) {
+            sources.push(source);
+        }
+    }
     sources
+}
+
+/// What a command's changes are read by: a `tc` command may add qdiscs, an `nft` or
+/// iptables one rules (plain `iptables` is the nft backend on Debian). Other tools'
+/// changes have no counters dropspec reads; their output is in the report.
+fn command_source(argv: &[String]) -> Option<RuleSource> {
+    match argv.first().map(String::as_str) {
+        Some("tc") => Some(RuleSource::Qdisc),
+        Some("nft") => Some(RuleSource::Nft),
+        Some("iptables" | "iptables-nft") => Some(RuleSource::Iptables(IptablesBackend::Nft)),
+        Some("iptables-legacy") => Some(RuleSource::Iptables(IptablesBackend::Legacy)),
+        _ => None,
+    }
 }
 
 /// dropspec's tc classifier that drops everything (ebpf/tc_drop.bpf.c).
@@ -521,5 +543,39 @@ nft = "table inet u { }"
             ]
         );
         assert_eq!(rule_sources(&scenario, id("c")), vec![]);
+    }
+
+    /// A rule a `run` step adds is read like a fault's, or its drops are unexplained.
+    #[test]
+    fn run_steps_name_the_tools_of_their_rules() {
+        let text = r#"
+description = "x"
+[hosts.a]
+[hosts.b]
+[[links]]
+a = { host = "a", addr = "198.18.0.1/24" }
+b = { host = "b", addr = "198.18.0.2/24" }
+[[traffic]]
+name = "t"
+from = "a"
+to = "b"
+protocol = "icmp"
+[[steps]]
+run = { host = "b", command = ["iptables", "-A", "INPUT", "-p", "icmp", "-j", "DROP"] }
+[[steps]]
+run = { host = "b", command = ["ip", "link", "set", "dev", "eth0", "mtu", "1400"] }
+[[steps]]
+run = { host = "a", command = ["nft", "add", "table", "inet", "t"] }
+[[steps]]
+traffic = "t"
+"#;
+        let scenario =
+            crate::scenario::parse(text, Path::new("x.toml"), "x", Path::new("fixtures")).unwrap();
+        let id = |name: &str| scenario.hosts.iter().position(|h| h.name == name).unwrap();
+        assert_eq!(rule_sources(&scenario, id("a")), vec![RuleSource::Nft]);
+        assert_eq!(
+            rule_sources(&scenario, id("b")),
+            vec![RuleSource::Iptables(IptablesBackend::Nft)]
+        );
     }
 }

@@ -383,7 +383,8 @@ pub struct Observations {
     pub events: Vec<(String, String, u64)>,
     /// The kernel's own counters that moved: (host, delta).
     pub counters: Vec<(String, crate::counters::HostCounters)>,
-    /// The same counters' values at the end, per host (which rules a host has).
+    /// The same counters' values at the end, per host, with every rule the host had
+    /// during the run (which rules a host has, a removed one included).
     pub counter_totals: Vec<(String, crate::counters::HostCounters)>,
     pub hooks: HookReport,
     pub datapath: Vec<DatapathRow>,

@@ -184,8 +184,20 @@ pub fn run_with(
                 .map_err(RunError::Packets)?;
         (outcomes, packet_outcomes, unread, Vec::new())
     } else {
-        let ran = steps::run(scenario, &topology, &mut completion, &mut sockets)
-            .map_err(RunError::Steps)?;
+        let checkpoint = || {
+            watching
+                .iter()
+                .try_for_each(|w| w.checkpoint())
+                .map_err(|e| e.into())
+        };
+        let ran = steps::run(
+            scenario,
+            &topology,
+            &mut completion,
+            &mut sockets,
+            &checkpoint,
+        )
+        .map_err(RunError::Steps)?;
         commands.extend(ran.commands);
         (ran.traffic, ran.packets, ran.unread, ran.steps)
     };

@@ -6,6 +6,11 @@
 //! through every CPU's backlog, neighbour tables read, until a whole pass changes
 //! nothing watched), so each step's drops are complete before the next change is made,
 //! and a drop that comes late is counted, never hidden by the next step.
+//!
+//! Before a step that changes a host's rules (`remove`, `run`, `apply`: any of them may
+//! delete a rule or rewrite a chain it declares) the watchers read what the change could
+//! take away (`checkpoint`: a removed rule's counters), so the drops that rule made while
+//! it existed are still explained by it.
 
 use std::time::{Duration, Instant};
 
@@ -59,6 +64,7 @@ pub fn run(
     topology: &Topology,
     completion: &mut Completion,
     sockets: &mut Sockets,
+    checkpoint: &dyn Fn() -> Result<(), Box<dyn std::error::Error + Send + Sync>>,
 ) -> Result<Ran, StepError> {
     let mut ran = Ran {
         traffic: vec![TrafficOutcome::default(); scenario.traffic.len()],
@@ -78,6 +84,12 @@ pub fn run(
             label: step.label.clone(),
             ..StepRow::default()
         };
+        if matches!(
+            step.action,
+            StepAction::Remove { .. } | StepAction::Run { .. } | StepAction::Apply { .. }
+        ) {
+            checkpoint().map_err(error)?;
+        }
         match &step.action {
             StepAction::Traffic {
                 entry,

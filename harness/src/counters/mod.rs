@@ -69,12 +69,14 @@ use crate::topology::TopologyError;
 use crate::vocab::IptablesBackend;
 
 mod delta;
+mod over_run;
 mod proc;
 mod qdisc;
 mod read;
 mod rules;
 
 pub use delta::delta;
+pub use over_run::OverRun;
 pub use read::{counter_names, read_host, read_hosts};
 
 /// Everything counted for one host at one moment, or — from [`delta`] — what changed

@@ -1,9 +1,13 @@
 //! The kernel's own counters, per host: SNMP and netstat (`/proc/net/*`), conntrack's
 //! statistics, and the packet counts of the host's firewall rules. Read before the
-//! traffic and after it; the report keeps what moved.
+//! traffic, before each step that may delete rules ([`Watching::checkpoint`]), and after
+//! it; the report keeps what moved, summed over those readings (`counters::OverRun`), so
+//! a rule removed midway still accounts for the packets it dropped.
+
+use std::cell::RefCell;
 
 use super::{Observations, WatchError, Watcher, Watching};
-use crate::counters::{self, HostCounters, RuleSource};
+use crate::counters::{self, OverRun, RuleSource};
 use crate::scenario::Scenario;
 use crate::topology::Netns;
 
@@ -33,11 +37,12 @@ impl Watcher for Counters {
         let watch = Watch {
             scenario,
             hosts,
-            before: Vec::new(),
+            runs: RefCell::new(Vec::new()),
             sources,
         };
         let before = counters::read_hosts(&watch.counted()).map_err(error)?;
-        Ok(Box::new(Watch { before, ..watch }))
+        *watch.runs.borrow_mut() = before.into_iter().map(OverRun::new).collect();
+        Ok(Box::new(watch))
     }
 
     fn describe(&self) -> Vec<String> {
@@ -52,7 +57,7 @@ fn error(e: counters::CountersError) -> WatchError {
 struct Watch<'a> {
     scenario: &'a Scenario,
     hosts: &'a [Netns],
-    before: Vec<HostCounters>,
+    runs: RefCell<Vec<OverRun>>,
     sources: Vec<Vec<RuleSource>>,
 }
 
@@ -66,13 +71,26 @@ impl Watch<'_> {
     }
 }
 
+impl Watch<'_> {
+    fn read(&self) -> Result<(), WatchError> {
+        let now = counters::read_hosts(&self.counted()).map_err(error)?;
+        for (run, now) in self.runs.borrow_mut().iter_mut().zip(now) {
+            run.read(now);
+        }
+        Ok(())
+    }
+}
+
 impl Watching for Watch<'_> {
+    fn checkpoint(&self) -> Result<(), WatchError> {
+        self.read()
+    }
+
     fn finish(self: Box<Self>, into: &mut Observations) -> Result<(), WatchError> {
-        let after = counters::read_hosts(&self.counted()).map_err(error)?;
-        for ((host, before), after) in self.scenario.hosts.iter().zip(&self.before).zip(after) {
-            into.counters
-                .push((host.name.clone(), counters::delta(before, &after)));
-            into.counter_totals.push((host.name.clone(), after));
+        self.read()?;
+        for (host, run) in self.scenario.hosts.iter().zip(self.runs.take()) {
+            into.counters.push((host.name.clone(), run.moved().clone()));
+            into.counter_totals.push((host.name.clone(), run.totals()));
         }
         Ok(())
     }

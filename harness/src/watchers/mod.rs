@@ -64,6 +64,13 @@ pub trait Watching {
         None
     }
 
+    /// The scenario is about to change something a watcher reads at the end (a step
+    /// applies or removes a fault or runs a command, which may delete or reset rules): read now what the
+    /// change would take away (a removed rule's counters).
+    fn checkpoint(&self) -> Result<(), WatchError> {
+        Ok(())
+    }
+
     /// Reads everything seen into `into`, then stops watching.
     fn finish(self: Box<Self>, into: &mut Observations) -> Result<(), WatchError>;
 }
