@@ -51,7 +51,12 @@ pub fn undo(kind: &FaultKind) -> Result<Undo, String> {
         ))),
         // The fault's qdisc is the root one (with its children): deleting it gives the
         // interface back its default qdisc.
-        FaultKind::Qdisc(qdisc) => Ok(Undo::Tc(format!("qdisc del dev {} root\n", qdisc.dev))),
+        // Deleting the ingress qdisc takes its filters with it.
+        FaultKind::Qdisc(qdisc) => Ok(Undo::Tc(format!(
+            "qdisc del dev {} {}\n",
+            qdisc.dev,
+            qdisc.parent()
+        ))),
         FaultKind::Command { .. } => Err(
             "a `command` has no inverse dropspec can know: write the removal as a second named fault (`command = [\"tc\", \"qdisc\", \"del\", ...]`) and `apply` it"
                 .to_owned(),

@@ -177,7 +177,9 @@ impl Drop for SignalGuard {
 }
 
 /// Host variables the guest command gets unless overridden: what cargo, rustup, insta,
-/// libtest and dropspec itself read.
+/// libtest and dropspec itself read. Not `DROPSPEC_MAY_LACK`: it says what the host's
+/// kernel lacks, and a guest kernel is held to everything the scenarios need (give it
+/// with `--env` to mean it for the guest).
 pub fn passthrough_env() -> Vec<(String, String)> {
     const NAMES: &[&str] = &[
         "PATH",
@@ -199,9 +201,11 @@ pub fn passthrough_env() -> Vec<(String, String)> {
         "RUST_TEST_THREADS",
     ];
     const PREFIXES: &[&str] = &["DROPSPEC_", "INSTA_"];
+    const NOT_PASSED: &str = "DROPSPEC_MAY_LACK";
     std::env::vars()
         .filter(|(name, _)| {
-            NAMES.contains(&name.as_str()) || PREFIXES.iter().any(|p| name.starts_with(p))
+            (NAMES.contains(&name.as_str()) || PREFIXES.iter().any(|p| name.starts_with(p)))
+                && name != NOT_PASSED
         })
         .collect()
 }
