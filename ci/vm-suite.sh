@@ -120,7 +120,9 @@ if $with_host; then
   host="host ($(uname -r))"
   echo "=== kernel $host"
   started=$(date +%s)
-  if CI=true DROPSPEC_REQUIRE_PRIVILEGED=1 "$suite" "${filter[@]}"; then
+  # The host's kernel (6.18) is built without netem and police: those scenarios are
+  # skipped on it, saying so (README, DROPSPEC_MAY_LACK); the guests below run them.
+  if CI=true DROPSPEC_REQUIRE_PRIVILEGED=1 DROPSPEC_MAY_LACK=sch_netem,act_police "$suite" "${filter[@]}"; then
     echo "=== kernel $host: suite passed in $(( $(date +%s) - started ))s"
   else
     echo "=== kernel $host: suite FAILED after $(( $(date +%s) - started ))s"

@@ -7,6 +7,7 @@
 //! from an in-memory file, and what the tool says on failure is kept for the error.
 
 use crate::counters::RuleSource;
+use crate::kernel_features::KernelFeature;
 use crate::scenario::undo::{undo, Undo};
 use crate::scenario::{Fault, FaultKind, HostId, IptablesBackend, Scenario, StepAction};
 use crate::topology::Topology;
@@ -42,17 +43,19 @@ pub enum FaultError {
         #[source]
         source: io::Error,
     },
-    /// The running kernel has no qdisc of the fault's kind (a skip: the scenario needs
-    /// another kernel, or the module).
+    /// The running kernel lacks what the fault needs: a qdisc kind, a classifier or an
+    /// action (a skip, or a failure under `DROPSPEC_REQUIRE_PRIVILEGED=1` unless
+    /// `DROPSPEC_MAY_LACK` names the feature: the verdict decides).
     #[error(
-        "{origin}: this kernel has no `{kind}` qdisc (host `{host}`): it needs {option}; \
-         on a modular kernel `modprobe` it, or run the scenario in a guest (`dropspec vm`)"
+        "{origin}: this kernel lacks {} (module {}), which host `{host}` needs; \
+         on a modular kernel load the module, or run the scenario in a guest (`dropspec vm`)",
+        feature.option,
+        feature.name
     )]
-    QdiscMissing {
+    KernelLacks {
         origin: String,
         host: String,
-        kind: String,
-        option: &'static str,
+        feature: &'static KernelFeature,
     },
     #[error(
         "{origin}: `{tool}` rejected the rules for host `{host}` ({status}):\n{}\n{}",
@@ -80,11 +83,19 @@ pub enum FaultError {
 }
 
 impl FaultError {
+    /// The kernel feature this error says is missing, if that is what it says.
+    pub fn lacks(&self) -> Option<&'static KernelFeature> {
+        match self {
+            FaultError::KernelLacks { feature, .. } => Some(feature),
+            _ => None,
+        }
+    }
+
     /// True when this machine cannot load faults at all (a tool is not installed, or
     /// the process may not enter namespaces), as opposed to a mistake in the rules.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            FaultError::ToolMissing { .. } | FaultError::QdiscMissing { .. } => true,
+            FaultError::ToolMissing { .. } | FaultError::KernelLacks { .. } => true,
             FaultError::Spawn { source, .. } => {
                 matches!(source.raw_os_error(), Some(libc::EPERM | libc::EACCES))
             }
@@ -391,18 +402,15 @@ fn apply_tc_drop(
     result
 }
 
-/// Installs a qdisc with `tc -batch`; a kernel without that kind of qdisc is a skip
-/// ([`FaultError::QdiscMissing`]), not a mistake in the scenario.
+/// Installs a qdisc with `tc -batch`; a kernel without that kind of qdisc (or, for an
+/// ingress qdisc, its classifier or action) is [`FaultError::KernelLacks`], not a
+/// mistake in the scenario.
 fn apply_qdisc(
     fault: &Fault,
     topology: &Topology,
     q: &crate::scenario::Qdisc,
 ) -> Result<(), FaultError> {
-    let kind = match &q.kind {
-        crate::scenario::QdiscKind::Pfifo { .. } => "pfifo",
-        crate::scenario::QdiscKind::Tbf { .. } => "tbf",
-        crate::scenario::QdiscKind::Netem { .. } => "netem",
-    };
+    let kind = qdisc::kind_name(q);
     let origin = format!("qdisc {kind} on {}", q.dev);
     let tc = Fault {
         host: fault.host,
@@ -412,12 +420,13 @@ fn apply_qdisc(
         },
     };
     match apply_fault(&tc, topology) {
-        Err(FaultError::Rejected { output, host, .. }) if qdisc::says_kind_unknown(&output) => {
-            Err(FaultError::QdiscMissing {
+        Err(FaultError::Rejected { output, host, .. })
+            if qdisc::missing_feature(q, &output).is_some() =>
+        {
+            Err(FaultError::KernelLacks {
                 origin,
                 host,
-                kind: kind.to_owned(),
-                option: qdisc::kernel_option(q),
+                feature: qdisc::missing_feature(q, &output).expect("checked by the guard"),
             })
         }
         other => other,

@@ -47,7 +47,8 @@ const RULES: &[(&str, &[&str])] = &[
     ),
     // The policy and the name suggester are leaves every front end uses.
     ("suggest.rs", &[]),
-    ("policy.rs", &["suggest"]),
+    ("policy.rs", &["kernel_features", "suggest"]),
+    ("kernel_features.rs", &[]),
     // The runner knows no watcher by name: it loops over the registry.
     (
         "runner.rs",
@@ -56,6 +57,7 @@ const RULES: &[(&str, &[&str])] = &[
             "crafted",
             "faults",
             "global_sysctls",
+            "kernel_features",
             "report",
             "scenario",
             "spans",
@@ -76,7 +78,13 @@ const RULES: &[(&str, &[&str])] = &[
     (
         "verdict.rs",
         &[
-            "baseline", "names", "policy", "report", "runner", "scenario",
+            "baseline",
+            "kernel_features",
+            "names",
+            "policy",
+            "report",
+            "runner",
+            "scenario",
         ],
     ),
 ];

@@ -28,6 +28,7 @@ pub mod faults;
 pub mod forks;
 pub mod global_sysctls;
 pub mod kernel;
+pub mod kernel_features;
 #[cfg(test)]
 mod layers;
 pub mod matrix;

@@ -217,7 +217,8 @@ struct VmArgs {
     #[arg(long, conflicts_with = "share")]
     read_only: bool,
     /// NAME=VALUE for the command (repeatable); PATH, HOME, CI, CARGO_*, RUST*, INSTA_*,
-    /// DROPSPEC_* are passed through already.
+    /// DROPSPEC_* are passed through already, except DROPSPEC_MAY_LACK (the host's
+    /// kernel's gaps, not the guest's: give it here to mean it for the guest).
     #[arg(long = "env", value_name = "NAME=VALUE")]
     env: Vec<String>,
     /// Where kernels are cached (default: $DROPSPEC_KERNEL_CACHE, else

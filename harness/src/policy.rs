@@ -70,6 +70,13 @@ pub struct Policy {
     /// `DROPSPEC_REPEAT=N`: each scenario runs N times and fails if any count or outcome
     /// varied (`cargo test`'s `dropspec run --repeat N`).
     pub repeat: u32,
+    /// `DROPSPEC_MAY_LACK=sch_netem,act_police`: kernel features (by module name, from
+    /// [`crate::kernel_features::FEATURES`]) this kernel is known to lack. A scenario that
+    /// needs one of them is a skip that says so, even under
+    /// `DROPSPEC_REQUIRE_PRIVILEGED=1`; any other missing feature still fails there.
+    /// `.ci/run` sets it for the host's runs only (its kernel has no netem and no police);
+    /// `dropspec vm` does not pass it on to a guest.
+    pub may_lack: Vec<&'static str>,
 }
 
 impl Default for Policy {
@@ -86,6 +93,7 @@ impl Default for Policy {
             vm_kernel: None,
             ci: false,
             repeat: 1,
+            may_lack: Vec::new(),
         }
     }
 }
@@ -102,6 +110,12 @@ pub enum PolicyError {
     #[error("{name} is not a variable dropspec reads{suggestion}; the ones it reads: {known}")]
     UnknownName {
         name: String,
+        suggestion: String,
+        known: String,
+    },
+    #[error("DROPSPEC_MAY_LACK names `{value}`, which is not a kernel feature dropspec can find missing{suggestion}; the ones it can: {known} (comma-separated module names)")]
+    UnknownFeature {
+        value: String,
         suggestion: String,
         known: String,
     },
@@ -153,6 +167,11 @@ const VARS: &[Var] = &[
         name: "DROPSPEC_REPEAT",
         allowed: "a whole number from 1 to 1000",
         what: "runs each scenario that many times and fails if any count or outcome varied",
+    },
+    Var {
+        name: "DROPSPEC_MAY_LACK",
+        allowed: "module names, comma-separated: sch_netem, sch_tbf, sch_ingress, cls_u32, act_police",
+        what: "kernel features this kernel is known to lack: a scenario needing one is skipped, saying so, even under DROPSPEC_REQUIRE_PRIVILEGED=1",
     },
     Var {
         name: "DROPSPEC_KERNEL_CACHE",
@@ -282,6 +301,10 @@ impl Policy {
                 _ => return Err(bad("DROPSPEC_REPEAT", n)),
             },
         };
+        let may_lack = match get("DROPSPEC_MAY_LACK") {
+            None => Vec::new(),
+            Some(list) => may_lack(list)?,
+        };
         Ok(Policy {
             require_privileged: flag(get, "DROPSPEC_REQUIRE_PRIVILEGED")?,
             require_hooks: flag(get, "DROPSPEC_REQUIRE_HOOKS")?,
@@ -294,6 +317,7 @@ impl Policy {
             vm_kernel: get("DROPSPEC_VM_KERNEL").map(str::to_owned),
             ci,
             repeat,
+            may_lack,
         })
     }
 
@@ -317,6 +341,28 @@ fn bad(name: &str, value: &str) -> PolicyError {
         allowed: v.allowed,
         what: v.what,
     }
+}
+
+/// `sch_netem,act_police`: each name a known feature (an unknown one is refused with the
+/// closest known name: a misspelt name would otherwise fail CI with no word on why).
+fn may_lack(list: &str) -> Result<Vec<&'static str>, PolicyError> {
+    let known = crate::kernel_features::names();
+    let mut names = Vec::new();
+    for name in list.split(',').map(str::trim) {
+        match crate::kernel_features::named(name) {
+            Some(feature) => names.push(feature.name),
+            None => {
+                return Err(PolicyError::UnknownFeature {
+                    value: name.to_owned(),
+                    suggestion: crate::suggest::closest(name, &known)
+                        .map(|s| format!(" (did you mean {s}?)"))
+                        .unwrap_or_default(),
+                    known: known.join(", "),
+                })
+            }
+        }
+    }
+    Ok(names)
 }
 
 fn flag<'a>(get: impl Fn(&str) -> Option<&'a str>, name: &str) -> Result<bool, PolicyError> {
@@ -373,6 +419,27 @@ mod tests {
         );
         // dropspec's own markers for its children are not people's variables.
         assert!(policy(&[("DROPSPEC_LOCK_FD", "3")]).is_ok());
+    }
+
+    #[test]
+    fn may_lack_names_known_features_only() {
+        assert!(policy(&[]).unwrap().may_lack.is_empty());
+        let p = policy(&[("DROPSPEC_MAY_LACK", "sch_netem, act_police")]).unwrap();
+        assert_eq!(p.may_lack, ["sch_netem", "act_police"]);
+        let e = policy(&[("DROPSPEC_MAY_LACK", "sch_netem,act_polise")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "DROPSPEC_MAY_LACK names `act_polise`, which is not a kernel feature dropspec can find missing (did you mean act_police?); the ones it can: sch_netem, sch_tbf, sch_ingress, cls_u32, act_police (comma-separated module names)"
+        );
+        // An empty item (a trailing comma) is a mistake too, not "nothing".
+        assert!(policy(&[("DROPSPEC_MAY_LACK", "sch_netem,")]).is_err());
+        let documented = var("DROPSPEC_MAY_LACK").allowed;
+        assert!(
+            documented.ends_with(&crate::kernel_features::names().join(", ")),
+            "{documented}"
+        );
+        // The config option is not the name.
+        assert!(policy(&[("DROPSPEC_MAY_LACK", "CONFIG_NET_SCH_NETEM")]).is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@ use crate::completion::Completion;
 use crate::crafted::{self, CraftedError};
 use crate::faults::{self, FaultError};
 use crate::global_sysctls::{self, GlobalSysctlError};
+use crate::kernel_features::KernelFeature;
 use crate::report::{self, Report, Timings};
 use crate::scenario::Scenario;
 use crate::steps::{self, StepError};
@@ -24,6 +25,13 @@ pub enum RunError {
     /// This machine cannot run the scenario (privileges, kernel feature, tool): a skip.
     #[error("{0}")]
     Unavailable(String),
+    /// This kernel lacks a feature the scenario needs: a skip, unless the policy asks
+    /// for no skips and `DROPSPEC_MAY_LACK` does not name the feature.
+    #[error("{why}")]
+    KernelLacks {
+        feature: &'static KernelFeature,
+        why: String,
+    },
     #[error("setting up the topology: {0}")]
     Topology(#[source] TopologyError),
     #[error("injecting faults: {0}")]
@@ -71,7 +79,12 @@ impl From<WatchError> for RunError {
 
 impl From<FaultError> for RunError {
     fn from(e: FaultError) -> Self {
-        if e.is_unavailable() {
+        if let Some(feature) = e.lacks() {
+            RunError::KernelLacks {
+                feature,
+                why: e.to_string(),
+            }
+        } else if e.is_unavailable() {
             RunError::Unavailable(e.to_string())
         } else {
             RunError::Faults(e)

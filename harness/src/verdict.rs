@@ -5,7 +5,9 @@
 //!
 //! The rules, in order:
 //! 1. A scenario this machine cannot run (no root, a kernel feature or tool missing) is
-//!    skipped with the reason, or fails under `DROPSPEC_REQUIRE_PRIVILEGED=1`.
+//!    skipped with the reason, or fails under `DROPSPEC_REQUIRE_PRIVILEGED=1`; a kernel
+//!    feature that `DROPSPEC_MAY_LACK` names is a skip that says so even then
+//!    ([`lack_allowed`]).
 //! 2. Any other run error fails.
 //! 3. Every function an expectation names must exist on this kernel (checked here, after
 //!    the run, where it lives in a module the run loaded), and the inline expectations
@@ -65,6 +67,15 @@ pub fn judge(
 ) -> Judgement {
     let report = match run {
         Ok(report) => report,
+        Err(RunError::KernelLacks { feature, why }) => {
+            return Judgement::of(match lack_allowed(policy, feature.name) {
+                Some(allowed) => Verdict::Skipped(format!("{allowed}: {why}")),
+                None if policy.require_privileged => Verdict::Failed(vec![format!(
+                    "could not run: {why} (DROPSPEC_REQUIRE_PRIVILEGED=1: a scenario may not be skipped for a missing kernel feature unless DROPSPEC_MAY_LACK names it)"
+                )]),
+                None => Verdict::Skipped(why),
+            })
+        }
         Err(RunError::Unavailable(why)) if policy.require_privileged => {
             return Judgement::of(Verdict::Failed(vec![format!(
                 "could not run: {why} (DROPSPEC_REQUIRE_PRIVILEGED=1: a privileged scenario may not be skipped)"
@@ -167,6 +178,20 @@ pub fn judge(
         diff,
         report: Some(report),
     }
+}
+
+/// When `DROPSPEC_MAY_LACK` names the feature (by module name): the words that open the
+/// skip, `this kernel lacks CONFIG_… (allowed by DROPSPEC_MAY_LACK)`. The only
+/// way a missing kernel feature is not a failure under `DROPSPEC_REQUIRE_PRIVILEGED=1`;
+/// the controls' teardown check (tests/scenarios.rs) asks the same.
+pub fn lack_allowed(policy: &Policy, feature: &str) -> Option<String> {
+    let feature = crate::kernel_features::named(feature)?;
+    policy.may_lack.contains(&feature.name).then(|| {
+        format!(
+            "this kernel lacks {} (allowed by DROPSPEC_MAY_LACK)",
+            feature.option
+        )
+    })
 }
 
 impl Judgement {
@@ -307,4 +332,56 @@ fn record_kernel_baseline(
         return;
     }
     record(&specific, description, text, problems, notes);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn judge_lacking(vars: &[(&str, &str)]) -> Verdict {
+        let scenario = crate::scenario::parse(
+            "description = \"x\"\n[hosts.a]\n",
+            std::path::Path::new("scenarios/qdisc/netem_loss.toml"),
+            "qdisc/netem_loss",
+            std::path::Path::new("fixtures"),
+        )
+        .unwrap();
+        let policy =
+            Policy::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap();
+        let run = Err(RunError::KernelLacks {
+            feature: crate::kernel_features::named("sch_netem").unwrap(),
+            why: "qdisc netem on eth0: this kernel lacks CONFIG_NET_SCH_NETEM".to_owned(),
+        });
+        let baselines = Baselines::in_project(std::path::Path::new("/nonexistent"));
+        judge(&scenario, run, &baselines, &policy).verdict
+    }
+
+    #[test]
+    fn a_missing_kernel_feature_fails_under_require_privileged_unless_may_lack_names_it() {
+        assert!(matches!(judge_lacking(&[]), Verdict::Skipped(_)));
+        let Verdict::Failed(why) = judge_lacking(&[("DROPSPEC_REQUIRE_PRIVILEGED", "1")]) else {
+            panic!("not a failure")
+        };
+        assert!(
+            why[0].contains("unless DROPSPEC_MAY_LACK names it"),
+            "{why:?}"
+        );
+        // Another feature allowed is no allowance for this one.
+        assert!(matches!(
+            judge_lacking(&[
+                ("DROPSPEC_REQUIRE_PRIVILEGED", "1"),
+                ("DROPSPEC_MAY_LACK", "act_police")
+            ]),
+            Verdict::Failed(_)
+        ));
+        assert_eq!(
+            judge_lacking(&[
+                ("DROPSPEC_REQUIRE_PRIVILEGED", "1"),
+                ("DROPSPEC_MAY_LACK", "sch_netem,act_police")
+            ]),
+            Verdict::Skipped(
+                "this kernel lacks CONFIG_NET_SCH_NETEM (allowed by DROPSPEC_MAY_LACK): qdisc netem on eth0: this kernel lacks CONFIG_NET_SCH_NETEM".to_owned()
+            )
+        );
+    }
 }

@@ -216,7 +216,7 @@ pub enum FaultKind {
     Tc { commands: String, origin: String },
     /// dropspec's own tc BPF classifier, which drops every IPv4 packet on `dev`.
     TcDrop { dev: String, ingress: bool },
-    /// A root qdisc on one interface (`[[faults]] qdisc = {…}`).
+    /// A root or ingress qdisc on one interface (`[[faults]] qdisc = {…}`).
     Qdisc(Qdisc),
     /// The escape hatch: one allowed program with its arguments (`[[faults]] command`),
     /// run inside the host's namespace without a shell.
@@ -246,6 +246,26 @@ pub enum QdiscKind {
     },
     /// netem with random loss, in percent (as tc writes it: "100%").
     Netem { loss: String, limit: Option<u32> },
+    /// The ingress qdisc with one match-all u32 filter whose police action drops what
+    /// exceeds `rate` (as tc writes it) with a bucket of `burst` bytes.
+    Ingress { police: Police },
+}
+
+/// A policer: packets beyond `rate` and a `burst`-byte bucket are dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Police {
+    pub rate: String,
+    pub burst: u32,
+}
+
+impl Qdisc {
+    /// Where the qdisc sits: `root`, or `ingress` for the ingress qdisc.
+    pub fn parent(&self) -> &'static str {
+        match self.kind {
+            QdiscKind::Ingress { .. } => "ingress",
+            _ => "root",
+        }
+    }
 }
 
 #[derive(

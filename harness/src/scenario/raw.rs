@@ -350,6 +350,16 @@ pub struct Qdisc {
     pub rate: Option<String>,
     pub burst: Option<u32>,
     pub loss: Option<String>,
+    /// `kind = "ingress"` only: `police = { rate = "8kbit", burst = 20 }`.
+    pub police: Option<Police>,
+}
+
+/// An ingress qdisc's policer: what exceeds `rate` with a bucket of `burst` bytes drops.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Police {
+    pub rate: String,
+    pub burst: u32,
 }
 
 #[derive(Deserialize, JsonSchema)]

@@ -262,6 +262,8 @@ fn unknown_key(rest: &str) -> String {
     let known: Vec<&str> = expected
         .trim_start_matches("one of ")
         .split(", ")
+        // serde names two fields as "`rate` or `burst`".
+        .flat_map(|k| k.split(" or "))
         .map(|k| k.trim_matches('`'))
         .filter(|k| !k.is_empty())
         .collect();

@@ -10,7 +10,8 @@
 //! - nft: every table the ruleset declares is deleted (`delete table FAMILY NAME`),
 //!   with whatever another fault added to the same table.
 //! - dropspec's tc classifier (`tc_drop`): its filter is deleted.
-//! - a `qdisc` fault: its root qdisc is deleted (the interface gets its default back).
+//! - a `qdisc` fault: its root qdisc is deleted (the interface gets its default back), or
+//!   its ingress qdisc, filters and all.
 //! - `tc` commands: no inverse.
 
 use super::model::FaultKind;
@@ -50,8 +51,13 @@ pub fn undo(kind: &FaultKind) -> Result<Undo, String> {
             if *ingress { "ingress" } else { "egress" }
         ))),
         // The fault's qdisc is the root one (with its children): deleting it gives the
-        // interface back its default qdisc.
-        FaultKind::Qdisc(qdisc) => Ok(Undo::Tc(format!("qdisc del dev {} root\n", qdisc.dev))),
+        // interface back its default qdisc. Deleting the ingress qdisc takes its filters
+        // with it.
+        FaultKind::Qdisc(qdisc) => Ok(Undo::Tc(format!(
+            "qdisc del dev {} {}\n",
+            qdisc.dev,
+            qdisc.parent()
+        ))),
         FaultKind::Command { .. } => Err(
             "a `command` has no inverse dropspec can know: write the removal as a second named fault (`command = [\"tc\", \"qdisc\", \"del\", ...]`) and `apply` it"
                 .to_owned(),

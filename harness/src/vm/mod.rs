@@ -182,8 +182,15 @@ impl Drop for SignalGuard {
 }
 
 /// Host variables the guest command gets unless overridden: what cargo, rustup, insta,
-/// libtest and dropspec itself read.
+/// libtest and dropspec itself read. Not `DROPSPEC_MAY_LACK`: it says what the host's
+/// kernel lacks, and a guest kernel is held to everything the scenarios need (give it
+/// with `--env` to mean it for the guest).
 pub fn passthrough_env() -> Vec<(String, String)> {
+    passed_on(std::env::vars())
+}
+
+/// Of these variables, the ones a guest gets ([`passthrough_env`]).
+fn passed_on(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
     const NAMES: &[&str] = &[
         "PATH",
         "HOME",
@@ -204,11 +211,12 @@ pub fn passthrough_env() -> Vec<(String, String)> {
         "RUST_TEST_THREADS",
     ];
     const PREFIXES: &[&str] = &["DROPSPEC_", "INSTA_"];
-    std::env::vars()
-        .filter(|(name, _)| {
-            NAMES.contains(&name.as_str()) || PREFIXES.iter().any(|p| name.starts_with(p))
-        })
-        .collect()
+    const NOT_PASSED: &str = "DROPSPEC_MAY_LACK";
+    vars.filter(|(name, _)| {
+        (NAMES.contains(&name.as_str()) || PREFIXES.iter().any(|p| name.starts_with(p)))
+            && name != NOT_PASSED
+    })
+    .collect()
 }
 
 /// Fetches the kernel if needed, boots it, runs the command and returns its exit code.
@@ -358,5 +366,26 @@ impl Initrd {
     /// The same path works in qemu, which inherits the descriptor under the same number.
     fn path(&self) -> PathBuf {
         PathBuf::from(format!("/proc/self/fd/{}", self.fd()))
+    }
+}
+
+#[cfg(test)]
+mod passthrough_tests {
+    use super::*;
+
+    #[test]
+    fn a_guest_gets_dropspec_variables_but_not_the_hosts_may_lack() {
+        let vars = [
+            ("DROPSPEC_REQUIRE_PRIVILEGED", "1"),
+            ("DROPSPEC_MAY_LACK", "sch_netem,act_police"),
+            ("CI", "true"),
+            ("SSH_AUTH_SOCK", "/tmp/x"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let names: Vec<String> = passed_on(vars.into_iter())
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(names, ["DROPSPEC_REQUIRE_PRIVILEGED", "CI"]);
     }
 }

@@ -2,11 +2,13 @@
 //! kind does not take is an error that names the keys it does.
 
 use super::{raw, Spanned, Validator};
-use crate::scenario::{Fault, FaultKind, Host, HostId, Link, Qdisc, QdiscKind, ScenarioError};
+use crate::scenario::{
+    Fault, FaultKind, Host, HostId, Link, Police, Qdisc, QdiscKind, ScenarioError,
+};
 use crate::vocab::QDISC_STATS;
 
 /// What each kind takes, for messages.
-const KINDS: &str = "`pfifo` (limit, and rate with burst to drain it slowly), `tbf` (rate, burst, limit) or `netem` (loss, limit)";
+const KINDS: &str = "`pfifo` (limit, and rate with burst to drain it slowly), `tbf` (rate, burst, limit), `netem` (loss, limit) or `ingress` (police)";
 
 /// Units tc reads in a rate (tc-tbf(8), "RATES").
 const RATE_UNITS: &[&str] = &["bit", "kbit", "mbit", "gbit", "bps", "kbps", "mbps", "gbps"];
@@ -37,17 +39,20 @@ impl Validator<'_> {
             ("rate", q.rate.is_some()),
             ("burst", q.burst.is_some()),
             ("loss", q.loss.is_some()),
+            ("police", q.police.is_some()),
         ];
         let (takes, needs): (&[&str], &[&str]) = match q.kind.as_str() {
             "pfifo" => (&["limit", "rate", "burst"], &[]),
             "tbf" => (&["limit", "rate", "burst"], &["rate", "burst", "limit"]),
             "netem" => (&["limit", "loss"], &["loss"]),
+            "ingress" => (&["police"], &["police"]),
             other => return Err(error(format!("unknown qdisc kind `{other}`: use {KINDS}"))),
         };
         for (key, set) in given {
             if set && !takes.contains(&key) {
                 return Err(error(format!(
-                    "a `{}` qdisc does not take `{key}`: it takes {}",
+                    "{} `{}` qdisc does not take `{key}`: it takes {}",
+                    article(&q.kind),
                     q.kind,
                     list(takes)
                 )));
@@ -56,7 +61,8 @@ impl Validator<'_> {
         for key in needs {
             if !given.iter().any(|(k, set)| k == key && *set) {
                 return Err(error(format!(
-                    "a `{}` qdisc needs `{key}` (it takes {})",
+                    "{} `{}` qdisc needs `{key}` (it takes {})",
+                    article(&q.kind),
                     q.kind,
                     list(takes)
                 )));
@@ -67,7 +73,7 @@ impl Validator<'_> {
             .as_deref()
             .map(|r| check_rate(r).map_err(&error))
             .transpose()?;
-        if q.burst == Some(0) {
+        if q.burst == Some(0) || q.police.as_ref().is_some_and(|p| p.burst == 0) {
             return Err(error(
                 "`burst` must be a whole number of bytes from 1 (the bucket's size: a packet larger than it is dropped)".to_owned(),
             ));
@@ -89,6 +95,16 @@ impl Validator<'_> {
                 burst: q.burst.expect("checked above"),
                 limit: q.limit.expect("checked above"),
             },
+            "ingress" => {
+                let police = q.police.expect("checked above");
+                QdiscKind::Ingress {
+                    police: Police {
+                        rate: check_rate(&police.rate)
+                            .map_err(|e| error(format!("`police`: {e}")))?,
+                        burst: police.burst,
+                    },
+                }
+            }
             _ => QdiscKind::Netem {
                 loss: check_loss(q.loss.as_deref().expect("checked above")).map_err(&error)?,
                 limit: q.limit,
@@ -148,6 +164,15 @@ impl Validator<'_> {
             ));
         }
         Ok(())
+    }
+}
+
+/// "a `tbf`", "an `ingress`".
+fn article(kind: &str) -> &'static str {
+    if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
     }
 }
 
