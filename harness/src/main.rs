@@ -199,12 +199,12 @@ struct VmArgs {
     /// Guest memory in MiB (qemu only uses what the guest touches).
     #[arg(long, default_value_t = 2048)]
     memory: u32,
-    /// Guest CPUs. One by default. Completion no longer rests on a quiet window (the old
-    /// reason), but under multi-threaded TCG a second vCPU crashed a 6.12 guest in 1 of 6
-    /// suite runs: "Oops: int3" in ip_local_deliver while a static key was being patched
+    /// Guest CPUs (two by default: two backlogs, timers on either, as on real machines).
+    /// Under multi-threaded TCG a second vCPU once crashed a 6.12 guest in 1 of 6 suite
+    /// runs: "Oops: int3" in ip_local_deliver while a static key was being patched
     /// (cross-modifying code). With more than one, TCG therefore runs the vCPUs in turn
-    /// on one host thread (`thread=single`).
-    #[arg(long, default_value_t = 1)]
+    /// on one host thread (`thread=single`), which costs no more than one vCPU did.
+    #[arg(long, default_value_t = 2)]
     cpus: u32,
     /// Seconds for boot, command and power-off together; qemu is killed after that.
     #[arg(long, default_value_t = 300)]
