@@ -11,8 +11,8 @@
 #                                                each scenario with its why
 #   bash ci/vm-suite.sh --accel kvm              qemu's accelerator (default tcg; the GitHub
 #                                                workflow uses kvm where /dev/kvm exists)
-#   bash ci/vm-suite.sh --cpus 1                 guests with one vCPU (default two, which TCG
-#                                                runs in turn on one host thread)
+#   bash ci/vm-suite.sh --cpus 2                 guests with two vCPUs (TCG then runs them in
+#                                                turn on one host thread; default one)
 #   bash ci/vm-suite.sh --release                the guests run a release build of the suite
 #                                                (TCG emulates every instruction: the debug
 #                                                build's harness code is most of a guest's
@@ -37,7 +37,7 @@ skip_unavailable=false
 ci_only=false
 with_host=false
 accel=tcg
-cpus=2
+cpus=1
 profile=()
 while [ $# -gt 0 ]; do
   case "$1" in

@@ -68,8 +68,8 @@ pub struct Args {
     /// debug and release; `--quick`: debug, and only `sockets/`).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub guest_builds: Vec<guests::Build>,
-    /// vCPUs of the guests part's guests (as `dropspec vm --cpus`, and as CI's).
-    #[arg(long, default_value_t = 2)]
+    /// vCPUs of the guests part's guests (as `dropspec vm --cpus`).
+    #[arg(long, default_value_t = 1)]
     pub guest_cpus: u32,
     /// Internal: measure one flood in this mode and print the result (a child process).
     #[arg(long, hide = true, value_enum)]

@@ -87,7 +87,7 @@ impl Guest<'_> {
         // Under TCG every speculation mitigation is emulated work, and none changes how
         // the network stack drops packets.
         append.push_str(" mitigations=off");
-        // A guest runs two vCPUs by default (one before), but real
+        // A guest runs one vCPU by default (README: why not two yet), but real
         // machines have several, and some kernel limits scale with the CPUs *possible*:
         // a kretprobe made through perf on a kernel without CONFIG_PREEMPTION (Debian's
         // 5.10) gets num_possible_cpus() instances, so with one possible CPU the nested
