@@ -107,8 +107,10 @@ pub fn unavailable_reason() -> Option<String> {
 const ATTEMPTS: usize = 3;
 
 /// Builds the scenario, drives it, watches it and tears it down. A run in which the probe
-/// is shown to have missed tracepoint calls (`report::probe_missed`), or a watcher says
-/// it could not count every call (`WatchError::calls_lost`), proves nothing, so it is
+/// is shown to have missed tracepoint calls (`report::probe_missed`), a watcher says it
+/// could not count every call (`WatchError::calls_lost`), or the harness was held off the
+/// CPU long enough for SYNs to be retransmitted (`report::harness_interference`), proves
+/// nothing, so it is
 /// discarded and the scenario run again from scratch, up to [`ATTEMPTS`] times in all;
 /// the report lists the discarded attempts (`Report::reruns`), the verdict says so, and if
 /// the last attempt missed events too the verdict fails with what was missed.
@@ -129,7 +131,8 @@ pub fn run(scenario: &Scenario) -> Result<Report, RunError> {
             started,
             [t.setup, t.attach, t.traffic, t.settle, t.teardown],
         );
-        let missed = report::probe_missed(&report);
+        let mut missed = report::probe_missed(&report);
+        missed.extend(report::harness_interference(scenario, &report));
         if missed.is_empty() || reruns.len() + 1 >= ATTEMPTS {
             report.reruns = reruns;
             return Ok(report);
