@@ -81,7 +81,7 @@ pub struct Phases {
 }
 
 impl Phases {
-    fn add(&mut self, other: &Phases) {
+    pub(crate) fn add(&mut self, other: &Phases) {
         self.runs += other.runs;
         self.total += other.total;
         self.setup += other.setup;

@@ -58,14 +58,7 @@ fn inside(run: &GuestRun) -> Inside {
     let span =
         |name: &str| -> f64 { run.processes.iter().map(|p| p.span_ms(name)).sum::<f64>() / 1000.0 };
     for p in &run.processes {
-        let ph = p.phases();
-        phases.runs += ph.runs;
-        phases.total += ph.total;
-        phases.setup += ph.setup;
-        phases.attach += ph.attach;
-        phases.traffic += ph.traffic;
-        phases.settle += ph.settle;
-        phases.teardown += ph.teardown;
+        phases.add(&p.phases());
         trials_s += p.trials_ms() / 1000.0;
         trials += p.trials.len();
         for (v, n) in p.verdicts() {
