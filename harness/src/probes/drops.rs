@@ -348,7 +348,17 @@ impl DropProbe {
     /// (reason, function, l3, l4, stack) and sorted by those (hook before stack).
     pub fn read(&self, slot: &WatchSlot) -> Result<Vec<DropCount>, ProbeError> {
         let rows = self.raw_rows(slot)?;
-        let kallsyms = self.kallsyms().ok();
+        // Every address a name is looked up for below: a stack's frames are return
+        // addresses, looked up one byte before.
+        let addresses = rows.iter().flat_map(|(key, ..)| {
+            std::iter::once(key.location).chain(
+                key.stack
+                    .iter()
+                    .take_while(|&&a| a != 0)
+                    .map(|&a| a.saturating_sub(1)),
+            )
+        });
+        let kallsyms = self.kallsyms.get_for(addresses).ok();
         // (reason, reason number, function, l3, l4, hook, stack) → (packets, bytes).
         // Keys that differ only in addresses (another call site in the same function,
         // another return address in a frame) name the same stack and merge here.
