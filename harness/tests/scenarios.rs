@@ -218,6 +218,9 @@ fn cli_agrees(root: &Path) -> Result<(), String> {
 fn run_trial(root: &Path, path: &Path, policy: &Policy) -> Result<Completion, Failed> {
     let started = std::time::Instant::now();
     let scenarios_dir = root.join("scenarios");
+    // First, so that a control's trial ending early (a bad file, an unknown name) still
+    // tells controls/no_harness_drops it made no run.
+    let mut control = ControlSlot::for_trial(&scenario::scenario_name(path, &scenarios_dir));
     let scenario = scenario::load(path, &scenarios_dir, &root.join("fixtures"))
         .map_err(|e| Failed::from(e.to_string()))?;
     // The same names check `dropspec run` makes before running a file.
@@ -227,7 +230,6 @@ fn run_trial(root: &Path, path: &Path, policy: &Policy) -> Result<Completion, Fa
         return Err(lines.join("\n").into());
     }
     let baselines = Baselines::in_project(root);
-    let mut control = ControlSlot::for_trial(&scenario.name);
     let run = runner::run(&scenario);
     control.record(&run);
     let judgement = verdict::judge(&scenario, run, &baselines, policy);
