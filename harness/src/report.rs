@@ -741,10 +741,13 @@ pub fn kernel_drop_counters(
 }
 
 /// The delta of one counter by its expectation name: `Group.Field`, `conntrack.<stat>`
-/// or `qdisc/<dev>/<stat>`.
+/// `qdisc/<dev>/<stat>` or `link/<dev>/<stat>`.
 fn counter_delta(c: &crate::counters::HostCounters, name: &str) -> u64 {
     if let Some(key) = name.strip_prefix("qdisc/") {
         return c.qdisc.get(key).copied().unwrap_or(0);
+    }
+    if let Some(key) = name.strip_prefix("link/") {
+        return c.link.get(key).copied().unwrap_or(0);
     }
     match name.strip_prefix("conntrack.") {
         Some(stat) => c.conntrack.get(stat).copied().unwrap_or(0),

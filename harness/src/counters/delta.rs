@@ -17,6 +17,7 @@ pub fn delta(before: &HostCounters, after: &HostCounters) -> HostCounters {
         conntrack: map_delta(&before.conntrack, &after.conntrack),
         rules: rules_delta(&before.rules, &after.rules),
         qdisc: map_delta(&before.qdisc, &after.qdisc),
+        link: map_delta(&before.link, &after.link),
     }
 }
 
