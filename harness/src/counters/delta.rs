@@ -86,6 +86,7 @@ mod tests {
             conntrack: conntrack.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             rules,
             qdisc: Default::default(),
+            link: Default::default(),
         }
     }
 

@@ -303,6 +303,7 @@ mod tests {
             netstat: fixture(host, "netstat"),
             snmp6: Some(fixture(host, "snmp6")),
             conntrack: Some(fixture(host, "nf_conntrack")),
+            dev: "Inter-|\n face |\n".to_owned(),
         };
         Collected {
             host: host.to_owned(),
