@@ -2,14 +2,16 @@
 //! every scenario.
 //!
 //! It counts every `kfree_skb` drop whose network namespace is being watched, in a
-//! per-CPU hash keyed by (slot, reason, call site, L3, L4, the first kernel stack frames
-//! from the call site on), and the auxiliary tracepoints of `events.rs` the same way.
+//! per-CPU hash keyed by (slot, reason, call site, L3, L4), `dropspec_drops`; the first
+//! drops of each per CPU are counted with their kernel stack (the first frames from the
+//! call site on) in a second one, `dropspec_stacks`, instead. The auxiliary tracepoints
+//! of `events.rs` are counted the same way.
 //! Which namespace a drop belongs to and the watch slots are `slots.rs`'s, shared with
 //! the hook-point probe. Reason and function names are resolved here, in user space,
 //! from what the running kernel says (BTF, kallsyms), never from numbers compiled in.
 
 use super::abi::{
-    DropKey, DropValue, EventKey, ABSENT, LOST_COUNTERS, LOST_DROPS, LOST_EVENTS, LOST_STACKS,
+    DropKey, DropValue, EventKey, StackKey, StackValue, ABSENT, LOST_COUNTERS, LOST_DROPS, LOST_EVENTS, LOST_STACKS,
     NO_REASON, STACK_FROM_CALLER, STACK_NONE, STACK_SKIPPED, STACK_UNTRIMMED,
 };
 use super::events::{self, ClassicPlan, EventCount, EventSpec};
@@ -116,7 +118,7 @@ pub struct DropCount {
 pub struct ProbeStats {
     /// Namespaces being watched now.
     pub watched: usize,
-    /// Counter keys in dropspec_drops (all slots), out of 16384.
+    /// Counter keys in dropspec_drops and dropspec_stacks (all slots), out of 16384 each.
     pub keys: usize,
     /// Drops of watched namespaces not counted since load because the map was full.
     pub lost: u64,
@@ -151,6 +153,7 @@ pub struct DropProbe {
 struct Maps {
     slots: SlotTable,
     drops: PerCpuHashMap<MapData, DropKey, DropValue>,
+    stacks: PerCpuHashMap<MapData, StackKey, StackValue>,
     events: PerCpuHashMap<MapData, EventKey, u64>,
     lost: LostCounters,
 }
@@ -199,6 +202,8 @@ impl SlotOwner for DropProbe {
         maps.slots.remove(id)?;
         maps.slots
             .sweep(&mut maps.drops, "dropspec_drops", |key| key.slot)?;
+        maps.slots
+            .sweep(&mut maps.stacks, "dropspec_stacks", |key| key.slot)?;
         maps.slots
             .sweep(&mut maps.events, "dropspec_events", |key| key.slot)
     }
@@ -296,16 +301,33 @@ impl DropProbe {
 
     /// This slot's counters as the kernel keeps them: (key, packets, bytes), summed over
     /// CPUs, nothing resolved.
-    fn raw_rows(&self, slot: &WatchSlot) -> Result<Vec<(DropKey, u64, u64)>, ProbeError> {
+    fn raw_rows(&self, slot: &WatchSlot) -> Result<Vec<(StackKey, u64, u64)>, ProbeError> {
         let mut rows = Vec::new();
         {
             let maps = self.lock_maps();
-            for entry in maps.drops.iter() {
-                let (key, per_cpu) = entry.map_err(|e| ProbeError::Map {
-                    map: "dropspec_drops",
+            let read_error = |map| {
+                move |e: MapError| ProbeError::Map {
+                    map,
                     op: "reading counters",
                     detail: map_error_text(&e),
-                })?;
+                }
+            };
+            // The drops counted without a stack. A row whose drops were all counted
+            // with their stack (the first few per CPU) has none here.
+            for entry in maps.drops.iter() {
+                let (key, per_cpu) = entry.map_err(read_error("dropspec_drops"))?;
+                if key.slot != slot.id() {
+                    continue;
+                }
+                let (packets, bytes) = per_cpu
+                    .iter()
+                    .fold((0, 0), |(p, b), v| (p + v.packets, b + v.bytes));
+                if packets > 0 {
+                    rows.push((StackKey::from(key), packets, bytes));
+                }
+            }
+            for entry in maps.stacks.iter() {
+                let (key, per_cpu) = entry.map_err(read_error("dropspec_stacks"))?;
                 if key.slot != slot.id() {
                     continue;
                 }
@@ -466,7 +488,8 @@ impl DropProbe {
         let maps = self.lock_maps();
         Ok(ProbeStats {
             watched: maps.slots.len(),
-            keys: maps.drops.keys().filter(Result::is_ok).count(),
+            keys: maps.drops.keys().filter(Result::is_ok).count()
+                + maps.stacks.keys().filter(Result::is_ok).count(),
             lost: maps.lost.get(LOST_DROPS)?,
             event_keys: maps.events.keys().filter(Result::is_ok).count(),
             events_lost: maps.lost.get(LOST_EVENTS)?,
@@ -593,9 +616,10 @@ impl Maps {
                 errno: None,
             })
         };
-        let (netns, drops, events, lost) = (
+        let (netns, drops, stacks, events, lost) = (
             take("dropspec_netns")?,
             take("dropspec_drops")?,
+            take("dropspec_stacks")?,
             take("dropspec_events")?,
             take("dropspec_lost")?,
         );
@@ -609,6 +633,7 @@ impl Maps {
         Ok(Maps {
             slots: SlotTable::new(netns, "dropspec_netns (drops.bpf.c)")?,
             drops: PerCpuHashMap::try_from(drops).map_err(wrong_type("dropspec_drops"))?,
+            stacks: PerCpuHashMap::try_from(stacks).map_err(wrong_type("dropspec_stacks"))?,
             events: PerCpuHashMap::try_from(events).map_err(wrong_type("dropspec_events"))?,
             lost: LostCounters::new(lost, "dropspec_lost (drops.bpf.c)", LOST_COUNTERS)?,
         })
