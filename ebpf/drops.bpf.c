@@ -4,7 +4,8 @@
  * aggregated in the kernel: one per-CPU counter per (slot, reason, call site, L3, L4)
  * in dropspec_drops, and for the first DROPSPEC_STACK_SAMPLES drops of each per CPU one
  * per (the same, kernel stack) in dropspec_stacks instead. No ring buffer and no
- * per-event wakeup, so a flood of drops costs a hash update each on a 24-byte key.
+ * per-event wakeup; a run of the same drop on a CPU (a flood) is counted in a one-entry
+ * per-CPU array, dropspec_last, without a hash lookup.
  *
  * Four entry points share one counting function; user space loads exactly one:
  *   dropspec_tpbtf   tp_btf, kernels whose kfree_skb passes rx_sk (about 6.12 on)
@@ -70,6 +71,52 @@ struct {
 	__type(key, struct dropspec_stack_key);
 	__type(value, struct dropspec_stack_value);
 } dropspec_stacks SEC(".maps");
+
+/* The drop this CPU counted last and its counts not yet in its row (struct dropspec_last). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dropspec_last);
+} dropspec_last SEC(".maps");
+
+_Static_assert(__builtin_offsetof(struct dropspec_last, packets) ==
+		       sizeof(struct dropspec_drop_key),
+	       "dropspec_last begins with a dropspec_drop_key");
+
+/* Whether `last` holds the drop `key`: three 8-byte compares. */
+static __always_inline int same_drop(const struct dropspec_drop_key *key,
+				     const struct dropspec_last *last)
+{
+	const __u64 *a = (const __u64 *)key, *b = (const __u64 *)last;
+	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2];
+}
+
+/*
+ * Makes `key` this CPU's last drop, counting one drop of it: the previous one's counts
+ * go to its dropspec_drops row first (gone if its slot was released meanwhile). `seq`
+ * is odd throughout, so user space never adds a half-moved count.
+ */
+static __always_inline void take_last(struct dropspec_last *last,
+				      const struct dropspec_drop_key *key, __u32 len)
+{
+	__sync_fetch_and_add(&last->seq, 1);
+	if (last->packets) {
+		struct dropspec_drop_value *row = bpf_map_lookup_elem(&dropspec_drops, last);
+		if (row) {
+			row->packets += last->packets;
+			row->bytes += last->bytes;
+		}
+	}
+	const __u64 *k = (const __u64 *)key;
+	__u64 *l = (__u64 *)last;
+	l[0] = k[0];
+	l[1] = k[1];
+	l[2] = k[2];
+	last->packets = 1;
+	last->bytes = len;
+	__sync_fetch_and_add(&last->seq, 1);
+}
 
 #define AF_UNIX 1
 #define AF_NETLINK 16
@@ -217,14 +264,26 @@ static __always_inline void count_drop(void *ctx, struct sk_buff *skb, __u64 loc
 	}
 	key.stack_status = cfg_take_stacks ? DROPSPEC_STACK_SKIPPED : DROPSPEC_STACK_NONE;
 
+	/* A flood's drops: the same as this CPU's last one, two adds. */
+	__u32 zero = 0;
+	struct dropspec_last *last = bpf_map_lookup_elem(&dropspec_last, &zero);
+	if (last && same_drop(&key, last)) {
+		last->packets += 1;
+		last->bytes += len;
+		return;
+	}
 	/*
-	 * A flood's drops are nearly all past their samples: their row already counts this
-	 * CPU's stacks taken, and one lookup adds to it.
+	 * Otherwise mostly a drop past its samples (its row counts this CPU's stacks
+	 * taken): it becomes the last drop.
 	 */
 	struct dropspec_drop_value *row = bpf_map_lookup_elem(&dropspec_drops, &key);
 	if (row && (!cfg_take_stacks || row->stacks_taken >= DROPSPEC_STACK_SAMPLES)) {
-		row->packets += 1;
-		row->bytes += len;
+		if (last) {
+			take_last(last, &key, len);
+		} else {
+			row->packets += 1;
+			row->bytes += len;
+		}
 		return;
 	}
 	if (!cfg_take_stacks) {

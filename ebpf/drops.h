@@ -81,6 +81,29 @@ struct dropspec_stack_value {
 	__u64 bytes; /* skb->len at the drop */
 };
 
+/*
+ * Value of dropspec_last, a one-entry per-CPU array: the drop this CPU counted last, if
+ * it was past its stacks, and the drops of it counted here since, not yet added to its
+ * dropspec_drops row. A flood's drops are all the same drop: each is two adds here,
+ * without a hash lookup. Another drop on the CPU first moves these counts to the row
+ * of `key`, then takes the entry, with `seq` odd meanwhile: user space reads this
+ * array before and after the hash maps and adds these counts to the row only if `seq`
+ * was the same even number both times (otherwise it reads again).
+ */
+struct dropspec_last {
+	__u32 slot;     /* key: a dropspec_drop_key, slot 0 (no slot) while unused */
+	__u32 reason;
+	__u64 location;
+	__u16 l3proto;
+	__u8 l4proto;
+	__u8 stack_status;
+	__u8 pad[4];
+	__u64 packets;
+	__u64 bytes;
+	__u32 seq;
+	__u32 pad2;
+};
+
 /* Auxiliary tracepoints counted next to the drops (dropspec_event_key.event). */
 #define DROPSPEC_EVENT_ICMP_SEND 1      /* icmp:icmp_send; arg0 = type, arg1 = code */
 #define DROPSPEC_EVENT_TCP_SEND_RESET 2 /* tcp:tcp_send_reset; arg0 = enum sk_rst_reason */
@@ -115,6 +138,7 @@ _Static_assert(sizeof(struct dropspec_drop_key) == 24, "dropspec_drop_key ABI");
 _Static_assert(sizeof(struct dropspec_drop_value) == 24, "dropspec_drop_value ABI");
 _Static_assert(sizeof(struct dropspec_stack_key) == 88, "dropspec_stack_key ABI");
 _Static_assert(sizeof(struct dropspec_stack_value) == 16, "dropspec_stack_value ABI");
+_Static_assert(sizeof(struct dropspec_last) == 48, "dropspec_last ABI");
 _Static_assert(sizeof(struct dropspec_event_key) == 16, "dropspec_event_key ABI");
 
 #endif /* DROPSPEC_DROPS_H */

@@ -72,6 +72,39 @@ pub(super) struct StackValue {
     pub(super) bytes: u64,
 }
 
+/// `struct dropspec_last` (ebpf/drops.h): per CPU, the drop it counted last and the
+/// counts of it not yet in its `dropspec_drops` row.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct LastDrop {
+    pub(super) slot: u32,
+    pub(super) reason: u32,
+    pub(super) location: u64,
+    pub(super) l3proto: u16,
+    pub(super) l4proto: u8,
+    pub(super) stack_status: u8,
+    pub(super) pad: [u8; 4],
+    pub(super) packets: u64,
+    pub(super) bytes: u64,
+    pub(super) seq: u32,
+    pub(super) pad2: u32,
+}
+
+impl LastDrop {
+    /// Its drop, as the row of a drop counted without a stack.
+    pub(super) fn key(&self) -> StackKey {
+        StackKey::from(DropKey {
+            slot: self.slot,
+            reason: self.reason,
+            location: self.location,
+            l3proto: self.l3proto,
+            l4proto: self.l4proto,
+            stack_status: self.stack_status,
+            pad: self.pad,
+        })
+    }
+}
+
 /// `struct dropspec_event_key` (ebpf/drops.h); the value is a per-CPU u64.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -86,6 +119,7 @@ const _: () = assert!(std::mem::size_of::<DropKey>() == 24);
 const _: () = assert!(std::mem::size_of::<DropValue>() == 24);
 const _: () = assert!(std::mem::size_of::<StackKey>() == 88);
 const _: () = assert!(std::mem::size_of::<StackValue>() == 16);
+const _: () = assert!(std::mem::size_of::<LastDrop>() == 48);
 const _: () = assert!(std::mem::size_of::<EventKey>() == 16);
 
 // SAFETY: plain-old-data, `#[repr(C)]`, no implicit padding (it is spelled out), and
@@ -97,6 +131,8 @@ unsafe impl aya::Pod for DropValue {}
 unsafe impl aya::Pod for StackKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for StackValue {}
+// SAFETY: as above.
+unsafe impl aya::Pod for LastDrop {}
 // SAFETY: as above.
 unsafe impl aya::Pod for EventKey {}
 
@@ -287,6 +323,20 @@ pub(super) mod tests {
             drop("bytes", offset_of!(StackValue, bytes), 8),
         ];
         assert_eq!(c_layout(DROPS_H, "dropspec_stack_value"), stack_value);
+        let last = vec![
+            drop("slot", offset_of!(LastDrop, slot), 4),
+            drop("reason", offset_of!(LastDrop, reason), 4),
+            drop("location", offset_of!(LastDrop, location), 8),
+            drop("l3proto", offset_of!(LastDrop, l3proto), 2),
+            drop("l4proto", offset_of!(LastDrop, l4proto), 1),
+            drop("stack_status", offset_of!(LastDrop, stack_status), 1),
+            drop("pad", offset_of!(LastDrop, pad), 4),
+            drop("packets", offset_of!(LastDrop, packets), 8),
+            drop("bytes", offset_of!(LastDrop, bytes), 8),
+            drop("seq", offset_of!(LastDrop, seq), 4),
+            drop("pad2", offset_of!(LastDrop, pad2), 4),
+        ];
+        assert_eq!(c_layout(DROPS_H, "dropspec_last"), last);
         let event = vec![
             ("slot".to_owned(), offset_of!(EventKey, slot), 4),
             ("event".to_owned(), offset_of!(EventKey, event), 4),

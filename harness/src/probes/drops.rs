@@ -11,8 +11,9 @@
 //! from what the running kernel says (BTF, kallsyms), never from numbers compiled in.
 
 use super::abi::{
-    DropKey, DropValue, EventKey, StackKey, StackValue, ABSENT, LOST_COUNTERS, LOST_DROPS, LOST_EVENTS, LOST_STACKS,
-    NO_REASON, STACK_FROM_CALLER, STACK_NONE, STACK_SKIPPED, STACK_UNTRIMMED,
+    DropKey, DropValue, EventKey, LastDrop, StackKey, StackValue, ABSENT, LOST_COUNTERS,
+    LOST_DROPS, LOST_EVENTS, LOST_STACKS, NO_REASON, STACK_FROM_CALLER, STACK_NONE, STACK_SKIPPED,
+    STACK_UNTRIMMED,
 };
 use super::events::{self, ClassicPlan, EventCount, EventSpec};
 use super::names::{l3_name, l4_name, KallsymsCache};
@@ -26,7 +27,7 @@ use crate::kernel::stacks;
 use crate::kernel::tracefs::{self, TracepointFormat};
 use crate::kernel::{self as kernel_info, KernelError};
 use crate::policy::{Policy, ProbeRequest};
-use aya::maps::{MapData, MapError, PerCpuHashMap};
+use aya::maps::{MapData, MapError, PerCpuArray, PerCpuHashMap};
 use aya::programs::{BtfTracePoint, ProgramError, TracePoint};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use std::collections::{BTreeMap, HashMap};
@@ -46,6 +47,11 @@ pub const PROBE_ENV: &str = "DROPSPEC_PROBE";
 pub const STACKS_ENV: &str = "DROPSPEC_STACKS";
 
 const TRACEPOINT_CATEGORY: &str = "skb";
+
+/// Reads of the counters in a row that may each see a CPU move its last drop's counts
+/// (`dropspec_last`) before [`DropProbe::read`] gives up: each move is one change of
+/// drop kind on a CPU, so even a mixed flood settles within a few.
+const LAST_READ_ATTEMPTS: u32 = 1000;
 const TRACEPOINT: &str = "kfree_skb";
 
 /// How the probe is attached to skb:kfree_skb.
@@ -154,6 +160,7 @@ struct Maps {
     slots: SlotTable,
     drops: PerCpuHashMap<MapData, DropKey, DropValue>,
     stacks: PerCpuHashMap<MapData, StackKey, StackValue>,
+    last: PerCpuArray<MapData, LastDrop>,
     events: PerCpuHashMap<MapData, EventKey, u64>,
     lost: LostCounters,
 }
@@ -312,29 +319,72 @@ impl DropProbe {
                     detail: map_error_text(&e),
                 }
             };
-            // The drops counted without a stack. A row whose drops were all counted
-            // with their stack (the first few per CPU) has none here.
-            for entry in maps.drops.iter() {
-                let (key, per_cpu) = entry.map_err(read_error("dropspec_drops"))?;
-                if key.slot != slot.id() {
-                    continue;
-                }
-                let (packets, bytes) = per_cpu
+            let read_last = || -> Result<Vec<LastDrop>, ProbeError> {
+                Ok(maps
+                    .last
+                    .get(&0, 0)
+                    .map_err(read_error("dropspec_last"))?
                     .iter()
-                    .fold((0, 0), |(p, b), v| (p + v.packets, b + v.bytes));
-                if packets > 0 {
-                    rows.push((StackKey::from(key), packets, bytes));
+                    .copied()
+                    .collect())
+            };
+            // Each CPU's last drop (dropspec_last) holds counts not yet in its row, and
+            // moves them there when another drop comes: read it before and after the
+            // rows, and use it only if no CPU moved any in between (its `seq`).
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                rows.clear();
+                let before = read_last()?;
+                // The drops counted without a stack. A row whose drops were all
+                // counted with their stack (the first few per CPU) has none here.
+                for entry in maps.drops.iter() {
+                    let (key, per_cpu) = entry.map_err(read_error("dropspec_drops"))?;
+                    if key.slot != slot.id() {
+                        continue;
+                    }
+                    let (packets, bytes) = per_cpu
+                        .iter()
+                        .fold((0, 0), |(p, b), v| (p + v.packets, b + v.bytes));
+                    if packets > 0 {
+                        rows.push((StackKey::from(key), packets, bytes));
+                    }
                 }
-            }
-            for entry in maps.stacks.iter() {
-                let (key, per_cpu) = entry.map_err(read_error("dropspec_stacks"))?;
-                if key.slot != slot.id() {
-                    continue;
+                for entry in maps.stacks.iter() {
+                    let (key, per_cpu) = entry.map_err(read_error("dropspec_stacks"))?;
+                    if key.slot != slot.id() {
+                        continue;
+                    }
+                    let (packets, bytes) = per_cpu
+                        .iter()
+                        .fold((0, 0), |(p, b), v| (p + v.packets, b + v.bytes));
+                    rows.push((key, packets, bytes));
                 }
-                let (packets, bytes) = per_cpu
-                    .iter()
-                    .fold((0, 0), |(p, b), v| (p + v.packets, b + v.bytes));
-                rows.push((key, packets, bytes));
+                let after = read_last()?;
+                let settled = before.len() == after.len()
+                    && before
+                        .iter()
+                        .zip(&after)
+                        .all(|(b, a)| b.seq == a.seq && a.seq % 2 == 0);
+                if settled {
+                    rows.extend(
+                        after
+                            .iter()
+                            .filter(|last| last.slot == slot.id() && last.packets > 0)
+                            .map(|last| (last.key(), last.packets, last.bytes)),
+                    );
+                    break;
+                }
+                if attempts == LAST_READ_ATTEMPTS {
+                    return Err(ProbeError::Map {
+                        map: "dropspec_last",
+                        op: "reading counters",
+                        detail: format!(
+                            "a CPU's last drop changed during each of {attempts} reads in a \
+                             row: drops of many kinds are arriving faster than they can be read"
+                        ),
+                    });
+                }
             }
             let lost = maps.lost.get(LOST_DROPS)?;
             if lost > slot.lost_at_start {
@@ -616,10 +666,11 @@ impl Maps {
                 errno: None,
             })
         };
-        let (netns, drops, stacks, events, lost) = (
+        let (netns, drops, stacks, last, events, lost) = (
             take("dropspec_netns")?,
             take("dropspec_drops")?,
             take("dropspec_stacks")?,
+            take("dropspec_last")?,
             take("dropspec_events")?,
             take("dropspec_lost")?,
         );
@@ -634,6 +685,7 @@ impl Maps {
             slots: SlotTable::new(netns, "dropspec_netns (drops.bpf.c)")?,
             drops: PerCpuHashMap::try_from(drops).map_err(wrong_type("dropspec_drops"))?,
             stacks: PerCpuHashMap::try_from(stacks).map_err(wrong_type("dropspec_stacks"))?,
+            last: PerCpuArray::try_from(last).map_err(wrong_type("dropspec_last"))?,
             events: PerCpuHashMap::try_from(events).map_err(wrong_type("dropspec_events"))?,
             lost: LostCounters::new(lost, "dropspec_lost (drops.bpf.c)", LOST_COUNTERS)?,
         })
