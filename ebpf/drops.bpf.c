@@ -295,17 +295,15 @@ static __always_inline void count_drop(void *ctx, struct sk_buff *skb, __u64 loc
 	if (row) {
 		row->stacks_taken += 1;
 	} else {
+		/*
+		 * NULL: the row was created with this stack counted, or dropspec_drops is
+		 * full (counted lost, which fails the slot's reads). Otherwise another CPU
+		 * created it since our lookup, and this CPU's value is still zero.
+		 */
 		struct dropspec_drop_value first = { .stacks_taken = 1 };
-		long err = bpf_map_update_elem(&dropspec_drops, &key, &first, BPF_NOEXIST);
-		if (err == -EEXIST) {
-			/* Another CPU created the row since our lookup: ours is zero. */
-			row = bpf_map_lookup_elem(&dropspec_drops, &key);
-			if (row)
-				row->stacks_taken += 1;
-		} else if (err) {
-			count_lost(DROPSPEC_LOST_DROPS);
-			return;
-		}
+		row = percpu_value(&dropspec_drops, &key, &first, DROPSPEC_LOST_DROPS);
+		if (row)
+			row->stacks_taken += 1;
 	}
 	struct dropspec_stack_key skey;
 	__builtin_memset(&skey, 0, sizeof(skey));
