@@ -52,10 +52,10 @@ const volatile __u32 cfg_tp_rx_sk = DROPSPEC_ABSENT; /* absent before ~6.12 */
 const volatile __u32 cfg_take_stacks = 1;
 
 /*
- * Every drop's counter: one row per distinct drop, keyed small (24 bytes), since a
- * flood hashes and compares the key once per packet. A row also counts how many of the
- * drop's stacks this CPU took (DROPSPEC_STACK_SAMPLES at most); past those, a drop is one
- * lookup and two adds.
+ * Every drop's counter: one row per distinct drop, keyed small (24 bytes). A row also
+ * counts how many of the drop's stacks this CPU took (DROPSPEC_STACK_SAMPLES at most);
+ * past those, the drop becomes the CPU's last drop (dropspec_last), counted there until
+ * another one comes.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
