@@ -2,15 +2,18 @@
 //! every scenario.
 //!
 //! It counts every `kfree_skb` drop whose network namespace is being watched, in a
-//! per-CPU hash keyed by (slot, reason, call site, L3, L4, the first kernel stack frames
-//! from the call site on), and the auxiliary tracepoints of `events.rs` the same way.
+//! per-CPU hash keyed by (slot, reason, call site, L3, L4), `dropspec_drops`; the first
+//! drops of each per CPU are counted with their kernel stack (the first frames from the
+//! call site on) in a second one, `dropspec_stacks`, instead. The auxiliary tracepoints
+//! of `events.rs` are counted the same way.
 //! Which namespace a drop belongs to and the watch slots are `slots.rs`'s, shared with
 //! the hook-point probe. Reason and function names are resolved here, in user space,
 //! from what the running kernel says (BTF, kallsyms), never from numbers compiled in.
 
 use super::abi::{
-    DropKey, DropValue, EventKey, ABSENT, LOST_COUNTERS, LOST_DROPS, LOST_EVENTS, LOST_STACKS,
-    NO_REASON, STACK_FROM_CALLER, STACK_NONE, STACK_SKIPPED, STACK_UNTRIMMED,
+    DropKey, DropValue, EventKey, LastDrop, StackKey, StackValue, ABSENT, LOST_COUNTERS,
+    LOST_DROPS, LOST_EVENTS, LOST_STACKS, NO_REASON, STACK_FROM_CALLER, STACK_NONE, STACK_SKIPPED,
+    STACK_UNTRIMMED,
 };
 use super::events::{self, ClassicPlan, EventCount, EventSpec};
 use super::names::{l3_name, l4_name, KallsymsCache};
@@ -24,7 +27,7 @@ use crate::kernel::stacks;
 use crate::kernel::tracefs::{self, TracepointFormat};
 use crate::kernel::{self as kernel_info, KernelError};
 use crate::policy::{Policy, ProbeRequest};
-use aya::maps::{MapData, MapError, PerCpuHashMap};
+use aya::maps::{MapData, MapError, PerCpuArray, PerCpuHashMap};
 use aya::programs::{BtfTracePoint, ProgramError, TracePoint};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use std::collections::{BTreeMap, HashMap};
@@ -44,6 +47,11 @@ pub const PROBE_ENV: &str = "DROPSPEC_PROBE";
 pub const STACKS_ENV: &str = "DROPSPEC_STACKS";
 
 const TRACEPOINT_CATEGORY: &str = "skb";
+
+/// Reads of the counters in a row that may each see a CPU move its last drop's counts
+/// (`dropspec_last`) before [`DropProbe::read`] gives up: each move is one change of
+/// drop kind on a CPU, so even a mixed flood settles within a few.
+const LAST_READ_ATTEMPTS: u32 = 1000;
 const TRACEPOINT: &str = "kfree_skb";
 
 /// How the probe is attached to skb:kfree_skb.
@@ -116,7 +124,7 @@ pub struct DropCount {
 pub struct ProbeStats {
     /// Namespaces being watched now.
     pub watched: usize,
-    /// Counter keys in dropspec_drops (all slots), out of 16384.
+    /// Counter keys in dropspec_drops and dropspec_stacks (all slots), out of 16384 each.
     pub keys: usize,
     /// Drops of watched namespaces not counted since load because the map was full.
     pub lost: u64,
@@ -151,6 +159,8 @@ pub struct DropProbe {
 struct Maps {
     slots: SlotTable,
     drops: PerCpuHashMap<MapData, DropKey, DropValue>,
+    stacks: PerCpuHashMap<MapData, StackKey, StackValue>,
+    last: PerCpuArray<MapData, LastDrop>,
     events: PerCpuHashMap<MapData, EventKey, u64>,
     lost: LostCounters,
 }
@@ -199,6 +209,8 @@ impl SlotOwner for DropProbe {
         maps.slots.remove(id)?;
         maps.slots
             .sweep(&mut maps.drops, "dropspec_drops", |key| key.slot)?;
+        maps.slots
+            .sweep(&mut maps.stacks, "dropspec_stacks", |key| key.slot)?;
         maps.slots
             .sweep(&mut maps.events, "dropspec_events", |key| key.slot)
     }
@@ -296,23 +308,83 @@ impl DropProbe {
 
     /// This slot's counters as the kernel keeps them: (key, packets, bytes), summed over
     /// CPUs, nothing resolved.
-    fn raw_rows(&self, slot: &WatchSlot) -> Result<Vec<(DropKey, u64, u64)>, ProbeError> {
+    fn raw_rows(&self, slot: &WatchSlot) -> Result<Vec<(StackKey, u64, u64)>, ProbeError> {
         let mut rows = Vec::new();
         {
             let maps = self.lock_maps();
-            for entry in maps.drops.iter() {
-                let (key, per_cpu) = entry.map_err(|e| ProbeError::Map {
-                    map: "dropspec_drops",
+            let read_error = |map| {
+                move |e: MapError| ProbeError::Map {
+                    map,
                     op: "reading counters",
                     detail: map_error_text(&e),
-                })?;
-                if key.slot != slot.id() {
-                    continue;
                 }
-                let (packets, bytes) = per_cpu
+            };
+            let read_last = || -> Result<Vec<LastDrop>, ProbeError> {
+                Ok(maps
+                    .last
+                    .get(&0, 0)
+                    .map_err(read_error("dropspec_last"))?
                     .iter()
-                    .fold((0, 0), |(p, b), v| (p + v.packets, b + v.bytes));
-                rows.push((key, packets, bytes));
+                    .copied()
+                    .collect())
+            };
+            // Each CPU's last drop (dropspec_last) holds counts not yet in its row, and
+            // moves them there when another drop comes: read it before and after the
+            // rows, and use it only if no CPU moved any in between (its `seq`).
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                rows.clear();
+                let before = read_last()?;
+                // The drops counted without a stack. A row whose drops were all
+                // counted with their stack (the first few per CPU) has none here.
+                for entry in maps.drops.iter() {
+                    let (key, per_cpu) = entry.map_err(read_error("dropspec_drops"))?;
+                    if key.slot != slot.id() {
+                        continue;
+                    }
+                    let (packets, bytes) = per_cpu
+                        .iter()
+                        .fold((0, 0), |(p, b), v| (p + v.packets, b + v.bytes));
+                    if packets > 0 {
+                        rows.push((StackKey::from(key), packets, bytes));
+                    }
+                }
+                for entry in maps.stacks.iter() {
+                    let (key, per_cpu) = entry.map_err(read_error("dropspec_stacks"))?;
+                    if key.slot != slot.id() {
+                        continue;
+                    }
+                    let (packets, bytes) = per_cpu
+                        .iter()
+                        .fold((0, 0), |(p, b), v| (p + v.packets, b + v.bytes));
+                    rows.push((key, packets, bytes));
+                }
+                let after = read_last()?;
+                let settled = before.len() == after.len()
+                    && before
+                        .iter()
+                        .zip(&after)
+                        .all(|(b, a)| b.seq == a.seq && a.seq % 2 == 0);
+                if settled {
+                    rows.extend(
+                        after
+                            .iter()
+                            .filter(|last| last.slot == slot.id() && last.packets > 0)
+                            .map(|last| (last.key(), last.packets, last.bytes)),
+                    );
+                    break;
+                }
+                if attempts == LAST_READ_ATTEMPTS {
+                    return Err(ProbeError::Map {
+                        map: "dropspec_last",
+                        op: "reading counters",
+                        detail: format!(
+                            "a CPU's last drop changed during each of {attempts} reads in a \
+                             row: drops of many kinds are arriving faster than they can be read"
+                        ),
+                    });
+                }
             }
             let lost = maps.lost.get(LOST_DROPS)?;
             if lost > slot.lost_at_start {
@@ -466,7 +538,8 @@ impl DropProbe {
         let maps = self.lock_maps();
         Ok(ProbeStats {
             watched: maps.slots.len(),
-            keys: maps.drops.keys().filter(Result::is_ok).count(),
+            keys: maps.drops.keys().filter(Result::is_ok).count()
+                + maps.stacks.keys().filter(Result::is_ok).count(),
             lost: maps.lost.get(LOST_DROPS)?,
             event_keys: maps.events.keys().filter(Result::is_ok).count(),
             events_lost: maps.lost.get(LOST_EVENTS)?,
@@ -593,9 +666,11 @@ impl Maps {
                 errno: None,
             })
         };
-        let (netns, drops, events, lost) = (
+        let (netns, drops, stacks, last, events, lost) = (
             take("dropspec_netns")?,
             take("dropspec_drops")?,
+            take("dropspec_stacks")?,
+            take("dropspec_last")?,
             take("dropspec_events")?,
             take("dropspec_lost")?,
         );
@@ -609,6 +684,8 @@ impl Maps {
         Ok(Maps {
             slots: SlotTable::new(netns, "dropspec_netns (drops.bpf.c)")?,
             drops: PerCpuHashMap::try_from(drops).map_err(wrong_type("dropspec_drops"))?,
+            stacks: PerCpuHashMap::try_from(stacks).map_err(wrong_type("dropspec_stacks"))?,
+            last: PerCpuArray::try_from(last).map_err(wrong_type("dropspec_last"))?,
             events: PerCpuHashMap::try_from(events).map_err(wrong_type("dropspec_events"))?,
             lost: LostCounters::new(lost, "dropspec_lost (drops.bpf.c)", LOST_COUNTERS)?,
         })
