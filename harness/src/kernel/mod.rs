@@ -12,6 +12,7 @@ pub mod loader_btf;
 pub mod reasons;
 pub mod stacks;
 pub mod tracefs;
+pub mod vmlinux;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

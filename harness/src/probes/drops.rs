@@ -26,7 +26,7 @@ use crate::kernel::{self as kernel_info, KernelError};
 use crate::policy::{Policy, ProbeRequest};
 use aya::maps::{MapData, MapError, PerCpuHashMap};
 use aya::programs::{BtfTracePoint, ProgramError, TracePoint};
-use aya::{Ebpf, EbpfError, EbpfLoader};
+use aya::{Ebpf, EbpfError};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
@@ -490,10 +490,9 @@ impl DropProbe {
         check_privileges()?;
         // The probe's struct reads are CO-RE relocations: without kernel BTF they would
         // read at our header's made-up offsets, so BTF is required in both modes.
-        let btf_bytes = kernel_info::read_file(Path::new(kernel_info::VMLINUX_BTF))?;
-        let btf = Btf::parse(&btf_bytes)?;
+        let btf: &Btf<'static> = kernel_info::vmlinux::btf()?;
         // Before 5.17 there are none: the probe still counts drops (DROPSPEC_NO_REASON).
-        let reasons = ReasonTable::from_parsed_btf_or_none(&btf)?;
+        let reasons = ReasonTable::from_parsed_btf_or_none(btf)?;
         let take_stacks = policy()?.stacks;
         let kernel = KernelFacts {
             take_stacks,
@@ -511,7 +510,7 @@ impl DropProbe {
                 })
                 .collect::<Result<_, KernelError>>()?,
         };
-        let reset_reasons = events::reset_reasons(&btf);
+        let reset_reasons = events::reset_reasons(btf);
         // aya gets only what our programs need from the kernel's BTF (see
         // kernel::loader_btf): parsing all of it cost 60 ms and 13 MiB.
         let tracepoints: Vec<&str> = std::iter::once(TRACEPOINT)
@@ -522,8 +521,7 @@ impl DropProbe {
             tracepoints: &tracepoints,
             functions: &[],
         };
-        let aya_btf = loader_btf::for_aya(&btf, &wanted)?;
-        drop(btf);
+        let aya_btf = loader_btf::for_aya(btf, &wanted)?;
 
         let attached = Self::attach_any(requested, &kernel, &aya_btf);
         drop(aya_btf);
@@ -532,16 +530,14 @@ impl DropProbe {
             Ok(attached) => attached,
             Err(cut_error) => {
                 let full =
-                    aya::Btf::parse(&btf_bytes, aya::Endianness::default()).map_err(|e| {
-                        KernelError::Btf {
+                    aya::Btf::parse(kernel_info::vmlinux::bytes()?, aya::Endianness::default())
+                        .map_err(|e| KernelError::Btf {
                             what: "aya's parse".into(),
                             detail: e.to_string(),
-                        }
-                    })?;
+                        })?;
                 Self::attach_any(requested, &kernel, &full).map_err(|_| cut_error)?
             }
         };
-        drop(btf_bytes);
         let (mode, (ebpf, events), fallback) = attached;
         let mut ebpf = ebpf;
         let maps = Maps::take(&mut ebpf, mode)?;
@@ -730,7 +726,7 @@ fn attach(mode: ProbeMode, kernel: &KernelFacts, btf: &aya::Btf) -> Result<Attac
     }
 
     let take_stacks = u32::from(kernel.take_stacks);
-    let mut loader = EbpfLoader::new();
+    let mut loader = super::loader::loader();
     for (global, offset) in &event_offsets {
         loader.override_global(global, offset, true);
     }
