@@ -7,6 +7,7 @@
 
 pub mod btf;
 pub mod kallsyms;
+pub mod kallsyms_boot;
 pub mod known;
 pub mod loader_btf;
 pub mod reasons;

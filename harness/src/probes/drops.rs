@@ -19,6 +19,7 @@ use super::{
     check_privileges, errno_of, error_text, map_error_text, Kallsyms, ProbeError, ReasonTable,
 };
 use crate::kernel::btf::Btf;
+use crate::kernel::kallsyms_boot;
 use crate::kernel::loader_btf;
 use crate::kernel::stacks;
 use crate::kernel::tracefs::{self, TracepointFormat};
@@ -231,10 +232,16 @@ impl DropProbe {
             .map_err(Clone::clone)?;
         // Reading kallsyms takes 50-150 ms; do it while the first scenario sets up, so
         // its first read() does not wait (a failure is kept and reported by read()).
+        // With this boot's vmlinux symbols kept (kernel::kallsyms_boot) and no modules
+        // loaded, no drop can need more: those are read instead.
         WARM_KALLSYMS.call_once(|| {
             let _ = std::thread::Builder::new()
                 .name("dropspec-kallsyms".into())
-                .spawn(move || probe.kallsyms().map(|_| ()));
+                .spawn(move || {
+                    if kallsyms_boot::load().is_none() || !no_modules_loaded() {
+                        let _ = probe.kallsyms();
+                    }
+                });
         });
         Ok(probe)
     }
@@ -348,7 +355,22 @@ impl DropProbe {
     /// (reason, function, l3, l4, stack) and sorted by those (hook before stack).
     pub fn read(&self, slot: &WatchSlot) -> Result<Vec<DropCount>, ProbeError> {
         let rows = self.raw_rows(slot)?;
-        let kallsyms = self.kallsyms().ok();
+        // This boot's vmlinux symbols name every address in vmlinux's text exactly as a
+        // live read would; any other address (a module, a BPF program) needs the live one.
+        let boot = kallsyms_boot::load().filter(|text| {
+            rows.iter().all(|(key, ..)| {
+                text.covers(key.location)
+                    && key
+                        .stack
+                        .iter()
+                        .take_while(|&&a| a != 0)
+                        .all(|&a| text.covers(a.saturating_sub(1)))
+            })
+        });
+        let kallsyms = match boot {
+            Some(text) => Some(text.kallsyms.clone()),
+            None => self.kallsyms().ok(),
+        };
         // (reason, reason number, function, l3, l4, hook, stack) → (packets, bytes).
         // Keys that differ only in addresses (another call site in the same function,
         // another return address in a frame) name the same stack and merge here.
@@ -577,6 +599,11 @@ impl DropProbe {
             },
         })
     }
+}
+
+/// No module is loaded (or the kernel has none): every kernel function is vmlinux's.
+fn no_modules_loaded() -> bool {
+    std::fs::read_to_string("/proc/modules").map_or(true, |text| text.trim().is_empty())
 }
 
 impl Maps {
