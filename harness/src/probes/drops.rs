@@ -542,6 +542,7 @@ impl DropProbe {
             structs: loader_btf::PROBE_STRUCTS,
             tracepoints: &tracepoints,
             functions: &[],
+            truncate: true,
         };
         let aya_btf = loader_btf::for_aya(btf, &wanted)?;
 

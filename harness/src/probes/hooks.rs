@@ -413,6 +413,8 @@ impl HookFamily {
             structs: loader_btf::PROBE_STRUCTS,
             tracepoints: &[],
             functions: &functions,
+            // Attach failures are reported per point, with no retry: keep every type.
+            truncate: false,
         };
         let aya_btf = loader_btf::for_aya(btf, &wanted).map_err(|e| e.to_string())?;
 
