@@ -16,7 +16,7 @@
 //! `dropspec cleanup` removes it.
 
 use super::kallsyms::Kallsyms;
-use std::io::Write;
+use std::io::{BufRead, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -60,21 +60,24 @@ fn read() -> Option<KernelText> {
     if !meta.file_type().is_file() || meta.uid() != 0 || meta.mode() & 0o077 != 0 {
         return None;
     }
-    decode(&std::fs::read(path).ok()?, &boot_id()?)
+    // Read as it is parsed: no copy of the whole file is held beside the table.
+    let file = std::fs::File::open(path).ok()?;
+    decode(
+        std::io::BufReader::with_capacity(64 << 10, file),
+        &boot_id()?,
+    )
 }
 
 /// The file's contents, if they are this boot's.
-fn decode(bytes: &[u8], boot: &str) -> Option<KernelText> {
-    // Five header lines, then the table as Kallsyms keeps it: `count` records of
+fn decode(mut input: impl BufRead, boot: &str) -> Option<KernelText> {
+    // Six header lines, then the table as Kallsyms keeps it: `count` records of
     // (address u64, name start u32, name length u32), little-endian, then the names.
-    let mut at = 0;
-    let mut line = || -> Option<&str> {
-        let end = at + bytes[at..].iter().position(|&b| b == b'\n')?;
-        let text = std::str::from_utf8(&bytes[at..end]).ok();
-        at = end + 1;
-        text
+    let mut line = || -> Option<String> {
+        let mut text = String::new();
+        input.read_line(&mut text).ok()?;
+        text.strip_suffix('\n').map(str::to_owned)
     };
-    let field = |line: Option<&str>, key: &str| -> Option<String> {
+    let field = |line: Option<String>, key: &str| -> Option<String> {
         line?
             .strip_prefix(key)?
             .strip_prefix(' ')
@@ -88,21 +91,27 @@ fn decode(bytes: &[u8], boot: &str) -> Option<KernelText> {
     let end = hex(field(line(), "end")?)?;
     let count: usize = field(line(), "count")?.parse().ok()?;
     let names_len: usize = field(line(), "names")?.parse().ok()?;
-    let table = bytes.get(at..at.checked_add(count.checked_mul(16)?)?)?;
-    let names = bytes.get(at + table.len()..)?;
-    if names.len() != names_len || start >= end {
-        return None; // cut short, or not ours
+    if start >= end {
+        return None;
     }
     let word = |b: &[u8], i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-    let symbols = table
-        .chunks_exact(16)
-        .map(|r| {
-            let addr = u64::from(word(r, 0)) | u64::from(word(r, 4)) << 32;
-            (addr, word(r, 8), word(r, 12))
-        })
-        .collect();
-    let names = String::from_utf8(names.to_vec()).ok()?;
-    let kallsyms = Kallsyms::from_parts(symbols, names)?;
+    let mut symbols = Vec::with_capacity(count);
+    let mut record = [0u8; 16];
+    for _ in 0..count {
+        input.read_exact(&mut record).ok()?;
+        let addr = u64::from(word(&record, 0)) | u64::from(word(&record, 4)) << 32;
+        symbols.push((addr, word(&record, 8), word(&record, 12)));
+    }
+    let mut names = Vec::with_capacity(names_len);
+    // One byte more than there should be: a longer file is not ours either.
+    input
+        .take(names_len as u64 + 1)
+        .read_to_end(&mut names)
+        .ok()?;
+    if names.len() != names_len {
+        return None; // cut short, or not ours
+    }
+    let kallsyms = Kallsyms::from_parts(symbols, String::from_utf8(names).ok()?)?;
     Some(KernelText {
         kallsyms: Arc::new(kallsyms),
         start,
@@ -216,7 +225,7 @@ mod tests {
         let text = format!("{EXCERPT}\nffffffff82200000 T _etext\n");
         let live = Kallsyms::parse(&text);
         let bytes = encode(&text, "boot-a").expect("_stext and _etext are there");
-        let kept = decode(&bytes, "boot-a").unwrap();
+        let kept = decode(&bytes[..], "boot-a").unwrap();
         let mut checked = 0;
         for (addr, ..) in live.parts().0 {
             for a in [*addr, addr + 1] {
@@ -230,7 +239,10 @@ mod tests {
         // A module's function is not covered: it is named from a live read.
         assert!(!kept.covers(0xffffffffc0203010));
         // Another boot's file, or one cut short, is not used.
-        assert!(decode(&bytes, "boot-b").is_none());
+        assert!(decode(&bytes[..], "boot-b").is_none());
         assert!(decode(&bytes[..bytes.len() - 1], "boot-a").is_none());
+        let mut longer = bytes.clone();
+        longer.push(b'x');
+        assert!(decode(&longer[..], "boot-a").is_none());
     }
 }
