@@ -22,6 +22,7 @@ use super::{
     check_privileges, errno_of, error_text, map_error_text, Kallsyms, ProbeError, ReasonTable,
 };
 use crate::kernel::btf::Btf;
+use crate::kernel::kallsyms_boot;
 use crate::kernel::loader_btf;
 use crate::kernel::stacks;
 use crate::kernel::tracefs::{self, TracepointFormat};
@@ -29,7 +30,7 @@ use crate::kernel::{self as kernel_info, KernelError};
 use crate::policy::{Policy, ProbeRequest};
 use aya::maps::{MapData, MapError, PerCpuArray, PerCpuHashMap};
 use aya::programs::{BtfTracePoint, ProgramError, TracePoint};
-use aya::{Ebpf, EbpfError, EbpfLoader};
+use aya::{Ebpf, EbpfError};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
@@ -243,10 +244,16 @@ impl DropProbe {
             .map_err(Clone::clone)?;
         // Reading kallsyms takes 50-150 ms; do it while the first scenario sets up, so
         // its first read() does not wait (a failure is kept and reported by read()).
+        // With this boot's vmlinux symbols kept (kernel::kallsyms_boot) and no modules
+        // loaded, no drop can need more: those are read instead.
         WARM_KALLSYMS.call_once(|| {
             let _ = std::thread::Builder::new()
                 .name("dropspec-kallsyms".into())
-                .spawn(move || probe.kallsyms().map(|_| ()));
+                .spawn(move || {
+                    if kallsyms_boot::load().is_none() || !no_modules_loaded() {
+                        let _ = probe.kallsyms();
+                    }
+                });
         });
         Ok(probe)
     }
@@ -420,7 +427,22 @@ impl DropProbe {
     /// (reason, function, l3, l4, stack) and sorted by those (hook before stack).
     pub fn read(&self, slot: &WatchSlot) -> Result<Vec<DropCount>, ProbeError> {
         let rows = self.raw_rows(slot)?;
-        let kallsyms = self.kallsyms().ok();
+        // This boot's vmlinux symbols name every address in vmlinux's text exactly as a
+        // live read would; any other address (a module, a BPF program) needs the live one.
+        let boot = kallsyms_boot::load().filter(|text| {
+            rows.iter().all(|(key, ..)| {
+                text.covers(key.location)
+                    && key
+                        .stack
+                        .iter()
+                        .take_while(|&&a| a != 0)
+                        .all(|&a| text.covers(a.saturating_sub(1)))
+            })
+        });
+        let kallsyms = match boot {
+            Some(text) => Some(text.kallsyms.clone()),
+            None => self.kallsyms().ok(),
+        };
         // (reason, reason number, function, l3, l4, hook, stack) → (packets, bytes).
         // Keys that differ only in addresses (another call site in the same function,
         // another return address in a frame) name the same stack and merge here.
@@ -563,10 +585,9 @@ impl DropProbe {
         check_privileges()?;
         // The probe's struct reads are CO-RE relocations: without kernel BTF they would
         // read at our header's made-up offsets, so BTF is required in both modes.
-        let btf_bytes = kernel_info::read_file(Path::new(kernel_info::VMLINUX_BTF))?;
-        let btf = Btf::parse(&btf_bytes)?;
+        let btf: &Btf<'static> = kernel_info::vmlinux::btf()?;
         // Before 5.17 there are none: the probe still counts drops (DROPSPEC_NO_REASON).
-        let reasons = ReasonTable::from_parsed_btf_or_none(&btf)?;
+        let reasons = ReasonTable::from_parsed_btf_or_none(btf)?;
         let take_stacks = policy()?.stacks;
         let kernel = KernelFacts {
             take_stacks,
@@ -584,7 +605,7 @@ impl DropProbe {
                 })
                 .collect::<Result<_, KernelError>>()?,
         };
-        let reset_reasons = events::reset_reasons(&btf);
+        let reset_reasons = events::reset_reasons(btf);
         // aya gets only what our programs need from the kernel's BTF (see
         // kernel::loader_btf): parsing all of it cost 60 ms and 13 MiB.
         let tracepoints: Vec<&str> = std::iter::once(TRACEPOINT)
@@ -594,9 +615,9 @@ impl DropProbe {
             structs: loader_btf::PROBE_STRUCTS,
             tracepoints: &tracepoints,
             functions: &[],
+            truncate: true,
         };
-        let aya_btf = loader_btf::for_aya(&btf, &wanted)?;
-        drop(btf);
+        let aya_btf = loader_btf::for_aya(btf, &wanted)?;
 
         let attached = Self::attach_any(requested, &kernel, &aya_btf);
         drop(aya_btf);
@@ -605,16 +626,14 @@ impl DropProbe {
             Ok(attached) => attached,
             Err(cut_error) => {
                 let full =
-                    aya::Btf::parse(&btf_bytes, aya::Endianness::default()).map_err(|e| {
-                        KernelError::Btf {
+                    aya::Btf::parse(kernel_info::vmlinux::bytes()?, aya::Endianness::default())
+                        .map_err(|e| KernelError::Btf {
                             what: "aya's parse".into(),
                             detail: e.to_string(),
-                        }
-                    })?;
+                        })?;
                 Self::attach_any(requested, &kernel, &full).map_err(|_| cut_error)?
             }
         };
-        drop(btf_bytes);
         let (mode, (ebpf, events), fallback) = attached;
         let mut ebpf = ebpf;
         let maps = Maps::take(&mut ebpf, mode)?;
@@ -654,6 +673,11 @@ impl DropProbe {
             },
         })
     }
+}
+
+/// No module is loaded (or the kernel has none): every kernel function is vmlinux's.
+fn no_modules_loaded() -> bool {
+    std::fs::read_to_string("/proc/modules").map_or(true, |text| text.trim().is_empty())
 }
 
 impl Maps {
@@ -807,7 +831,7 @@ fn attach(mode: ProbeMode, kernel: &KernelFacts, btf: &aya::Btf) -> Result<Attac
     }
 
     let take_stacks = u32::from(kernel.take_stacks);
-    let mut loader = EbpfLoader::new();
+    let mut loader = super::loader::loader();
     for (global, offset) in &event_offsets {
         loader.override_global(global, offset, true);
     }
