@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 /*
  * Counts packet drops (tracepoint skb:kfree_skb) per watched network namespace,
- * aggregated in the kernel: one per-CPU counter per (slot, reason, call site, L3, L4,
- * kernel stack). No ring buffer and no per-event wakeup, so a flood of drops costs a
- * stack unwind and a hash update each.
+ * aggregated in the kernel: one per-CPU counter per (slot, reason, call site, L3, L4)
+ * in dropspec_drops, and for the first DROPSPEC_STACK_SAMPLES drops of each per CPU one
+ * per (the same, kernel stack) in dropspec_stacks instead. No ring buffer and no
+ * per-event wakeup; a run of the same drop on a CPU (a flood) is counted in a one-entry
+ * per-CPU array, dropspec_last, without a hash lookup.
  *
  * Four entry points share one counting function; user space loads exactly one:
  *   dropspec_tpbtf   tp_btf, kernels whose kfree_skb passes rx_sk (about 6.12 on)
@@ -49,6 +51,12 @@ const volatile __u32 cfg_tp_rx_sk = DROPSPEC_ABSENT; /* absent before ~6.12 */
 /* 0 leaves stacks out (DROPSPEC_STACKS=off), to measure what they cost. */
 const volatile __u32 cfg_take_stacks = 1;
 
+/*
+ * Every drop's counter: one row per distinct drop, keyed small (24 bytes). A row also
+ * counts how many of the drop's stacks this CPU took (DROPSPEC_STACK_SAMPLES at most);
+ * past those, the drop becomes the CPU's last drop (dropspec_last), counted there until
+ * another one comes.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, DROPSPEC_MAX_DROP_KEYS);
@@ -56,17 +64,59 @@ struct {
 	__type(value, struct dropspec_drop_value);
 } dropspec_drops SEC(".maps");
 
-/*
- * How many stacks each distinct drop (a dropspec_drops key with its stack still zero)
- * has had taken on this CPU; see DROPSPEC_STACK_SAMPLES. LRU, because slot ids are never
- * reused: the entries of finished scenarios age out instead of needing a sweep.
- */
+/* The drops whose stack was taken, counted per (distinct drop, stack). */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, DROPSPEC_MAX_DROP_KEYS);
-	__type(key, struct dropspec_drop_key);
-	__type(value, __u32);
+	__type(key, struct dropspec_stack_key);
+	__type(value, struct dropspec_stack_value);
 } dropspec_stacks SEC(".maps");
+
+/* The drop this CPU counted last and its counts not yet in its row (struct dropspec_last). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dropspec_last);
+} dropspec_last SEC(".maps");
+
+_Static_assert(__builtin_offsetof(struct dropspec_last, packets) ==
+		       sizeof(struct dropspec_drop_key),
+	       "dropspec_last begins with a dropspec_drop_key");
+
+/* Whether `last` holds the drop `key`: three 8-byte compares. */
+static __always_inline int same_drop(const struct dropspec_drop_key *key,
+				     const struct dropspec_last *last)
+{
+	const __u64 *a = (const __u64 *)key, *b = (const __u64 *)last;
+	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2];
+}
+
+/*
+ * Makes `key` this CPU's last drop, counting one drop of it: the previous one's counts
+ * go to its dropspec_drops row first (gone if its slot was released meanwhile). `seq`
+ * is odd throughout, so user space never adds a half-moved count.
+ */
+static __always_inline void take_last(struct dropspec_last *last,
+				      const struct dropspec_drop_key *key, __u32 len)
+{
+	__sync_fetch_and_add(&last->seq, 1);
+	if (last->packets) {
+		struct dropspec_drop_value *row = bpf_map_lookup_elem(&dropspec_drops, last);
+		if (row) {
+			row->packets += last->packets;
+			row->bytes += last->bytes;
+		}
+	}
+	const __u64 *k = (const __u64 *)key;
+	__u64 *l = (__u64 *)last;
+	l[0] = k[0];
+	l[1] = k[1];
+	l[2] = k[2];
+	last->packets = 1;
+	last->bytes = len;
+	__sync_fetch_and_add(&last->seq, 1);
+}
 
 #define AF_UNIX 1
 #define AF_NETLINK 16
@@ -138,7 +188,7 @@ static __always_inline __u8 l4_protocol(unsigned char *head, __u16 nh, unsigned 
  * skips the tracing frames by name, leaving fewer than DROPSPEC_STACK_DEPTH.
  */
 static __always_inline void take_stack(void *ctx, __u64 location,
-				       struct dropspec_drop_key *key)
+				       struct dropspec_stack_key *key)
 {
 	__u64 frames[DROPSPEC_STACK_SCAN];
 	__builtin_memset(frames, 0, sizeof(frames));
@@ -212,40 +262,60 @@ static __always_inline void count_drop(void *ctx, struct sk_buff *skb, __u64 loc
 					  BPF_CORE_READ(skb, network_header),
 					  BPF_CORE_READ(skb, data), len, &key.l3proto);
 	}
-	if (cfg_take_stacks) {
-		/*
-		 * A flood's drops are nearly all past their samples: their row (no stack,
-		 * SKIPPED) already has this CPU's packets, and one lookup adds to it. Only
-		 * otherwise is the sample count asked (the key, stack still zero, names the
-		 * distinct drop).
-		 */
-		key.stack_status = DROPSPEC_STACK_SKIPPED;
-		struct dropspec_drop_value *skipped = bpf_map_lookup_elem(&dropspec_drops, &key);
-		if (skipped && skipped->packets) {
-			skipped->packets += 1;
-			skipped->bytes += len;
-			return;
-		}
-		key.stack_status = 0;
-		__u32 *taken = bpf_map_lookup_elem(&dropspec_stacks, &key);
-		if (taken && *taken >= DROPSPEC_STACK_SAMPLES) {
-			key.stack_status = DROPSPEC_STACK_SKIPPED;
-		} else {
-			if (taken) {
-				*taken += 1;
-			} else {
-				__u32 one = 1;
-				bpf_map_update_elem(&dropspec_stacks, &key, &one, BPF_ANY);
-			}
-			take_stack(ctx, location, &key);
-		}
-	} else {
-		key.stack_status = DROPSPEC_STACK_NONE;
-	}
+	key.stack_status = cfg_take_stacks ? DROPSPEC_STACK_SKIPPED : DROPSPEC_STACK_NONE;
 
-	struct dropspec_drop_value first = { .packets = 1, .bytes = len };
-	struct dropspec_drop_value *value =
+	/* A flood's drops: the same as this CPU's last one, two adds. */
+	__u32 zero = 0;
+	struct dropspec_last *last = bpf_map_lookup_elem(&dropspec_last, &zero);
+	if (last && same_drop(&key, last)) {
+		last->packets += 1;
+		last->bytes += len;
+		return;
+	}
+	/*
+	 * Otherwise mostly a drop past its samples (its row counts this CPU's stacks
+	 * taken): it becomes the last drop.
+	 */
+	struct dropspec_drop_value *row = bpf_map_lookup_elem(&dropspec_drops, &key);
+	if (row && (!cfg_take_stacks || row->stacks_taken >= DROPSPEC_STACK_SAMPLES)) {
+		if (last) {
+			take_last(last, &key, len);
+		} else {
+			row->packets += 1;
+			row->bytes += len;
+		}
+		return;
+	}
+	if (!cfg_take_stacks) {
+		struct dropspec_drop_value first = { .packets = 1, .bytes = len };
 		percpu_value(&dropspec_drops, &key, &first, DROPSPEC_LOST_DROPS);
+		return;
+	}
+	/* One of this CPU's first drops of the key: counted with its stack. */
+	if (row) {
+		row->stacks_taken += 1;
+	} else {
+		/*
+		 * NULL: the row was created with this stack counted, or dropspec_drops is
+		 * full (counted lost, which fails the slot's reads). Otherwise another CPU
+		 * created it since our lookup, and this CPU's value is still zero.
+		 */
+		struct dropspec_drop_value first = { .stacks_taken = 1 };
+		row = percpu_value(&dropspec_drops, &key, &first, DROPSPEC_LOST_DROPS);
+		if (row)
+			row->stacks_taken += 1;
+	}
+	struct dropspec_stack_key skey;
+	__builtin_memset(&skey, 0, sizeof(skey));
+	skey.slot = key.slot;
+	skey.reason = key.reason;
+	skey.location = key.location;
+	skey.l3proto = key.l3proto;
+	skey.l4proto = key.l4proto;
+	take_stack(ctx, location, &skey);
+	struct dropspec_stack_value sfirst = { .packets = 1, .bytes = len };
+	struct dropspec_stack_value *value =
+		percpu_value(&dropspec_stacks, &skey, &sfirst, DROPSPEC_LOST_DROPS);
 	if (value) {
 		value->packets += 1;
 		value->bytes += len;

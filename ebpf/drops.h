@@ -29,10 +29,10 @@
 #define DROPSPEC_STACK_SAMPLES 8
 
 /*
- * Key of dropspec_drops: one row per (watch slot, reason, call site, protocols, stack).
- * The stack is in the key itself rather than a STACK_TRACE map id: stack ids collide
- * (a hash bucket per id, -EEXIST on collision), which would make stacks go missing at
- * random, and ids outlive the slots that use them.
+ * Key of dropspec_drops: one row per distinct drop (watch slot, reason, call site,
+ * protocols). It is what a flood's every drop is hashed by, so it holds no stack: the
+ * few drops whose stack is taken are counted in dropspec_stacks instead, by the same
+ * fields and their stack (struct dropspec_stack_key).
  */
 struct dropspec_drop_key {
 	__u32 slot;     /* WatchSlot id from dropspec_netns, never reused within a process */
@@ -40,15 +40,68 @@ struct dropspec_drop_key {
 	__u64 location; /* return address passed to kfree_skb: resolved with kallsyms */
 	__u16 l3proto;  /* skb->protocol in host order (0x0800 IPv4, 0x86dd IPv6, ...) */
 	__u8 l4proto;   /* IPv4 protocol / IPv6 next header; 0 when there is no network header */
+	__u8 stack_status; /* DROPSPEC_STACK_SKIPPED, or _NONE with stacks off */
+	__u8 pad[4];
+};
+
+/*
+ * Value of dropspec_drops, one per CPU; user space sums them. packets and bytes count
+ * the drops taken without a stack; stacks_taken how many of this CPU's drops of the key
+ * were counted in dropspec_stacks instead (DROPSPEC_STACK_SAMPLES at most). A row whose
+ * drops all went there has packets 0 and is no row of the report.
+ */
+struct dropspec_drop_value {
+	__u64 packets;
+	__u64 bytes; /* skb->len at the drop */
+	__u32 stacks_taken;
+	__u32 pad;
+};
+
+/*
+ * Key of dropspec_stacks: a dropspec_drop_key's fields (stack_status one of
+ * FROM_CALLER, UNTRIMMED, NONE) and the kernel stack. The stack is in the key itself
+ * rather than a STACK_TRACE map id: stack ids collide (a hash bucket per id, -EEXIST on
+ * collision), which would make stacks go missing at random, and ids outlive the slots
+ * that use them.
+ */
+struct dropspec_stack_key {
+	__u32 slot;
+	__u32 reason;
+	__u64 location;
+	__u16 l3proto;
+	__u8 l4proto;
 	__u8 stack_status; /* DROPSPEC_STACK_* */
 	__u8 pad[4];
 	__u64 stack[DROPSPEC_STACK_DEPTH]; /* return addresses, zero past the last frame */
 };
 
-/* Value of dropspec_drops, one per CPU; user space sums them. */
-struct dropspec_drop_value {
+/* Value of dropspec_stacks, one per CPU; user space sums them. */
+struct dropspec_stack_value {
 	__u64 packets;
 	__u64 bytes; /* skb->len at the drop */
+};
+
+/*
+ * Value of dropspec_last, a one-entry per-CPU array: the drop this CPU counted last, if
+ * it was past its stacks, and the drops of it counted here since, not yet added to its
+ * dropspec_drops row. A flood's drops are all the same drop: each is two adds here,
+ * without a hash lookup. Another drop on the CPU first moves these counts to the row
+ * of `key`, then takes the entry, with `seq` odd meanwhile: user space reads this
+ * array before and after the hash maps and adds these counts to the row only if `seq`
+ * was the same even number both times (otherwise it reads again).
+ */
+struct dropspec_last {
+	__u32 slot;     /* key: a dropspec_drop_key, slot 0 (no slot) while unused */
+	__u32 reason;
+	__u64 location;
+	__u16 l3proto;
+	__u8 l4proto;
+	__u8 stack_status;
+	__u8 pad[4];
+	__u64 packets;
+	__u64 bytes;
+	__u32 seq;
+	__u32 pad2;
 };
 
 /* Auxiliary tracepoints counted next to the drops (dropspec_event_key.event). */
@@ -76,13 +129,16 @@ struct dropspec_event_key {
 #define DROPSPEC_NO_REASON 0xfffffffeu
 
 /* Indexes of dropspec_lost. */
-#define DROPSPEC_LOST_DROPS 0     /* drops not counted: dropspec_drops full */
+#define DROPSPEC_LOST_DROPS 0     /* drops not counted: dropspec_drops or _stacks full */
 #define DROPSPEC_LOST_EVENTS 1    /* events not counted: dropspec_events full */
 #define DROPSPEC_LOST_STACKS 2    /* drops counted without a stack (DROPSPEC_STACK_NONE) */
 #define DROPSPEC_LOST_COUNTERS 3
 
-_Static_assert(sizeof(struct dropspec_drop_key) == 88, "dropspec_drop_key ABI");
-_Static_assert(sizeof(struct dropspec_drop_value) == 16, "dropspec_drop_value ABI");
+_Static_assert(sizeof(struct dropspec_drop_key) == 24, "dropspec_drop_key ABI");
+_Static_assert(sizeof(struct dropspec_drop_value) == 24, "dropspec_drop_value ABI");
+_Static_assert(sizeof(struct dropspec_stack_key) == 88, "dropspec_stack_key ABI");
+_Static_assert(sizeof(struct dropspec_stack_value) == 16, "dropspec_stack_value ABI");
+_Static_assert(sizeof(struct dropspec_last) == 48, "dropspec_last ABI");
 _Static_assert(sizeof(struct dropspec_event_key) == 16, "dropspec_event_key ABI");
 
 #endif /* DROPSPEC_DROPS_H */

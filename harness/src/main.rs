@@ -480,6 +480,11 @@ fn cleanup_leftovers(kept: bool) -> Result<ExitCode> {
     if reaped.is_empty() {
         println!("nothing left by earlier runs");
     }
+    // Not a leftover (runs keep it on purpose), but dropspec's: see kernel::kallsyms_boot.
+    let path = dropspec::kernel::kallsyms_boot::PATH;
+    if dropspec::kernel::kallsyms_boot::remove().with_context(|| format!("removing {path}"))? {
+        println!("removed {path} (this boot's kernel symbols, kept to name drops)");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -157,5 +157,8 @@ pub const CAUSES: &[&str] = &[
 /// The qdisc statistics a `qdisc/<dev>/<stat>` counter may name (tc's JSON names).
 pub const QDISC_STATS: &[&str] = &["drops", "overlimits", "requeues", "backlog", "packets"];
 
+/// Interface statistics a `link/<dev>/<stat>` counter can name (`counters/link.rs`).
+pub const LINK_STATS: &[&str] = &["tx_dropped", "rx_dropped"];
+
 /// The global-only sysctls a scenario may change.
 pub const GLOBAL_SYSCTLS: &[&str] = &["net.netfilter.nf_conntrack_max"];

@@ -17,6 +17,7 @@ pub fn delta(before: &HostCounters, after: &HostCounters) -> HostCounters {
         conntrack: map_delta(&before.conntrack, &after.conntrack),
         rules: rules_delta(&before.rules, &after.rules),
         qdisc: map_delta(&before.qdisc, &after.qdisc),
+        link: map_delta(&before.link, &after.link),
     }
 }
 
@@ -85,6 +86,7 @@ mod tests {
             conntrack: conntrack.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             rules,
             qdisc: Default::default(),
+            link: Default::default(),
         }
     }
 

@@ -69,6 +69,7 @@ use crate::topology::TopologyError;
 use crate::vocab::IptablesBackend;
 
 mod delta;
+mod link;
 mod over_run;
 mod proc;
 mod qdisc;
@@ -93,6 +94,10 @@ pub struct HostCounters {
     /// `counters/qdisc.rs` for the keys); expectations write them `qdisc/eth0/drops`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub qdisc: BTreeMap<String, u64>,
+    /// Interface statistics, `eth0/tx_dropped` → value (see `counters/link.rs`);
+    /// expectations write them `link/eth0/tx_dropped`. Not part of snapshots.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub link: BTreeMap<String, u64>,
 }
 
 impl HostCounters {
@@ -102,6 +107,7 @@ impl HostCounters {
             && self.conntrack.is_empty()
             && self.rules.is_empty()
             && self.qdisc.is_empty()
+            && self.link.is_empty()
     }
 }
 

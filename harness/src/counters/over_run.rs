@@ -100,6 +100,7 @@ fn sum(a: &HostCounters, b: &HostCounters) -> HostCounters {
         conntrack: add(&a.conntrack, &b.conntrack),
         rules,
         qdisc: add(&a.qdisc, &b.qdisc),
+        link: add(&a.link, &b.link),
     }
 }
 

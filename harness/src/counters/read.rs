@@ -16,6 +16,7 @@ use crate::vocab::IptablesBackend;
 const SNMP: (&str, &str) = ("/proc/thread-self/net/snmp", "/proc/net/snmp");
 const NETSTAT: (&str, &str) = ("/proc/thread-self/net/netstat", "/proc/net/netstat");
 const SNMP6: (&str, &str) = ("/proc/thread-self/net/snmp6", "/proc/net/snmp6");
+const DEV: (&str, &str) = ("/proc/thread-self/net/dev", "/proc/net/dev");
 const CONNTRACK: (&str, &str) = (
     "/proc/thread-self/net/stat/nf_conntrack",
     "/proc/net/stat/nf_conntrack",
@@ -29,6 +30,8 @@ struct ProcFiles {
     snmp6: Option<String>,
     /// `None` while conntrack is not active in the namespace.
     conntrack: Option<String>,
+    /// Interface statistics.
+    dev: String,
 }
 
 /// Reads the counters of one host now. See [`read_hosts`] for several at once.
@@ -162,6 +165,7 @@ impl Collected {
                 .snmp
                 .append(&mut parse_snmp6(text).map_err(parse_error(SNMP6.1))?);
         }
+        counters.link = super::link::parse_proc_net_dev(&files.dev).map_err(parse_error(DEV.1))?;
         if let Some(text) = &files.conntrack {
             counters.conntrack = parse_conntrack_stat(text).map_err(parse_error(CONNTRACK.1))?;
         }
@@ -243,6 +247,7 @@ fn read_proc_files() -> Result<ProcFiles, ProcError> {
         netstat: read(NETSTAT)?,
         snmp6: optional(SNMP6)?,
         conntrack: optional(CONNTRACK)?,
+        dev: read(DEV)?,
     })
 }
 
@@ -298,6 +303,7 @@ mod tests {
             netstat: fixture(host, "netstat"),
             snmp6: Some(fixture(host, "snmp6")),
             conntrack: Some(fixture(host, "nf_conntrack")),
+            dev: "Inter-|\n face |\n".to_owned(),
         };
         Collected {
             host: host.to_owned(),

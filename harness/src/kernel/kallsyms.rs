@@ -66,7 +66,10 @@ impl Kallsyms {
         }
         let kallsyms = crate::spans::span("kallsyms read", || {
             let bytes = super::read_file(Path::new(PROC_KALLSYMS))?;
-            Ok::<_, KernelError>(Arc::new(Kallsyms::parse(&String::from_utf8_lossy(&bytes))))
+            let text = String::from_utf8_lossy(&bytes);
+            // vmlinux's symbols, kept for the next process of this boot.
+            super::kallsyms_boot::save(&text);
+            Ok::<_, KernelError>(Arc::new(Kallsyms::parse(&text)))
         })?;
         *last = Some((modules, kallsyms.clone()));
         Ok(kallsyms)
@@ -159,6 +162,35 @@ impl Kallsyms {
     /// Past the image's last symbol is not counted: a module may sit there.
     pub fn in_core(&self, addr: u64) -> bool {
         self.core.is_some_and(|(lo, hi)| (lo..=hi).contains(&addr))
+    }
+
+    /// Its table: (address, start of name, length) sorted by address, and the names.
+    pub(crate) fn parts(&self) -> (&[(u64, u32, u32)], &str) {
+        (&self.symbols, &self.names)
+    }
+
+    /// A table from [`Kallsyms::parts`] of another; None unless it is one (sorted,
+    /// every name inside `names`).
+    pub(crate) fn from_parts(symbols: Vec<(u64, u32, u32)>, names: String) -> Option<Kallsyms> {
+        let sorted = symbols.windows(2).all(|w| w[0].0 <= w[1].0);
+        // The kernel image's symbols only: no `[module]` tag packed beside a length.
+        let inside = symbols.iter().all(|&(_, at, len)| {
+            len <= 0xffff
+                && names.is_char_boundary(at as usize)
+                && (at as usize)
+                    .checked_add(len as usize)
+                    .is_some_and(|end| end <= names.len() && names.is_char_boundary(end))
+        });
+        let core = symbols
+            .first()
+            .zip(symbols.last())
+            .map(|(lo, hi)| (lo.0, hi.0));
+        (sorted && inside).then_some(Kallsyms {
+            symbols,
+            names,
+            tags: Vec::new(),
+            core,
+        })
     }
 
     /// Every function name, in address order (names are readable without root).

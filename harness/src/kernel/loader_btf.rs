@@ -24,6 +24,12 @@ pub struct Wanted<'a> {
     pub structs: &'a [&'a str],
     pub tracepoints: &'a [&'a str],
     pub functions: &'a [&'a str],
+    /// Stop after the last type any of the above reaches (through members, typedefs,
+    /// pointers, arrays, prototypes' return types): aya then parses a third of the
+    /// records (6.18: ids up to about 43,000 of 126,000). Only for a loader that retries
+    /// with the whole BTF when its load fails (the drop probe), since a relocation that
+    /// walks somewhere this misses would fail rather than be wrong.
+    pub truncate: bool,
 }
 
 /// The structs the probes in `ebpf/` read with CO-RE (`kernel_types.h`, and
@@ -103,6 +109,12 @@ pub fn cut(btf: &Btf<'_>, wanted: &Wanted<'_>) -> Result<Vec<u8>, KernelError> {
         .collect();
     let functions: HashSet<&str> = wanted.functions.iter().copied().collect();
 
+    let last = if wanted.truncate {
+        last_reached(btf, &full, &typedefs, &functions)?
+    } else {
+        count
+    };
+
     let mut strings: Vec<u8> = vec![0];
     let mut interned: HashMap<String, u32> = HashMap::new();
     let mut intern = |name: &str| -> u32 {
@@ -116,13 +128,13 @@ pub fn cut(btf: &Btf<'_>, wanted: &Wanted<'_>) -> Result<Vec<u8>, KernelError> {
             at
         })
     };
-    let mut types: Vec<u8> = Vec::with_capacity(count as usize * 16);
+    let mut types: Vec<u8> = Vec::with_capacity(last as usize * 16);
     let push = |types: &mut Vec<u8>, words: &[u32]| {
         for w in words {
             types.extend_from_slice(&w.to_le_bytes());
         }
     };
-    for id in 1..=count {
+    for id in 1..=last {
         let record = btf.record(id).ok_or_else(|| KernelError::Btf {
             what: "type id".into(),
             detail: format!("no type {id}"),
@@ -197,6 +209,57 @@ pub fn cut(btf: &Btf<'_>, wanted: &Wanted<'_>) -> Result<Vec<u8>, KernelError> {
     Ok(out)
 }
 
+/// The largest type id reachable from what the cut keeps by name (the structs kept
+/// whole, the tracepoint typedefs, the functions), following every type id the cut's
+/// records keep: members of whole structs, the type of typedefs, qualifiers, pointers,
+/// functions, variables and tags, arrays' element and index types, and prototypes'
+/// return types (the cut keeps no parameters).
+fn last_reached(
+    btf: &Btf<'_>,
+    full: &HashSet<u32>,
+    typedefs: &HashSet<String>,
+    functions: &HashSet<&str>,
+) -> Result<u32, KernelError> {
+    let name_of = |id: u32| btf.name_at(btf.record(id).map_or(0, |r| u32_at(r, 0)));
+    let mut queue: Vec<u32> = full.iter().copied().collect();
+    for id in btf.ids_of_kind(kind::TYPEDEF) {
+        if typedefs.contains(name_of(id)?) {
+            queue.push(id);
+        }
+    }
+    for id in btf.ids_of_kind(kind::FUNC) {
+        if functions.contains(name_of(id)?) {
+            queue.push(id);
+        }
+    }
+    let mut seen: HashSet<u32> = HashSet::new();
+    let mut last = 0;
+    while let Some(id) = queue.pop() {
+        if id == 0 || !seen.insert(id) {
+            continue;
+        }
+        last = last.max(id);
+        let Some(record) = btf.record(id) else {
+            continue;
+        };
+        let info = u32_at(record, 4);
+        let third = u32_at(record, 8);
+        match ((info >> 24) & 0x1f) as u8 {
+            kind::STRUCT | kind::UNION if full.contains(&id) => {
+                let vlen = (info & 0xffff) as usize;
+                queue.extend((0..vlen).map(|m| u32_at(record, 12 + 12 * m + 4)));
+            }
+            kind::STRUCT | kind::UNION | kind::ENUM | kind::ENUM64 | kind::DATASEC => {}
+            kind::INT | kind::FLOAT | kind::FWD => {}
+            kind::ARRAY => queue.extend([u32_at(record, 12), u32_at(record, 16)]),
+            // Typedefs, qualifiers, pointers, functions, variables, tags, prototypes'
+            // return types.
+            _ => queue.push(third),
+        }
+    }
+    Ok(last)
+}
+
 /// [`cut`], parsed by aya.
 pub fn for_aya(btf: &Btf<'_>, wanted: &Wanted<'_>) -> Result<aya::Btf, KernelError> {
     let bytes = cut(btf, wanted)?;
@@ -223,6 +286,7 @@ mod tests {
                 structs: PROBE_STRUCTS,
                 tracepoints: &["kfree_skb"],
                 functions: &["nf_hook_slow"],
+                truncate: false,
             };
             let cut_bytes = cut(&btf, &wanted).unwrap();
             assert!(cut_bytes.len() * 2 < bytes.len(), "{}", dir.display());
@@ -241,6 +305,36 @@ mod tests {
             // Not wanted: no name left to find.
             assert!(small.find(kind::STRUCT, "list_head").unwrap().is_none());
             aya::Btf::parse(&cut_bytes, aya::Endianness::default()).unwrap();
+
+            // Truncated: fewer types, the same ids for everything kept by name, and
+            // every type a kept struct's member names is there.
+            let short_bytes = cut(
+                &btf,
+                &Wanted {
+                    truncate: true,
+                    ..wanted
+                },
+            )
+            .unwrap();
+            let short = Btf::parse(&short_bytes).unwrap();
+            assert!(short.type_count() < btf.type_count(), "{}", dir.display());
+            for (kind, name) in [
+                (kind::TYPEDEF, "btf_trace_kfree_skb"),
+                (kind::FUNC, "nf_hook_slow"),
+                (kind::STRUCT, "sk_buff"),
+                (kind::STRUCT, "net"),
+            ] {
+                let before = btf.find(kind, name).unwrap().map(|t| (t.id, t.vlen));
+                let after = short.find(kind, name).unwrap().map(|t| (t.id, t.vlen));
+                assert_eq!(before, after, "{name} in {} (truncated)", dir.display());
+            }
+            let skb = short.find(kind::STRUCT, "sk_buff").unwrap().unwrap();
+            let record = short.record(skb.id).unwrap();
+            for m in 0..usize::from(skb.vlen) {
+                let ty = u32_at(record, 12 + 12 * m + 4);
+                assert!(ty <= short.type_count(), "{}", dir.display());
+            }
+            aya::Btf::parse(&short_bytes, aya::Endianness::default()).unwrap();
         }
     }
 }

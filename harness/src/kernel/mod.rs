@@ -7,11 +7,13 @@
 
 pub mod btf;
 pub mod kallsyms;
+pub mod kallsyms_boot;
 pub mod known;
 pub mod loader_btf;
 pub mod reasons;
 pub mod stacks;
 pub mod tracefs;
+pub mod vmlinux;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -11,7 +11,7 @@ use super::tracefs::{self, TracepointFormat};
 use super::KernelError;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Where a [`ReasonTable`] came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,8 +51,8 @@ impl ReasonTable {
     /// file when the kernel has no BTF.
     /// Errors are the kernel layer's own; `ProbeError` wraps them (`From`).
     pub fn from_running_kernel() -> Result<Self, KernelError> {
-        let btf_error = match super::read_file(Path::new(super::VMLINUX_BTF)) {
-            Ok(bytes) => match Self::from_btf(&bytes) {
+        let btf_error = match super::vmlinux::btf() {
+            Ok(btf) => match Self::from_parsed_btf(btf) {
                 Ok(table) => return Ok(table),
                 Err(e) => e,
             },
@@ -242,6 +242,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::kernel::btf::tests::BtfBuilder;
     use std::io::Read;
+    use std::path::Path;
 
     /// Every saved kernel: `fixtures/kernel/<release>/`.
     pub(crate) fn fixture_kernels() -> Vec<PathBuf> {

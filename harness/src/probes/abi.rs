@@ -11,7 +11,7 @@ use crate::kernel::stacks;
 
 // ---- ebpf/drops.h ------------------------------------------------------------------
 
-/// `struct dropspec_drop_key` (ebpf/drops.h).
+/// `struct dropspec_drop_key` (ebpf/drops.h): a distinct drop, without its stack.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub(super) struct DropKey {
@@ -22,7 +22,6 @@ pub(super) struct DropKey {
     pub(super) l4proto: u8,
     pub(super) stack_status: u8,
     pub(super) pad: [u8; 4],
-    pub(super) stack: [u64; STACK_DEPTH],
 }
 
 /// `struct dropspec_drop_value` (ebpf/drops.h), one per CPU.
@@ -31,6 +30,79 @@ pub(super) struct DropKey {
 pub(super) struct DropValue {
     pub(super) packets: u64,
     pub(super) bytes: u64,
+    pub(super) stacks_taken: u32,
+    pub(super) pad: u32,
+}
+
+/// `struct dropspec_stack_key` (ebpf/drops.h): a distinct drop with its stack.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub(super) struct StackKey {
+    pub(super) slot: u32,
+    pub(super) reason: u32,
+    pub(super) location: u64,
+    pub(super) l3proto: u16,
+    pub(super) l4proto: u8,
+    pub(super) stack_status: u8,
+    pub(super) pad: [u8; 4],
+    pub(super) stack: [u64; STACK_DEPTH],
+}
+
+impl From<DropKey> for StackKey {
+    /// The row of a drop counted without a stack, as a stack row with none.
+    fn from(key: DropKey) -> StackKey {
+        StackKey {
+            slot: key.slot,
+            reason: key.reason,
+            location: key.location,
+            l3proto: key.l3proto,
+            l4proto: key.l4proto,
+            stack_status: key.stack_status,
+            pad: key.pad,
+            stack: [0; STACK_DEPTH],
+        }
+    }
+}
+
+/// `struct dropspec_stack_value` (ebpf/drops.h), one per CPU.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct StackValue {
+    pub(super) packets: u64,
+    pub(super) bytes: u64,
+}
+
+/// `struct dropspec_last` (ebpf/drops.h): per CPU, the drop it counted last and the
+/// counts of it not yet in its `dropspec_drops` row.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct LastDrop {
+    pub(super) slot: u32,
+    pub(super) reason: u32,
+    pub(super) location: u64,
+    pub(super) l3proto: u16,
+    pub(super) l4proto: u8,
+    pub(super) stack_status: u8,
+    pub(super) pad: [u8; 4],
+    pub(super) packets: u64,
+    pub(super) bytes: u64,
+    pub(super) seq: u32,
+    pub(super) pad2: u32,
+}
+
+impl LastDrop {
+    /// Its drop, as the row of a drop counted without a stack.
+    pub(super) fn key(&self) -> StackKey {
+        StackKey::from(DropKey {
+            slot: self.slot,
+            reason: self.reason,
+            location: self.location,
+            l3proto: self.l3proto,
+            l4proto: self.l4proto,
+            stack_status: self.stack_status,
+            pad: self.pad,
+        })
+    }
 }
 
 /// `struct dropspec_event_key` (ebpf/drops.h); the value is a per-CPU u64.
@@ -43,8 +115,11 @@ pub(super) struct EventKey {
     pub(super) arg1: u32,
 }
 
-const _: () = assert!(std::mem::size_of::<DropKey>() == 88);
-const _: () = assert!(std::mem::size_of::<DropValue>() == 16);
+const _: () = assert!(std::mem::size_of::<DropKey>() == 24);
+const _: () = assert!(std::mem::size_of::<DropValue>() == 24);
+const _: () = assert!(std::mem::size_of::<StackKey>() == 88);
+const _: () = assert!(std::mem::size_of::<StackValue>() == 16);
+const _: () = assert!(std::mem::size_of::<LastDrop>() == 48);
 const _: () = assert!(std::mem::size_of::<EventKey>() == 16);
 
 // SAFETY: plain-old-data, `#[repr(C)]`, no implicit padding (it is spelled out), and
@@ -52,6 +127,12 @@ const _: () = assert!(std::mem::size_of::<EventKey>() == 16);
 unsafe impl aya::Pod for DropKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for DropValue {}
+// SAFETY: as above.
+unsafe impl aya::Pod for StackKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for StackValue {}
+// SAFETY: as above.
+unsafe impl aya::Pod for LastDrop {}
 // SAFETY: as above.
 unsafe impl aya::Pod for EventKey {}
 
@@ -65,12 +146,15 @@ pub(super) const NO_REASON: u32 = u32::MAX - 1;
 pub(super) const STACK_DEPTH: usize = 8;
 const _: () = assert!(STACK_DEPTH == stacks::MAX_FRAMES);
 
-/// DROPSPEC_STACK_* (how DropKey::stack was filled).
+/// DROPSPEC_STACK_* (how StackKey::stack was filled; DropKey says SKIPPED or NONE).
 pub(super) const STACK_FROM_CALLER: u8 = 0;
 pub(super) const STACK_UNTRIMMED: u8 = 1;
 pub(super) const STACK_NONE: u8 = 2;
 /// Enough stacks of this distinct drop were taken already (DROPSPEC_STACK_SAMPLES).
 pub(super) const STACK_SKIPPED: u8 = 3;
+/// DROPSPEC_STACK_SAMPLES: stacks taken per distinct drop and CPU (DropValue::stacks_taken).
+#[cfg(test)]
+pub(super) const STACK_SAMPLES: u32 = 8;
 
 /// DROPSPEC_LOST_* (indexes of dropspec_lost).
 pub(super) const LOST_DROPS: u32 = 0;
@@ -205,30 +289,54 @@ pub(super) mod tests {
 
     #[test]
     fn rust_mirror_matches_drops_h() {
+        let drop = |name: &str, offset, size| (name.to_owned(), offset, size);
         let key = vec![
-            ("slot".to_owned(), offset_of!(DropKey, slot), 4),
-            ("reason".to_owned(), offset_of!(DropKey, reason), 4),
-            ("location".to_owned(), offset_of!(DropKey, location), 8),
-            ("l3proto".to_owned(), offset_of!(DropKey, l3proto), 2),
-            ("l4proto".to_owned(), offset_of!(DropKey, l4proto), 1),
-            (
-                "stack_status".to_owned(),
-                offset_of!(DropKey, stack_status),
-                1,
-            ),
-            ("pad".to_owned(), offset_of!(DropKey, pad), 4),
-            (
-                "stack".to_owned(),
-                offset_of!(DropKey, stack),
-                8 * STACK_DEPTH,
-            ),
+            drop("slot", offset_of!(DropKey, slot), 4),
+            drop("reason", offset_of!(DropKey, reason), 4),
+            drop("location", offset_of!(DropKey, location), 8),
+            drop("l3proto", offset_of!(DropKey, l3proto), 2),
+            drop("l4proto", offset_of!(DropKey, l4proto), 1),
+            drop("stack_status", offset_of!(DropKey, stack_status), 1),
+            drop("pad", offset_of!(DropKey, pad), 4),
         ];
         assert_eq!(c_layout(DROPS_H, "dropspec_drop_key"), key);
         let value = vec![
-            ("packets".to_owned(), offset_of!(DropValue, packets), 8),
-            ("bytes".to_owned(), offset_of!(DropValue, bytes), 8),
+            drop("packets", offset_of!(DropValue, packets), 8),
+            drop("bytes", offset_of!(DropValue, bytes), 8),
+            drop("stacks_taken", offset_of!(DropValue, stacks_taken), 4),
+            drop("pad", offset_of!(DropValue, pad), 4),
         ];
         assert_eq!(c_layout(DROPS_H, "dropspec_drop_value"), value);
+        let stack_key = vec![
+            drop("slot", offset_of!(StackKey, slot), 4),
+            drop("reason", offset_of!(StackKey, reason), 4),
+            drop("location", offset_of!(StackKey, location), 8),
+            drop("l3proto", offset_of!(StackKey, l3proto), 2),
+            drop("l4proto", offset_of!(StackKey, l4proto), 1),
+            drop("stack_status", offset_of!(StackKey, stack_status), 1),
+            drop("pad", offset_of!(StackKey, pad), 4),
+            drop("stack", offset_of!(StackKey, stack), 8 * STACK_DEPTH),
+        ];
+        assert_eq!(c_layout(DROPS_H, "dropspec_stack_key"), stack_key);
+        let stack_value = vec![
+            drop("packets", offset_of!(StackValue, packets), 8),
+            drop("bytes", offset_of!(StackValue, bytes), 8),
+        ];
+        assert_eq!(c_layout(DROPS_H, "dropspec_stack_value"), stack_value);
+        let last = vec![
+            drop("slot", offset_of!(LastDrop, slot), 4),
+            drop("reason", offset_of!(LastDrop, reason), 4),
+            drop("location", offset_of!(LastDrop, location), 8),
+            drop("l3proto", offset_of!(LastDrop, l3proto), 2),
+            drop("l4proto", offset_of!(LastDrop, l4proto), 1),
+            drop("stack_status", offset_of!(LastDrop, stack_status), 1),
+            drop("pad", offset_of!(LastDrop, pad), 4),
+            drop("packets", offset_of!(LastDrop, packets), 8),
+            drop("bytes", offset_of!(LastDrop, bytes), 8),
+            drop("seq", offset_of!(LastDrop, seq), 4),
+            drop("pad2", offset_of!(LastDrop, pad2), 4),
+        ];
+        assert_eq!(c_layout(DROPS_H, "dropspec_last"), last);
         let event = vec![
             ("slot".to_owned(), offset_of!(EventKey, slot), 4),
             ("event".to_owned(), offset_of!(EventKey, event), 4),
@@ -245,6 +353,8 @@ pub(super) mod tests {
             ("DROPSPEC_STACK_FROM_CALLER", STACK_FROM_CALLER.to_string()),
             ("DROPSPEC_STACK_UNTRIMMED", STACK_UNTRIMMED.to_string()),
             ("DROPSPEC_STACK_NONE", STACK_NONE.to_string()),
+            ("DROPSPEC_STACK_SKIPPED", STACK_SKIPPED.to_string()),
+            ("DROPSPEC_STACK_SAMPLES", STACK_SAMPLES.to_string()),
             ("DROPSPEC_LOST_DROPS", LOST_DROPS.to_string()),
             ("DROPSPEC_LOST_EVENTS", LOST_EVENTS.to_string()),
             ("DROPSPEC_LOST_STACKS", LOST_STACKS.to_string()),

@@ -254,9 +254,18 @@ impl Maps {
             return Ok(());
         }
         if let Some(link) = self.link.take() {
-            self.program()?
-                .detach(link)
+            let link = self
+                .program()?
+                .take_link(link)
                 .map_err(|e| bpf_error("detaching the datapath probe", &e))?;
+            // The link is its descriptor: it stays attached while any copy of it is open,
+            // and a child between fork and exec (another scenario's `ip`, `tc`, ...) holds
+            // a copy of every descriptor. Closed under the forks' write lock it is gone
+            // when this returns. Closed plainly, it could outlive the detach, and the next
+            // scenario's `watch` attached a second link beside it: every drop recorded
+            // twice (datapath/retina_metrics in a `dropspec run --jobs 2` under load,
+            // 10 drops for the kernel's 5).
+            crate::forks::close_now(link);
         }
         Ok(())
     }

@@ -2,15 +2,18 @@
 //! every scenario.
 //!
 //! It counts every `kfree_skb` drop whose network namespace is being watched, in a
-//! per-CPU hash keyed by (slot, reason, call site, L3, L4, the first kernel stack frames
-//! from the call site on), and the auxiliary tracepoints of `events.rs` the same way.
+//! per-CPU hash keyed by (slot, reason, call site, L3, L4), `dropspec_drops`; the first
+//! drops of each per CPU are counted with their kernel stack (the first frames from the
+//! call site on) in a second one, `dropspec_stacks`, instead. The auxiliary tracepoints
+//! of `events.rs` are counted the same way.
 //! Which namespace a drop belongs to and the watch slots are `slots.rs`'s, shared with
 //! the hook-point probe. Reason and function names are resolved here, in user space,
 //! from what the running kernel says (BTF, kallsyms), never from numbers compiled in.
 
 use super::abi::{
-    DropKey, DropValue, EventKey, ABSENT, LOST_COUNTERS, LOST_DROPS, LOST_EVENTS, LOST_STACKS,
-    NO_REASON, STACK_FROM_CALLER, STACK_NONE, STACK_SKIPPED, STACK_UNTRIMMED,
+    DropKey, DropValue, EventKey, LastDrop, StackKey, StackValue, ABSENT, LOST_COUNTERS,
+    LOST_DROPS, LOST_EVENTS, LOST_STACKS, NO_REASON, STACK_FROM_CALLER, STACK_NONE, STACK_SKIPPED,
+    STACK_UNTRIMMED,
 };
 use super::events::{self, ClassicPlan, EventCount, EventSpec};
 use super::names::{l3_name, l4_name, KallsymsCache};
@@ -19,14 +22,15 @@ use super::{
     check_privileges, errno_of, error_text, map_error_text, Kallsyms, ProbeError, ReasonTable,
 };
 use crate::kernel::btf::Btf;
+use crate::kernel::kallsyms_boot;
 use crate::kernel::loader_btf;
 use crate::kernel::stacks;
 use crate::kernel::tracefs::{self, TracepointFormat};
 use crate::kernel::{self as kernel_info, KernelError};
 use crate::policy::{Policy, ProbeRequest};
-use aya::maps::{MapData, MapError, PerCpuHashMap};
+use aya::maps::{MapData, MapError, PerCpuArray, PerCpuHashMap};
 use aya::programs::{BtfTracePoint, ProgramError, TracePoint};
-use aya::{Ebpf, EbpfError, EbpfLoader};
+use aya::{Ebpf, EbpfError};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
@@ -44,6 +48,11 @@ pub const PROBE_ENV: &str = "DROPSPEC_PROBE";
 pub const STACKS_ENV: &str = "DROPSPEC_STACKS";
 
 const TRACEPOINT_CATEGORY: &str = "skb";
+
+/// Reads of the counters in a row that may each see a CPU move its last drop's counts
+/// (`dropspec_last`) before [`DropProbe::read`] gives up: each move is one change of
+/// drop kind on a CPU, so even a mixed flood settles within a few.
+const LAST_READ_ATTEMPTS: u32 = 1000;
 const TRACEPOINT: &str = "kfree_skb";
 
 /// How the probe is attached to skb:kfree_skb.
@@ -116,7 +125,7 @@ pub struct DropCount {
 pub struct ProbeStats {
     /// Namespaces being watched now.
     pub watched: usize,
-    /// Counter keys in dropspec_drops (all slots), out of 16384.
+    /// Counter keys in dropspec_drops and dropspec_stacks (all slots), out of 16384 each.
     pub keys: usize,
     /// Drops of watched namespaces not counted since load because the map was full.
     pub lost: u64,
@@ -151,6 +160,8 @@ pub struct DropProbe {
 struct Maps {
     slots: SlotTable,
     drops: PerCpuHashMap<MapData, DropKey, DropValue>,
+    stacks: PerCpuHashMap<MapData, StackKey, StackValue>,
+    last: PerCpuArray<MapData, LastDrop>,
     events: PerCpuHashMap<MapData, EventKey, u64>,
     lost: LostCounters,
 }
@@ -200,6 +211,8 @@ impl SlotOwner for DropProbe {
         maps.slots
             .sweep(&mut maps.drops, "dropspec_drops", |key| key.slot)?;
         maps.slots
+            .sweep(&mut maps.stacks, "dropspec_stacks", |key| key.slot)?;
+        maps.slots
             .sweep(&mut maps.events, "dropspec_events", |key| key.slot)
     }
 }
@@ -231,10 +244,16 @@ impl DropProbe {
             .map_err(Clone::clone)?;
         // Reading kallsyms takes 50-150 ms; do it while the first scenario sets up, so
         // its first read() does not wait (a failure is kept and reported by read()).
+        // With this boot's vmlinux symbols kept (kernel::kallsyms_boot) and no modules
+        // loaded, no drop can need more: those are read instead.
         WARM_KALLSYMS.call_once(|| {
             let _ = std::thread::Builder::new()
                 .name("dropspec-kallsyms".into())
-                .spawn(move || probe.kallsyms().map(|_| ()));
+                .spawn(move || {
+                    if kallsyms_boot::load().is_none() || !no_modules_loaded() {
+                        let _ = probe.kallsyms();
+                    }
+                });
         });
         Ok(probe)
     }
@@ -296,23 +315,83 @@ impl DropProbe {
 
     /// This slot's counters as the kernel keeps them: (key, packets, bytes), summed over
     /// CPUs, nothing resolved.
-    fn raw_rows(&self, slot: &WatchSlot) -> Result<Vec<(DropKey, u64, u64)>, ProbeError> {
+    fn raw_rows(&self, slot: &WatchSlot) -> Result<Vec<(StackKey, u64, u64)>, ProbeError> {
         let mut rows = Vec::new();
         {
             let maps = self.lock_maps();
-            for entry in maps.drops.iter() {
-                let (key, per_cpu) = entry.map_err(|e| ProbeError::Map {
-                    map: "dropspec_drops",
+            let read_error = |map| {
+                move |e: MapError| ProbeError::Map {
+                    map,
                     op: "reading counters",
                     detail: map_error_text(&e),
-                })?;
-                if key.slot != slot.id() {
-                    continue;
                 }
-                let (packets, bytes) = per_cpu
+            };
+            let read_last = || -> Result<Vec<LastDrop>, ProbeError> {
+                Ok(maps
+                    .last
+                    .get(&0, 0)
+                    .map_err(read_error("dropspec_last"))?
                     .iter()
-                    .fold((0, 0), |(p, b), v| (p + v.packets, b + v.bytes));
-                rows.push((key, packets, bytes));
+                    .copied()
+                    .collect())
+            };
+            // Each CPU's last drop (dropspec_last) holds counts not yet in its row, and
+            // moves them there when another drop comes: read it before and after the
+            // rows, and use it only if no CPU moved any in between (its `seq`).
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                rows.clear();
+                let before = read_last()?;
+                // The drops counted without a stack. A row whose drops were all
+                // counted with their stack (the first few per CPU) has none here.
+                for entry in maps.drops.iter() {
+                    let (key, per_cpu) = entry.map_err(read_error("dropspec_drops"))?;
+                    if key.slot != slot.id() {
+                        continue;
+                    }
+                    let (packets, bytes) = per_cpu
+                        .iter()
+                        .fold((0, 0), |(p, b), v| (p + v.packets, b + v.bytes));
+                    if packets > 0 {
+                        rows.push((StackKey::from(key), packets, bytes));
+                    }
+                }
+                for entry in maps.stacks.iter() {
+                    let (key, per_cpu) = entry.map_err(read_error("dropspec_stacks"))?;
+                    if key.slot != slot.id() {
+                        continue;
+                    }
+                    let (packets, bytes) = per_cpu
+                        .iter()
+                        .fold((0, 0), |(p, b), v| (p + v.packets, b + v.bytes));
+                    rows.push((key, packets, bytes));
+                }
+                let after = read_last()?;
+                let settled = before.len() == after.len()
+                    && before
+                        .iter()
+                        .zip(&after)
+                        .all(|(b, a)| b.seq == a.seq && a.seq % 2 == 0);
+                if settled {
+                    rows.extend(
+                        after
+                            .iter()
+                            .filter(|last| last.slot == slot.id() && last.packets > 0)
+                            .map(|last| (last.key(), last.packets, last.bytes)),
+                    );
+                    break;
+                }
+                if attempts == LAST_READ_ATTEMPTS {
+                    return Err(ProbeError::Map {
+                        map: "dropspec_last",
+                        op: "reading counters",
+                        detail: format!(
+                            "a CPU's last drop changed during each of {attempts} reads in a \
+                             row: drops of many kinds are arriving faster than they can be read"
+                        ),
+                    });
+                }
             }
             let lost = maps.lost.get(LOST_DROPS)?;
             if lost > slot.lost_at_start {
@@ -348,17 +427,35 @@ impl DropProbe {
     /// (reason, function, l3, l4, stack) and sorted by those (hook before stack).
     pub fn read(&self, slot: &WatchSlot) -> Result<Vec<DropCount>, ProbeError> {
         let rows = self.raw_rows(slot)?;
-        // Every address a name is looked up for below: a stack's frames are return
-        // addresses, looked up one byte before.
-        let addresses = rows.iter().flat_map(|(key, ..)| {
-            std::iter::once(key.location).chain(
-                key.stack
-                    .iter()
-                    .take_while(|&&a| a != 0)
-                    .map(|&a| a.saturating_sub(1)),
-            )
+        // This boot's vmlinux symbols name every address in vmlinux's text exactly as a
+        // live read would; any other address (a module, a BPF program) needs the live one.
+        let boot = kallsyms_boot::load().filter(|text| {
+            rows.iter().all(|(key, ..)| {
+                text.covers(key.location)
+                    && key
+                        .stack
+                        .iter()
+                        .take_while(|&&a| a != 0)
+                        .all(|&a| text.covers(a.saturating_sub(1)))
+            })
         });
-        let kallsyms = self.kallsyms.get_for(addresses).ok();
+        let kallsyms = match boot {
+            Some(text) => Some(text.kallsyms.clone()),
+            // Read again only if an address may lie in a module loaded since the last
+            // read (each read ~0.5 s in a TCG guest): every address a name is looked up
+            // for below, a stack's return addresses one byte before.
+            None => {
+                let addresses = rows.iter().flat_map(|(key, ..)| {
+                    std::iter::once(key.location).chain(
+                        key.stack
+                            .iter()
+                            .take_while(|&&a| a != 0)
+                            .map(|&a| a.saturating_sub(1)),
+                    )
+                });
+                self.kallsyms.get_for(addresses).ok()
+            }
+        };
         // (reason, reason number, function, l3, l4, hook, stack) → (packets, bytes).
         // Keys that differ only in addresses (another call site in the same function,
         // another return address in a frame) name the same stack and merge here.
@@ -476,7 +573,8 @@ impl DropProbe {
         let maps = self.lock_maps();
         Ok(ProbeStats {
             watched: maps.slots.len(),
-            keys: maps.drops.keys().filter(Result::is_ok).count(),
+            keys: maps.drops.keys().filter(Result::is_ok).count()
+                + maps.stacks.keys().filter(Result::is_ok).count(),
             lost: maps.lost.get(LOST_DROPS)?,
             event_keys: maps.events.keys().filter(Result::is_ok).count(),
             events_lost: maps.lost.get(LOST_EVENTS)?,
@@ -500,10 +598,9 @@ impl DropProbe {
         check_privileges()?;
         // The probe's struct reads are CO-RE relocations: without kernel BTF they would
         // read at our header's made-up offsets, so BTF is required in both modes.
-        let btf_bytes = kernel_info::read_file(Path::new(kernel_info::VMLINUX_BTF))?;
-        let btf = Btf::parse(&btf_bytes)?;
+        let btf: &Btf<'static> = kernel_info::vmlinux::btf()?;
         // Before 5.17 there are none: the probe still counts drops (DROPSPEC_NO_REASON).
-        let reasons = ReasonTable::from_parsed_btf_or_none(&btf)?;
+        let reasons = ReasonTable::from_parsed_btf_or_none(btf)?;
         let take_stacks = policy()?.stacks;
         let kernel = KernelFacts {
             take_stacks,
@@ -521,7 +618,7 @@ impl DropProbe {
                 })
                 .collect::<Result<_, KernelError>>()?,
         };
-        let reset_reasons = events::reset_reasons(&btf);
+        let reset_reasons = events::reset_reasons(btf);
         // aya gets only what our programs need from the kernel's BTF (see
         // kernel::loader_btf): parsing all of it cost 60 ms and 13 MiB.
         let tracepoints: Vec<&str> = std::iter::once(TRACEPOINT)
@@ -531,9 +628,9 @@ impl DropProbe {
             structs: loader_btf::PROBE_STRUCTS,
             tracepoints: &tracepoints,
             functions: &[],
+            truncate: true,
         };
-        let aya_btf = loader_btf::for_aya(&btf, &wanted)?;
-        drop(btf);
+        let aya_btf = loader_btf::for_aya(btf, &wanted)?;
 
         let attached = Self::attach_any(requested, &kernel, &aya_btf);
         drop(aya_btf);
@@ -542,16 +639,14 @@ impl DropProbe {
             Ok(attached) => attached,
             Err(cut_error) => {
                 let full =
-                    aya::Btf::parse(&btf_bytes, aya::Endianness::default()).map_err(|e| {
-                        KernelError::Btf {
+                    aya::Btf::parse(kernel_info::vmlinux::bytes()?, aya::Endianness::default())
+                        .map_err(|e| KernelError::Btf {
                             what: "aya's parse".into(),
                             detail: e.to_string(),
-                        }
-                    })?;
+                        })?;
                 Self::attach_any(requested, &kernel, &full).map_err(|_| cut_error)?
             }
         };
-        drop(btf_bytes);
         let (mode, (ebpf, events), fallback) = attached;
         let mut ebpf = ebpf;
         let maps = Maps::take(&mut ebpf, mode)?;
@@ -593,6 +688,11 @@ impl DropProbe {
     }
 }
 
+/// No module is loaded (or the kernel has none): every kernel function is vmlinux's.
+fn no_modules_loaded() -> bool {
+    std::fs::read_to_string("/proc/modules").map_or(true, |text| text.trim().is_empty())
+}
+
 impl Maps {
     fn take(ebpf: &mut Ebpf, mode: ProbeMode) -> Result<Maps, ProbeError> {
         let mut take = |name: &'static str| {
@@ -603,9 +703,11 @@ impl Maps {
                 errno: None,
             })
         };
-        let (netns, drops, events, lost) = (
+        let (netns, drops, stacks, last, events, lost) = (
             take("dropspec_netns")?,
             take("dropspec_drops")?,
+            take("dropspec_stacks")?,
+            take("dropspec_last")?,
             take("dropspec_events")?,
             take("dropspec_lost")?,
         );
@@ -619,6 +721,8 @@ impl Maps {
         Ok(Maps {
             slots: SlotTable::new(netns, "dropspec_netns (drops.bpf.c)")?,
             drops: PerCpuHashMap::try_from(drops).map_err(wrong_type("dropspec_drops"))?,
+            stacks: PerCpuHashMap::try_from(stacks).map_err(wrong_type("dropspec_stacks"))?,
+            last: PerCpuArray::try_from(last).map_err(wrong_type("dropspec_last"))?,
             events: PerCpuHashMap::try_from(events).map_err(wrong_type("dropspec_events"))?,
             lost: LostCounters::new(lost, "dropspec_lost (drops.bpf.c)", LOST_COUNTERS)?,
         })
@@ -740,7 +844,7 @@ fn attach(mode: ProbeMode, kernel: &KernelFacts, btf: &aya::Btf) -> Result<Attac
     }
 
     let take_stacks = u32::from(kernel.take_stacks);
-    let mut loader = EbpfLoader::new();
+    let mut loader = super::loader::loader();
     for (global, offset) in &event_offsets {
         loader.override_global(global, offset, true);
     }

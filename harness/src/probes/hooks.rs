@@ -33,7 +33,7 @@ use crate::kernel::{self as kernel_info};
 use crate::policy::HooksRequest;
 use aya::maps::{MapData, PerCpuHashMap};
 use aya::programs::{FEntry, FExit, KProbe};
-use aya::{Ebpf, EbpfLoader};
+use aya::Ebpf;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
@@ -374,9 +374,7 @@ impl HookFamily {
     }
 
     fn try_load(only: Option<Attachment>) -> Result<HookFamily, String> {
-        let btf_bytes = kernel_info::read_file(Path::new(kernel_info::VMLINUX_BTF))
-            .map_err(|e| e.to_string())?;
-        let btf = Btf::parse(&btf_bytes).map_err(|e| e.to_string())?;
+        let btf: &Btf<'static> = kernel_info::vmlinux::btf().map_err(|e| e.to_string())?;
         // From 6.10 inet_csk_accept(sk, arg) carries its errno in arg->err.
         let functions = HookPoint::ALL.map(HookPoint::function);
         let params = btf
@@ -402,18 +400,25 @@ impl HookFamily {
             .zip(params)
             .filter_map(|(point, params)| params.map(|_| point))
             .collect();
+        if in_vmlinux.len() == HookPoint::ALL.len() {
+            // Loading the object creates its maps and costs a cut of the BTF, 90 ms
+            // here; when neither way can attach, two cheap tests say so first.
+            if let Some(why) = nothing_attaches(btf, only) {
+                return Ok(HookFamily::none_attached(why));
+            }
+        }
         // Only what the hook programs need (see kernel::loader_btf); attach failures are
         // reported per hook point, so a cut lacking something would show as one.
         let wanted = loader_btf::Wanted {
             structs: loader_btf::PROBE_STRUCTS,
             tracepoints: &[],
             functions: &functions,
+            // Attach failures are reported per point, with no retry: keep every type.
+            truncate: false,
         };
-        let aya_btf = loader_btf::for_aya(&btf, &wanted).map_err(|e| e.to_string())?;
-        drop(btf);
-        drop(btf_bytes);
+        let aya_btf = loader_btf::for_aya(btf, &wanted).map_err(|e| e.to_string())?;
 
-        let mut ebpf = EbpfLoader::new()
+        let mut ebpf = super::loader::loader()
             .btf(Some(&aya_btf))
             .override_global("cfg_accept_err_in_arg", &err_in_arg, true)
             .override_global("cfg_accept_err_offset", &err_offset, true)
@@ -579,13 +584,79 @@ fn attach_fexit(
     })
 }
 
+/// Why no hook point can attach, when two cheap tests say so, in the words the family's
+/// own attempt gives every point (`attach_point`): kprobes absent ([`kprobes_configured`])
+/// and fentry/fexit refused ([`tracing_refused`]). None when either way might attach:
+/// then the family is loaded and tried point by point as before. Only for a kernel
+/// whose BTF describes every point's function (the caller checks): a module function
+/// is told apart, and its module loaded, by the full attempt.
+fn nothing_attaches(btf: &Btf<'_>, only: Option<Attachment>) -> Option<String> {
+    let order: &[Attachment] = match only {
+        Some(Attachment::Fexit) => &[Attachment::Fexit],
+        Some(Attachment::Kprobe) => &[Attachment::Kprobe],
+        None => &[Attachment::Fexit, Attachment::Kprobe],
+    };
+    // The cheap one first.
+    if order.contains(&Attachment::Kprobe) && kprobes_configured() {
+        return None;
+    }
+    if order.contains(&Attachment::Fexit) && !tracing_refused(btf, HookPoint::ALL[0]) {
+        return None;
+    }
+    let why: Vec<String> = order
+        .iter()
+        .map(|attachment| match attachment {
+            Attachment::Fexit => format!("{attachment}: {TRACING_REFUSED}"),
+            Attachment::Kprobe => format!("{attachment}: {NO_KPROBES}"),
+        })
+        .collect();
+    Some(why.join("; "))
+}
+
+/// Whether the kernel refuses (EPERM) an fentry program on `point`'s function: the
+/// smallest one (`return 0`), loaded and closed at once, nothing attached. The family's
+/// own fentry programs on that function are refused the same way where tracing
+/// programs are not allowed (TRACING_REFUSED); any other answer, success included,
+/// leaves the decision to the full attempt.
+fn tracing_refused(btf: &Btf<'_>, point: HookPoint) -> bool {
+    let Ok(Some(function)) = btf.find(crate::kernel::btf::kind::FUNC, point.function()) else {
+        return false;
+    };
+    // r0 = 0; exit
+    let insns: [u64; 2] = [
+        u64::from_le_bytes([0xb7, 0, 0, 0, 0, 0, 0, 0]),
+        u64::from_le_bytes([0x95, 0, 0, 0, 0, 0, 0, 0]),
+    ];
+    let license = c"GPL";
+    // union bpf_attr for BPF_PROG_LOAD, up to attach_btf_obj_fd (0: vmlinux).
+    let mut attr = [0u8; 120];
+    let mut put = |at: usize, bytes: &[u8]| attr[at..at + bytes.len()].copy_from_slice(bytes);
+    const BPF_PROG_TYPE_TRACING: u32 = 26;
+    const BPF_TRACE_FENTRY: u32 = 24;
+    put(0, &BPF_PROG_TYPE_TRACING.to_ne_bytes());
+    put(4, &(insns.len() as u32).to_ne_bytes());
+    put(8, &(insns.as_ptr() as u64).to_ne_bytes());
+    put(16, &(license.as_ptr() as u64).to_ne_bytes());
+    put(68, &BPF_TRACE_FENTRY.to_ne_bytes());
+    put(108, &function.id.to_ne_bytes());
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    // SAFETY: attr is a zeroed bpf_attr whose pointers (insns, license) outlive the call.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, attr.as_ptr(), attr.len()) };
+    if fd >= 0 {
+        // SAFETY: a descriptor the kernel just gave this thread, closed once.
+        unsafe { libc::close(fd as libc::c_int) };
+        return false;
+    }
+    std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Why kprobes cannot attach on a kernel built without them.
+const NO_KPROBES: &str =
+    "this kernel has no kprobes (CONFIG_KPROBES off: no kprobe PMU, no kprobe_events)";
+
 fn attach_kprobe(ebpf: &mut Ebpf, point: HookPoint) -> Result<(), String> {
     if !kprobes_configured() {
-        return Err(
-            "this kernel has no kprobes (CONFIG_KPROBES off: no kprobe PMU, \
-                    no kprobe_events)"
-                .into(),
-        );
+        return Err(NO_KPROBES.into());
     }
     let function = point.function();
     let (entry, exit) = point.programs(Attachment::Kprobe);

@@ -58,6 +58,7 @@ pub mod datapath;
 mod drops;
 mod events;
 pub mod hooks;
+mod loader;
 mod misses;
 mod names;
 pub mod program;
@@ -117,8 +118,8 @@ pub enum ProbeError {
         detail: String,
     },
     #[error(
-        "{lost} drops in watched namespaces were not counted because dropspec_drops was \
-         full ({MAX_DROP_KEYS} keys) while slot {slot} was watched, so its counts are \
+        "{lost} drops in watched namespaces were not counted because dropspec_drops or \
+         dropspec_stacks was full ({MAX_DROP_KEYS} keys each) while slot {slot} was watched, so its counts are \
          incomplete: run fewer scenarios at once"
     )]
     Lost { slot: u32, lost: u64 },

@@ -28,6 +28,7 @@ pub const MAX_TRAFFIC_PAYLOAD: usize = 65_507;
 /// Upper bound on how long one attempt may wait for an answer.
 pub const MAX_TIMEOUT_MS: u64 = 5_000;
 mod command;
+mod link_counter;
 mod links;
 mod qdisc;
 
@@ -300,7 +301,7 @@ impl Validator<'_> {
                 self.keep(program).flatten()
             })
             .collect();
-        let expect = self.expectations(raw.expect, &faults, &hosts);
+        let expect = self.expectations(raw.expect, &faults, &hosts, &links);
         let kernel_names = std::mem::take(&mut self.kernel_names);
         let settle_min_ms = match raw.settle_ms {
             Some(ms) if *ms.get_ref() > MAX_TIMEOUT_MS => {
@@ -1170,6 +1171,7 @@ impl Validator<'_> {
         spec: raw::Expect,
         faults: &[Fault],
         hosts: &[Host],
+        links: &[Link],
     ) -> Expectations {
         let mut drops = Vec::new();
         for d in spec.drops {
@@ -1229,6 +1231,16 @@ impl Validator<'_> {
             let Some(host) = self.keep(self.host_ref(&c.host)) else {
                 continue;
             };
+            if c.counter.get_ref().starts_with("link/") {
+                if let Some(()) = self.keep(self.link_counter(&c.counter, host, links, hosts)) {
+                    counters.push(CounterExpect {
+                        host,
+                        counter: c.counter.into_inner(),
+                        delta: c.delta,
+                    });
+                }
+                continue;
+            }
             if c.counter.get_ref().starts_with("qdisc/") {
                 if let Some(()) = self.keep(self.qdisc_counter(&c.counter, host, faults, hosts)) {
                     counters.push(CounterExpect {

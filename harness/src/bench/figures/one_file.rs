@@ -136,6 +136,10 @@ fn profile(runs: &[Run]) -> String {
             med(&|r| r.process.span_ms("kallsyms read")),
         ),
         (
+            "kallsyms of this boot read (`/run/dropspec-kallsyms`, instead of the above)",
+            med(&|r| r.process.span_ms("kallsyms of this boot read")),
+        ),
+        (
             "after the scenario to its last line (verdict, output)",
             med(&|r| r.process.last_ms() - first_run(r).0 - first_run(r).1),
         ),
