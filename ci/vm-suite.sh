@@ -15,8 +15,12 @@
 #                                                turn on one host thread; default one)
 #   bash ci/vm-suite.sh --release                the guests run a release build of the suite
 #                                                (TCG emulates every instruction: the debug
-#                                                build's harness code is most of a guest's
-#                                                time; the build costs minutes once)
+#                                                build's harness code is much of a guest's
+#                                                time). Not for .ci/run (--ci): it saves
+#                                                ~50-80 s per kernel, 4-7 min over five, but
+#                                                building it took 8 min from scratch and
+#                                                3.5 min after a change to harness/src on
+#                                                this machine (BENCHMARKS.md, "Guests")
 #   bash ci/vm-suite.sh --with-host              the host's kernel first, then every guest:
 #                                                the whole kernel matrix, each against its
 #                                                own baselines, with the time each took

@@ -4,6 +4,7 @@
 //! rule applied to names that only some kernels have.
 
 use crate::counters;
+use crate::kernel::kallsyms::Kallsyms;
 use crate::kernel::known;
 use crate::scenario::names::{self, KnownNames};
 use crate::scenario::{Scenario, ScenarioError};
@@ -73,16 +74,28 @@ pub fn check_functions_after_run(scenario: &Scenario) -> Vec<ScenarioError> {
     if !modular_kernel() {
         return Vec::new();
     }
-    // Reading kallsyms costs seconds in a TCG guest, so the symbols read once are asked
+    // Reading kallsyms costs seconds in a TCG guest, so the symbols read last are asked
     // first, and kallsyms is read again only for a function they do not have (its module
-    // may have been loaded since), which is the rare case.
-    static FIRST_READ: std::sync::OnceLock<Option<std::collections::BTreeSet<String>>> =
-        std::sync::OnceLock::new();
-    let check_with = |functions: std::collections::BTreeSet<String>| {
+    // may have been loaded since), which is the rare case; that read then becomes the
+    // one asked first. A function found in them is known (a module's functions stay
+    // listed as long as it is loaded, and the check is against misspellings).
+    type Functions = (std::sync::Arc<Kallsyms>, std::collections::BTreeSet<String>);
+    static LATEST: std::sync::Mutex<Option<Functions>> = std::sync::Mutex::new(None);
+    let check_with = |functions: &std::collections::BTreeSet<String>| {
+        // Every function the scenario names is there: nothing to report, and no copy of
+        // the 150,000 names (a second or more per scenario in a TCG guest).
+        if scenario
+            .kernel_names
+            .iter()
+            .filter(|n| matches!(n.kind, crate::scenario::KernelNameKind::Function))
+            .all(|n| functions.contains(&n.name))
+        {
+            return Vec::new();
+        }
         // Only what the function rule needs: the release (for `since_kernel`) and the
         // functions; reasons and counters were checked before the run.
         let known = KnownNames {
-            functions: Some(functions),
+            functions: Some(functions.clone()),
             release: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .ok()
                 .map(|r| r.trim().to_owned()),
@@ -96,16 +109,31 @@ pub fn check_functions_after_run(scenario: &Scenario) -> Vec<ScenarioError> {
             .filter(|e| e.to_string().contains("no function `"))
             .collect::<Vec<_>>()
     };
-    let Some(first) = FIRST_READ.get_or_init(|| known::running_functions().ok()) else {
+    let read = || {
+        let kallsyms = Kallsyms::shared_names().ok()?;
+        let functions = known::functions_of(&kallsyms);
+        Some((kallsyms, functions))
+    };
+    let mut latest = LATEST.lock().unwrap_or_else(|p| p.into_inner());
+    if latest.is_none() {
+        *latest = read();
+    }
+    let Some((read_then, functions)) = latest.as_ref() else {
         return Vec::new();
     };
-    let unknown = check_with(first.clone());
+    let unknown = check_with(functions);
     if unknown.is_empty() {
         return unknown;
     }
-    match known::running_functions() {
-        Ok(now) => check_with(now),
-        Err(_) => Vec::new(),
+    match read() {
+        // The modules are as they were: that read is this one.
+        Some((now, _)) if std::sync::Arc::ptr_eq(&now, read_then) => unknown,
+        Some(now) => {
+            let unknown = check_with(&now.1);
+            *latest = Some(now);
+            unknown
+        }
+        None => Vec::new(),
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex, OnceLock};
 
 use dropspec::baseline::Baselines;
 use dropspec::policy::{BaselineMode, Policy};
@@ -88,6 +88,16 @@ fn main() {
             result
         }
     }));
+    // The controls whose own trials will run in this process: controls/no_harness_drops
+    // checks the reports those trials made, and runs any other control itself.
+    let _ = CONTROLS_RUN_BY_TRIALS.set(
+        trials
+            .iter()
+            .filter(|t| names.iter().any(|n| n == t.name()) && t.name().starts_with("controls/"))
+            .filter(|t| !args.list && !args.is_filtered_out(t) && !args.is_ignored(t))
+            .map(|t| t.name().to_owned())
+            .collect(),
+    );
     // Only a whole-suite run can compare. cargo-nextest runs one trial per process
     // (`--exact NAME`), so there this check never runs (nor could it: each process sees
     // one verdict); `cargo test` in .ci/run makes it.
@@ -208,6 +218,9 @@ fn cli_agrees(root: &Path) -> Result<(), String> {
 fn run_trial(root: &Path, path: &Path, policy: &Policy) -> Result<Completion, Failed> {
     let started = std::time::Instant::now();
     let scenarios_dir = root.join("scenarios");
+    // First, so that a control's trial ending early (a bad file, an unknown name) still
+    // tells controls/no_harness_drops it made no run.
+    let mut control = ControlSlot::for_trial(&scenario::scenario_name(path, &scenarios_dir));
     let scenario = scenario::load(path, &scenarios_dir, &root.join("fixtures"))
         .map_err(|e| Failed::from(e.to_string()))?;
     // The same names check `dropspec run` makes before running a file.
@@ -217,14 +230,18 @@ fn run_trial(root: &Path, path: &Path, policy: &Policy) -> Result<Completion, Fa
         return Err(lines.join("\n").into());
     }
     let baselines = Baselines::in_project(root);
-    let judgement = verdict::judge(&scenario, runner::run(&scenario), &baselines, policy);
+    let run = runner::run(&scenario);
+    control.record(&run);
+    let judgement = verdict::judge(&scenario, run, &baselines, policy);
     // DROPSPEC_REPEAT=N: N-1 more runs, each judged alike; a failing one is the trial's
     // verdict, and any count or outcome that varied fails it too.
     let mut judgement = judgement;
     if policy.repeat > 1 {
         let mut runs = vec![repeat_run(&judgement)];
         for _ in 1..policy.repeat {
-            let again = verdict::judge(&scenario, runner::run(&scenario), &baselines, policy);
+            let run = runner::run(&scenario);
+            control.record(&run);
+            let again = verdict::judge(&scenario, run, &baselines, policy);
             runs.push(repeat_run(&again));
             if matches!(again.verdict, Verdict::Failed(_))
                 && !matches!(judgement.verdict, Verdict::Failed(_))
@@ -310,9 +327,116 @@ pub const TEARDOWN_FUNCTIONS: &[&str] = &[
     "dev_close_many",
 ];
 
-/// Runs every control scenario (`scenarios/controls/`) and fails if any drop row has a
-/// teardown function in its function or stack. A control that cannot run makes the trial
-/// a skip that says so (a failure under DROPSPEC_REQUIRE_PRIVILEGED=1), never a pass.
+/// What one run of a control scenario showed controls/no_harness_drops: its drops
+/// with a teardown function in their stacks, or why it did not run.
+enum ControlRun {
+    Ran(Vec<String>),
+    Unavailable(String),
+    KernelLacks { feature: &'static str, why: String },
+    Error(String),
+}
+
+impl ControlRun {
+    fn of(name: &str, run: &Result<dropspec::report::Report, runner::RunError>) -> ControlRun {
+        match run {
+            Ok(report) => ControlRun::Ran(teardown_drops(name, report)),
+            Err(runner::RunError::Unavailable(why)) => ControlRun::Unavailable(why.clone()),
+            Err(runner::RunError::KernelLacks { feature, why }) => ControlRun::KernelLacks {
+                feature: feature.name,
+                why: why.clone(),
+            },
+            Err(e) => ControlRun::Error(e.to_string()),
+        }
+    }
+}
+
+/// The controls whose own trials run in this process (after libtest's filters): set once
+/// in `main` before the trials start.
+static CONTROLS_RUN_BY_TRIALS: OnceLock<BTreeSet<String>> = OnceLock::new();
+/// Each control trial's runs (empty if it ended before running the scenario: a bad file,
+/// an unknown name, a panic), filled in when the trial ends, however it ends.
+static CONTROL_RUNS: Mutex<BTreeMap<String, Vec<ControlRun>>> = Mutex::new(BTreeMap::new());
+static CONTROL_RUN_ENDED: Condvar = Condvar::new();
+
+/// A control trial's runs on their way to CONTROL_RUNS: handed over on drop, so a trial
+/// that returns early or panics still ends the wait in controls/no_harness_drops.
+struct ControlSlot {
+    name: Option<String>,
+    runs: Vec<ControlRun>,
+}
+
+impl ControlSlot {
+    fn for_trial(name: &str) -> ControlSlot {
+        ControlSlot {
+            name: name.starts_with("controls/").then(|| name.to_owned()),
+            runs: Vec::new(),
+        }
+    }
+
+    fn record(&mut self, run: &Result<dropspec::report::Report, runner::RunError>) {
+        if let Some(name) = &self.name {
+            self.runs.push(ControlRun::of(name, run));
+        }
+    }
+}
+
+impl Drop for ControlSlot {
+    fn drop(&mut self) {
+        if let Some(name) = self.name.take() {
+            let mut runs = CONTROL_RUNS.lock().unwrap_or_else(|p| p.into_inner());
+            runs.insert(name, std::mem::take(&mut self.runs));
+            CONTROL_RUN_ENDED.notify_all();
+        }
+    }
+}
+
+/// The runs the control's own trial made, once it has ended; None if no trial of this
+/// process runs it (filtered out, `--skip`, nextest's one trial per process) or it ended
+/// without a run. The trials start in order and this trial is queued after every
+/// scenario, so a control counted here has already started: the wait ends.
+fn control_trial_runs(name: &str) -> Option<Vec<ControlRun>> {
+    if !CONTROLS_RUN_BY_TRIALS
+        .get()
+        .is_some_and(|set| set.contains(name))
+    {
+        return None;
+    }
+    let mut runs = CONTROL_RUNS.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        if let Some(found) = runs.remove(name) {
+            return (!found.is_empty()).then_some(found);
+        }
+        runs = CONTROL_RUN_ENDED
+            .wait(runs)
+            .unwrap_or_else(|p| p.into_inner());
+    }
+}
+
+/// The drop rows of a control's report with a teardown function in their function or
+/// stack, as problems.
+fn teardown_drops(name: &str, report: &dropspec::report::Report) -> Vec<String> {
+    let mut problems = Vec::new();
+    for drop in &report.drops {
+        let frames = std::iter::once(&drop.function).chain(&drop.stack);
+        if let Some(f) = frames
+            .into_iter()
+            .find(|f| TEARDOWN_FUNCTIONS.contains(&f.as_str()))
+        {
+            problems.push(format!(
+                "{name}: {} {} at {} ({} packets) has {f} in its stack: a drop made by closing, not by the scenario (stack: {})",
+                drop.host, drop.reason, drop.function, drop.packets, drop.stack.join(" <- ")
+            ));
+        }
+    }
+    problems
+}
+
+/// Checks every control scenario (`scenarios/controls/`) and fails if any drop row has a
+/// teardown function in its function or stack. A control's own trial already ran it in
+/// this process: its reports (every run of it, DROPSPEC_REPEAT's too) are checked; a
+/// control no trial ran (filtered out, or its trial stopped before running it) is run
+/// here. A control that cannot run makes the trial a skip that says so (a failure under
+/// DROPSPEC_REQUIRE_PRIVILEGED=1), never a pass.
 fn no_harness_drops(root: &Path, names: &[String], policy: &Policy) -> Result<Completion, Failed> {
     let scenarios_dir = root.join("scenarios");
     let controls: Vec<&String> = names
@@ -322,39 +446,40 @@ fn no_harness_drops(root: &Path, names: &[String], policy: &Policy) -> Result<Co
     if controls.is_empty() {
         return Err("no control scenario under scenarios/controls/: nothing to check".into());
     }
-    let (mut checked, mut skipped, mut problems) = (0, Vec::new(), Vec::new());
+    let (mut checked, mut reused, mut skipped, mut problems) = (0, 0, Vec::new(), Vec::new());
     for name in controls {
-        let path = scenarios_dir.join(format!("{name}.toml"));
-        let scenario = scenario::load(&path, &scenarios_dir, &root.join("fixtures"))
-            .map_err(|e| Failed::from(e.to_string()))?;
-        let report = match runner::run(&scenario) {
-            Ok(report) => report,
-            Err(runner::RunError::Unavailable(why)) => {
-                skipped.push(format!("{name}: {why}"));
-                continue;
+        let trial_runs = control_trial_runs(name);
+        let from_trial = trial_runs.is_some();
+        let runs = match trial_runs {
+            Some(runs) => runs,
+            None => {
+                let path = scenarios_dir.join(format!("{name}.toml"));
+                let scenario = scenario::load(&path, &scenarios_dir, &root.join("fixtures"))
+                    .map_err(|e| Failed::from(e.to_string()))?;
+                vec![ControlRun::of(name, &runner::run(&scenario))]
             }
-            // A feature DROPSPEC_MAY_LACK names: that control's own trial says the same.
-            Err(runner::RunError::KernelLacks { feature, why }) => {
-                match verdict::lack_allowed(policy, feature.name) {
-                    Some(allowed) => eprintln!("controls/no_harness_drops: {name}: {allowed}"),
-                    None => skipped.push(format!("{name}: {why}")),
-                }
-                continue;
-            }
-            Err(e) => return Err(format!("{name}: {e}").into()),
         };
-        checked += 1;
-        for drop in &report.drops {
-            let frames = std::iter::once(&drop.function).chain(&drop.stack);
-            if let Some(f) = frames
-                .into_iter()
-                .find(|f| TEARDOWN_FUNCTIONS.contains(&f.as_str()))
-            {
-                problems.push(format!(
-                    "{name}: {} {} at {} ({} packets) has {f} in its stack: a drop made by closing, not by the scenario (stack: {})",
-                    drop.host, drop.reason, drop.function, drop.packets, drop.stack.join(" <- ")
-                ));
+        let mut ran = false;
+        for run in runs {
+            match run {
+                ControlRun::Ran(found) => {
+                    ran = true;
+                    problems.extend(found);
+                }
+                ControlRun::Unavailable(why) => skipped.push(format!("{name}: {why}")),
+                // A feature DROPSPEC_MAY_LACK names: that control's own trial says the same.
+                ControlRun::KernelLacks { feature, why } => {
+                    match verdict::lack_allowed(policy, feature) {
+                        Some(allowed) => eprintln!("controls/no_harness_drops: {name}: {allowed}"),
+                        None => skipped.push(format!("{name}: {why}")),
+                    }
+                }
+                ControlRun::Error(e) => return Err(format!("{name}: {e}").into()),
             }
+        }
+        if ran {
+            checked += 1;
+            reused += usize::from(from_trial);
         }
     }
     if !problems.is_empty() {
@@ -368,7 +493,10 @@ fn no_harness_drops(root: &Path, names: &[String], policy: &Policy) -> Result<Co
             Ok(Completion::ignored_with(why))
         };
     }
-    eprintln!("controls/no_harness_drops: {checked} controls ran, no drop made by a teardown");
+    eprintln!(
+        "controls/no_harness_drops: {checked} controls ran ({reused} checked in their own trials' reports, {} run here), no drop made by a teardown",
+        checked - reused
+    );
     Ok(Completion::Completed)
 }
 

@@ -13,9 +13,16 @@ pub const PROC_KALLSYMS: &str = "/proc/kallsyms";
 /// Text symbols sorted by address. Names live in one buffer: /proc/kallsyms has over
 /// 100,000 lines and this is kept for the whole process.
 pub struct Kallsyms {
-    /// (address, start of name in `names`, name length), sorted by address.
+    /// (address, start of name in `names`, name length | tag << 16), sorted by address.
+    /// The tag is the index in `tags` of the `[module]` the symbol was listed with, plus
+    /// one (0: the kernel image), packed beside the length (at most 512 bytes).
     symbols: Vec<(u64, u32, u32)>,
     names: String,
+    /// The `[module]` tags met (a module's name, `bpf`, `__builtin__ftrace` ...).
+    tags: Vec<String>,
+    /// Lowest and highest address of a symbol of the kernel image itself (no `[module]`
+    /// tag): those never move, whatever modules are loaded or unloaded later.
+    core: Option<(u64, u64)>,
 }
 
 impl Kallsyms {
@@ -73,6 +80,8 @@ impl Kallsyms {
     pub fn parse(text: &str) -> Kallsyms {
         let mut symbols = Vec::with_capacity(text.len() / 40);
         let mut names = String::with_capacity(text.len() / 2);
+        let mut core: Option<(u64, u64)> = None;
+        let mut tags: Vec<String> = Vec::new();
         // Byte-wise on purpose: 120,000 lines, and tests run unoptimised builds.
         for line in text.as_bytes().split(|&b| b == b'\n') {
             // `ffffffff81f62a50 T nft_do_chain` or `... t name\t[module]`
@@ -97,12 +106,62 @@ impl Kallsyms {
             if name.is_empty() {
                 continue;
             }
-            symbols.push((addr, names.len() as u32, name.len() as u32));
+            if name.len() > 0xffff {
+                continue;
+            }
+            // `name\t[module]`: modules, BPF programs, ftrace and kprobe pages.
+            let tag = rest[name.len()..]
+                .strip_prefix(b"\t[")
+                .and_then(|t| t.strip_suffix(b"]"))
+                .and_then(|t| std::str::from_utf8(t).ok());
+            let tag = match tag {
+                None => {
+                    core = Some(core.map_or((addr, addr), |(lo, hi)| (lo.min(addr), hi.max(addr))));
+                    0
+                }
+                Some(tag) => match tags.iter().position(|t| t == tag) {
+                    Some(i) => i + 1,
+                    None if tags.len() < 0xfffe => {
+                        tags.push(tag.to_owned());
+                        tags.len()
+                    }
+                    None => continue,
+                },
+            };
+            symbols.push((
+                addr,
+                names.len() as u32,
+                name.len() as u32 | (tag as u32) << 16,
+            ));
             names.push_str(name);
         }
         // Stable: of several names at one address, the last listed wins (see function_at).
         symbols.sort_by_key(|&(addr, ..)| addr);
-        Kallsyms { symbols, names }
+        Kallsyms {
+            symbols,
+            names,
+            tags,
+            core,
+        }
+    }
+
+    /// The `[module]` tag of the symbol containing `addr` (a module's name, `bpf` ...);
+    /// None in the kernel image or below the first symbol.
+    pub fn module_at(&self, addr: u64) -> Option<&str> {
+        let index = self
+            .symbols
+            .partition_point(|&(a, ..)| a <= addr)
+            .checked_sub(1)?;
+        let tag = (self.symbols[index].2 >> 16) as usize;
+        tag.checked_sub(1).map(|i| self.tags[i].as_str())
+    }
+
+    /// Whether `addr` lies among the kernel image's own symbols (from its first to its
+    /// last), where [`Kallsyms::function_at`] stays right after modules are loaded or
+    /// unloaded: they live elsewhere (above the image on x86-64, below it on arm64).
+    /// Past the image's last symbol is not counted: a module may sit there.
+    pub fn in_core(&self, addr: u64) -> bool {
+        self.core.is_some_and(|(lo, hi)| (lo..=hi).contains(&addr))
     }
 
     /// Its table: (address, start of name, length) sorted by address, and the names.
@@ -114,20 +173,31 @@ impl Kallsyms {
     /// every name inside `names`).
     pub(crate) fn from_parts(symbols: Vec<(u64, u32, u32)>, names: String) -> Option<Kallsyms> {
         let sorted = symbols.windows(2).all(|w| w[0].0 <= w[1].0);
+        // The kernel image's symbols only: no `[module]` tag packed beside a length.
         let inside = symbols.iter().all(|&(_, at, len)| {
-            names.is_char_boundary(at as usize)
+            len <= 0xffff
+                && names.is_char_boundary(at as usize)
                 && (at as usize)
                     .checked_add(len as usize)
                     .is_some_and(|end| end <= names.len() && names.is_char_boundary(end))
         });
-        (sorted && inside).then_some(Kallsyms { symbols, names })
+        let core = symbols
+            .first()
+            .zip(symbols.last())
+            .map(|(lo, hi)| (lo.0, hi.0));
+        (sorted && inside).then_some(Kallsyms {
+            symbols,
+            names,
+            tags: Vec::new(),
+            core,
+        })
     }
 
     /// Every function name, in address order (names are readable without root).
     pub fn names(&self) -> impl Iterator<Item = &str> + '_ {
         self.symbols
             .iter()
-            .map(|&(_, at, len)| &self.names[at as usize..(at + len) as usize])
+            .map(|&(_, at, len)| &self.names[at as usize..(at + (len & 0xffff)) as usize])
     }
 
     pub fn len(&self) -> usize {
@@ -145,6 +215,7 @@ impl Kallsyms {
             .partition_point(|&(a, ..)| a <= addr)
             .checked_sub(1)?;
         let (_, start, len) = self.symbols[index];
+        let len = len & 0xffff;
         Some(&self.names[start as usize..(start + len) as usize])
     }
 }
@@ -204,6 +275,21 @@ mod tests {
         // A [module] symbol: the module name is not part of the function name.
         assert_eq!(k.function_at(0xffffffffc0203010), Some("ftrace_trampoline"));
         assert_eq!(k.function_at(0x1000), None);
+        assert!(k.in_core(0xffffffff81f62c3e));
+        assert!(!k.in_core(0xffffffffc0203010));
+        assert!(!k.in_core(0x1000));
+        assert_eq!(k.module_at(0xffffffffc0203010), Some("__builtin__ftrace"));
+        assert_eq!(k.module_at(0xffffffff81f62c3e), None);
+        let m = Kallsyms::parse(
+            "ffffffff81000000 T _stext\nffffffffc0001000 t nft_do_chain\t[nf_tables]\nffffffffc0002000 t f\t[bpf]\n",
+        );
+        assert_eq!(m.module_at(0xffffffffc0001010), Some("nf_tables"));
+        assert_eq!(m.function_at(0xffffffffc0001010), Some("nft_do_chain"));
+        assert_eq!(m.module_at(0xffffffffc0002010), Some("bpf"));
+        assert_eq!(
+            m.names().collect::<Vec<_>>(),
+            ["_stext", "nft_do_chain", "f"]
+        );
     }
 
     #[test]

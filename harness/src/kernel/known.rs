@@ -41,10 +41,14 @@ pub fn running_reasons() -> Result<BTreeSet<String>, KernelError> {
 /// cloned (`ip_rcv_finish_core.isra.0` on 6.1 and 6.12), which drops are reported in.
 pub fn running_functions() -> Result<BTreeSet<String>, KernelError> {
     // Shared with the drop probe, which names drops from the same read.
-    let kallsyms = Kallsyms::shared_names()?;
+    Ok(functions_of(&*Kallsyms::shared_names()?))
+}
+
+/// The function names of a kallsyms read, as [`running_functions`] gives them.
+pub fn functions_of(kallsyms: &Kallsyms) -> BTreeSet<String> {
     // Drops are reported under the source function's name, without the compiler's
     // clone suffix (`__netif_receive_skb_core.constprop.0`).
-    Ok(kallsyms.names().map(|n| base_name(n).to_owned()).collect())
+    kallsyms.names().map(|n| base_name(n).to_owned()).collect()
 }
 
 /// The table text for `known_reasons.txt` from (release, BTF bytes) of saved kernels.

@@ -198,7 +198,7 @@ pub fn caused_by(attach: Attach, reason: &str, function: &str) -> bool {
 pub struct DatapathProbe {
     loaded: Loaded,
     reasons: ReasonTable,
-    kallsyms: Option<Kallsyms>,
+    kallsyms: Option<std::sync::Arc<Kallsyms>>,
 }
 
 struct Loaded {
@@ -326,7 +326,8 @@ impl DatapathProbe {
         // Before 5.17 there are none: drops are still recorded, and told apart by
         // function (`caused_by`).
         let reasons = ReasonTable::from_running_kernel_or_none()?;
-        let kallsyms = Kallsyms::from_proc().ok();
+        // The read the drop probe shares (once per set of loaded modules).
+        let kallsyms = Kallsyms::shared_from_proc().ok();
         let btf = Btf::from_sys_fs().map_err(|e| ProbeError::Unsupported {
             mode: ProbeMode::BtfTracepoint,
             detail: format!(

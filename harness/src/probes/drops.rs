@@ -441,7 +441,20 @@ impl DropProbe {
         });
         let kallsyms = match boot {
             Some(text) => Some(text.kallsyms.clone()),
-            None => self.kallsyms().ok(),
+            // Read again only if an address may lie in a module loaded since the last
+            // read (each read ~0.5 s in a TCG guest): every address a name is looked up
+            // for below, a stack's return addresses one byte before.
+            None => {
+                let addresses = rows.iter().flat_map(|(key, ..)| {
+                    std::iter::once(key.location).chain(
+                        key.stack
+                            .iter()
+                            .take_while(|&&a| a != 0)
+                            .map(|&a| a.saturating_sub(1)),
+                    )
+                });
+                self.kallsyms.get_for(addresses).ok()
+            }
         };
         // (reason, reason number, function, l3, l4, hook, stack) → (packets, bytes).
         // Keys that differ only in addresses (another call site in the same function,
