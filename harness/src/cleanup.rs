@@ -110,7 +110,10 @@ pub fn reap_before_run() -> io::Result<Reaped> {
     Ok(Reaped {
         global_sysctls: crate::global_sysctls::restore_stale_records(),
         namespaces: reap_namespaces()?,
-        temporary: reap_temporary(&std::env::temp_dir()),
+        temporary: [std::env::temp_dir(), "/run".into()]
+            .iter()
+            .flat_map(|dir| reap_temporary(dir))
+            .collect(),
     })
 }
 

@@ -12,7 +12,7 @@
 //! program under test's frame) is named from a live read, as before (`covers`).
 //!
 //! The file is `/run/dropspec-kallsyms`, mode 0600, written whole under another name
-//! and renamed; it is used only if root owns it and nobody else can write or read it.
+//! (`/run/dropspec-<pid>-kallsyms`, reaped if its writer is killed) and renamed; it is used only if root owns it and nobody else can write or read it.
 //! `dropspec cleanup` removes it.
 
 use super::kallsyms::Kallsyms;
@@ -134,7 +134,9 @@ fn write(live: &str, boot: &str) -> std::io::Result<()> {
     let Some(out) = encode(live, boot) else {
         return Ok(());
     };
-    let temporary = format!("{PATH}.{}", std::process::id());
+    // `dropspec-<pid>-…`: if this process is killed before the rename, the next
+    // entry point's reap removes it (`cleanup::reap_before_run` reaps /run too).
+    let temporary = format!("/run/dropspec-{}-kallsyms", std::process::id());
     let _ = std::fs::remove_file(&temporary);
     let mut file = std::fs::OpenOptions::new()
         .write(true)

@@ -55,9 +55,10 @@ fn deny_open_on_this_thread() -> std::io::Result<()> {
     };
     #[cfg(target_arch = "x86_64")]
     let open = libc::SYS_open as u32;
+    // aarch64 has no open(2): openat twice is harmless.
     #[cfg(target_arch = "aarch64")]
-    let open = libc::SYS_openat as u32; // aarch64 has no open(2)
-                                        // struct seccomp_data: nr at 0, arch at 4.
+    let open = libc::SYS_openat as u32;
+    // struct seccomp_data: nr at 0, arch at 4.
     let filter = [
         stmt(LD_W_ABS, 4),
         jump(AUDIT_ARCH, 0, 4), // another ABI: allow
