@@ -274,6 +274,21 @@ mod tests {
     use super::*;
     use crate::kernel::reasons::tests::{fixture_btf, fixture_kernels};
 
+    /// The names the loaders look up, at the same ids and with as many members in
+    /// `cut` as in `full`.
+    fn assert_same_kept_names(full: &Btf, cut: &Btf, what: &str) {
+        for (kind, name) in [
+            (kind::TYPEDEF, "btf_trace_kfree_skb"),
+            (kind::FUNC, "nf_hook_slow"),
+            (kind::STRUCT, "sk_buff"),
+            (kind::STRUCT, "net"),
+        ] {
+            let before = full.find(kind, name).unwrap().map(|t| (t.id, t.vlen));
+            let after = cut.find(kind, name).unwrap().map(|t| (t.id, t.vlen));
+            assert_eq!(before, after, "{name} in {what}");
+        }
+    }
+
     /// On every saved kernel: the cut keeps every type id, the names the loaders look
     /// up (tracepoint typedefs, functions) at their ids, and the probes' structs with all
     /// their members, and aya parses it.
@@ -292,16 +307,7 @@ mod tests {
             assert!(cut_bytes.len() * 2 < bytes.len(), "{}", dir.display());
             let small = Btf::parse(&cut_bytes).unwrap();
             assert_eq!(small.type_count(), btf.type_count(), "{}", dir.display());
-            for (kind, name) in [
-                (kind::TYPEDEF, "btf_trace_kfree_skb"),
-                (kind::FUNC, "nf_hook_slow"),
-                (kind::STRUCT, "sk_buff"),
-                (kind::STRUCT, "net"),
-            ] {
-                let before = btf.find(kind, name).unwrap().map(|t| (t.id, t.vlen));
-                let after = small.find(kind, name).unwrap().map(|t| (t.id, t.vlen));
-                assert_eq!(before, after, "{name} in {}", dir.display());
-            }
+            assert_same_kept_names(&btf, &small, &format!("{}", dir.display()));
             // Not wanted: no name left to find.
             assert!(small.find(kind::STRUCT, "list_head").unwrap().is_none());
             aya::Btf::parse(&cut_bytes, aya::Endianness::default()).unwrap();
@@ -318,16 +324,7 @@ mod tests {
             .unwrap();
             let short = Btf::parse(&short_bytes).unwrap();
             assert!(short.type_count() < btf.type_count(), "{}", dir.display());
-            for (kind, name) in [
-                (kind::TYPEDEF, "btf_trace_kfree_skb"),
-                (kind::FUNC, "nf_hook_slow"),
-                (kind::STRUCT, "sk_buff"),
-                (kind::STRUCT, "net"),
-            ] {
-                let before = btf.find(kind, name).unwrap().map(|t| (t.id, t.vlen));
-                let after = short.find(kind, name).unwrap().map(|t| (t.id, t.vlen));
-                assert_eq!(before, after, "{name} in {} (truncated)", dir.display());
-            }
+            assert_same_kept_names(&btf, &short, &format!("{} (truncated)", dir.display()));
             let skb = short.find(kind::STRUCT, "sk_buff").unwrap().unwrap();
             let record = short.record(skb.id).unwrap();
             for m in 0..usize::from(skb.vlen) {
