@@ -91,6 +91,7 @@ struct nsproxy {
 
 struct task_struct {
 	struct nsproxy *nsproxy;
+	void *stack;
 };
 
 #pragma clang attribute pop

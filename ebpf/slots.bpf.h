@@ -98,10 +98,117 @@ static __always_inline int not_device_nor_scratch(const void *dev)
 }
 
 /*
+ * The smallest kernel stack a task has (THREAD_SIZE) on the kernels dropspec runs on:
+ * 16 KiB on x86-64 (and arm64) without KASAN.
+ */
+#define DROPSPEC_TASK_STACK_MIN 16384
+
+/*
+ * Whether this program runs on the current task's own kernel stack. Interrupts that
+ * come while the CPU is in the kernel, and the softirqs run at their end or by
+ * local_bh_enable, run on the CPU's interrupt stack (x86-64), where the current task is
+ * whichever one was interrupted; ksoftirqd is a task, but in the initial namespace,
+ * never watched. An interrupt from user mode stays on the task's stack, though: see
+ * dropspec_in_timer below for the timers that matter. The test compares the address of
+ * a local variable, on the stack this program runs on, with the task's stack,
+ * [stack, stack + 16 KiB). (Comparing pointers needs root, as loading the probes does.)
+ * A kernel with larger stacks (KASAN: 32 KiB) fails the test in process context too:
+ * such a drop goes uncounted and its scenario fails, never a wrong claim.
+ */
+static __always_inline int on_task_stack(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	unsigned long base = (unsigned long)BPF_CORE_READ(task, stack);
+	unsigned long top = base + DROPSPEC_TASK_STACK_MIN;
+	/* Keep clang from folding the two bounds into `sp - base < size`: the verifier
+	 * refuses arithmetic between the frame pointer and an unbounded value. */
+	asm volatile("" : "+r"(top));
+	volatile char here = 0;
+	unsigned long sp = (unsigned long)&here;
+	return base && sp >= base && sp < top;
+}
+
+/*
+ * Per CPU: how many timer callbacks are running there now (a timer_list callback in
+ * the timer softirq, and an hrtimer callback, which may interrupt it). Kept by the
+ * four programs below, which user space attaches with every object that includes this
+ * file (probes/slots.rs, attach_timer_marks). A timer fires wherever the CPU happens to
+ * be: when the interrupt came from user mode, x86-64 runs the interrupt and the softirq
+ * after it on the interrupted task's own stack, so on_task_stack() cannot tell them
+ * from process context, and this count does it for timers: in a timer callback the
+ * current task is a bystander (a reassembly timer purging fragments, a neighbour timer
+ * dropping its queue). Other softirq work on a task's stack is not tracked: counting
+ * every softirq would add two program runs to each packet received (its cost shows on
+ * the flood bench), and packets there carry their device.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} dropspec_in_timer SEC(".maps");
+
+/* Adds `step` to this CPU's timer depth, never below 0 (an exit whose entry ran before
+ * the program was attached). No atomics: a nested callback's entry and exit cancel out. */
+static __always_inline void mark_timer(int step)
+{
+	__u32 zero = 0;
+	__u32 *depth = bpf_map_lookup_elem(&dropspec_in_timer, &zero);
+	if (!depth)
+		return;
+	if (step > 0)
+		*depth += 1;
+	else if (*depth)
+		*depth -= 1;
+}
+
+SEC("raw_tracepoint/timer_expire_entry")
+int dropspec_timer_entry(void *ctx)
+{
+	mark_timer(1);
+	return 0;
+}
+
+SEC("raw_tracepoint/timer_expire_exit")
+int dropspec_timer_exit(void *ctx)
+{
+	mark_timer(-1);
+	return 0;
+}
+
+SEC("raw_tracepoint/hrtimer_expire_entry")
+int dropspec_hrtimer_entry(void *ctx)
+{
+	mark_timer(1);
+	return 0;
+}
+
+SEC("raw_tracepoint/hrtimer_expire_exit")
+int dropspec_hrtimer_exit(void *ctx)
+{
+	mark_timer(-1);
+	return 0;
+}
+
+/*
+ * Whether the current task's namespace may stand for a packet's: this program runs on
+ * the task's own stack and not inside a timer callback.
+ */
+static __always_inline int in_process_context(void)
+{
+	__u32 zero = 0;
+	__u32 *depth = bpf_map_lookup_elem(&dropspec_in_timer, &zero);
+	if (depth && *depth)
+		return 0;
+	return on_task_stack();
+}
+
+/*
  * The namespace a packet belongs to. Measured on 6.18, in order of reliability: the
  * device the skb is on, the receiving socket (kfree_skb's rx_sk, 6.12 on), the skb's
  * own socket (`sk`, skb->sk read by the caller, which often needs it anyway), and last
- * the task that happens to run (wrong in softirq, right for most local output).
+ * the task that happens to run, in process context only (in_process_context(): right
+ * for most local output; in an interrupt or a timer the task is a bystander).
  */
 static __always_inline struct net *netns_of_skb(struct sk_buff *skb, struct sock *sk,
 						struct sock *rx_sk)
@@ -122,7 +229,7 @@ static __always_inline struct net *netns_of_skb(struct sk_buff *skb, struct sock
 		return netns_of_sock(rx_sk);
 	if (sk)
 		return netns_of_sock(sk);
-	if (not_device_nor_scratch(dev))
+	if (not_device_nor_scratch(dev) || !in_process_context())
 		return 0;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	return BPF_CORE_READ(task, nsproxy, net_ns);
@@ -139,7 +246,7 @@ static __always_inline struct net *netns_of_skb(struct sk_buff *skb, struct sock
  * is not a pointer: it packs truesize, length and two flags below bit 57, so it never
  * has the top bit that every 64-bit kernel address has (x86-64 and arm64 alike, tags
  * included). Such a value is not followed: the drop falls through to the sockets and
- * the task exactly as when netns_of_skb()'s read of it fails.
+ * the task (in process context only) exactly as when netns_of_skb()'s read of it fails.
  */
 static __always_inline __u32 *watched_slot_of_skb_btf(struct sk_buff *skb, struct sock *sk,
 						      struct sock *rx_sk)
@@ -155,7 +262,7 @@ static __always_inline __u32 *watched_slot_of_skb_btf(struct sk_buff *skb, struc
 	__u32 inum;
 	if (net) {
 		inum = net->ns.inum;
-	} else if (not_device_nor_scratch(dev)) {
+	} else if (not_device_nor_scratch(dev) || !in_process_context()) {
 		return 0;
 	} else {
 		/* Rare (no device, no socket): read as netns_of_skb() does (the task's

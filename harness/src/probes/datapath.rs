@@ -371,6 +371,7 @@ impl DatapathProbe {
         // Loaded now, attached by `watch` while a slot is watched.
         prog.load("kfree_skb", &btf)
             .map_err(|e| bpf_error(&format!("loading {program}"), &e))?;
+        super::slots::attach_timer_marks(&mut ebpf).map_err(|(what, e)| bpf_error(&what, &e))?;
         let take = |ebpf: &mut Ebpf, name: &'static str| {
             ebpf.take_map(name).ok_or_else(|| ProbeError::Map {
                 map: name,

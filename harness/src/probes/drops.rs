@@ -886,6 +886,7 @@ fn attach(mode: ProbeMode, kernel: &KernelFacts, btf: &aya::Btf) -> Result<Attac
                 .map_err(|e| bpf_error(attaching, &e))?;
         }
     }
+    super::slots::attach_timer_marks(&mut ebpf).map_err(|(what, e)| bpf_error(what, &e))?;
 
     let events = events::EVENTS
         .iter()

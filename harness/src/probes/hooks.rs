@@ -424,6 +424,8 @@ impl HookFamily {
             .override_global("cfg_accept_err_offset", &err_offset, true)
             .load(HOOK_OBJECT)
             .map_err(|e| format!("loading the hook-point object: {}", error_text(&e)))?;
+        super::slots::attach_timer_marks(&mut ebpf)
+            .map_err(|(what, e)| format!("{what} (hook-point object): {}", error_text(&e)))?;
 
         let mut modules_loaded = Vec::new();
         let mut statuses = Vec::new();

@@ -63,6 +63,7 @@ mod misses;
 mod names;
 pub mod program;
 mod slots;
+pub(crate) use slots::attach_timer_marks;
 
 /// Why the probe could not be loaded or read. Messages say what failed and what to do;
 /// they carry their cause inline because they are printed verbatim as skip reasons.

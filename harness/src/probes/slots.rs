@@ -10,11 +10,14 @@
 //! the second silently steal the first's counts.
 //!
 //! [`LostCounters`] reads the probe's `dropspec_lost`, the counts of what its maps had
-//! no room for.
+//! no room for. [`attach_timer_marks`] attaches the programs that tell the object's
+//! namespace lookup when a timer callback runs (so a drop freed there is never given
+//! the namespace of the task the timer interrupted).
 
 use super::{map_error_text, ProbeError};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap};
-use aya::Pod;
+use aya::programs::{ProgramError, RawTracePoint};
+use aya::{Ebpf, Pod};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -141,6 +144,38 @@ impl LostCounters {
     pub(super) fn total(&self) -> Result<u64, ProbeError> {
         (0..self.len).map(|index| self.get(index)).sum()
     }
+}
+
+/// The programs of ebpf/slots.bpf.h that keep `dropspec_in_timer`, and the raw
+/// tracepoints they attach to (every kernel from 5.10 has all four).
+const TIMER_MARKS: [(&str, &str); 4] = [
+    ("dropspec_timer_entry", "timer_expire_entry"),
+    ("dropspec_timer_exit", "timer_expire_exit"),
+    ("dropspec_hrtimer_entry", "hrtimer_expire_entry"),
+    ("dropspec_hrtimer_exit", "hrtimer_expire_exit"),
+];
+
+/// Loads and attaches the timer marks of an object that includes ebpf/slots.bpf.h. They
+/// stay attached while the object lives. Without them a drop freed in a timer callback
+/// with neither device nor socket (a purged fragment queue) would be given the
+/// namespace of whichever task the timer interrupted. On failure: what failed, and why.
+pub(crate) fn attach_timer_marks(ebpf: &mut Ebpf) -> Result<(), (String, ProgramError)> {
+    for (program, tracepoint) in TIMER_MARKS {
+        let loading = || format!("loading {program}");
+        let prog: &mut RawTracePoint = ebpf
+            .program_mut(program)
+            .ok_or_else(|| (loading(), ProgramError::NotLoaded))?
+            .try_into()
+            .map_err(|e| (loading(), e))?;
+        prog.load().map_err(|e| (loading(), e))?;
+        prog.attach(tracepoint).map_err(|e| {
+            (
+                format!("attaching {program} to raw tracepoint {tracepoint}"),
+                e,
+            )
+        })?;
+    }
+    Ok(())
 }
 
 fn map_error(map: &'static str, op: &'static str) -> impl Fn(MapError) -> ProbeError {

@@ -91,6 +91,8 @@ impl WatchProbe {
             .with_context(|| format!("loading {program}"))?;
         prog.attach()
             .with_context(|| format!("attaching {program} to tp_btf/{TRACEPOINT}"))?;
+        crate::probes::attach_timer_marks(&mut ebpf)
+            .map_err(|(what, e)| anyhow::Error::new(e).context(what))?;
 
         let take = |ebpf: &mut Ebpf, name: &str| {
             ebpf.take_map(name)
