@@ -129,17 +129,20 @@ static __always_inline int on_task_stack(void)
 }
 
 /*
- * Per CPU: how many timer callbacks are running there now (a timer_list callback in
- * the timer softirq, and an hrtimer callback, which may interrupt it). Kept by the
- * four programs below, which user space attaches with every object that includes this
- * file (probes/slots.rs, attach_timer_marks). A timer fires wherever the CPU happens to
- * be: when the interrupt came from user mode, x86-64 runs the interrupt and the softirq
- * after it on the interrupted task's own stack, so on_task_stack() cannot tell them
- * from process context, and this count does it for timers: in a timer callback the
- * current task is a bystander (a reassembly timer purging fragments, a neighbour timer
- * dropping its queue). Other softirq work on a task's stack is not tracked: counting
- * every softirq would add two program runs to each packet received (its cost shows on
- * the flood bench), and packets there carry their device.
+ * Per CPU: 1 while a timer callback (timer_list, run by the timer softirq) runs there,
+ * set and cleared by the two programs below, which user space attaches with every
+ * object that includes this file (probes/slots.rs, attach_timer_marks). A timer fires
+ * wherever the CPU happens to be: when the interrupt came from user mode, x86-64 runs
+ * the interrupt and the softirq after it on the interrupted task's own stack, so
+ * on_task_stack() cannot tell them from process context, and this flag does it for
+ * timers: in a timer callback the current task is a bystander (a reassembly timer
+ * purging fragments, a neighbour timer dropping its queue). Softirqs do not nest on a
+ * CPU, so a flag is exact, and the next exit clears it whatever happened before.
+ * hrtimers are left out: they nest (a hard one interrupts a soft one), so one program
+ * could skip its own nested run and leave a count wrong, and no drop without device
+ * or socket is known there. Other softirq work on a task's stack is not tracked either:
+ * counting every softirq would add two program runs to each packet received (its cost
+ * shows on the flood bench), and packets there carry their device.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -148,18 +151,12 @@ struct {
 	__type(value, __u32);
 } dropspec_in_timer SEC(".maps");
 
-/* Adds `step` to this CPU's timer depth, never below 0 (an exit whose entry ran before
- * the program was attached). No atomics: a nested callback's entry and exit cancel out. */
-static __always_inline void mark_timer(int step)
+static __always_inline void mark_timer(__u32 running)
 {
 	__u32 zero = 0;
-	__u32 *depth = bpf_map_lookup_elem(&dropspec_in_timer, &zero);
-	if (!depth)
-		return;
-	if (step > 0)
-		*depth += 1;
-	else if (*depth)
-		*depth -= 1;
+	__u32 *flag = bpf_map_lookup_elem(&dropspec_in_timer, &zero);
+	if (flag)
+		*flag = running;
 }
 
 SEC("raw_tracepoint/timer_expire_entry")
@@ -172,21 +169,7 @@ int dropspec_timer_entry(void *ctx)
 SEC("raw_tracepoint/timer_expire_exit")
 int dropspec_timer_exit(void *ctx)
 {
-	mark_timer(-1);
-	return 0;
-}
-
-SEC("raw_tracepoint/hrtimer_expire_entry")
-int dropspec_hrtimer_entry(void *ctx)
-{
-	mark_timer(1);
-	return 0;
-}
-
-SEC("raw_tracepoint/hrtimer_expire_exit")
-int dropspec_hrtimer_exit(void *ctx)
-{
-	mark_timer(-1);
+	mark_timer(0);
 	return 0;
 }
 
@@ -197,8 +180,8 @@ int dropspec_hrtimer_exit(void *ctx)
 static __always_inline int in_process_context(void)
 {
 	__u32 zero = 0;
-	__u32 *depth = bpf_map_lookup_elem(&dropspec_in_timer, &zero);
-	if (depth && *depth)
+	__u32 *in_timer = bpf_map_lookup_elem(&dropspec_in_timer, &zero);
+	if (in_timer && *in_timer)
 		return 0;
 	return on_task_stack();
 }

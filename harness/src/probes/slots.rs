@@ -147,12 +147,10 @@ impl LostCounters {
 }
 
 /// The programs of ebpf/slots.bpf.h that keep `dropspec_in_timer`, and the raw
-/// tracepoints they attach to (every kernel from 5.10 has all four).
-const TIMER_MARKS: [(&str, &str); 4] = [
+/// tracepoints they attach to (every kernel from 5.10 has both).
+const TIMER_MARKS: [(&str, &str); 2] = [
     ("dropspec_timer_entry", "timer_expire_entry"),
     ("dropspec_timer_exit", "timer_expire_exit"),
-    ("dropspec_hrtimer_entry", "hrtimer_expire_entry"),
-    ("dropspec_hrtimer_exit", "hrtimer_expire_exit"),
 ];
 
 /// Loads and attaches the timer marks of an object that includes ebpf/slots.bpf.h. They
