@@ -50,6 +50,38 @@ pub fn status(command: &mut Command) -> io::Result<ExitStatus> {
 /// Drops `descriptors` (sockets, or anything owning them) when no child is starting, so
 /// each is really closed when this returns and its address is free again.
 pub fn close_now<T>(descriptors: T) {
+    close_now_with(|| drop(descriptors));
+}
+
+/// Runs `close` when no child is starting: for descriptors closed by a call rather than
+/// by a drop (aya's `unload`, which closes the links a program owns).
+pub fn close_now_with<R>(close: impl FnOnce() -> R) -> R {
     let _no_child_starting = FORKS.write().unwrap_or_else(|p| p.into_inner());
-    drop(descriptors);
+    close()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[test]
+    fn a_close_waits_for_a_child_starting() {
+        let starting = starting();
+        let closed = Arc::new(AtomicBool::new(false));
+        let closer = {
+            let closed = Arc::clone(&closed);
+            std::thread::spawn(move || close_now_with(|| closed.store(true, Ordering::SeqCst)))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !closed.load(Ordering::SeqCst),
+            "closed while a child was starting"
+        );
+        drop(starting);
+        closer.join().unwrap();
+        assert!(closed.load(Ordering::SeqCst));
+    }
 }

@@ -39,7 +39,7 @@ const RULES: &[(&str, &[&str])] = &[
     ),
     // A program under test and the kernel's word on its drops: the model's `[[programs]]`
     // and the kernel's names, nothing of the run; the watcher pairs them for the report.
-    ("probes/program.rs", &["scenario"]),
+    ("probes/program.rs", &["forks", "scenario"]),
     (
         "probes/datapath.rs",
         &["forks", "kernel", "scenario", "spans"],

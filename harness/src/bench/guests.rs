@@ -124,12 +124,16 @@ impl Process {
         self.trials.iter().map(|t| t.2).sum()
     }
 
-    pub fn span_ms(&self, name: &str) -> f64 {
+    /// The time spent in the spans called `name`, summed; None when the process had
+    /// none: the step did not run (a probe not loaded, kallsyms not read because this
+    /// boot's symbols were kept). Not 0: an empty f64 sum is -0.0, and a step not done
+    /// is not a step that took no time.
+    pub fn span_ms(&self, name: &str) -> Option<f64> {
         self.spans
             .iter()
             .filter(|(n, ..)| n == name)
             .map(|s| s.2)
-            .sum()
+            .reduce(|a, b| a + b)
     }
 
     pub fn verdicts(&self) -> BTreeMap<String, usize> {
@@ -429,7 +433,8 @@ mod tests {
 "#;
         let p = parse_spans(text).unwrap();
         assert_eq!(p.len(), 2);
-        assert_eq!(p[0].span_ms("drop probe load"), 800.0);
+        assert_eq!(p[0].span_ms("drop probe load"), Some(800.0));
+        assert_eq!(p[0].span_ms("kallsyms read"), None);
         assert_eq!(p[0].run_spans.len(), 2);
         assert_eq!(p[0].phases().setup, 20.0);
         assert_eq!(p[0].runs_within(5.0, 120.0).runs, 2);

@@ -581,7 +581,9 @@ fn attach_fexit(
     };
     attach_exit(ebpf).inspect_err(|_| {
         if let Ok(prog) = program::<FEntry>(ebpf, &entry) {
-            let _ = prog.unload();
+            // Its link closed where no starting child holds a copy (forks.rs), or the
+            // entry stays attached beside the kprobe pair tried next.
+            let _ = crate::forks::close_now_with(|| prog.unload());
         }
     })
 }
@@ -671,7 +673,8 @@ fn attach_kprobe(ebpf: &mut Ebpf, point: HookPoint) -> Result<(), String> {
         if let Err(e) = attached {
             if index == 1 {
                 if let Ok(prog) = program::<KProbe>(ebpf, &entry) {
-                    let _ = prog.unload();
+                    // As in attach_fexit: no starting child may keep the entry attached.
+                    let _ = crate::forks::close_now_with(|| prog.unload());
                 }
             }
             return Err(e);

@@ -49,8 +49,18 @@ pub struct Attached {
     channel: Option<Channel>,
     metrics: Option<(Metrics, Map)>,
     events: Option<Events>,
-    /// Last: the links go with it.
-    _ebpf: Ebpf,
+    /// Owns the program and its link; None only once dropped.
+    ebpf: Option<Ebpf>,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        // A tcx or XDP link is its descriptor: it stays attached while any copy is open,
+        // and a child between fork and exec (another scenario's `ip`, `tc`, ...) holds a
+        // copy of every descriptor. Closed under the forks' write lock (forks.rs), the
+        // program is detached when this returns. The maps first, the links last.
+        crate::forks::close_now((self.channel.take(), self.metrics.take(), self.ebpf.take()));
+    }
 }
 
 enum Channel {
@@ -165,7 +175,17 @@ pub fn attach(program: &Program, object: &[u8]) -> Result<Attached, ProgramError
             how.to_owned()
         }
     };
-    let metrics = match &program.metrics {
+    // Owned from here by `attached`: an error below detaches the program as its drop does.
+    let mut attached = Attached {
+        attach: program.attach,
+        how,
+        channel: None,
+        metrics: None,
+        events: program.events.clone(),
+        ebpf: None,
+    };
+    let ebpf = attached.ebpf.insert(ebpf);
+    attached.metrics = match &program.metrics {
         None => None,
         Some(m) => {
             let map = ebpf
@@ -174,7 +194,7 @@ pub fn attach(program: &Program, object: &[u8]) -> Result<Attached, ProgramError
             Some((m.clone(), map))
         }
     };
-    let channel = match &program.events {
+    attached.channel = match &program.events {
         None => None,
         Some(e) => {
             let map = ebpf
@@ -203,14 +223,7 @@ pub fn attach(program: &Program, object: &[u8]) -> Result<Attached, ProgramError
             })
         }
     };
-    Ok(Attached {
-        attach: program.attach,
-        how,
-        channel,
-        metrics,
-        events: program.events.clone(),
-        _ebpf: ebpf,
-    })
+    Ok(attached)
 }
 
 impl Attached {

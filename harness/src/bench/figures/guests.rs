@@ -56,7 +56,14 @@ fn inside(run: &GuestRun) -> Inside {
     let mut trials_s = 0.0;
     let mut trials = 0;
     let span =
-        |name: &str| -> f64 { run.processes.iter().map(|p| p.span_ms(name)).sum::<f64>() / 1000.0 };
+        // A total over the processes: 0 s when none ran the step (the row counts its reads).
+        |name: &str| -> f64 {
+            run.processes
+                .iter()
+                .filter_map(|p| p.span_ms(name))
+                .fold(0.0, |a, b| a + b)
+                / 1000.0
+        };
     for p in &run.processes {
         phases.add(&p.phases());
         trials_s += p.trials_ms() / 1000.0;

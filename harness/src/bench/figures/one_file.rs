@@ -91,7 +91,7 @@ pub(crate) fn one_file(exe: &Path, root: &Path) -> Result<(Vec<Vec<String>>, Str
 
 /// Where one run's time goes, medians over the runs.
 fn profile(runs: &[Run]) -> String {
-    let med = |f: &dyn Fn(&Run) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+    let med = |f: &dyn Fn(&Run) -> f64| fmt_ms(median(&runs.iter().map(f).collect::<Vec<_>>()));
     let first_run = |r: &Run| {
         r.process
             .run_spans
@@ -99,6 +99,17 @@ fn profile(runs: &[Run]) -> String {
             .map_or((0.0, 0.0), |s| (s.1, s.2.total))
     };
     let phases = |r: &Run| r.process.phases();
+    // A step that may not run (no hook point to load, kallsyms kept for this boot): the
+    // median of the runs that ran it, or what was not done.
+    let step = |name: &str, not_done: &str| {
+        fmt_step(
+            &runs
+                .iter()
+                .map(|r| r.process.span_ms(name))
+                .collect::<Vec<_>>(),
+            not_done,
+        )
+    };
     let rows: Vec<Vec<String>> = [
         (
             "main → the scenario starting (CLI, policy, TOML, names check)",
@@ -112,11 +123,11 @@ fn profile(runs: &[Run]) -> String {
         ),
         (
             "– – drop probe load (BTF read and parsed, cut for aya, programs loaded and attached)",
-            med(&|r| r.process.span_ms("drop probe load")),
+            step("drop probe load", "not loaded"),
         ),
         (
             "– – hook-point probe load",
-            med(&|r| r.process.span_ms("hook probe load")),
+            step("hook probe load", "not loaded"),
         ),
         ("– traffic", med(&|r| phases(r).traffic)),
         (
@@ -133,11 +144,11 @@ fn profile(runs: &[Run]) -> String {
         ),
         (
             "kallsyms read (its own thread, from the drop probe's load on)",
-            med(&|r| r.process.span_ms("kallsyms read")),
+            step("kallsyms read", "not read (cached for this boot)"),
         ),
         (
             "kallsyms of this boot read (`/run/dropspec-kallsyms`, instead of the above)",
-            med(&|r| r.process.span_ms("kallsyms of this boot read")),
+            step("kallsyms of this boot read", "not read"),
         ),
         (
             "after the scenario to its last line (verdict, output)",
@@ -150,11 +161,51 @@ fn profile(runs: &[Run]) -> String {
         ("whole process (wall, from outside)", med(&|r| r.wall)),
     ]
     .into_iter()
-    .map(|(what, v)| vec![what.to_owned(), fmt_ms(v)])
+    .map(|(what, v)| vec![what.to_owned(), v])
     .collect();
     format!(
         "\nWhere one `dropspec run {ONE_FILE}` spends its time: the process's own timing lines (`DROPSPEC_INTERNAL_SPANS`, JSON), medians of the {} runs above; each line's median is taken on its own, so they need not add up exactly.\n\n{}",
         runs.len(),
         table(&["part of the process", "median"], &rows)
     )
+}
+
+/// A step's median over the runs that ran it; `not_done` when none did, and how many
+/// did when only some did (the first run of a boot reads kallsyms, the later ones keep
+/// it).
+fn fmt_step(samples: &[Option<f64>], not_done: &str) -> String {
+    let done: Vec<f64> = samples.iter().flatten().copied().collect();
+    if done.is_empty() {
+        not_done.to_owned()
+    } else if done.len() == samples.len() {
+        fmt_ms(median(&done))
+    } else {
+        format!(
+            "{} in {} of {} runs; {not_done} in the others",
+            fmt_ms(median(&done)),
+            done.len(),
+            samples.len()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fmt_step;
+
+    #[test]
+    fn a_step_not_done_is_not_a_time() {
+        let not_done = "not read (cached for this boot)";
+        assert_eq!(fmt_step(&[None, None, None], not_done), not_done);
+        assert_eq!(
+            fmt_step(&[Some(80.0), Some(90.0), Some(100.0)], not_done),
+            "90.0 ms"
+        );
+        assert_eq!(
+            fmt_step(&[Some(80.0), None, None], not_done),
+            "80.0 ms in 1 of 3 runs; not read (cached for this boot) in the others"
+        );
+        // A step that ran and took no measurable time is still a time.
+        assert_eq!(fmt_step(&[Some(0.0)], not_done), "0.00 ms");
+    }
 }
