@@ -227,7 +227,7 @@ static __always_inline void count_drop(void *ctx, struct sk_buff *skb, __u64 loc
 		return;
 
 	struct sock *sk = btf ? skb->sk : BPF_CORE_READ(skb, sk);
-	__u32 *slot = btf ? watched_slot_of_skb_btf(skb, sk, rx_sk)
+	__u32 *slot = btf ? watched_slot_of_skb_btf(skb, sk, rx_sk, ctx)
 			  : watched_slot(netns_of_skb(skb, sk, rx_sk));
 	if (!slot)
 		return;

@@ -104,28 +104,29 @@ static __always_inline int not_device_nor_scratch(const void *dev)
 #define DROPSPEC_TASK_STACK_MIN 16384
 
 /*
- * Whether this program runs on the current task's own kernel stack. Interrupts that
- * come while the CPU is in the kernel, and the softirqs run at their end or by
- * local_bh_enable, run on the CPU's interrupt stack (x86-64), where the current task is
- * whichever one was interrupted; ksoftirqd is a task, but in the initial namespace,
- * never watched. An interrupt from user mode stays on the task's stack, though: see
- * dropspec_in_timer below for the timers that matter. The test compares the address of
- * a local variable, on the stack this program runs on, with the task's stack,
- * [stack, stack + 16 KiB). (Comparing pointers needs root, as loading the probes does.)
- * A kernel with larger stacks (KASAN: 32 KiB) fails the test in process context too:
- * such a drop goes uncounted and its scenario fails, never a wrong claim.
+ * Whether `anchor`, an address on the kernel stack the program was called on, lies on
+ * the current task's own stack. A tp_btf program's context is such an address: the
+ * tracepoint's arguments, in bpf_trace_run's frame. (The program's own frame is not:
+ * on 7.2.13 the drop probe's never was, in the reading task's own UDP_CSUM drops, while
+ * a small test program's was; see docs/kernel-findings.md.) Interrupts that come while
+ * the CPU is in the kernel, and the softirqs run at their end or by local_bh_enable, run
+ * on the CPU's interrupt stack (x86-64), where the current task is whichever one was
+ * interrupted; ksoftirqd is a task, but in the initial namespace, never watched. An
+ * interrupt from user mode stays on the task's stack, though: see dropspec_in_timer below
+ * for the timers that matter. (Comparing a pointer needs root, as loading the probes
+ * does.) A kernel with larger stacks (KASAN: 32 KiB) fails the test in process context
+ * too: such a drop goes uncounted and its scenario fails, never a wrong claim.
  */
-static __always_inline int on_task_stack(void)
+static __always_inline int on_task_stack(const void *anchor)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	unsigned long base = (unsigned long)BPF_CORE_READ(task, stack);
 	unsigned long top = base + DROPSPEC_TASK_STACK_MIN;
-	/* Keep clang from folding the two bounds into `sp - base < size`: the verifier
-	 * refuses arithmetic between the frame pointer and an unbounded value. */
+	/* Keep clang from folding the two bounds into `at - base < size`: the verifier
+	 * refuses arithmetic between a context pointer and an unbounded value. */
 	asm volatile("" : "+r"(top));
-	volatile char here = 0;
-	unsigned long sp = (unsigned long)&here;
-	return base && sp >= base && sp < top;
+	unsigned long at = (unsigned long)anchor;
+	return base && at >= base && at < top;
 }
 
 /*
@@ -174,16 +175,18 @@ int dropspec_timer_exit(void *ctx)
 }
 
 /*
- * Whether the current task's namespace may stand for a packet's: this program runs on
- * the task's own stack and not inside a timer callback.
+ * Whether the current task's namespace may stand for a packet's: not inside a timer
+ * callback, and, when the program has a `stack_anchor` (see on_task_stack; 0 for a
+ * classic tracepoint, whose context is a per-CPU buffer, and for the kprobe and fexit
+ * hooks, not threaded through yet), on the task's own stack.
  */
-static __always_inline int in_process_context(void)
+static __always_inline int in_process_context(const void *stack_anchor)
 {
 	__u32 zero = 0;
 	__u32 *in_timer = bpf_map_lookup_elem(&dropspec_in_timer, &zero);
 	if (in_timer && *in_timer)
 		return 0;
-	return on_task_stack();
+	return !stack_anchor || on_task_stack(stack_anchor);
 }
 
 /*
@@ -212,7 +215,7 @@ static __always_inline struct net *netns_of_skb(struct sk_buff *skb, struct sock
 		return netns_of_sock(rx_sk);
 	if (sk)
 		return netns_of_sock(sk);
-	if (not_device_nor_scratch(dev) || !in_process_context())
+	if (not_device_nor_scratch(dev) || !in_process_context(0))
 		return 0;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	return BPF_CORE_READ(task, nsproxy, net_ns);
@@ -223,7 +226,8 @@ static __always_inline struct net *netns_of_skb(struct sk_buff *skb, struct sock
  * (tp_btf, fentry/fexit), whose `skb`, `sk` and `rx_sk` the verifier knows as kernel
  * pointers: every field is a direct load (the JIT makes each one fault-safe, a bad
  * pointer reading 0) instead of a bpf_probe_read_kernel call, which was most of the
- * probe's cost per drop. NULL when nobody watches it.
+ * probe's cost per drop. NULL when nobody watches it. `ctx` is the program's context,
+ * the anchor of on_task_stack().
  *
  * The order and the fall-throughs are netns_of_skb()'s. UDP's dev_scratch (see there)
  * is not a pointer: it packs truesize, length and two flags below bit 57, so it never
@@ -232,7 +236,7 @@ static __always_inline struct net *netns_of_skb(struct sk_buff *skb, struct sock
  * the task (in process context only) exactly as when netns_of_skb()'s read of it fails.
  */
 static __always_inline __u32 *watched_slot_of_skb_btf(struct sk_buff *skb, struct sock *sk,
-						      struct sock *rx_sk)
+						      struct sock *rx_sk, const void *ctx)
 {
 	struct net *net = 0;
 	struct net_device *dev = skb->dev;
@@ -245,7 +249,7 @@ static __always_inline __u32 *watched_slot_of_skb_btf(struct sk_buff *skb, struc
 	__u32 inum;
 	if (net) {
 		inum = net->ns.inum;
-	} else if (not_device_nor_scratch(dev) || !in_process_context()) {
+	} else if (not_device_nor_scratch(dev) || !in_process_context(ctx)) {
 		return 0;
 	} else {
 		/* Rare (no device, no socket): read as netns_of_skb() does (the task's
