@@ -147,10 +147,11 @@ impl LostCounters {
 }
 
 /// The programs of ebpf/slots.bpf.h that keep `dropspec_in_timer`, and the raw
-/// tracepoints they attach to (every kernel from 5.10 has both).
+/// tracepoints they attach to (every kernel from 5.10 has both). The exit first: a timer
+/// that starts between the two attachments must not leave the flag set until the next.
 const TIMER_MARKS: [(&str, &str); 2] = [
-    ("dropspec_timer_entry", "timer_expire_entry"),
     ("dropspec_timer_exit", "timer_expire_exit"),
+    ("dropspec_timer_entry", "timer_expire_entry"),
 ];
 
 /// Loads and attaches the timer marks of an object that includes ebpf/slots.bpf.h. They
