@@ -176,9 +176,10 @@ int dropspec_timer_exit(void *ctx)
 
 /*
  * Whether the current task's namespace may stand for a packet's: not inside a timer
- * callback, and, when the program has a `stack_anchor` (see on_task_stack; 0 for a
- * classic tracepoint, whose context is a per-CPU buffer, and for the kprobe and fexit
- * hooks, not threaded through yet), on the task's own stack.
+ * callback, and, when the program has a `stack_anchor` (see on_task_stack), on the
+ * task's own stack. Only the tp_btf drop probe passes one (watched_slot_of_skb_btf);
+ * netns_of_skb() passes 0: a classic tracepoint's context is a per-CPU buffer, and the
+ * hook, datapath and watch probes have not had it threaded through.
  */
 static __always_inline int in_process_context(const void *stack_anchor)
 {
