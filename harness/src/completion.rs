@@ -341,13 +341,9 @@ fn markers() -> io::Result<&'static Mutex<Markers>> {
 
 fn open_markers() -> io::Result<Markers> {
     let netns = Netns::create("markers").map_err(io::Error::other)?;
-    // `lo` starts down in a new namespace.
-    let status = crate::forks::status(netns.command("ip").args(["link", "set", "lo", "up"]))?;
-    if !status.success() {
-        return Err(io::Error::other("`ip link set lo up` failed"));
-    }
     let (receiver, sender) = netns
         .run(|| -> io::Result<(OwnedFd, OwnedFd)> {
+            loopback_up()?;
             let udp = || {
                 sock::socket(
                     AddressFamily::Inet,
@@ -371,6 +367,39 @@ fn open_markers() -> io::Result<Markers> {
         sender,
         sequence: 0,
     })
+}
+
+/// Brings up `lo` of the calling thread's namespace (it starts down in a new one), by
+/// the ioctls `ip link set lo up` falls back to: no process to start.
+fn loopback_up() -> io::Result<()> {
+    let socket = sock::socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: an all-zero ifreq is valid; the name is NUL-terminated within IFNAMSIZ.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (to, from) in request.ifr_name.iter_mut().zip(b"lo\0") {
+        *to = *from as libc::c_char;
+    }
+    // SAFETY: both ioctls read and write the ifreq passed, which outlives the calls.
+    unsafe {
+        if libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) < 0 {
+            return Err(io::Error::other(format!(
+                "reading lo's flags: {}",
+                io::Error::last_os_error()
+            )));
+        }
+        request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &request) < 0 {
+            return Err(io::Error::other(format!(
+                "bringing lo up: {}",
+                io::Error::last_os_error()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// How a marker round ended.

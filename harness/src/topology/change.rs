@@ -7,7 +7,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use super::Topology;
-use crate::scenario::{Family, HostId, Route, Scenario};
+use crate::scenario::{Family, HostId, Route};
 
 /// `ip link set dev DEV up|down` in `host`, then waits until the kernel has finished
 /// the change on both ends: the carrier change is deferred to the "linkwatch" worker,
@@ -33,28 +33,6 @@ pub fn set_link(
     for (host, dev) in ends {
         wait_operstate(topology, host, dev, up, deadline)
             .map_err(|e| io::Error::other(format!("{e} after `ip link set {state}`")))?;
-    }
-    Ok(())
-}
-
-/// Waits until every end of the built topology that is up reads back the operstate it
-/// will keep: UP where both ends are up, else DOWN or LOWERLAYERDOWN. A new veth end
-/// reads UNKNOWN until the "linkwatch" worker has handled the carrier change its
-/// creation queued (`veth_newlink` turns each end's carrier off after registering it);
-/// that work also swaps the qdisc and, on carrier loss, flushes the neighbour table.
-/// Kernels that sync it in RTM_GETLINK (`sync_link` in the build) are settled already;
-/// 5.10 and 6.1 are not, and may run it up to a second later (a veth whose ifindex
-/// equals its peer's, as in two namespaces, is not an urgent event): the first ARP
-/// request then dies in the noop qdisc, or a neighbour entry the traffic made is
-/// flushed with the pings queued on it (`neigh_destroy`), both measured there.
-pub fn settle(topology: &Topology, scenario: &Scenario) -> io::Result<()> {
-    let deadline = Instant::now() + SETTLE_LINK;
-    for link in &scenario.links {
-        let both_up = link.ends.iter().all(|end| end.up);
-        for end in link.ends.iter().filter(|end| end.up) {
-            wait_operstate(topology, end.host, &end.ifname, both_up, deadline)
-                .map_err(|e| io::Error::other(format!("{e} after the link was made")))?;
-        }
     }
     Ok(())
 }

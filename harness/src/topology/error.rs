@@ -96,7 +96,7 @@ pub enum TopologyError {
         addr: String,
         waited_ms: u64,
     },
-    /// A link end never settled into its operstate (`change::settle`).
+    /// A link end never settled into its operstate (`settle_link` in `topology`).
     #[error("{source}")]
     LinkNotSettled {
         #[source]

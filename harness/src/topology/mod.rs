@@ -31,13 +31,14 @@
 use crate::scenario::{Cidr, Endpoint, HostId, Scenario};
 use futures::future::join_all;
 use futures::TryStreamExt;
-use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
+use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, State};
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::time::{Duration, Instant};
 
 pub mod change;
 pub(crate) mod error;
@@ -99,10 +100,7 @@ impl Topology {
         } else {
             netns::and_back(&doing, "build", || build_here(scenario))??
         };
-        let topology = Topology { hosts };
-        change::settle(&topology, scenario)
-            .map_err(|source| TopologyError::LinkNotSettled { source })?;
-        Ok(topology)
+        Ok(Topology { hosts })
     }
 
     pub fn host(&self, id: HostId) -> &Netns {
@@ -120,6 +118,7 @@ fn build_here(scenario: &Scenario) -> Result<Vec<Netns>, TopologyError> {
     let plan = Plan::new(scenario);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
+        .enable_time()
         .build()
         .map_err(|source| TopologyError::Runtime { source })?;
     let mut namespaces = Vec::with_capacity(scenario.hosts.len());
@@ -254,23 +253,82 @@ async fn configure(
     first_error(peers_up)?;
     first_error(addresses)?;
 
-    // See `sync_link`: asking for each veth end by index makes the kernel finish its
-    // carrier-on work now, so the links carry traffic the moment `build` returns.
+    // See `settle_link`: asking for each veth end by index makes the kernel finish its
+    // carrier-on work now (or, where it does not, waits for it), so the links carry
+    // traffic the moment `build` returns.
+    let deadline = Instant::now() + SETTLE_LINK;
     let syncs = scenario.links.iter().enumerate().flat_map(|(l, link)| {
+        let both_up = link.ends.iter().all(|end| end.up);
         link.ends
             .iter()
             .enumerate()
             .map(move |(e, end)| async move {
-                sync_link(&handles[end.host], plan.index(l, e))
+                let want = match (end.up, both_up) {
+                    (false, _) => Settled::Any,
+                    (true, true) => Settled::Up,
+                    (true, false) => Settled::NoCarrier,
+                };
+                settle_link(&handles[end.host], plan.index(l, e), want, deadline)
                     .await
-                    .map_err(|source| {
-                        let action = format!("reading back `{}`", end.ifname);
-                        netlink_error(name(end.host), action, source)
+                    .map_err(|e| match e {
+                        SettleError::Netlink(source) => {
+                            let action = format!("reading back `{}`", end.ifname);
+                            netlink_error(name(end.host), action, source)
+                        }
+                        SettleError::Still(now) => TopologyError::LinkNotSettled {
+                            source: std::io::Error::other(format!(
+                                "`{}` in host `{}` is still {now:?}, not {}, {} ms after \
+                                 the link was made",
+                                end.ifname,
+                                name(end.host),
+                                want.describe(),
+                                SETTLE_LINK.as_millis()
+                            )),
+                        },
                     })
             })
     });
     first_error(join_all(syncs).await)?;
     Ok(())
+}
+
+/// Longest a new link may take to reach its final operstate.
+const SETTLE_LINK: Duration = Duration::from_secs(3);
+
+/// The operstate a link end must read back before the build is done.
+#[derive(Clone, Copy)]
+enum Settled {
+    /// Both ends are up: UP.
+    Up,
+    /// This end is up, its peer written `up = false`: anything but UP and the UNKNOWN of
+    /// a device linkwatch has not seen yet (DOWN, LOWERLAYERDOWN).
+    NoCarrier,
+    /// This end is down: one read (the sync) is enough.
+    Any,
+}
+
+impl Settled {
+    fn reached(self, state: Option<State>) -> bool {
+        match self {
+            Settled::Up => state == Some(State::Up),
+            Settled::NoCarrier => !matches!(state, Some(State::Up | State::Unknown) | None),
+            Settled::Any => true,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Settled::Up => "UP",
+            Settled::NoCarrier => "DOWN or LOWERLAYERDOWN",
+            Settled::Any => "any state",
+        }
+    }
+}
+
+enum SettleError {
+    Netlink(rtnetlink::Error),
+    /// The deadline passed; the operstate last read.
+    Still(Option<State>),
 }
 
 fn netlink_error(host: &str, action: String, source: rtnetlink::Error) -> TopologyError {
@@ -329,20 +387,46 @@ async fn create_veth(
     handle.link().add(message).execute().await
 }
 
-/// Asks for one link by index, and ignores the answer.
+/// Asks for one link by index until it reads back the operstate it will keep (`want`),
+/// polling every millisecond until `deadline`.
 ///
 /// The veth end that comes up first has no carrier yet, so the kernel defers starting
 /// its transmit queue to the "linkwatch" worker, which runs when the peer comes up but
 /// asynchronously, after whatever holds the RTNL lock (on a busy machine, the teardown
 /// of the previous scenario's namespaces). Until then the device drops every packet it
 /// sends, and the first ARP request of a scenario would be lost and counted. A
-/// non-dump RTM_GETLINK runs that pending work synchronously (`linkwatch_sync_dev` in
-/// `rtnl_getlink`, so the kernel never reports a carrier it cannot yet use); it also
-/// settles the operstate, which would otherwise read UNKNOWN for up to a second.
-async fn sync_link(handle: &Handle, index: u32) -> Result<(), rtnetlink::Error> {
-    let mut replies = handle.link().get().match_index(index).execute();
-    while replies.try_next().await?.is_some() {}
-    Ok(())
+/// non-dump RTM_GETLINK runs that pending work synchronously on kernels that have
+/// `linkwatch_sync_dev` in `rtnl_getlink` (the kernel never reports a carrier it cannot
+/// yet use), so there the first answer is final. 5.10 and 6.1 do not, and may run it up
+/// to a second later (a veth whose ifindex equals its peer's, as in two namespaces, is
+/// not an urgent event): the first ARP request then dies in the noop qdisc, or a
+/// neighbour entry the traffic made is flushed with the pings queued on it
+/// (`neigh_destroy`), both measured there. The answer's operstate shows when that work
+/// is done: UNKNOWN until then. (This was `ip -o link show` per end, a process each: 2–4
+/// ms a scenario on the host, far more under TCG.)
+async fn settle_link(
+    handle: &Handle,
+    index: u32,
+    want: Settled,
+    deadline: Instant,
+) -> Result<(), SettleError> {
+    loop {
+        let mut state = None;
+        let mut replies = handle.link().get().match_index(index).execute();
+        while let Some(message) = replies.try_next().await.map_err(SettleError::Netlink)? {
+            state = message.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::OperState(s) => Some(s),
+                _ => None,
+            });
+        }
+        if want.reached(state) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(SettleError::Still(state));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 async fn add_address(handle: &Handle, index: u32, addr: Cidr) -> Result<(), rtnetlink::Error> {
