@@ -60,6 +60,7 @@ const volatile __u32 cfg_take_stacks = 1;
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, DROPSPEC_MAX_DROP_KEYS);
+	__uint(map_flags, DROPSPEC_COUNTER_MAP_FLAGS);
 	__type(key, struct dropspec_drop_key);
 	__type(value, struct dropspec_drop_value);
 } dropspec_drops SEC(".maps");
@@ -68,6 +69,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, DROPSPEC_MAX_DROP_KEYS);
+	__uint(map_flags, DROPSPEC_COUNTER_MAP_FLAGS);
 	__type(key, struct dropspec_stack_key);
 	__type(value, struct dropspec_stack_value);
 } dropspec_stacks SEC(".maps");

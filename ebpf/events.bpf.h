@@ -27,6 +27,7 @@ const volatile __u32 cfg_tcp_bad_csum_skbaddr = DROPSPEC_ABSENT;
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, DROPSPEC_MAX_EVENT_KEYS);
+	__uint(map_flags, DROPSPEC_COUNTER_MAP_FLAGS);
 	__type(key, struct dropspec_event_key);
 	__type(value, __u64);
 } dropspec_events SEC(".maps");

@@ -59,6 +59,7 @@ const volatile __u32 cfg_accept_err_offset = 0;
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, DROPSPEC_HOOK_MAX_KEYS);
+	__uint(map_flags, DROPSPEC_COUNTER_MAP_FLAGS);
 	__type(key, struct dropspec_hook_key);
 	__type(value, struct dropspec_hook_value);
 } dropspec_hook_counts SEC(".maps");

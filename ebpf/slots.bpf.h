@@ -27,6 +27,22 @@
 #error "define DROPSPEC_LOST_COUNTERS (the probe's number of lost counters) before slots.bpf.h"
 #endif
 
+/*
+ * Flags of every probe's per-CPU counter hashes. Preallocated, creating such a map
+ * allocates each entry's per-CPU memory up front, one pcpu_alloc per entry: the drop
+ * probe's two 16,384-entry hashes took about 25 ms on 6.18, most of a one-file run's
+ * probe load, and far longer under TCG. Kernels with the BPF memory allocator (6.1+:
+ * struct bpf_mem_alloc) let tracing programs allocate entries in any context, so build.rs
+ * compiles each object a second time with DROPSPEC_ALLOC_ON_INSERT and
+ * probes::loader::object_for_kernel picks that build there. Older kernels keep the
+ * preallocated maps: 5.10 warns that run-time allocation in tracing programs is unsafe.
+ */
+#ifdef DROPSPEC_ALLOC_ON_INSERT
+#define DROPSPEC_COUNTER_MAP_FLAGS 1 /* BPF_F_NO_PREALLOC */
+#else
+#define DROPSPEC_COUNTER_MAP_FLAGS 0
+#endif
+
 /* Namespaces watched at once, per probe (MAX_NETNS in harness/src/probes/slots.rs). */
 #define DROPSPEC_MAX_NETNS 1024
 

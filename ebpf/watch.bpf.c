@@ -44,6 +44,7 @@ const volatile __u64 cfg_sample_burst = 1;
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, DROPSPEC_WATCH_MAX_KEYS);
+	__uint(map_flags, DROPSPEC_COUNTER_MAP_FLAGS);
 	__type(key, struct dropspec_watch_key);
 	__type(value, struct dropspec_watch_value);
 } watch_counts SEC(".maps");

@@ -42,10 +42,30 @@ fn main() -> Result<()> {
         bail!("no eBPF sources (*.bpf.c) in {}", ebpf_dir.display());
     }
     for source in &sources {
-        compile(&clang, source, &ebpf_dir, &out_dir)?;
+        compile(&clang, source, &ebpf_dir, &out_dir, None)?;
+        let name = source.file_name().unwrap_or_default().to_string_lossy();
+        if ALLOC_ON_INSERT
+            .iter()
+            .any(|stem| name == format!("{stem}.bpf.c"))
+        {
+            compile(
+                &clang,
+                source,
+                &ebpf_dir,
+                &out_dir,
+                Some(ALLOC_ON_INSERT_DEFINE),
+            )?;
+        }
     }
     compile_fixtures(&clang, &manifest_dir, &out_dir)
 }
+
+/// The probes with per-CPU counter hashes, built a second time into
+/// `<stem>.bpf.alloc_on_insert.o` with their entries allocated as they are first used
+/// instead of all at creation (see DROPSPEC_COUNTER_MAP_FLAGS in `ebpf/slots.bpf.h`;
+/// `probes::loader::object_for_kernel` chooses between the two builds).
+const ALLOC_ON_INSERT: &[&str] = &["drops", "hooks", "watch"];
+const ALLOC_ON_INSERT_DEFINE: &str = "DROPSPEC_ALLOC_ON_INSERT";
 
 /// The datapath fixtures are ordinary user programs: they include the system's uapi
 /// headers (`linux/bpf.h`, `linux/ip.h`, …), found under the multiarch include directory.
@@ -83,6 +103,7 @@ fn compile_fixtures(clang: &str, manifest_dir: &Path, out_dir: &Path) -> Result<
             source,
             &Path::new("/usr/include").join(&multiarch),
             &fixtures_out,
+            None,
         )?;
         let stem = source
             .file_name()
@@ -101,13 +122,27 @@ fn compile_fixtures(clang: &str, manifest_dir: &Path, out_dir: &Path) -> Result<
     Ok(())
 }
 
-fn compile(clang: &str, source: &Path, include_dir: &Path, out_dir: &Path) -> Result<()> {
+/// Compiles `source` into `<stem>.o` in `out_dir`, or with `define` set into
+/// `<stem>.<define in lower case, without its DROPSPEC_ prefix>.o`.
+fn compile(
+    clang: &str,
+    source: &Path,
+    include_dir: &Path,
+    out_dir: &Path,
+    define: Option<&str>,
+) -> Result<()> {
     let file_name = source.file_name().context("source without a file name")?;
     let stem = file_name
         .to_string_lossy()
         .trim_end_matches(".c")
         .to_owned();
-    let object = out_dir.join(format!("{stem}.o"));
+    let object = match define {
+        None => out_dir.join(format!("{stem}.o")),
+        Some(define) => out_dir.join(format!(
+            "{stem}.{}.o",
+            define.trim_start_matches("DROPSPEC_").to_lowercase()
+        )),
+    };
     // bpf_tracing.h wants the host architecture spelled the kernel's way.
     let arch = match std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() {
         Ok("x86_64") => "x86",
@@ -123,6 +158,7 @@ fn compile(clang: &str, source: &Path, include_dir: &Path, out_dir: &Path) -> Re
     let output = Command::new(clang)
         .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
         .arg(format!("-D__TARGET_ARCH_{arch}"))
+        .args(define.map(|define| format!("-D{define}")))
         .arg("-I")
         .arg(include_dir)
         .arg("-c")

@@ -39,6 +39,8 @@ use std::time::{Duration, Instant};
 
 /// The compiled probe (harness/build.rs builds it from ebpf/drops.bpf.c).
 static PROBE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/drops.bpf.o"));
+static PROBE_OBJECT_ALLOC_ON_INSERT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/drops.bpf.alloc_on_insert.o"));
 
 /// Environment variable that forces one probe mode: `tp_btf` or `tracepoint`.
 pub const PROBE_ENV: &str = "DROPSPEC_PROBE";
@@ -857,9 +859,14 @@ fn attach(mode: ProbeMode, kernel: &KernelFacts, btf: &aya::Btf) -> Result<Attac
         .override_global("cfg_tp_reason", &offsets.reason, true)
         .override_global("cfg_tp_rx_sk", &offsets.rx_sk, true)
         .override_global("cfg_take_stacks", &take_stacks, true);
-    let mut ebpf = loader.load(PROBE_OBJECT).map_err(|e: EbpfError| {
-        bpf_error("loading the probe object (maps, relocations)".into(), &e)
-    })?;
+    let mut ebpf = loader
+        .load(super::loader::object_for_kernel(
+            PROBE_OBJECT,
+            PROBE_OBJECT_ALLOC_ON_INSERT,
+        ))
+        .map_err(|e: EbpfError| {
+            bpf_error("loading the probe object (maps, relocations)".into(), &e)
+        })?;
 
     let prog = ebpf.program_mut(program).ok_or_else(|| {
         unsupported(format!(

@@ -44,6 +44,8 @@ pub use crate::vocab::HookPoint;
 
 /// The compiled probe (harness/build.rs builds it from ebpf/hooks.bpf.c).
 static HOOK_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/hooks.bpf.o"));
+static HOOK_OBJECT_ALLOC_ON_INSERT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/hooks.bpf.alloc_on_insert.o"));
 
 /// Environment variable that picks how hook points attach: `fexit`, `kprobe` or `off`.
 pub const HOOKS_ENV: &str = "DROPSPEC_HOOKS";
@@ -422,7 +424,10 @@ impl HookFamily {
             .btf(Some(&aya_btf))
             .override_global("cfg_accept_err_in_arg", &err_in_arg, true)
             .override_global("cfg_accept_err_offset", &err_offset, true)
-            .load(HOOK_OBJECT)
+            .load(super::loader::object_for_kernel(
+                HOOK_OBJECT,
+                HOOK_OBJECT_ALLOC_ON_INSERT,
+            ))
             .map_err(|e| format!("loading the hook-point object: {}", error_text(&e)))?;
         super::slots::attach_timer_marks(&mut ebpf)
             .map_err(|(what, e)| format!("{what} (hook-point object): {}", error_text(&e)))?;

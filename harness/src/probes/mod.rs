@@ -58,7 +58,7 @@ pub mod datapath;
 mod drops;
 mod events;
 pub mod hooks;
-mod loader;
+pub(crate) mod loader;
 mod misses;
 mod names;
 pub mod program;

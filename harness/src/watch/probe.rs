@@ -14,6 +14,8 @@ use crate::kernel::{self as kernel_info};
 use crate::probes::ReasonTable;
 
 static WATCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/watch.bpf.o"));
+static WATCH_OBJECT_ALLOC_ON_INSERT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/watch.bpf.alloc_on_insert.o"));
 
 const TRACEPOINT: &str = "kfree_skb";
 
@@ -70,7 +72,10 @@ impl WatchProbe {
             .override_global("cfg_all_namespaces", &all, true)
             .override_global("cfg_sample_interval_ns", &interval_ns, true)
             .override_global("cfg_sample_burst", &burst, true)
-            .load(WATCH_OBJECT)
+            .load(crate::probes::loader::object_for_kernel(
+                WATCH_OBJECT,
+                WATCH_OBJECT_ALLOC_ON_INSERT,
+            ))
             .context("loading ebpf/watch.bpf.c")?;
 
         if let Scope::Inodes(inodes) = scope {
