@@ -13,6 +13,9 @@ pub struct MapMemory {
     pub name: String,
     pub map_type: u32,
     pub max_entries: u64,
+    /// BPF_F_NO_PREALLOC: a hash whose entries are allocated as they are inserted
+    /// (`map_flags` in its fdinfo).
+    pub alloc_on_insert: bool,
     /// Bytes charged for the map (`memlock` in its fdinfo; since 6.4 the map's real usage).
     pub memlock: u64,
 }
@@ -55,6 +58,11 @@ pub fn probe_maps() -> Result<Vec<MapMemory>> {
                 name,
                 map_type: field("map_type").unwrap_or(0) as u32,
                 max_entries: field("max_entries").unwrap_or(0),
+                alloc_on_insert: info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("map_flags:")?.trim().strip_prefix("0x"))
+                    .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+                    .is_some_and(|flags| flags & 1 != 0),
                 memlock,
             },
         ));

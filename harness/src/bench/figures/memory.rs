@@ -53,8 +53,15 @@ pub(crate) fn memory_section(exe: &Path, root: &Path) -> Result<String> {
     for m in &maps {
         rows.push(vec![
             format!(
-                "probe map `{}` (type {}, {} entries max)",
-                m.name, m.map_type, m.max_entries
+                "probe map `{}` (type {}, {} entries max{})",
+                m.name,
+                m.map_type,
+                m.max_entries,
+                if m.alloc_on_insert {
+                    ", allocated on insert"
+                } else {
+                    ""
+                }
             ),
             fmt_bytes(m.memlock),
             "kernel memory charged (memlock)".into(),
