@@ -295,7 +295,7 @@ async fn configure(
 /// Longest a new link may take to reach its final operstate. Where RTM_GETLINK does not
 /// run linkwatch's work (5.10, 6.1) it runs at most a second after the previous batch,
 /// on a kworker: on a TCG guest whose host is busy that took over 3 s once (5.10, a
-/// whole-suite run beside three other guests and four busy loops). A kernel still
+/// whole-suite run beside two other guests and four busy loops). A kernel still
 /// saying UNKNOWN is waited for, not a window: the run goes on only once it has decided.
 const SETTLE_LINK: Duration = Duration::from_secs(10);
 
