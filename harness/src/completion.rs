@@ -380,17 +380,7 @@ fn open_markers() -> io::Result<Markers> {
 /// Brings up `lo` of the calling thread's namespace (it starts down in a new one), by
 /// the ioctls `ip link set lo up` falls back to: no process to start.
 fn loopback_up() -> io::Result<()> {
-    let socket = sock::socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    // SAFETY: an all-zero ifreq is valid; the name is NUL-terminated within IFNAMSIZ.
-    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (to, from) in request.ifr_name.iter_mut().zip(b"lo\0") {
-        *to = *from as libc::c_char;
-    }
+    let (socket, mut request) = crate::netns::interface_request("lo")?;
     // SAFETY: both ioctls read and write the ifreq passed, which outlives the calls.
     unsafe {
         if libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) < 0 {

@@ -15,6 +15,7 @@ use nix::sys::socket::{self as sock, sockopt, AddressFamily, MsgFlags, SockFlag,
 use socket2::{SockFilter, SockRef};
 
 use super::Mac;
+use crate::topology::netns::{check_interface_name, interface_request};
 use crate::topology::{Netns, TopologyError};
 
 #[derive(Debug, thiserror::Error)]
@@ -202,17 +203,9 @@ fn open_packet_socket() -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// An interface name the kernel could hold (`IFNAMSIZ`); anything else is no interface.
-fn check_name(ifname: &str) -> io::Result<()> {
-    if ifname.is_empty() || ifname.len() >= libc::IFNAMSIZ || ifname.contains('\0') {
-        return Err(io::Error::from_raw_os_error(libc::ENODEV));
-    }
-    Ok(())
-}
-
 /// The index of `ifname` in the calling thread's namespace.
 fn interface_index(ifname: &str) -> io::Result<i32> {
-    check_name(ifname)?;
+    check_interface_name(ifname)?;
     let index = nix::net::if_::if_nametoindex(ifname)?;
     i32::try_from(index).map_err(io::Error::other)
 }
@@ -220,18 +213,7 @@ fn interface_index(ifname: &str) -> io::Result<i32> {
 /// The MAC address of `ifname` in the calling thread's namespace: SIOCGIFHWADDR on a
 /// socket made there (one ioctl, where getifaddrs(3) dumps every link and address).
 fn hardware_address(ifname: &str) -> io::Result<Mac> {
-    check_name(ifname)?;
-    let socket = sock::socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    // SAFETY: ifreq is plain data; all zeroes is a valid value.
-    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (to, from) in request.ifr_name.iter_mut().zip(ifname.bytes()) {
-        *to = from as libc::c_char;
-    }
+    let (socket, mut request) = interface_request(ifname)?;
     // SAFETY: request is a valid ifreq with a NUL-terminated name (checked shorter than
     // IFNAMSIZ), and the kernel writes only within it.
     let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFHWADDR, &mut request) };

@@ -38,7 +38,7 @@ pub(crate) fn object_for_kernel(
 
 /// Whether this kernel has the BPF memory allocator (a kernel without BTF is treated
 /// as not having it; the probes refuse to load there anyway).
-pub(crate) fn allocates_in_any_context() -> bool {
+fn allocates_in_any_context() -> bool {
     static ANSWER: OnceLock<bool> = OnceLock::new();
     *ANSWER.get_or_init(|| {
         crate::kernel::vmlinux::btf()

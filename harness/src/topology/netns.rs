@@ -144,6 +144,35 @@ impl Drop for Return {
     }
 }
 
+/// An interface name the kernel could hold (`IFNAMSIZ`); anything else is no interface
+/// (ENODEV).
+pub fn check_interface_name(ifname: &str) -> io::Result<()> {
+    if ifname.is_empty() || ifname.len() >= libc::IFNAMSIZ || ifname.contains('\0') {
+        return Err(io::Error::from_raw_os_error(libc::ENODEV));
+    }
+    Ok(())
+}
+
+/// A datagram socket made in the calling thread's namespace and an `ifreq` naming
+/// `ifname`, for the interface ioctls (SIOCGIFFLAGS, SIOCSIFFLAGS, SIOCGIFHWADDR) on
+/// that namespace's interface.
+pub fn interface_request(ifname: &str) -> io::Result<(OwnedFd, libc::ifreq)> {
+    check_interface_name(ifname)?;
+    let socket = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: ifreq is plain data; all zeroes is a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    // The name is shorter than IFNAMSIZ (checked), so the zeroed tail terminates it.
+    for (to, from) in request.ifr_name.iter_mut().zip(ifname.bytes()) {
+        *to = from as libc::c_char;
+    }
+    Ok((socket, request))
+}
+
 fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
     panic
         .downcast_ref::<&str>()
